@@ -1,0 +1,1 @@
+"""Hand-written auth layer."""

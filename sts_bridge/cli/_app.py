@@ -1,0 +1,167 @@
+"""Argument parsing and the one error boundary of the CLI (httpie-style)."""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sts_bridge.errors import (
+    ApiError,
+    AuthError,
+    ConfigurationError,
+    InvalidKeyError,
+    NotAuthenticatedError,
+    NotFoundError,
+    PermissionDeniedError,
+    StsBridgeError,
+)
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit codes of ``sts-bridge`` (documented in the README)."""
+
+    SUCCESS = 0
+    ERROR = 1  # anything not listed below
+    USAGE = 2  # bad arguments (argparse's own code)
+    CONFIG = 3  # not configured / bad configuration
+    AUTH = 4  # login needed or refused
+    FORBIDDEN = 5  # 403 from the API or the store
+    NOT_FOUND = 6  # no such workspace or object
+    API = 7  # API unavailable or failed
+    INTERRUPTED = 130  # Ctrl-C
+
+
+# Modules that contribute commands; each has register(subparsers).
+COMMAND_MODULES = (
+    "sts_bridge.cli.auth_commands",
+    "sts_bridge.cli.workspace_commands",
+    "sts_bridge.cli.credentials_commands",
+    "sts_bridge.cli.transfer_commands",
+    "sts_bridge.cli.devstack_commands",
+)
+
+Handler = Callable[[argparse.Namespace], "int | ExitStatus | None"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sts-bridge",
+        description=(
+            "Put data into your TerrAPI storage workspace and share it. "
+            "Configuration comes from TERRAPI_* environment variables or a "
+            "profile (see the README)."
+        ),
+    )
+    parser.add_argument("--profile", help="configuration profile to use (TERRAPI_PROFILE)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logs (never secrets)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command module that does not exist yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _exit_status_for(exc: StsBridgeError) -> ExitStatus:
+    if isinstance(exc, ConfigurationError):
+        return ExitStatus.CONFIG
+    if isinstance(exc, (AuthError, NotAuthenticatedError)):
+        return ExitStatus.AUTH
+    if isinstance(exc, PermissionDeniedError):
+        return ExitStatus.FORBIDDEN
+    if isinstance(exc, NotFoundError):
+        return ExitStatus.NOT_FOUND
+    if isinstance(exc, InvalidKeyError):
+        return ExitStatus.USAGE
+    if isinstance(exc, ApiError):
+        return ExitStatus.API
+    return ExitStatus.ERROR
+
+
+def error(message: str, hint: str | None = None) -> None:
+    """Print one ``sts-bridge: error: ...`` line (and a hint) on stderr."""
+    print(f"sts-bridge: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"sts-bridge: hint: {hint}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> ExitStatus:
+    """Run the CLI; the only place where exceptions become exit codes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.profile:
+        os.environ["TERRAPI_PROFILE"] = args.profile
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="sts-bridge: %(levelname)s: %(name)s: %(message)s",
+    )
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return ExitStatus.USAGE
+    try:
+        result = handler(args)
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        error("interrupted")
+        return ExitStatus.INTERRUPTED
+    except StsBridgeError as exc:
+        if args.debug:
+            raise
+        error(exc.message, exc.hint)
+        return _exit_status_for(exc)
+    except BrokenPipeError:
+        # e.g. `sts-bridge presign ... | head -1`: not an error for the user.
+        _silence_stdout()
+        return ExitStatus.SUCCESS
+    except Exception as exc:
+        if args.debug:
+            raise
+        error(
+            f"unexpected {type(exc).__name__}: {_safe_text(exc)}",
+            "run again with --debug for a traceback, and report it",
+        )
+        return ExitStatus.ERROR
+    return ExitStatus(int(result or 0))
+
+
+def _safe_text(exc: BaseException) -> str:
+    from sts_bridge._redact import redact
+
+    return redact(str(exc))
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(int(main()))
+
+
+def add_workspace_argument(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
+    """The common ``--workspace/-w`` option (default: TERRAPI_WORKSPACE or the default)."""
+    parser.add_argument(
+        "-w",
+        "--workspace",
+        help="workspace name (default: TERRAPI_WORKSPACE, else your default workspace)",
+        **kwargs,
+    )

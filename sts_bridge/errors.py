@@ -1,0 +1,221 @@
+"""Every error sts-bridge raises, by cause.
+
+The tree (catch the level you care about)::
+
+    StsBridgeError                  base of everything below
+    ├── ConfigurationError          missing or contradictory settings
+    ├── AuthError                   getting or refreshing an access token failed
+    │   ├── InvalidClientError      client id / secret refused by the provider
+    │   ├── InvalidGrantError       refresh token expired or revoked: log in again
+    │   ├── AccessDeniedError       the person refused at the device/browser prompt
+    │   ├── LoginTimeoutError       a device code or browser login was not completed in time
+    │   ├── ProviderUnreachableError the identity provider did not answer
+    │   ├── ClockSkewError          the local clock disagrees with the provider's
+    │   └── TokenCacheError         a token cache file is unreadable or foreign
+    ├── ApiError                    the TerrAPI server refused or failed a call
+    │   ├── NotAuthenticatedError   401: the token was refused
+    │   ├── PermissionDeniedError   403: the principal may not use this
+    │   ├── NotFoundError           404: no such workspace / resource
+    │   │   └── WorkspaceNotFoundError  with the available names
+    │   └── ApiUnavailableError     5xx / 429 / connection errors after retries
+    ├── WorkspaceError              a workspace that sts-bridge cannot use (not S3, ...)
+    ├── CredentialsError            STS credentials could not be obtained or refreshed
+    ├── InvalidKeyError             an object key that would leave the workspace prefix
+    └── TransferError               an upload/download failed (parts were cleaned up)
+
+Messages say what happened and what to do next; they never contain tokens,
+secrets or credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class StsBridgeError(Exception):
+    """Base class of every error raised by sts-bridge.
+
+    ``hint`` is a short "what to do next" sentence that the CLI prints on its
+    own line; it is also part of ``str(exc)``.
+    """
+
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class ConfigurationError(StsBridgeError):
+    """A required setting is missing or two settings contradict each other."""
+
+
+# --- authentication -------------------------------------------------------
+
+
+class AuthError(StsBridgeError):
+    """Getting or refreshing an access token failed."""
+
+
+class InvalidClientError(AuthError):
+    """The identity provider refused the client id or secret."""
+
+    hint = "check TERRAPI_CLIENT_ID and TERRAPI_CLIENT_SECRET"
+
+
+class InvalidGrantError(AuthError):
+    """The refresh token (or device/authorization code) is expired or revoked."""
+
+    hint = "run `sts-bridge login` again"
+
+
+class AccessDeniedError(AuthError):
+    """The person refused the login at the provider's prompt."""
+
+    hint = "run `sts-bridge login` again and approve the request"
+
+
+class LoginTimeoutError(AuthError):
+    """The device code or browser login expired before it was completed."""
+
+    hint = "run `sts-bridge login` again and complete it before the deadline"
+
+
+class ProviderUnreachableError(AuthError):
+    """The identity provider could not be reached."""
+
+    hint = "check TERRAPI_ISSUER and your network, then try again"
+
+
+class ClockSkewError(AuthError):
+    """The local clock is too far from the provider's for tokens to be valid."""
+
+    hint = "synchronise this machine's clock (e.g. with NTP)"
+
+
+class TokenCacheError(AuthError):
+    """A token cache file cannot be read or belongs to something else."""
+
+
+# --- API ------------------------------------------------------------------
+
+
+class ApiError(StsBridgeError):
+    """The TerrAPI server refused or failed a call.
+
+    ``status`` is the HTTP status (``None`` for connection errors) and
+    ``detail`` the ProblemDetails ``detail`` member when the server sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(message, hint=hint)
+
+
+class NotAuthenticatedError(ApiError):
+    """401: the API refused the access token."""
+
+    hint = "run `sts-bridge login` again, or check TERRAPI_ISSUER matches the API"
+
+
+class PermissionDeniedError(ApiError):
+    """403: the principal may not use this resource."""
+
+    hint = "ask the workspace owner for access, or pick one from `sts-bridge workspaces`"
+
+
+class NotFoundError(ApiError):
+    """404: the resource does not exist."""
+
+
+class WorkspaceNotFoundError(NotFoundError):
+    """No workspace of that name is visible to this principal."""
+
+    def __init__(
+        self,
+        name: str,
+        available: Sequence[str],
+        *,
+        suggestion: str | None = None,
+        status: int | None = 404,
+        detail: str | None = None,
+    ) -> None:
+        self.name = name
+        self.available = list(available)
+        self.suggestion = suggestion
+        listing = ", ".join(self.available) if self.available else "none"
+        message = f"no workspace named {name!r}"
+        if suggestion:
+            message += f"; did you mean {suggestion!r}?"
+        super().__init__(
+            message,
+            status=status,
+            detail=detail,
+            hint=f"available workspaces: {listing}",
+        )
+
+
+class ApiUnavailableError(ApiError):
+    """The API answered 429/5xx or could not be reached, after retries."""
+
+    hint = "check TERRAPI_URL and try again later"
+
+
+# --- storage ---------------------------------------------------------------
+
+
+class WorkspaceError(StsBridgeError):
+    """The workspace exists but sts-bridge cannot use it (e.g. not S3)."""
+
+
+class CredentialsError(StsBridgeError):
+    """STS credentials could not be obtained or refreshed."""
+
+
+class InvalidKeyError(StsBridgeError, ValueError):
+    """An object key is unsafe: it could leave the workspace prefix."""
+
+    hint = "use a relative key such as 'results/run-1/output.tif'"
+
+
+class TransferError(StsBridgeError):
+    """An upload or download failed; any partial multipart upload was aborted."""
+
+
+__all__ = [
+    "AccessDeniedError",
+    "ApiError",
+    "ApiUnavailableError",
+    "AuthError",
+    "ClockSkewError",
+    "ConfigurationError",
+    "CredentialsError",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidKeyError",
+    "LoginTimeoutError",
+    "NotAuthenticatedError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProviderUnreachableError",
+    "StsBridgeError",
+    "TokenCacheError",
+    "TransferError",
+    "WorkspaceError",
+    "WorkspaceNotFoundError",
+]
