@@ -101,7 +101,17 @@ def error(message: str, hint: str | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> ExitStatus:
     """Run the CLI; the only place where exceptions become exit codes."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" belongs to a child command
+    # (`sts-bridge credentials W --serve -- python job.py`), not to us.
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    args.passthrough = passthrough
+    if passthrough and not getattr(args, "accepts_passthrough", False):
+        parser.error("unexpected arguments after '--'")
     if args.profile:
         os.environ["TERRAPI_PROFILE"] = args.profile
     logging.basicConfig(

@@ -1,0 +1,119 @@
+"""``sts-bridge credentials``: workspace credentials for other tools."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+FORMATS = ("credential-process", "env", "json")
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "credentials",
+        help="print or serve workspace credentials for the AWS CLI, SDKs, s5cmd ...",
+        description=(
+            "Print the workspace's temporary S3 credentials in a format other tools "
+            "read, or serve them (refreshing) to child processes over the AWS "
+            "container-credentials protocol. Examples:\n"
+            "  ~/.aws/config: credential_process = sts-bridge credentials W "
+            "--format credential-process\n"
+            '  eval "$(sts-bridge credentials W --format env)"\n'
+            "  sts-bridge credentials W --serve -- python job.py"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("workspace", nargs="?", help="workspace name (default: your default)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="credential-process",
+        help="output format (default: credential-process)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve refreshing credentials on loopback (AWS container-credentials protocol)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port for --serve (default: free)")
+    # with --serve, a command after "--" runs with the endpoint in its
+    # environment (see cli._app.main for how "--" is split off)
+    parser.set_defaults(handler=run_credentials, accepts_passthrough=True)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from sts_bridge.cli._workspace import open_workspace
+
+    return open_workspace(args)
+
+
+def run_credentials(args: argparse.Namespace) -> int:
+    from sts_bridge import tool_credentials as tc
+
+    child = list(args.passthrough)
+    if child and not args.serve:
+        from sts_bridge.errors import ConfigurationError
+
+        raise ConfigurationError(
+            "a command to run needs --serve", hint="sts-bridge credentials W --serve -- CMD ..."
+        )
+    workspace = _open(args)
+    if args.serve:
+        return _serve(workspace, args.port, child)
+    creds = workspace.credentials()
+    if args.format == "credential-process":
+        print(json.dumps(tc.credential_process_payload(creds)))
+    elif args.format == "json":
+        print(json.dumps(tc.json_payload(workspace, creds), indent=2))
+    else:
+        for name, value in tc.env_assignments(workspace, creds).items():
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _serve(workspace: Any, port: int, child: list[str]) -> int:
+    from sts_bridge.credentials_server import ContainerCredentialsServer
+
+    with ContainerCredentialsServer(workspace, port=port) as server:
+        if child:
+            env = dict(os.environ)
+            # The child gets the endpoint, never the user's tokens or secrets.
+            for name in (
+                "TERRAPI_CLIENT_SECRET",
+                "TERRAPI_TOKEN",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "AWS_PROFILE",
+            ):
+                env.pop(name, None)
+            env.update(server.env())
+            print(
+                f"sts-bridge: serving {workspace.name} credentials at {server.url}", file=sys.stderr
+            )
+            try:
+                return subprocess.call(child, env=env)
+            except FileNotFoundError:
+                from sts_bridge.errors import ConfigurationError
+
+                raise ConfigurationError(f"command not found: {child[0]}") from None
+        for name, value in server.env().items():
+            print(f"export {name}={shlex.quote(value)}")
+        sys.stdout.flush()
+        print(
+            f"sts-bridge: serving {workspace.name} credentials at {server.url}; Ctrl-C to stop",
+            file=sys.stderr,
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0

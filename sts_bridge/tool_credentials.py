@@ -1,0 +1,131 @@
+"""Workspace credentials in the shapes other tools read.
+
+- ``credential_process_payload``: the JSON of the AWS ``credential_process``
+  protocol (Version 1), so ``aws``, every AWS SDK and s5cmd work through a
+  profile and call ``sts-bridge credentials`` whenever they need fresh keys.
+- ``env_assignments``: ``AWS_*`` variables (plus endpoint and region) for tools
+  that only read the environment. A snapshot: it does not refresh.
+- ``json_payload``: everything a script needs, in one document.
+- ``storage_options``: fsspec / s3fs keyword arguments (a snapshot).
+- ``obstore_credential_provider``: a refreshing credential provider for
+  obstore's ``S3Store(credential_provider=...)``.
+
+The refreshing delegation for child processes is in ``credentials_server``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sts_bridge.s3_credentials import S3Credentials
+    from sts_bridge.workspace import Workspace
+
+
+def _iso(expiry: dt.datetime | None) -> str | None:
+    if expiry is None:
+        return None
+    return expiry.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def credential_process_payload(creds: S3Credentials) -> dict[str, Any]:
+    """The ``credential_process`` document (AWS CLI / SDK "Version 1")."""
+    payload: dict[str, Any] = {
+        "Version": 1,
+        "AccessKeyId": creds.access_key,
+        "SecretAccessKey": creds.secret_key,
+    }
+    if creds.token:
+        payload["SessionToken"] = creds.token
+    expiration = _iso(creds.expiry)
+    if expiration:
+        # Without Expiration the SDKs treat the keys as static and never
+        # ask again; with it they call the process again before expiry.
+        payload["Expiration"] = expiration
+    return payload
+
+
+def endpoint_assignments(workspace: Workspace) -> dict[str, str]:
+    """Where the workspace lives, in the names the AWS tools and s5cmd read."""
+    return {
+        "AWS_ENDPOINT_URL_S3": workspace.endpoint_url,
+        # s5cmd reads S3_ENDPOINT_URL; older AWS SDKs only AWS_ENDPOINT_URL.
+        "AWS_ENDPOINT_URL": workspace.endpoint_url,
+        "S3_ENDPOINT_URL": workspace.endpoint_url,
+        "AWS_REGION": workspace.region,
+        "AWS_DEFAULT_REGION": workspace.region,
+        "STS_BRIDGE_WORKSPACE": workspace.name,
+        "STS_BRIDGE_S3_URI": f"s3://{workspace.bucket}/{workspace.prefix}",
+    }
+
+
+def env_assignments(workspace: Workspace, creds: S3Credentials) -> dict[str, str]:
+    """``AWS_*`` credential variables plus endpoint and region (a snapshot)."""
+    env = {
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+    }
+    if creds.token:
+        env["AWS_SESSION_TOKEN"] = creds.token
+    expiration = _iso(creds.expiry)
+    if expiration:
+        env["AWS_CREDENTIAL_EXPIRATION"] = expiration
+    env.update(endpoint_assignments(workspace))
+    return env
+
+
+def json_payload(workspace: Workspace, creds: S3Credentials) -> dict[str, Any]:
+    """One JSON document with the workspace location and its credentials."""
+    return {
+        "workspace": workspace.name,
+        "bucket": workspace.bucket,
+        "prefix": workspace.prefix,
+        "s3_uri": f"s3://{workspace.bucket}/{workspace.prefix}",
+        "endpoint_url": workspace.endpoint_url,
+        "region": workspace.region,
+        "addressing_style": workspace.addressing_style,
+        "access_key_id": creds.access_key,
+        "secret_access_key": creds.secret_key,
+        "session_token": creds.token,
+        "expiration": _iso(creds.expiry),
+    }
+
+
+def storage_options(workspace: Workspace) -> dict[str, Any]:
+    """Keyword arguments for ``fsspec.filesystem("s3", **options)`` (s3fs).
+
+    A snapshot of the current credentials: s3fs has no hook to refresh them,
+    so open a new filesystem (``skip_instance_cache=True``) for long jobs, or
+    use the refreshing ``credentials --serve`` endpoint instead.
+    """
+    creds = workspace.credentials()
+    return {
+        "key": creds.access_key,
+        "secret": creds.secret_key,
+        "token": creds.token,
+        "endpoint_url": workspace.endpoint_url,
+        "client_kwargs": {"region_name": workspace.region},
+        "config_kwargs": {"s3": {"addressing_style": workspace.addressing_style}},
+        "skip_instance_cache": True,
+    }
+
+
+def obstore_credential_provider(workspace: Workspace) -> Callable[[], dict[str, Any]]:
+    """A credential provider for ``obstore.store.S3Store``.
+
+    obstore calls it again when ``expires_at`` approaches, so long transfers
+    keep working across STS lifetimes.
+    """
+
+    def provide() -> dict[str, Any]:
+        creds = workspace.credentials()
+        return {
+            "access_key_id": creds.access_key,
+            "secret_access_key": creds.secret_key,
+            "token": creds.token,
+            "expires_at": creds.expiry,
+        }
+
+    return provide
