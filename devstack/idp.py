@@ -213,7 +213,9 @@ class IdentityProvider:
     with ``x5c``), ``audience``, ``platform``, ``pid``.
     """
 
-    def __init__(self, config: IdpConfig | None = None, workdir: str | os.PathLike[str] | None = None):
+    def __init__(
+        self, config: IdpConfig | None = None, workdir: str | os.PathLike[str] | None = None
+    ):
         self.config = config or IdpConfig()
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self.workdir: Path | None = None
@@ -353,16 +355,15 @@ class IdentityProvider:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.kill()
-                    proc.wait(timeout=5)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
+                proc.wait(timeout=5)
         if self._log is not None:
             self._log.close()
             self._log = None
