@@ -27,10 +27,13 @@ One role per platform, trusted by the platform's issuer::
      "Statement": [{"Effect": "Allow",
                     "Principal": {"Federated": ["arn:aws:iam:::oidc-provider/<issuer host+path>"]},
                     "Action": ["sts:AssumeRoleWithWebIdentity"],
-                    "Condition": {"StringEquals": {"<issuer host+path>:app_id": audience}}}]}
+                    "Condition": {"StringEquals": {"<issuer host+path>:aud": audience}}}]}
 
-(radosgw 16 evaluates ``<idp>:app_id`` (= the token's ``aud``) and ``<idp>:sub``
-in the trust policy; ``:aud`` is not a key it knows in this version.)
+The audience condition is NOT optional in practice: radosgw 16.2.15 does not
+check the token's ``aud`` against the provider's ClientIDList, so without it a
+token of the issuer for any client is accepted. Measured: the trust policy
+evaluates ``<idp>:aud`` and ``<idp>:app_id`` (both = the token's ``aud``; a
+list ``aud`` matches when any element matches) and ``<idp>:sub``.
 
 The role (inline) policy allows everything S3 on the platform's buckets::
 
@@ -56,6 +59,22 @@ the intersection of role policy and session policy::
         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                    "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
         "Resource": ["arn:aws:s3:::<bucket>/<prefix>*"]}]}
+
+Measured in the session policy: ``s3:prefix`` on ListBucket is evaluated
+(ListObjectsV2 without ``Prefix`` or with ``Prefix="a2"`` is AccessDenied),
+object ARNs with ``prefix*`` are enforced, ListMultipartUploads needs
+``s3:ListBucketMultipartUploads`` on the bucket.
+
+STS: ``DurationSeconds`` from 1 (``rgw sts min session duration``, set to
+``MIN_STS_DURATION`` = 1 here) to the role's MaxSessionDuration (3600 by
+default); 0 or more is HTTP 400. Credentials stop working to the second of
+their ``Expiration``. ``RoleSessionName`` must be 2-64 characters (else 400).
+radosgw fetches the issuer's discovery document and JWKS on every call.
+
+Integrity checks radosgw 16 enforces (measured): ``Content-MD5`` on PutObject
+and UploadPart (400 BadDigest), ``x-amz-content-sha256`` (400
+XAmzContentSHA256Mismatch). It IGNORES ``x-amz-checksum-crc32`` (a wrong
+value is stored with 200 and nothing is echoed back).
 
 radosgw quirks handled here: the policy JSON must be compact (no spaces: the
 form body's ``+`` is not decoded as a space), ``DurationSeconds`` below 900
@@ -130,7 +149,7 @@ def trust_policy(issuer_url: str, audience: str | None = None) -> dict[str, Any]
         "Action": ["sts:AssumeRoleWithWebIdentity"],
     }
     if audience is not None:
-        stmt["Condition"] = {"StringEquals": {f"{idp_id(issuer_url)}:app_id": audience}}
+        stmt["Condition"] = {"StringEquals": {f"{idp_id(issuer_url)}:aud": audience}}
     return {"Version": "2012-10-17", "Statement": [stmt]}
 
 
@@ -367,19 +386,34 @@ rgw enable ops log = false
             self.rgw_port = free_port()
         fsid = str(uuid.uuid4())
         self._write_conf(fsid)
-        (w / "keyring").write_text(
-            f'[mon.]\n\tkey = {_ceph_key()}\n\tcaps mon = "allow *"\n'
-        )
+        (w / "keyring").write_text(f'[mon.]\n\tkey = {_ceph_key()}\n\tcaps mon = "allow *"\n')
         deadline = time.monotonic() + self.startup_timeout
 
         # monitor
         subprocess.run(
-            ["monmaptool", "--create", "--fsid", fsid, "--addv", "a",
-             f"[v2:127.0.0.1:{self.mon_port}]", str(w / "monmap")],
-            check=True, capture_output=True,
+            [
+                "monmaptool",
+                "--create",
+                "--fsid",
+                fsid,
+                "--addv",
+                "a",
+                f"[v2:127.0.0.1:{self.mon_port}]",
+                str(w / "monmap"),
+            ],
+            check=True,
+            capture_output=True,
         )
-        self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", str(w / "monmap"),
-                  "--keyring", str(w / "keyring"))
+        self._run(
+            "ceph-mon",
+            "--mkfs",
+            "-i",
+            "a",
+            "--monmap",
+            str(w / "monmap"),
+            "--keyring",
+            str(w / "keyring"),
+        )
         self._spawn("mon", "ceph-mon", "-i", "a")
 
         # osd (the monitor answers "osd new" as soon as it has formed a quorum)
@@ -409,9 +443,14 @@ rgw enable ops log = false
         )
 
     # ------------------------------------------------------------------ clients
-    def client(self, service: str, access_key: str | None = None,
-               secret_key: str | None = None, session_token: str | None = None,
-               **config: Any) -> Any:
+    def client(
+        self,
+        service: str,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        **config: Any,
+    ) -> Any:
         """A boto3 client (path-style, SigV4) on this gateway; admin keys by default."""
         import boto3
         from botocore.config import Config
@@ -441,8 +480,19 @@ rgw enable ops log = false
             raise RadosGatewayError("RadosGateway is not running")
         access = uuid.uuid4().hex[:20].upper()
         secret = base64.b64encode(os.urandom(30)).decode("ascii")
-        args = ["radosgw-admin", "user", "create", "--uid", uid, "--display-name", uid,
-                "--access-key", access, "--secret", secret]
+        args = [
+            "radosgw-admin",
+            "user",
+            "create",
+            "--uid",
+            uid,
+            "--display-name",
+            uid,
+            "--access-key",
+            access,
+            "--secret",
+            secret,
+        ]
         if caps:
             args += ["--caps", caps]
         self._run(*args)
@@ -475,14 +525,24 @@ rgw enable ops log = false
                 return arn
             raise RadosGatewayError(f"CreateOpenIDConnectProvider failed: {exc}") from exc
 
-    def create_role(self, name: str, trust_policy: dict[str, Any],
-                    role_policy: dict[str, Any]) -> str:
+    def create_role(
+        self,
+        name: str,
+        trust_policy: dict[str, Any],
+        role_policy: dict[str, Any],
+        *,
+        max_session_duration: int = 3600,
+    ) -> str:
         """A role with ``trust_policy`` and an inline ``role_policy``; returns its ARN."""
         from botocore.exceptions import ClientError
 
         iam = self._admin_client("iam")
         try:
-            resp = iam.create_role(RoleName=name, AssumeRolePolicyDocument=_compact(trust_policy))
+            resp = iam.create_role(
+                RoleName=name,
+                AssumeRolePolicyDocument=_compact(trust_policy),
+                MaxSessionDuration=max_session_duration,
+            )
             arn = str(resp["Role"]["Arn"])
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
@@ -490,8 +550,9 @@ rgw enable ops log = false
                 raise RadosGatewayError(f"CreateRole {name} failed: {exc}") from exc
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=_compact(trust_policy))
             arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
-        iam.put_role_policy(RoleName=name, PolicyName=f"{name}-policy",
-                            PolicyDocument=_compact(role_policy))
+        iam.put_role_policy(
+            RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=_compact(role_policy)
+        )
         return arn
 
     def assume_role_with_web_identity(
@@ -516,8 +577,11 @@ rgw enable ops log = false
             "sts",
             endpoint_url=self.endpoint_url,
             region_name=self.region,
-            config=Config(signature_version=UNSIGNED, parameter_validation=False,
-                          retries={"max_attempts": 1, "mode": "standard"}),
+            config=Config(
+                signature_version=UNSIGNED,
+                parameter_validation=False,
+                retries={"max_attempts": 1, "mode": "standard"},
+            ),
         )
         kwargs: dict[str, Any] = {
             "RoleArn": role_arn,
