@@ -219,3 +219,21 @@ __all__ = [
     "WorkspaceError",
     "WorkspaceNotFoundError",
 ]
+
+
+# --- added for the auth layer (issue 4) ----------------------------------
+
+
+class LoginRequiredError(AuthError):
+    """No usable login: nothing cached and no non-interactive way to get a token."""
+
+    hint = "run `sts-bridge login` (or set TERRAPI_TOKEN / TERRAPI_CLIENT_SECRET)"
+
+
+class TokenExpiredError(AuthError):
+    """A token given from outside (TERRAPI_TOKEN, a command) has expired."""
+
+    hint = "set a fresh TERRAPI_TOKEN, or use `sts-bridge login` so tokens refresh themselves"
+
+
+__all__ += ["LoginRequiredError", "TokenExpiredError"]

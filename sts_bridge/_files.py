@@ -1,0 +1,86 @@
+"""Private files: atomic 0600 writes, cross-process locks, JSON reads.
+
+Token and credential caches are shared by every process of a user; a reader
+must never see half a file, and two writers must not interleave. Hence a temp
+file in the same directory (so ``os.replace`` is atomic), fsync of the file
+and of the directory (so a crash does not leave an empty file behind), and a
+``filelock`` lock file next to the data for read-modify-write sequences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+__all__ = ["atomic_write", "file_lock", "read_private_json"]
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically, the file ending with ``mode``.
+
+    The parent directory is created (0700) when missing. The temp file is
+    created with mode 0600 from the start (``mkstemp``), so the content is
+    never readable by others, not even for a moment.
+    """
+    target = Path(path)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], timeout: float = 60.0) -> Iterator[None]:
+    """Hold an exclusive cross-process lock on ``path`` (a ``.lock`` file).
+
+    Raises ``filelock.Timeout`` (a ``TimeoutError``) when the lock is not
+    obtained within ``timeout`` seconds.
+    """
+    lock_path = Path(path)
+    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(lock_path), timeout=timeout, mode=0o600)
+    with lock:
+        yield
+
+
+def read_private_json(path: str | os.PathLike[str]) -> Any:
+    """Return the parsed JSON in ``path``, or ``None`` when the file does not exist.
+
+    Raises ``ValueError`` when the content is not JSON and ``OSError`` when the
+    file cannot be read.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    return json.loads(raw.decode("utf-8"))

@@ -1,0 +1,89 @@
+"""Shared base of the flows that talk to an OpenID provider."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sts_bridge.auth.base import DEFAULT_LEEWAY, Clock, TokenCredentials
+from sts_bridge.auth.discovery import ProviderMetadata, discover
+from sts_bridge.auth.oauth import OAuthClient
+
+if TYPE_CHECKING:
+    from sts_bridge.auth.cache import TokenCache
+
+__all__ = ["ProviderCredentials"]
+
+
+class ProviderCredentials(TokenCredentials):
+    """Credentials obtained from an OpenID provider (discovered lazily, on first use).
+
+    :param issuer: the issuer URL, or already discovered :class:`ProviderMetadata`.
+    :param client_id: the OAuth client id.
+    :param client_secret: for confidential clients only.
+    :param scopes: scopes to ask for (flows add what they need, e.g. ``openid``).
+    :param audience: the API audience (sent as RFC 8707 ``resource``).
+    :param verify: TLS verification: ``True``, ``False`` or a CA bundle path.
+    """
+
+    def __init__(
+        self,
+        issuer: str | ProviderMetadata,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        scopes: Sequence[str] = (),
+        audience: str | None = None,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        leeway: float = DEFAULT_LEEWAY,
+        clock: Clock | None = None,
+        cache: TokenCache | None = None,
+        audience_param: str = "resource",
+    ) -> None:
+        super().__init__(leeway=leeway, clock=clock, cache=cache)
+        self._issuer = issuer
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.scopes = tuple(dict.fromkeys(scopes))
+        self.audience = audience
+        self.verify = verify
+        self.timeout = timeout
+        self.audience_param = audience_param
+        self._oauth: OAuthClient | None = None
+
+    @property
+    def issuer(self) -> str:
+        if isinstance(self._issuer, ProviderMetadata):
+            return self._issuer.issuer
+        return self._issuer.rstrip("/")
+
+    @property
+    def metadata(self) -> ProviderMetadata:
+        return self.oauth.metadata
+
+    @property
+    def oauth(self) -> OAuthClient:
+        """The :class:`OAuthClient` (runs discovery the first time)."""
+        if self._oauth is None:
+            metadata = (
+                self._issuer
+                if isinstance(self._issuer, ProviderMetadata)
+                else discover(self._issuer, verify=self.verify, timeout=self.timeout)
+            )
+            self._oauth = OAuthClient(
+                metadata,
+                self.client_id,
+                self._client_secret,
+                verify=self.verify,
+                timeout=self.timeout,
+                audience=self.audience,
+                audience_param=self.audience_param,
+            )
+        return self._oauth
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(issuer={self.issuer!r}, client_id={self.client_id!r}, "
+            f"state={self.state!r}, expiry={self.expiry!r})"
+        )

@@ -1,0 +1,330 @@
+"""The configuration chain: explicit argument > environment > profile > default.
+
+One table (:data:`_FIELDS`) drives the whole chain, in the manner of
+botocore's ``configprovider``. Each setting has an environment variable and a
+key in the profile file; :func:`load_settings` records where every value came
+from so that :meth:`Settings.require` can name every place it looked.
+
+The profile file is an INI file, ``config`` in
+``platformdirs.user_config_dir("sts-bridge")`` (or ``STS_BRIDGE_CONFIG_FILE``)::
+
+    [default]
+    issuer = https://login.example.org
+    url = https://terrapi.example.org/core
+
+    [profile service]
+    client_id = my-service
+    scopes = gep
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from sts_bridge.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_LEEWAY",
+    "FLOWS",
+    "Settings",
+    "config_file_path",
+    "default_cache_dir",
+    "load_settings",
+    "require",
+]
+
+APP_NAME = "sts-bridge"
+DEFAULT_CLIENT_ID = "sts-bridge-cli"
+DEFAULT_LEEWAY = 60.0
+#: Values of ``flow`` (TERRAPI_FLOW); ``module:attribute`` names a user authenticator.
+FLOWS = (
+    "auto",
+    "client-credentials",
+    "refresh-token",
+    "device",
+    "browser",
+    "static",
+    "command",
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def _parse_scopes(value: str) -> tuple[str, ...]:
+    # "gep offline_access" and "gep,offline_access" both work; order kept, no duplicates.
+    parts = value.replace(",", " ").split()
+    return tuple(dict.fromkeys(parts))
+
+
+def _parse_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _parse_str(value: str) -> str | None:
+    value = value.strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    env: str | None
+    ini: str | None
+    parse: Callable[[str], Any]
+
+
+# The one table behind the chain (field, environment variable, profile key, parser).
+_FIELDS: tuple[_Field, ...] = (
+    _Field("api_url", "TERRAPI_URL", "url", _parse_str),
+    _Field("issuer", "TERRAPI_ISSUER", "issuer", _parse_str),
+    _Field("client_id", "TERRAPI_CLIENT_ID", "client_id", _parse_str),
+    _Field("client_secret", "TERRAPI_CLIENT_SECRET", "client_secret", _parse_str),
+    _Field("scopes", "TERRAPI_SCOPES", "scopes", _parse_scopes),
+    _Field("audience", "TERRAPI_AUDIENCE", "audience", _parse_str),
+    _Field("workspace", "TERRAPI_WORKSPACE", "workspace", _parse_str),
+    _Field("ca_bundle", "TERRAPI_CA_BUNDLE", "ca_bundle", _parse_str),
+    _Field("insecure", "TERRAPI_INSECURE", "insecure", _parse_bool),
+    _Field("token", "TERRAPI_TOKEN", None, _parse_str),  # never read from a file
+    _Field("token_command", "TERRAPI_TOKEN_COMMAND", "token_command", _parse_str),
+    _Field("flow", "TERRAPI_FLOW", "flow", _parse_str),
+    _Field("cache_dir", "STS_BRIDGE_CACHE_DIR", "cache_dir", lambda v: Path(v).expanduser()),
+    _Field("leeway", "STS_BRIDGE_LEEWAY", "leeway", _parse_float),
+    _Field("token_cache", "STS_BRIDGE_TOKEN_CACHE", "token_cache", _parse_bool),
+)
+_BY_NAME = {f.name: f for f in _FIELDS}
+
+
+def default_cache_dir() -> Path:
+    """``STS_BRIDGE_CACHE_DIR`` or the per-user cache directory."""
+    env = os.environ.get("STS_BRIDGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def config_file_path() -> Path:
+    """``STS_BRIDGE_CONFIG_FILE`` or ``<user config dir>/sts-bridge/config``."""
+    env = os.environ.get("STS_BRIDGE_CONFIG_FILE")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of sts-bridge, resolved. Build it with :func:`load_settings`.
+
+    ``sources`` maps a field name to where its value came from (``argument``,
+    ``env TERRAPI_X``, ``profile 'p' in /path`` or ``default``).
+    """
+
+    api_url: str | None = None
+    issuer: str | None = None
+    client_id: str = DEFAULT_CLIENT_ID
+    client_secret: str | None = field(default=None, repr=False)
+    scopes: tuple[str, ...] = ()
+    audience: str | None = None
+    workspace: str | None = None
+    ca_bundle: str | None = None
+    insecure: bool = False
+    token: str | None = field(default=None, repr=False)
+    token_command: str | None = None
+    flow: str | None = None
+    profile: str = "default"
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    leeway: float = DEFAULT_LEEWAY
+    token_cache: bool = True
+    config_file: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def verify(self) -> bool | str:
+        """What to pass as ``verify=`` to requests/boto3: False, a CA bundle path, or True."""
+        if self.insecure:
+            return False
+        if self.ca_bundle:
+            return self.ca_bundle
+        return True
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            if f.name in ("client_secret", "token") and value is not None:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def source(self, name: str) -> str:
+        """Where the value of ``name`` came from (``default`` when not recorded)."""
+        return self.sources.get(name, "default")
+
+    def require(self, *names: str) -> None:
+        """Raise :class:`ConfigurationError` when any of ``names`` is unset."""
+        require(self, *names)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (recorded as explicit arguments)."""
+        sources = dict(self.sources)
+        for key in changes:
+            sources[key] = "argument"
+        return dataclasses.replace(self, sources=sources, **changes)
+
+
+def _looked_at(settings: Settings, name: str) -> str:
+    spec = _BY_NAME.get(name)
+    places = [f"the {name}= argument"]
+    if spec is not None and spec.env:
+        places.append(f"the environment variable {spec.env}")
+    if spec is not None and spec.ini:
+        where = str(settings.config_file) if settings.config_file else str(config_file_path())
+        places.append(f"key {spec.ini!r} of profile {settings.profile!r} in {where}")
+    return ", ".join(places)
+
+
+def require(settings: Settings, *names: str) -> None:
+    """Raise :class:`ConfigurationError` naming every place looked at for unset ``names``."""
+    missing = [n for n in names if getattr(settings, n) in (None, "", ())]
+    if not missing:
+        return
+    parts = []
+    for name in missing:
+        spec = _BY_NAME.get(name)
+        label = spec.env if spec is not None and spec.env else name
+        parts.append(f"{label} is not set (looked at {_looked_at(settings, name)})")
+    first = _BY_NAME.get(missing[0])
+    env = first.env if first is not None and first.env else missing[0]
+    raise ConfigurationError(
+        "; ".join(parts),
+        hint=f"export {env}=... or add it to your profile (see `sts-bridge --help`)",
+    )
+
+
+def _read_profile(path: Path, profile: str, explicit_profile: bool) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        read = parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"the configuration file {path} cannot be parsed: {exc.__class__.__name__}",
+            hint="fix the file (INI format: [default] or [profile NAME] sections)",
+        ) from exc
+    if not read:
+        if explicit_profile and profile != "default":
+            raise ConfigurationError(
+                f"profile {profile!r} requested but there is no configuration file at {path}",
+                hint="create it, set STS_BRIDGE_CONFIG_FILE, or drop --profile/TERRAPI_PROFILE",
+            )
+        return {}
+    for section in (f"profile {profile}", profile) if profile != "default" else ("default",):
+        if parser.has_section(section):
+            return dict(parser.items(section))
+    if profile != "default":
+        available = [s.removeprefix("profile ") for s in parser.sections()]
+        raise ConfigurationError(
+            f"no profile {profile!r} in {path} (profiles there: {', '.join(available) or 'none'})",
+            hint=f"add a [profile {profile}] section or pick another profile",
+        )
+    return {}
+
+
+def load_settings(**explicit: Any) -> Settings:
+    """Resolve every setting: explicit argument > environment > profile > default.
+
+    ``explicit`` takes the field names of :class:`Settings`; ``None`` means
+    "not given". Raises :class:`ConfigurationError` for unparsable values,
+    a missing named profile, or a client secret without a client id.
+    """
+    known = {f.name for f in dataclasses.fields(Settings)} - {"sources", "config_file"}
+    unknown = set(explicit) - known
+    if unknown:
+        raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in explicit.items() if v is not None}
+
+    sources: dict[str, str] = {}
+    if "profile" in given:
+        profile, sources["profile"] = str(given["profile"]), "argument"
+    elif os.environ.get("TERRAPI_PROFILE"):
+        profile, sources["profile"] = os.environ["TERRAPI_PROFILE"], "env TERRAPI_PROFILE"
+    else:
+        profile = "default"
+    path = config_file_path()
+    ini = _read_profile(path, profile, explicit_profile="profile" in sources)
+
+    values: dict[str, Any] = {}
+    for spec in _FIELDS:
+        if spec.name in given:
+            value = given[spec.name]
+            if spec.name == "scopes" and isinstance(value, str):
+                value = _parse_scopes(value)
+            elif spec.name == "scopes":
+                value = tuple(value)
+            elif spec.name == "cache_dir":
+                value = Path(value).expanduser()
+            values[spec.name], sources[spec.name] = value, "argument"
+            continue
+        raw, origin = None, ""
+        if spec.env and os.environ.get(spec.env, "") != "":
+            raw, origin = os.environ[spec.env], f"env {spec.env}"
+        elif spec.ini and spec.ini in ini:
+            raw, origin = ini[spec.ini], f"profile {profile!r} in {path}"
+        if raw is None:
+            continue
+        try:
+            parsed = spec.parse(raw)
+        except ValueError as exc:
+            where = spec.env if origin.startswith("env") else f"{spec.ini} in {path}"
+            raise ConfigurationError(
+                f"invalid value for {where}: {exc}",
+                hint="fix the value (see the README, section Configuration)",
+            ) from exc
+        if parsed is None:
+            continue
+        values[spec.name], sources[spec.name] = parsed, origin
+
+    settings = Settings(
+        profile=profile,
+        config_file=path if ini else None,
+        sources=sources,
+        **values,
+    )
+    if settings.flow is not None:
+        flow = settings.flow.strip().lower().replace("_", "-")
+        if flow not in FLOWS and ":" not in settings.flow:
+            raise ConfigurationError(
+                f"unknown flow {settings.flow!r} (from {settings.source('flow')})",
+                hint=f"use one of {', '.join(FLOWS)} or 'module:attribute' of an authenticator",
+            )
+        if ":" not in settings.flow:
+            settings = dataclasses.replace(settings, flow=flow)
+    if settings.client_secret and "client_id" not in sources:
+        raise ConfigurationError(
+            "a client secret is configured but no client id "
+            f"(the secret came from {settings.source('client_secret')})",
+            hint="set TERRAPI_CLIENT_ID to the id of the confidential client",
+        )
+    return settings
