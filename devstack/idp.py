@@ -94,12 +94,14 @@ class ClientSpec:
     service account, refresh tokens with offline_access), ``cli`` (public
     native client: auth code + PKCE S256 on any loopback port, device code,
     refresh) or ``api`` (confidential, client credentials only).
-    ``secret=None`` for a confidential client means: generated at each start."""
+    ``secret=None`` for a confidential client means: generated at each start.
+    ``first_party`` (default: true for ``cli``) skips the consent page."""
 
     client_id: str
     kind: str
     secret: str | None = None
     name: str = ""
+    first_party: bool | None = None
 
 
 def default_users() -> list[User]:
@@ -284,7 +286,9 @@ class IdentityProvider:
                 {
                     "metadata": _client_metadata(spec, secret),
                     "service_account": spec.kind == "service",
-                    "first_party": spec.kind == "cli",
+                    "first_party": (
+                        spec.kind == "cli" if spec.first_party is None else spec.first_party
+                    ),
                 }
             )
         cfg = {

@@ -6,6 +6,7 @@
 // Tokens and secrets are never logged: one line per request (method, path
 // without query string, status) goes to stderr.
 
+import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as querystring from 'node:querystring';
 
@@ -473,6 +474,69 @@ provider.use(async (ctx, next) => {
 });
 
 provider.use(interactionRoutes);
+
+// ------------------------------------------------- userinfo for JWT tokens
+// oidc-provider's userinfo only accepts opaque tokens without an audience,
+// and every token here is a JWT for the API (defaultResource). Keycloak's
+// userinfo accepts its access tokens, so answer /me for our JWTs here; other
+// bearer values fall through to oidc-provider.
+const signingKey = createPublicKey({
+  key: { kty: cfg.jwk.kty, n: cfg.jwk.n, e: cfg.jwk.e },
+  format: 'jwk',
+});
+const SCOPE_CLAIMS = {
+  profile: ['preferred_username', 'name', 'given_name', 'family_name', 'groups'],
+  email: ['email', 'email_verified'],
+};
+
+function verifyAccessToken(token) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return undefined;
+  try {
+    const header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+    if (header.alg !== 'RS256' || header.typ !== 'at+jwt') return undefined;
+    const signed = Buffer.from(`${parts[0]}.${parts[1]}`);
+    if (!cryptoVerify('RSA-SHA256', signed, signingKey, Buffer.from(parts[2], 'base64url'))) {
+      return undefined;
+    }
+    const payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+    if (payload.iss !== cfg.issuer || !(payload.exp > Date.now() / 1000)) return undefined;
+    return payload;
+  } catch {
+    return undefined;
+  }
+}
+
+provider.use(async (ctx, next) => {
+  if (ctx.path !== '/me' || !['GET', 'POST'].includes(ctx.method)) return next();
+  const match = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/.exec(ctx.get('authorization'));
+  if (!match) return next();
+  ctx.set('cache-control', 'no-store');
+  const payload = verifyAccessToken(match[1]);
+  const scopes = new Set((payload?.scope || '').split(' '));
+  const claims = payload && claimsForAccount(payload.sub);
+  if (!payload || !claims) {
+    ctx.status = 401;
+    ctx.set('www-authenticate', 'Bearer error="invalid_token", error_description="invalid token provided"');
+    ctx.body = { error: 'invalid_token', error_description: 'invalid token provided' };
+    return undefined;
+  }
+  if (!scopes.has('openid')) {
+    ctx.status = 403;
+    ctx.set('www-authenticate', 'Bearer error="insufficient_scope", scope="openid"');
+    ctx.body = { error: 'insufficient_scope', error_description: 'access token missing \'openid\' scope' };
+    return undefined;
+  }
+  const body = { sub: claims.sub };
+  for (const [scope, names] of Object.entries(SCOPE_CLAIMS)) {
+    if (!scopes.has(scope)) continue;
+    for (const name of names) {
+      if (claims[name] !== undefined) body[name] = claims[name];
+    }
+  }
+  ctx.body = body;
+  return undefined;
+});
 
 provider.on('server_error', (ctx, err) => {
   process.stderr.write(`idp server_error ${ctx.method} ${ctx.path}: ${err && err.stack}\n`);

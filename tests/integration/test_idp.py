@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sts_bridge_devstack import idp as idp_module
 from sts_bridge_devstack.idp import (
     DEFAULT_AUDIENCE,
+    ClientSpec,
     IdentityProvider,
     IdpConfig,
     IdpError,
@@ -410,6 +411,59 @@ def test_auto_approve_with_login_hint(tmp_path) -> None:
         # without a login_hint the login page is still shown
         with pytest.raises(IdpError, match="login refused"):
             _login(auto, "bob", "wrong-password")
+
+
+def test_consent_page_for_a_third_party_client(tmp_path) -> None:
+    clients = [ClientSpec("third-party-cli", "cli", first_party=False)]
+    with IdentityProvider(IdpConfig(clients=clients), workdir=tmp_path) as other:
+        assert other.cli_client_id == "third-party-cli"
+        other.reset_stats()
+        session, verifier, _state, final = _login(other, "alice", "alice-password")
+        token = session.fetch_token(
+            other.token_endpoint, authorization_response=final, code_verifier=verifier
+        )
+        assert _verify(other, token["access_token"])["azp"] == "third-party-cli"
+        posted = sorted(
+            k.rsplit("/", 1)[1]
+            for k in other.stats()["by_path"]
+            if k.startswith("POST /interaction/")
+        )
+        assert posted == ["confirm", "login"]
+
+
+# ---------------------------------------------------------------- userinfo
+def test_userinfo_accepts_jwt_access_tokens(idp: IdentityProvider) -> None:
+    session, verifier, _state, final = _login(idp, "alice", "alice-password")
+    token = session.fetch_token(
+        idp.token_endpoint, authorization_response=final, code_verifier=verifier
+    )
+    resp = requests.get(
+        idp.userinfo_endpoint,
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+        timeout=5,
+    )
+    assert resp.status_code == 200, resp.text
+    info = resp.json()
+    assert info["sub"] == idp.users["alice"].sub
+    assert info["preferred_username"] == "alice"
+    assert info["email"] == idp.users["alice"].email
+    assert info["groups"] == ["team-a"]
+
+    service = _service_token(idp)
+    resp = requests.get(
+        idp.userinfo_endpoint,
+        headers={"Authorization": f"Bearer {service['access_token']}"},
+        timeout=5,
+    )
+    assert resp.json()["preferred_username"] == f"service-account-{idp.service_client_id}"
+
+    tampered = token["access_token"][:-4] + (
+        "AAAA" if not token["access_token"].endswith("AAAA") else "BBBB"
+    )
+    resp = requests.get(
+        idp.userinfo_endpoint, headers={"Authorization": f"Bearer {tampered}"}, timeout=5
+    )
+    assert resp.status_code == 401
 
 
 # ---------------------------------------------------------------- stats
