@@ -1,0 +1,160 @@
+"""The S3 side of the reference server: STS issuance and presigned downloads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+from typing import Any
+
+from .policy import StoragePoint
+
+
+class StorageError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _compact(doc: dict[str, Any]) -> str:
+    # radosgw does not decode '+' as a space in form bodies: no spaces at all
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def session_policy_for(point: StoragePoint) -> dict[str, Any]:
+    """Session policy narrowing the role to the storage point's bucket/prefix."""
+    b, p = point.bucket, point.prefix
+    objects = (
+        ["s3:GetObject"]
+        if point.read_only
+        else [
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:AbortMultipartUpload",
+            "s3:ListMultipartUploadParts",
+        ]
+    )
+    bucket_actions = ["s3:GetBucketLocation"]
+    if not point.read_only:
+        bucket_actions.append("s3:ListBucketMultipartUploads")
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{b}"],
+                "Condition": {"StringLike": {"s3:prefix": [f"{p}*"]}},
+            },
+            {"Effect": "Allow", "Action": bucket_actions, "Resource": [f"arn:aws:s3:::{b}"]},
+            {"Effect": "Allow", "Action": objects, "Resource": [f"arn:aws:s3:::{b}/{p}*"]},
+        ],
+    }
+
+
+def session_name(username: str) -> str:
+    """A RoleSessionName ([\\w+=,.@-]{2,64}) for ``username``."""
+    name = re.sub(r"[^\w+=,.@-]", "-", username)[:64]
+    return name if len(name) >= 2 else f"{name}--"[:2]
+
+
+class S3Backend:
+    def __init__(
+        self,
+        endpoint_url: str,
+        region: str,
+        role_arn: str,
+        duration_seconds: int,
+        admin_access_key: str,
+        admin_secret_key: str,
+        download_expires_in: int = 3600,
+    ) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self.region = region
+        self.role_arn = role_arn
+        self.duration_seconds = int(duration_seconds)
+        self._admin = (admin_access_key, admin_secret_key)
+        self.download_expires_in = int(download_expires_in)
+        self._lock = threading.Lock()
+        self._sts: Any = None
+        self._s3: Any = None
+
+    def _clients(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._sts is None:
+                import boto3
+                from botocore import UNSIGNED
+                from botocore.config import Config
+
+                session = boto3.session.Session()
+                self._sts = session.client(
+                    "sts",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region,
+                    config=Config(
+                        signature_version=UNSIGNED,
+                        parameter_validation=False,  # DurationSeconds < 900
+                        retries={"max_attempts": 1, "mode": "standard"},
+                        connect_timeout=5,
+                        read_timeout=15,
+                    ),
+                )
+                self._s3 = session.client(
+                    "s3",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region,
+                    aws_access_key_id=self._admin[0],
+                    aws_secret_access_key=self._admin[1],
+                    config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+                )
+            return self._sts, self._s3
+
+    def assume_role(
+        self, web_identity_token: str, username: str, point: StoragePoint
+    ) -> dict[str, Any]:
+        """AssumeRoleWithWebIdentity with the caller's token and a session policy."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        sts, _ = self._clients()
+        try:
+            resp = sts.assume_role_with_web_identity(
+                RoleArn=self.role_arn,
+                RoleSessionName=session_name(username),
+                WebIdentityToken=web_identity_token,
+                DurationSeconds=self.duration_seconds,
+                Policy=_compact(session_policy_for(point)),
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            raise StorageError(
+                403,
+                f"the storage refused to issue credentials for {point.name} "
+                f"(STS answered HTTP {status})",
+            ) from None
+        except BotoCoreError as exc:
+            raise StorageError(
+                503, f"the storage STS endpoint failed: {type(exc).__name__}"
+            ) from None
+        c = resp["Credentials"]
+        exp = c["Expiration"]
+        if isinstance(exp, dt.datetime):
+            exp = exp.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        return {
+            "access_key": c["AccessKeyId"],
+            "secret_key": c["SecretAccessKey"],
+            "use_token": True,
+            "token": c["SessionToken"],
+            "expiration": exp,
+        }
+
+    def presign_get(self, bucket: str, key: str) -> tuple[str, str]:
+        """(presigned GET URL, expiration ISO string)."""
+        _, s3 = self._clients()
+        url = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.download_expires_in
+        )
+        exp = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.download_expires_in)
+        return str(url), exp.replace(microsecond=0).isoformat().replace("+00:00", "Z")

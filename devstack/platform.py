@@ -1,0 +1,350 @@
+"""The whole local platform: identity provider + radosgw (S3 + STS) + the
+reference TerrAPI server, on free loopback ports.
+
+Usage::
+
+    with LocalPlatform(token_ttl=5, sts_duration=5) as platform:
+        os.environ.update(platform.env())
+        ...
+
+``start()`` starts the IdP and radosgw (in parallel), creates the buckets of
+the workspace policy (``devstack/platform.yaml``), registers the IdP as an
+OpenID Connect provider in radosgw, creates the platform role, then starts the
+API server (``python -m sts_bridge_devstack.api``) in its own process.
+``stop()`` stops all three (SIGTERM, then SIGKILL) and removes every temp folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import requests
+
+from .api.policy import load_policy
+from .idp import IdentityProvider, IdpConfig
+from .ports import free_port, wait_until_ready
+from .s3 import RadosGateway, role_policy, trust_policy
+
+API_PATH = "/core"
+
+
+class PlatformError(RuntimeError):
+    """The local platform could not start."""
+
+
+class LocalPlatform:
+    """A running local platform (see the module docstring).
+
+    Attributes after :meth:`start`: ``issuer``, ``api_url`` (``http://127.0.0.1:PORT/core``),
+    ``s3_endpoint``, ``service_client_id``, ``service_client_secret``,
+    ``cli_client_id``, ``audience``, ``scopes``, ``users`` (username ->
+    password), ``idp`` (:class:`IdentityProvider`), ``s3``
+    (:class:`RadosGateway`), ``role_arn``, ``policy`` (the policy mapping),
+    ``start_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        token_ttl: int = 3600,
+        sts_duration: int | None = None,
+        auto_approve: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        policy_file: str | os.PathLike[str] | None = None,
+        api_log: TextIO | None = None,
+        leeway: float = 2.0,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.token_ttl = int(token_ttl)
+        self.policy = load_policy(policy_file)
+        sts_default = int((self.policy.get("sts") or {}).get("duration_seconds", 900))
+        self.sts_duration = int(sts_duration if sts_duration is not None else sts_default)
+        self.auto_approve = auto_approve
+        self._workdir_arg = Path(workdir) if workdir is not None else None
+        self._api_log_stream = api_log
+        self.leeway = leeway
+        self.startup_timeout = startup_timeout
+        self.workdir: Path | None = None
+        self.idp: IdentityProvider | None = None
+        self.s3: RadosGateway | None = None
+        self._api: subprocess.Popen[bytes] | None = None
+        self._api_log_file: Any = None
+        self.api_port = 0
+        self.api_url = ""
+        self.issuer = ""
+        self.s3_endpoint = ""
+        self.role_arn = ""
+        self.start_seconds = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def running(self) -> bool:
+        return self._api is not None and self._api.poll() is None
+
+    def __enter__(self) -> LocalPlatform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalPlatform:
+        if self.running:
+            return self
+        started = time.monotonic()
+        if self._workdir_arg is not None:
+            self._workdir_arg.mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="sts-bridge-platform-", dir=self._workdir_arg))
+        try:
+            self._start_backends()
+            self._configure_s3()
+            self._start_api()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def _start_backends(self) -> None:
+        assert self.workdir is not None
+        self.idp = IdentityProvider(
+            IdpConfig(
+                access_token_ttl=self.token_ttl,
+                auto_approve=self.auto_approve,
+                platform=str(self.policy.get("platform_id", "gep")),
+            ),
+            workdir=self.workdir,
+        )
+        self.s3 = RadosGateway()
+        errors: list[BaseException] = []
+
+        def start_idp() -> None:
+            try:
+                assert self.idp is not None
+                self.idp.start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=start_idp, name="idp-start", daemon=True)
+        thread.start()
+        try:
+            self.s3.start()
+        finally:
+            thread.join()
+        if errors:
+            raise errors[0]
+        self.issuer = self.idp.issuer
+        self.s3_endpoint = self.s3.endpoint_url
+
+    def _buckets(self) -> list[str]:
+        names: list[str] = []
+        ws = self.policy.get("workspaces") or {}
+        for rule in (ws.get("private"), ws.get("group"), *(ws.get("services") or [])):
+            if rule and rule.get("bucket") and rule["bucket"] not in names:
+                names.append(str(rule["bucket"]))
+        return names
+
+    def _configure_s3(self) -> None:
+        assert self.s3 is not None and self.idp is not None
+        buckets = self._buckets()
+        for bucket in buckets:
+            self.s3.create_bucket(bucket)
+        client_ids = [self.idp.audience] + [
+            c for c in (self.idp.service_client_id, self.idp.cli_client_id) if c
+        ]
+        self.s3.register_oidc_provider(self.issuer, client_ids)
+        role = str((self.policy.get("sts") or {}).get("role_name", "gep"))
+        self.role_arn = self.s3.create_role(
+            role, trust_policy(self.issuer, self.idp.audience), role_policy(buckets)
+        )
+
+    def _start_api(self) -> None:
+        assert self.workdir is not None and self.idp is not None and self.s3 is not None
+        self.api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}{API_PATH}"
+        config = {
+            "issuer": self.issuer,
+            "audience": self.idp.audience,
+            "jwks_uri": self.idp.jwks_uri,
+            "leeway": self.leeway,
+            "s3_endpoint": self.s3_endpoint,
+            "role_arn": self.role_arn,
+            "admin_access_key": self.s3.admin_access_key,
+            "admin_secret_key": self.s3.admin_secret_key,
+            "sts_duration": self.sts_duration,
+            "public_url": self.api_url,
+            "users": {name: list(u.groups) for name, u in self.idp.users.items()},
+            "policy": self.policy,
+        }
+        config_path = self.workdir / "api-config.json"
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(config, fh)
+        if self._api_log_stream is not None:
+            stderr: Any = self._api_log_stream
+        else:
+            self._api_log_file = open(self.workdir / "api.log", "wb")  # noqa: SIM115
+            stderr = self._api_log_file
+        self._api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sts_bridge_devstack.api",
+                "--config",
+                str(config_path),
+                "--port",
+                str(self.api_port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._api.poll() is not None:
+                raise PlatformError(
+                    f"the reference API exited with status {self._api.returncode}:\n"
+                    f"{self.api_log()[-3000:]}"
+                )
+            try:
+                wait_until_ready(
+                    f"http://127.0.0.1:{self.api_port}/__devstack/stats",
+                    timeout=0.3,
+                    what="reference API",
+                )
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise PlatformError(
+                        f"the reference API did not answer within {self.startup_timeout} s:\n"
+                        f"{self.api_log()[-3000:]}"
+                    ) from None
+
+    def api_log(self) -> str:
+        """The API server's log (empty when it goes to a caller's stream)."""
+        if self.workdir is None:
+            return ""
+        path = self.workdir / "api.log"
+        with contextlib.suppress(OSError):
+            return path.read_text("utf-8", errors="replace")
+        return ""
+
+    def stop(self) -> None:
+        proc, self._api = self._api, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        if self._api_log_file is not None:
+            self._api_log_file.close()
+            self._api_log_file = None
+        idp, self.idp = self.idp, None
+        s3, self.s3 = self.s3, None
+        if idp is not None:
+            with contextlib.suppress(Exception):
+                idp.stop()
+        if s3 is not None:
+            with contextlib.suppress(Exception):
+                s3.stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __del__(self) -> None:  # last resort: never leave the API behind
+        with contextlib.suppress(Exception):
+            if self._api is not None and self._api.poll() is None:
+                os.killpg(self._api.pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ facts
+    def _need_idp(self) -> IdentityProvider:
+        if self.idp is None:
+            raise PlatformError("the platform is not running")
+        return self.idp
+
+    @property
+    def audience(self) -> str:
+        return self._need_idp().audience
+
+    @property
+    def scopes(self) -> str:
+        return self._need_idp().default_scopes()
+
+    @property
+    def service_client_id(self) -> str:
+        return str(self._need_idp().service_client_id)
+
+    @property
+    def service_client_secret(self) -> str:
+        return str(self._need_idp().service_client_secret)
+
+    @property
+    def cli_client_id(self) -> str:
+        return str(self._need_idp().cli_client_id)
+
+    @property
+    def users(self) -> dict[str, str]:
+        return {name: u.password for name, u in self._need_idp().users.items()}
+
+    @property
+    def token_endpoint(self) -> str:
+        return self._need_idp().token_endpoint
+
+    def env(self, user: str = "alice") -> dict[str, str]:
+        """The configuration block a client needs (service client credentials,
+        plus the CLI client and a user for the browser / device flows)."""
+        return {
+            "TERRAPI_URL": self.api_url,
+            "TERRAPI_ISSUER": self.issuer,
+            "TERRAPI_CLIENT_ID": self.service_client_id,
+            "TERRAPI_CLIENT_SECRET": self.service_client_secret,
+            "TERRAPI_AUDIENCE": self.audience,
+            "TERRAPI_SCOPES": self.scopes,
+            "STS_BRIDGE_DEVSTACK_CLI_CLIENT_ID": self.cli_client_id,
+            "STS_BRIDGE_DEVSTACK_USER": user,
+            "STS_BRIDGE_DEVSTACK_PASSWORD": self.users[user],
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def service_token(self, scope: str | None = None) -> str:
+        """A fresh access token of the service client (client credentials)."""
+        resp = requests.post(
+            self.token_endpoint,
+            data={"grant_type": "client_credentials", "scope": scope or self.scopes},
+            auth=(self.service_client_id, self.service_client_secret),
+            timeout=10,
+        )
+        resp.raise_for_status()
+        return str(resp.json()["access_token"])
+
+    def api_stats(self) -> dict[str, Any]:
+        resp = requests.get(f"http://127.0.0.1:{self.api_port}/__devstack/stats", timeout=5)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def idp_stats(self) -> dict[str, Any]:
+        return self._need_idp().stats()
+
+    def reset_stats(self) -> None:
+        requests.post(
+            f"http://127.0.0.1:{self.api_port}/__devstack/stats/reset", timeout=5
+        ).raise_for_status()
+        self._need_idp().reset_stats()
+
+
+__all__ = ["API_PATH", "LocalPlatform", "PlatformError"]
