@@ -150,6 +150,28 @@ def test_seed_notebook_client_credentials(idp: IdentityProvider) -> None:
     _verify(idp, again["access_token"])
 
 
+def test_seed_notebook_literal_client(tmp_path) -> None:
+    # A service client registered with the seed's literal id and secret: the
+    # notebook cell then runs with only iam_url changed.
+    clients = [ClientSpec("app_client", "service", secret="app_client_secret")]
+    with IdentityProvider(IdpConfig(clients=clients), workdir=tmp_path) as seed_idp:
+        iam_url = seed_idp.issuer
+        platform_scopes = ["gep"]
+        discovery = OpenIDProviderMetadata(
+            requests.get(well_known.get_well_known_url(iam_url, external=True)).json()
+        )
+        client_id = "app_client"
+        client_secret = "app_client_secret"
+        scopes = "openid email profile offline_access" + " ".join(
+            [f" {s}" for s in platform_scopes]
+        )
+        client = OAuth2Session(client_id, client_secret, scope=scopes)
+        token = client.fetch_token(discovery["token_endpoint"], grant_type="client_credentials")
+        assert token["refresh_token"]
+        claims = _verify(seed_idp, token["access_token"])
+        assert claims["preferred_username"] == "service-account-app_client"
+
+
 def test_client_credentials_ignores_unknown_scopes_and_skips_refresh_without_offline(
     idp: IdentityProvider,
 ) -> None:
