@@ -1,3 +1,99 @@
-"""sts-bridge: put data into a TerrAPI storage workspace and share it."""
+"""sts-bridge: put data into a TerrAPI storage workspace and share it.
+
+>>> import sts_bridge
+>>> ws = sts_bridge.Client.from_env().workspace()   # doctest: +SKIP
+>>> ws.upload("out.tif"); ws.presign("out.tif")      # doctest: +SKIP
+
+The public names are re-exported here; ``Client``, ``Workspace``,
+``S3Credentials`` and ``upload_to_workspace`` are imported on first access
+(PEP 562) so that ``import sts_bridge`` stays fast for the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from sts_bridge.errors import (
+    AccessDeniedError,
+    ApiError,
+    ApiUnavailableError,
+    AuthError,
+    ClockSkewError,
+    ConfigurationError,
+    CredentialsError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidKeyError,
+    LoginRequiredError,
+    LoginTimeoutError,
+    NotAuthenticatedError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProviderUnreachableError,
+    StsBridgeError,
+    TokenCacheError,
+    TokenExpiredError,
+    TransferError,
+    WorkspaceError,
+    WorkspaceNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from sts_bridge.client import Client
+    from sts_bridge.s3_credentials import S3Credentials
+    from sts_bridge.transfers import upload_to_workspace
+    from sts_bridge.workspace import Workspace
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Client": "sts_bridge.client",
+    "Workspace": "sts_bridge.workspace",
+    "S3Credentials": "sts_bridge.s3_credentials",
+    "upload_to_workspace": "sts_bridge.transfers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sts_bridge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = [
+    "AccessDeniedError",
+    "ApiError",
+    "ApiUnavailableError",
+    "AuthError",
+    "Client",
+    "ClockSkewError",
+    "ConfigurationError",
+    "CredentialsError",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidKeyError",
+    "LoginRequiredError",
+    "LoginTimeoutError",
+    "NotAuthenticatedError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProviderUnreachableError",
+    "S3Credentials",
+    "StsBridgeError",
+    "TokenCacheError",
+    "TokenExpiredError",
+    "TransferError",
+    "Workspace",
+    "WorkspaceError",
+    "WorkspaceNotFoundError",
+    "__version__",
+    "upload_to_workspace",
+]

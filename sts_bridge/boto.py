@@ -1,0 +1,181 @@
+"""boto3 / botocore over :class:`~sts_bridge.s3_credentials.RefreshingS3Credentials`.
+
+botocore refreshes credentials itself when they are a
+``RefreshableCredentials``: before signing each request it checks two
+windows (advisory, mandatory) and calls ``refresh_using()``. We give it a
+:class:`DeferredRefreshableCredentials` (nothing is fetched until the first
+request) whose ``refresh_using`` returns the metadata of
+``RefreshingS3Credentials.get()``, attached to a botocore session through the
+public credential-provider chain (``register_component('credential_provider',
+...)``).
+
+botocore's windows are class attributes sized for one-hour credentials
+(15 / 10 minutes): with 15-minute STS credentials that would refresh on
+every request. The subclass below sets them to 90 % of ours, so whenever
+botocore decides to refresh, ``RefreshingS3Credentials`` agrees and
+really refreshes (once, under its own lock), and botocore never sees
+credentials it still considers stale. For very short credentials ours
+scale with the lifetime, so botocore's follow after each refresh: that is
+the one place touching botocore private attributes (:func:`_set_windows`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import (
+    CredentialProvider,
+    CredentialResolver,
+    DeferredRefreshableCredentials,
+)
+
+from sts_bridge.s3_credentials import (
+    DEFAULT_ADVISORY_WINDOW,
+    DEFAULT_MANDATORY_WINDOW,
+    RefreshingS3Credentials,
+)
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = [
+    "DEFAULT_MAX_POOL_CONNECTIONS",
+    "boto3_session",
+    "botocore_credentials",
+    "botocore_session",
+    "s3_client",
+    "s3_config",
+]
+
+METHOD = "sts-bridge"
+#: Enough connections for parallel multipart transfers (s3transfer uses 10 threads).
+DEFAULT_MAX_POOL_CONNECTIONS = 16
+#: botocore's windows are this fraction of ours, so that our check agrees with botocore's.
+_BOTOCORE_FRACTION = 0.9
+
+
+class StsBridgeCredentials(DeferredRefreshableCredentials):  # type: ignore[misc]
+    """botocore credentials fetched on first use and refreshed within our windows."""
+
+    _advisory_refresh_timeout = DEFAULT_ADVISORY_WINDOW * _BOTOCORE_FRACTION
+    _mandatory_refresh_timeout = DEFAULT_MANDATORY_WINDOW * _BOTOCORE_FRACTION
+
+
+def _set_windows(credentials: Any, advisory: float, mandatory: float) -> None:
+    """Set botocore's refresh windows on one credentials object.
+
+    PRIVATE botocore attributes (``RefreshableCredentials._advisory_refresh_timeout``
+    and ``_mandatory_refresh_timeout``, read by ``refresh_needed``/``_refresh``;
+    stable since botocore 1.x and also settable through the constructor's
+    ``advisory_timeout``/``mandatory_timeout``). Kept in this one function,
+    covered by ``tests/unit/test_s3_credentials_boto.py``.
+    """
+    credentials._advisory_refresh_timeout = advisory
+    credentials._mandatory_refresh_timeout = mandatory
+
+
+def botocore_credentials(refreshing: RefreshingS3Credentials) -> StsBridgeCredentials:
+    """botocore credentials that refresh through ``refreshing`` (nothing fetched yet)."""
+    holder: list[StsBridgeCredentials] = []
+
+    def refresh_using() -> dict[str, Any]:
+        creds = refreshing.get()
+        advisory, mandatory = refreshing.windows_for(creds)
+        if holder:
+            _set_windows(
+                holder[0], advisory * _BOTOCORE_FRACTION, mandatory * _BOTOCORE_FRACTION
+            )
+        return creds.to_botocore_metadata()
+
+    credentials = StsBridgeCredentials(refresh_using=refresh_using, method=METHOD)
+    holder.append(credentials)
+    advisory, mandatory = refreshing.windows_for(refreshing.current)
+    _set_windows(credentials, advisory * _BOTOCORE_FRACTION, mandatory * _BOTOCORE_FRACTION)
+    return credentials
+
+
+class _Provider(CredentialProvider):  # type: ignore[misc]
+    METHOD = METHOD
+    CANONICAL_NAME = "StsBridge"
+
+    def __init__(self, credentials: Any) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Any:
+        return self._credentials
+
+
+def botocore_session(
+    refreshing: RefreshingS3Credentials, *, region: str | None = None
+) -> botocore.session.Session:
+    """A botocore session whose only credential source is ``refreshing``."""
+    session = botocore.session.Session()
+    session.register_component(
+        "credential_provider", CredentialResolver([_Provider(botocore_credentials(refreshing))])
+    )
+    if region:
+        session.set_config_variable("region", region)
+    return session
+
+
+def boto3_session(
+    refreshing: RefreshingS3Credentials, *, region: str | None = None
+) -> boto3.Session:
+    """A ``boto3.Session`` over ``refreshing`` (use it for ``resource('s3')`` etc.)."""
+    import boto3
+
+    return boto3.Session(
+        botocore_session=botocore_session(refreshing, region=region), region_name=region
+    )
+
+
+def s3_config(
+    *,
+    region: str,
+    addressing_style: str = "path",
+    max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
+    max_attempts: int = 5,
+) -> Config:
+    """The botocore ``Config`` for a workspace's S3 endpoint.
+
+    Checksums only "when required": S3-compatible servers (radosgw, MinIO)
+    reject or ignore the CRC32 trailers botocore >= 1.36 sends by default.
+    """
+    s3_options: Any = {"addressing_style": addressing_style}
+    return Config(
+        region_name=region,
+        signature_version="s3v4",
+        s3=s3_options,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=max_pool_connections,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+
+
+def s3_client(
+    refreshing: RefreshingS3Credentials,
+    *,
+    endpoint_url: str,
+    region: str,
+    addressing_style: str = "path",
+    verify: bool | str = True,
+    max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
+    session: botocore.session.Session | None = None,
+) -> Any:
+    """A botocore S3 client whose credentials refresh themselves (thread-safe)."""
+    session = session or botocore_session(refreshing, region=region)
+    return session.create_client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        verify=verify,
+        config=s3_config(
+            region=region,
+            addressing_style=addressing_style,
+            max_pool_connections=max_pool_connections,
+        ),
+    )

@@ -1,0 +1,423 @@
+"""Temporary S3 credentials: frozen snapshots, a zero-argument STS fetcher, refresh windows.
+
+Modelled on botocore's ``RefreshableCredentials`` (two refresh windows, one
+lock) and its ``AssumeRoleWithWebIdentityCredentialFetcher`` (one callable
+that returns fresh credentials):
+
+* **advisory window** (credentials live less than ``advisory_window``
+  seconds): one thread tries the lock *without blocking* and refreshes; if the
+  exchange fails the old credentials are kept (they are still valid) and a
+  warning is logged. Other threads carry on with the current snapshot.
+* **mandatory window** (less than ``mandatory_window`` seconds left, or
+  expired): every thread blocks on the lock; a failed exchange raises
+  :class:`~sts_bridge.errors.CredentialsError`.
+
+Whoever obtains the lock re-checks first, so 32 threads arriving at the
+moment of expiry cause exactly one exchange. When a cross-process
+:class:`CredentialStore` is attached, the exchange additionally happens
+under its file lock and adopts credentials another process has just stored.
+
+The default windows (120 s / 60 s) suit the platform's 15-minute STS
+credentials; botocore's 15/10 minutes would refresh on every call. For
+credentials that live only a few seconds (tests) the windows shrink to a
+fraction of the lifetime (1/3 and 1/6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sts_bridge.errors import CredentialsError, StsBridgeError
+
+if TYPE_CHECKING:
+    from sts_bridge.api import TerrapiApi
+    from sts_bridge.storage_point import StoragePoint
+
+__all__ = [
+    "DEFAULT_ADVISORY_WINDOW",
+    "DEFAULT_MANDATORY_WINDOW",
+    "CredentialStore",
+    "Fetcher",
+    "RefreshingS3Credentials",
+    "S3Credentials",
+    "StsFetcher",
+    "refresh_windows",
+]
+
+logger = logging.getLogger("sts_bridge.s3_credentials")
+
+#: Refresh in the background this many seconds before expiry (15-minute credentials).
+DEFAULT_ADVISORY_WINDOW = 120.0
+#: Block and refresh (or fail) this many seconds before expiry.
+DEFAULT_MANDATORY_WINDOW = 60.0
+#: For short credentials the windows are at most these fractions of the lifetime.
+_ADVISORY_FRACTION = 1 / 3
+_MANDATORY_FRACTION = 1 / 6
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """One set of S3 credentials (a frozen snapshot; ``repr`` hides the secrets).
+
+    ``expiry`` is tz-aware UTC, ``None`` for static keys. ``issued_at`` is
+    the local time they were obtained (used to size the refresh windows of
+    short-lived credentials); it is not part of equality.
+    """
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+    expiry: datetime | None = None
+    issued_at: datetime | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("expiry", "issued_at"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"S3Credentials.{name} must be timezone-aware")
+
+    def __repr__(self) -> str:
+        expiry = self.expiry.isoformat() if self.expiry else None
+        return (
+            f"S3Credentials(access_key={self.access_key!r}, secret_key='***', "
+            f"token={'***' if self.token else None}, expiry={expiry!r})"
+        )
+
+    def remaining(self, now: datetime | None = None) -> float:
+        """Seconds until expiry (``inf`` for static keys; negative once expired)."""
+        if self.expiry is None:
+            return float("inf")
+        return (self.expiry - (now or _utc_now())).total_seconds()
+
+    @property
+    def lifetime(self) -> float | None:
+        """Total lifetime in seconds when known (``expiry - issued_at``)."""
+        if self.expiry is None or self.issued_at is None:
+            return None
+        return max((self.expiry - self.issued_at).total_seconds(), 0.0)
+
+    def to_botocore_metadata(self) -> dict[str, Any]:
+        """The dict botocore's ``RefreshableCredentials.create_from_metadata`` expects."""
+        expiry = self.expiry or datetime(9999, 1, 1, tzinfo=timezone.utc)
+        return {
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "token": self.token,
+            "expiry_time": expiry.isoformat(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (contains the secret: only for private 0600 files)."""
+        return {
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "token": self.token,
+            "expiry": self.expiry.timestamp() if self.expiry else None,
+            "issued_at": self.issued_at.timestamp() if self.issued_at else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> S3Credentials:
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` on a malformed document."""
+        if not isinstance(data, dict):
+            raise ValueError("credentials are not an object")
+        access, secret, token = data.get("access_key"), data.get("secret_key"), data.get("token")
+        if not isinstance(access, str) or not isinstance(secret, str) or not access:
+            raise ValueError("access_key/secret_key missing")
+        if token is not None and not isinstance(token, str):
+            raise ValueError("token is not a string")
+
+        def stamp(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError("timestamp is not a number")
+            return datetime.fromtimestamp(float(value), timezone.utc)
+
+        return cls(access, secret, token, stamp(data.get("expiry")), stamp(data.get("issued_at")))
+
+    @classmethod
+    def from_api(cls, model: Any, *, now: datetime | None = None) -> S3Credentials:
+        """Build from the generated ``IStorageSTS`` model (``use_token`` false: no token)."""
+        access = getattr(model, "access_key", None)
+        secret = getattr(model, "secret_key", None)
+        if not access or not secret:
+            raise CredentialsError(
+                "the API returned STS credentials without an access key or secret key",
+                hint="report this to the platform operators",
+            )
+        use_token = getattr(model, "use_token", None)
+        token = getattr(model, "token", None)
+        if use_token is False:
+            token = None
+        expiry = getattr(model, "expiration", None)
+        if isinstance(expiry, datetime) and expiry.tzinfo is None:
+            expiry = expiry.replace(tzinfo=timezone.utc)
+        return cls(
+            access_key=str(access),
+            secret_key=str(secret),
+            token=str(token) if token else None,
+            expiry=expiry if isinstance(expiry, datetime) else None,
+            issued_at=now or _utc_now(),
+        )
+
+
+#: A zero-argument callable returning fresh credentials (raises on failure).
+Fetcher = Callable[[], S3Credentials]
+
+
+class StsFetcher:
+    """The STS exchange of one workspace: ``fetcher() -> S3Credentials``.
+
+    Calls ``api.storage_sts(name)``. The storage point returned with the
+    credentials is kept in :attr:`storage_point` (the newest one seen).
+    """
+
+    def __init__(self, api: TerrapiApi, workspace: str, *, clock: Clock | None = None) -> None:
+        self.api = api
+        self.workspace = workspace
+        self._clock = clock or _utc_now
+        self.storage_point: StoragePoint | None = None
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"StsFetcher(workspace={self.workspace!r})"
+
+    def __call__(self) -> S3Credentials:
+        from sts_bridge.storage_point import StoragePoint
+
+        self.calls += 1
+        answer = self.api.storage_sts(self.workspace)
+        creds = S3Credentials.from_api(answer.credentials, now=self._clock())
+        if answer.storage is not None:
+            self.storage_point = StoragePoint.from_api(answer.storage)
+        return creds
+
+
+class CredentialStore(Protocol):
+    """A cross-process store of one workspace's credentials (see ``credential_cache``)."""
+
+    def locked(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def load(self) -> S3Credentials | None: ...
+
+    def save(self, credentials: S3Credentials) -> None: ...
+
+
+def refresh_windows(
+    lifetime: float | None, advisory: float, mandatory: float
+) -> tuple[float, float]:
+    """The (advisory, mandatory) windows for credentials living ``lifetime`` seconds.
+
+    Capped at 1/3 and 1/6 of the lifetime so that 5-second credentials are
+    usable for a few seconds instead of being refreshed on every call.
+    """
+    if lifetime is None or lifetime <= 0:
+        return advisory, mandatory
+    return (
+        min(advisory, lifetime * _ADVISORY_FRACTION),
+        min(mandatory, lifetime * _MANDATORY_FRACTION),
+    )
+
+
+class RefreshingS3Credentials:
+    """Credentials that refresh themselves: ask :meth:`get` for a valid snapshot.
+
+    :param fetcher: zero-argument callable returning new :class:`S3Credentials`.
+    :param advisory_window: seconds before expiry to refresh without blocking.
+    :param mandatory_window: seconds before expiry below which refresh is required.
+    :param clock: tz-aware "now" (injectable for tests).
+    :param store: optional cross-process :class:`CredentialStore`.
+    :param initial: credentials already obtained (e.g. with the workspace description).
+    """
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        *,
+        advisory_window: float = DEFAULT_ADVISORY_WINDOW,
+        mandatory_window: float = DEFAULT_MANDATORY_WINDOW,
+        clock: Clock | None = None,
+        store: CredentialStore | None = None,
+        initial: S3Credentials | None = None,
+    ) -> None:
+        if mandatory_window < 0 or advisory_window < mandatory_window:
+            raise ValueError("need advisory_window >= mandatory_window >= 0")
+        self._fetcher = fetcher
+        self.advisory_window = float(advisory_window)
+        self.mandatory_window = float(mandatory_window)
+        self._clock: Clock = clock or _utc_now
+        self.store = store
+        # One lock for the whole object: one exchange at a time across threads.
+        self._lock = threading.Lock()
+        self._current: S3Credentials | None = initial
+        self.exchanges = 0  # fetcher calls made by this object
+
+    def __repr__(self) -> str:
+        current = self._current
+        expiry = current.expiry.isoformat() if current and current.expiry else None
+        return f"RefreshingS3Credentials(state={self.state!r}, expiry={expiry!r})"
+
+    # -- state ---------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def windows_for(self, creds: S3Credentials | None) -> tuple[float, float]:
+        """(advisory, mandatory) windows in seconds for ``creds``."""
+        lifetime = creds.lifetime if creds is not None else None
+        return refresh_windows(lifetime, self.advisory_window, self.mandatory_window)
+
+    def _needs(self, creds: S3Credentials | None, which: int) -> bool:
+        if creds is None:
+            return True
+        if creds.expiry is None:
+            return False
+        return creds.remaining(self.now()) < self.windows_for(creds)[which]
+
+    @property
+    def state(self) -> str:
+        """``fresh``, ``stale`` (advisory window), ``expired`` (mandatory) or ``missing``."""
+        creds = self._current
+        if creds is None:
+            return "missing"
+        if self._needs(creds, 1):
+            return "expired"
+        return "stale" if self._needs(creds, 0) else "fresh"
+
+    @property
+    def current(self) -> S3Credentials | None:
+        """The snapshot held now, possibly stale (no refresh)."""
+        return self._current
+
+    # -- public operations -------------------------------------------------------
+
+    def get(self) -> S3Credentials:
+        """A valid frozen snapshot, refreshed when inside a refresh window.
+
+        Raises :class:`CredentialsError` (or the API/auth error that caused
+        it) when credentials are in the mandatory window and cannot be refreshed.
+        """
+        creds = self._current
+        if not self._needs(creds, 0):
+            assert creds is not None
+            return creds
+        if self._needs(creds, 1):
+            with self._lock:
+                return self._refresh_locked(mandatory=True, min_lifetime=None)
+        # Advisory: one thread refreshes, the others keep using the current snapshot.
+        if not self._lock.acquire(blocking=False):
+            assert creds is not None
+            return creds
+        try:
+            return self._refresh_locked(mandatory=False, min_lifetime=None)
+        finally:
+            self._lock.release()
+
+    def refresh(self, min_lifetime: float | None = None) -> S3Credentials:
+        """Obtain new credentials now (blocking), or ones living ``min_lifetime`` s.
+
+        With ``min_lifetime`` the current credentials are kept when they live
+        long enough; otherwise new ones are obtained (if the platform issues
+        shorter ones, the newest are returned anyway). Raises
+        :class:`CredentialsError` when the exchange fails.
+        """
+        with self._lock:
+            if min_lifetime is not None:
+                creds = self._current
+                if creds is not None and creds.remaining(self.now()) >= max(
+                    min_lifetime, self.windows_for(creds)[1]
+                ):
+                    return creds
+            return self._refresh_locked(
+                mandatory=True, min_lifetime=min_lifetime if min_lifetime is not None else -1.0
+            )
+
+    def credentials_for(self, min_lifetime: float) -> S3Credentials:
+        """Valid credentials that, if at all possible, live ``min_lifetime`` more seconds."""
+        creds = self.get()
+        if creds.remaining(self.now()) >= min_lifetime:
+            return creds
+        return self.refresh(min_lifetime)
+
+    # -- internals -------------------------------------------------------------
+
+    def _refresh_locked(self, *, mandatory: bool, min_lifetime: float | None) -> S3Credentials:
+        """With ``self._lock`` held: re-check, then exchange (under the store's lock)."""
+        forced = min_lifetime is not None
+        current = self._current
+        if not forced and not self._needs(current, 0):
+            assert current is not None
+            return current  # another thread refreshed while we waited
+        try:
+            new = self._obtain(current, min_lifetime)
+        except Exception as exc:
+            if not mandatory and current is not None and not self._needs(current, 1):
+                logger.warning(
+                    "refreshing the S3 credentials failed; using the current ones for "
+                    "%.0f more seconds: %s",
+                    current.remaining(self.now()),
+                    exc,
+                )
+                return current
+            if isinstance(exc, StsBridgeError):
+                raise
+            raise CredentialsError(
+                f"could not obtain STS credentials: {type(exc).__name__}: {exc}",
+                hint="check the workspace name and your login, then try again",
+            ) from exc
+        self._current = new
+        return new
+
+    def _obtain(self, current: S3Credentials | None, min_lifetime: float | None) -> S3Credentials:
+        store = self.store
+        if store is None:
+            return self._fetch()
+        with store.locked():
+            cached = store.load()
+            if cached is not None and self._adoptable(cached, current, min_lifetime):
+                logger.debug("using STS credentials another process has just cached")
+                return cached
+            new = self._fetch()
+            store.save(new)
+            return new
+
+    def _adoptable(
+        self, cached: S3Credentials, current: S3Credentials | None, min_lifetime: float | None
+    ) -> bool:
+        if self._needs(cached, 0):
+            return False
+        if min_lifetime is None:
+            return True
+        if current is not None and cached == current:
+            return False  # a forced refresh wants something newer than what we hold
+        return cached.remaining(self.now()) >= min_lifetime
+
+    def _fetch(self) -> S3Credentials:
+        new = self._fetcher()
+        self.exchanges += 1
+        if new.issued_at is None:
+            new = S3Credentials(new.access_key, new.secret_key, new.token, new.expiry, self.now())
+        if new.expiry is not None and new.remaining(self.now()) <= 0:
+            raise CredentialsError(
+                "the API issued STS credentials that had already expired by this machine's "
+                f"clock ({-new.remaining(self.now()):.0f} s ago)",
+                hint="synchronise this machine's clock (e.g. with NTP)",
+            )
+        logger.debug(
+            "obtained STS credentials (expire %s)",
+            new.expiry.isoformat() if new.expiry else "never",
+        )
+        return new

@@ -1,0 +1,153 @@
+"""``Workspace``: one S3 workspace with self-refreshing credentials.
+
+It is the concrete side of the contract in ``docs/architecture.md``: the
+:class:`~sts_bridge.transfers.WorkspaceTransfers` mixin (upload, download,
+list, delete, presign) relies only on the members defined here.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from sts_bridge.s3_credentials import RefreshingS3Credentials, S3Credentials
+from sts_bridge.storage_point import StoragePoint
+from sts_bridge.transfers import WorkspaceTransfers
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = ["Workspace"]
+
+
+class Workspace(WorkspaceTransfers):
+    """A storage workspace: where (bucket, prefix, endpoint) and with what (credentials).
+
+    Build it with :meth:`sts_bridge.Client.workspace`. Thread-safe: one
+    :class:`RefreshingS3Credentials` and one S3 client are shared by all
+    threads; the credentials refresh themselves before they expire.
+
+    :param storage_point: the workspace description.
+    :param credentials: the refreshing credentials of this workspace.
+    :param verify: TLS verification for S3: ``True``, ``False`` or a CA bundle path.
+    :param max_pool_connections: HTTP connections of the S3 client.
+    """
+
+    def __init__(
+        self,
+        storage_point: StoragePoint,
+        credentials: RefreshingS3Credentials,
+        *,
+        verify: bool | str = True,
+        max_pool_connections: int = 16,
+    ) -> None:
+        self.storage_point = storage_point
+        self.refreshing = credentials
+        self._verify = verify
+        self.max_pool_connections = max_pool_connections
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    # -- where ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.storage_point.name
+
+    @property
+    def bucket(self) -> str:
+        return self.storage_point.bucket
+
+    @property
+    def prefix(self) -> str:
+        """The workspace prefix inside the bucket: ends with ``/`` or is empty."""
+        return self.storage_point.prefix
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.storage_point.endpoint_url
+
+    @property
+    def region(self) -> str:
+        return self.storage_point.region
+
+    @property
+    def addressing_style(self) -> str:
+        """``path`` (S3-compatible servers) or ``virtual`` (AWS)."""
+        return self.storage_point.addressing_style
+
+    @property
+    def verify(self) -> bool | str:
+        return self._verify
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket/prefix``."""
+        return self.storage_point.url
+
+    def __repr__(self) -> str:
+        return (
+            f"Workspace(name={self.name!r}, bucket={self.bucket!r}, prefix={self.prefix!r}, "
+            f"endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description (never credentials)."""
+        return {
+            "name": self.name,
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "url": self.url,
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+            "addressing_style": self.addressing_style,
+            "platform_id": self.storage_point.platform_id,
+            "scopes": list(self.storage_point.scopes),
+        }
+
+    # -- with what -------------------------------------------------------------
+
+    def credentials(self) -> S3Credentials:
+        """A valid frozen snapshot, refreshed when needed.
+
+        Raises :class:`~sts_bridge.errors.CredentialsError` (or the API/auth
+        error behind it) when none can be obtained.
+        """
+        return self.refreshing.get()
+
+    def credentials_for(self, min_lifetime: float) -> S3Credentials:
+        """Credentials living at least ``min_lifetime`` more seconds when possible.
+
+        The platform caps STS lifetimes (15 minutes in production): when even
+        new credentials live less, the newest are returned.
+        """
+        return self.refreshing.credentials_for(min_lifetime)
+
+    def s3_client(self) -> Any:
+        """The workspace's botocore S3 client (shared, thread-safe, self-refreshing)."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                from sts_bridge.boto import s3_client
+
+                self._client = s3_client(
+                    self.refreshing,
+                    endpoint_url=self.endpoint_url,
+                    region=self.region,
+                    addressing_style=self.addressing_style,
+                    verify=self.verify,
+                    max_pool_connections=self.max_pool_connections,
+                )
+            return self._client
+
+    def session(self) -> boto3.Session:
+        """A new ``boto3.Session`` over the same refreshing credentials.
+
+        Create clients from it with ``endpoint_url=ws.endpoint_url`` (and
+        ``config=sts_bridge.boto.s3_config(...)`` for the same addressing).
+        """
+        from sts_bridge.boto import boto3_session
+
+        return boto3_session(self.refreshing, region=self.region)
