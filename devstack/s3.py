@@ -317,7 +317,6 @@ mon osd nearfull ratio = 0.95
 osd data = {w}/osd
 osd objectstore = memstore
 memstore device bytes = {self.memstore_bytes}
-osd max object size = {max(128 << 20, 1 << 30)}
 osd op num shards = 2
 osd op num threads per shard = 1
 
@@ -331,6 +330,10 @@ rgw thread pool size = 64
 rgw dns name = 127.0.0.1
 rgw enable usage log = false
 rgw enable ops log = false
+# reclaim overwritten/deleted objects within seconds (memstore is RAM)
+rgw gc obj min wait = 2
+rgw gc processor period = 5
+rgw gc processor max time = 5
 """
         self._conf_path().write_text(conf)
 
@@ -422,6 +425,32 @@ rgw enable ops log = false
         self._run("ceph-osd", "--mkfs", "-i", osd_id, "--osd-uuid", osd_uuid)
         self._spawn("osd", "ceph-osd", "-i", osd_id)
 
+        # realm/zonegroup/zone named after the region: without them radosgw
+        # answers GetBucketLocation with "default" (the zonegroup's api name)
+        self._run("radosgw-admin", "realm", "create", "--rgw-realm", "local", "--default")
+        self._run(
+            "radosgw-admin",
+            "zonegroup",
+            "create",
+            "--rgw-zonegroup",
+            self.region,
+            "--api-name",
+            self.region,
+            "--master",
+            "--default",
+        )
+        self._run(
+            "radosgw-admin",
+            "zone",
+            "create",
+            "--rgw-zonegroup",
+            self.region,
+            "--rgw-zone",
+            self.region,
+            "--master",
+            "--default",
+        )
+        self._run("radosgw-admin", "period", "update", "--commit")
         # radosgw (creates its pools itself)
         self._spawn("rgw", "radosgw", "-n", "client.rgw")
         self.endpoint_url = f"http://127.0.0.1:{self.rgw_port}"

@@ -267,6 +267,11 @@ def test_audience_is_only_enforced_by_the_trust_policy(rgw, issuer):
     rgw.assume_role_with_web_identity(arn, issuer.token(aud="someone-else"), "alice", 60)
 
 
+def test_bucket_location_is_the_region(rgw, creds, role_arn):
+    s3 = _s3(rgw, creds)
+    assert s3.get_bucket_location(Bucket=BUCKET)["LocationConstraint"] == rgw.region
+
+
 def test_duration_bounds(rgw, issuer, role_arn):
     c = rgw.assume_role_with_web_identity(role_arn, issuer.token(), "alice", 1)
     assert c["expiration"].timestamp() - time.time() <= 1.5
