@@ -74,7 +74,13 @@ radosgw fetches the issuer's discovery document and JWKS on every call.
 Integrity checks radosgw 16 enforces (measured): ``Content-MD5`` on PutObject
 and UploadPart (400 BadDigest), ``x-amz-content-sha256`` (400
 XAmzContentSHA256Mismatch). It IGNORES ``x-amz-checksum-crc32`` (a wrong
-value is stored with 200 and nothing is echoed back).
+value is stored with 200 and nothing is echoed back) and does NOT understand
+``aws-chunked`` bodies with a checksum trailer
+(``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: 400 XAmzContentSHA256Mismatch), which
+boto3 >= 1.36 sends by default over HTTPS: S3 clients meant for
+S3-compatible servers should set ``request_checksum_calculation="when_required"``.
+Over plain http boto3 1.44 sends ``x-amz-checksum-crc32`` as a header (accepted,
+unchecked).
 
 radosgw quirks handled here: the policy JSON must be compact (no spaces: the
 form body's ``+`` is not decoded as a space), ``DurationSeconds`` below 900

@@ -495,6 +495,26 @@ def test_integrity_checks(rgw, creds):
     s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
 
 
+def test_aws_chunked_checksum_trailer_is_not_supported(rgw, creds):
+    """boto3 >= 1.36 over HTTPS sends STREAMING-UNSIGNED-PAYLOAD-TRAILER by default:
+    radosgw 16 takes it for a literal SHA-256 and refuses the upload. Clients
+    must use request_checksum_calculation="when_required" against it."""
+    data = b"hello trailer"
+    crc = _crc32_b64(data).encode()
+    body = b"%x\r\n%s\r\n0\r\nx-amz-checksum-crc32:%s\r\n\r\n" % (len(data), data, crc)
+    status, text = _signed(
+        "PUT",
+        f"{rgw.endpoint_url}/{BUCKET}/{PREFIX}trailer.bin",
+        creds,
+        body,
+        X_Amz_Content_SHA256="STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        Content_Encoding="aws-chunked",
+        x_amz_trailer="x-amz-checksum-crc32",
+        x_amz_decoded_content_length=str(len(data)),
+    )
+    assert (status, b"XAmzContentSHA256Mismatch" in text) == (400, True)
+
+
 # --------------------------------------------------------------------------
 # lifecycle: nothing leaks
 # --------------------------------------------------------------------------
