@@ -1,0 +1,266 @@
+"""``sts-bridge presign | upload | download | ls | rm``: data in a workspace.
+
+stdout carries results (URLs, keys, paths, listings; ``--json`` for
+scripts); stderr carries talk (progress on a TTY only, notes). boto3 is
+imported inside the commands, never at parser build time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import warnings
+from typing import Any
+
+from sts_bridge.cli._app import ExitStatus, add_workspace_argument, error
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "presign",
+        help="print presigned URLs for objects (one per line)",
+        description="Presigned URLs, one per line on stdout. A URL cannot outlive the "
+        "temporary credentials that sign it: a shorter real lifetime is noted on stderr.",
+    )
+    p.add_argument("keys", nargs="+", metavar="KEY", help="object key(s) in the workspace")
+    add_workspace_argument(p)
+    p.add_argument(
+        "--expires-in",
+        default="1h",
+        metavar="DURATION",
+        help="lifetime, e.g. 900, 15m, 1h, 7d (default 1h; at most 7d)",
+    )
+    p.add_argument(
+        "--method",
+        default="GET",
+        type=str.upper,
+        choices=["GET", "PUT", "HEAD", "DELETE"],
+        help="HTTP method the URL allows (default GET)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON list with key, url, expires_at")
+    p.set_defaults(handler=run_presign)
+
+    p = sub.add_parser("upload", help="upload files or directories into the workspace")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="file(s) or directory(ies); - = stdin")
+    p.add_argument(
+        "--to",
+        metavar="KEY",
+        help="destination key (one file) or folder (ends with '/', directories, several paths)",
+    )
+    add_workspace_argument(p)
+    p.add_argument("--include", action="append", metavar="GLOB", help="only matching files")
+    p.add_argument("--exclude", action="append", metavar="GLOB", help="skip matching files")
+    p.add_argument("--content-type", help="Content-Type (default: guessed from the name)")
+    p.add_argument("--json", action="store_true", help="JSON list of the uploaded objects")
+    p.set_defaults(handler=run_upload)
+
+    p = sub.add_parser("download", help="download an object")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("dest", nargs="?", metavar="DEST", help="file or directory (default: here)")
+    add_workspace_argument(p)
+    p.set_defaults(handler=run_download)
+
+    p = sub.add_parser("ls", help="list objects")
+    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
+    add_workspace_argument(p)
+    p.add_argument("-r", "--recursive", action="store_true", help="list every level")
+    p.add_argument("--json", action="store_true", help="JSON lines, one object per line")
+    p.set_defaults(handler=run_ls)
+
+    p = sub.add_parser("rm", help="delete an object, or a folder with --recursive")
+    p.add_argument("key", metavar="KEY|PREFIX")
+    add_workspace_argument(p)
+    p.add_argument("-r", "--recursive", action="store_true", help="delete everything under it")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=run_rm)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from sts_bridge.cli._workspace import open_workspace
+
+    return open_workspace(args)
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"sts-bridge: note: {text}", file=sys.stderr)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------- presign
+def run_presign(args: argparse.Namespace) -> int:
+    from sts_bridge.transfers import PresignClampedWarning, parse_duration
+
+    try:
+        seconds = parse_duration(args.expires_in)
+    except ValueError as exc:
+        error(str(exc))
+        return ExitStatus.USAGE
+    ws = _open(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PresignClampedWarning)
+        urls = ws.presign_many(args.keys, args.method, seconds)
+    for w in caught:
+        if issubclass(w.category, PresignClampedWarning):
+            _note(args, str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if args.json:
+        doc = [
+            {
+                "key": u.key,
+                "method": u.method,
+                "url": u.url,
+                "expires_at": u.expires_at.isoformat(),
+            }
+            for u in urls
+        ]
+        print(json.dumps(doc, indent=2))
+    else:
+        sys.stdout.write("".join(u.url + "\n" for u in urls))
+    return 0
+
+
+# ---------------------------------------------------------------- upload
+class _Bar:
+    """A one-line progress bar on stderr (only used on a TTY)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if now - self.last < 0.1 and done != total:
+                return
+            self.last = now
+        rate = done / max(now - self.start, 1e-6)
+        if total:
+            text = f"{done * 100 // total:3d}% {_human(done)} / {_human(total)}"
+        else:
+            text = _human(done)
+        sys.stderr.write(f"\r{text}  {_human(rate)}/s   ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+
+
+def run_upload(args: argparse.Namespace) -> int:
+    ws = _open(args)
+    show = sys.stderr.isatty() and not getattr(args, "quiet", False)
+    bar = _Bar() if show else None
+    several = len(args.paths) > 1
+    results: list[Any] = []
+    try:
+        for path in args.paths:
+            key = args.to
+            if several and key and not key.endswith("/"):
+                key += "/"
+            source: Any = sys.stdin.buffer if path == "-" else path
+            res = ws.upload(
+                source,
+                key,
+                content_type=args.content_type,
+                include=args.include,
+                exclude=args.exclude,
+                progress=bar,
+            )
+            results.extend(res if isinstance(res, list) else [res])
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        doc = [
+            {
+                "key": r.key,
+                "size": r.size,
+                "etag": r.etag,
+                "checksum": r.checksum,
+                "uri": r.uri,
+            }
+            for r in results
+        ]
+        print(json.dumps(doc, indent=2))
+    else:
+        for r in results:
+            print(r.uri)
+    return 0
+
+
+# ---------------------------------------------------------------- download
+def run_download(args: argparse.Namespace) -> int:
+    ws = _open(args)
+    show = sys.stderr.isatty() and not getattr(args, "quiet", False)
+    bar = _Bar() if show else None
+    try:
+        path = ws.download(args.key, args.dest, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(path)
+    return 0
+
+
+# ---------------------------------------------------------------- ls
+def run_ls(args: argparse.Namespace) -> int:
+    ws = _open(args)
+    for info in ws.list(args.prefix, recursive=args.recursive):
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "key": info.key,
+                        "size": info.size,
+                        "etag": info.etag,
+                        "last_modified": info.last_modified.isoformat()
+                        if info.last_modified
+                        else None,
+                        "is_prefix": info.is_prefix,
+                    }
+                )
+            )
+        elif info.is_prefix:
+            print(f"{'PRE':>12}  {'':19}  {info.key}")
+        else:
+            when = info.last_modified.strftime("%Y-%m-%d %H:%M:%S") if info.last_modified else ""
+            print(f"{info.size:>12}  {when:19}  {info.key}")
+    return 0
+
+
+# ---------------------------------------------------------------- rm
+def run_rm(args: argparse.Namespace) -> int:
+    ws = _open(args)
+    if not args.recursive:
+        ws.delete(args.key)
+        print(f"deleted {args.key}")
+        return 0
+    folder = args.key if args.key in ("", "/") else args.key.rstrip("/") + "/"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            error(
+                f"refusing to delete everything under {folder or 'the workspace root'!r} "
+                "without confirmation",
+                "add --yes to delete without asking",
+            )
+            return ExitStatus.USAGE
+        count = sum(1 for _ in ws.list("" if folder == "/" else folder))
+        answer = input(f"delete {count} object(s) under {folder or '/'!r}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            _note(args, "nothing deleted")
+            return ExitStatus.ERROR
+    deleted = ws.delete(args.key, recursive=True)
+    print(f"deleted {deleted} object(s) under {folder or '/'}")
+    return 0

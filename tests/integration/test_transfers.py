@@ -1,0 +1,630 @@
+"""WorkspaceTransfers against a real radosgw with real STS credentials.
+
+Until the full ``Workspace`` exists, a small test-only double satisfies the
+contract of ``docs/architecture.md`` with temporary credentials from
+AssumeRoleWithWebIdentity, narrowed by a session policy to the workspace
+prefix (as the reference API does). A tiny OIDC issuer (discovery + JWKS)
+signs the web identity tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from sts_bridge_devstack.keys import generate_signing_jwk, public_jwk
+from sts_bridge_devstack.ports import free_port
+from sts_bridge_devstack.s3 import (
+    RadosGateway,
+    missing_binaries,
+    role_policy,
+    session_policy,
+    trust_policy,
+)
+
+from sts_bridge import transfers
+from sts_bridge.errors import InvalidKeyError, NotFoundError, TransferError
+from sts_bridge.transfers import (
+    PresignClampedWarning,
+    UploadResult,
+    WorkspaceTransfers,
+    upload_to_workspace,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        bool(missing_binaries()),
+        reason="Ceph binaries missing (run `make setup`): " + ", ".join(missing_binaries()),
+    ),
+]
+
+AUDIENCE = "sts-bridge-transfers"
+BUCKET = "gep-processing-results"
+PREFIX = "a2s/"
+MiB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------
+# a tiny OIDC issuer and a Workspace double
+# --------------------------------------------------------------------------
+class Issuer:
+    def __init__(self) -> None:
+        self.jwk = generate_signing_jwk()
+        self.url = f"http://127.0.0.1:{free_port()}"
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/.well-known/openid-configuration":
+                    body: dict[str, Any] = {
+                        "issuer": issuer.url,
+                        "jwks_uri": f"{issuer.url}/jwks",
+                        "authorization_endpoint": f"{issuer.url}/auth",
+                        "token_endpoint": f"{issuer.url}/token",
+                        "response_types_supported": ["code"],
+                        "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["RS256"],
+                    }
+                elif self.path == "/jwks":
+                    body = {"keys": [public_jwk(issuer.jwk)]}
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self) -> str:
+        now = int(time.time())
+        claims = {"iss": self.url, "sub": "alice", "aud": AUDIENCE, "iat": now, "exp": now + 300}
+        key = jwt.PyJWK(self.jwk).key
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.jwk["kid"]})
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass(frozen=True)
+class Creds:
+    access_key: str
+    secret_key: str
+    token: str | None
+    expiry: datetime | None
+
+    def __repr__(self) -> str:
+        return f"Creds({self.access_key!r}, expiry={self.expiry})"
+
+
+@dataclass
+class FakeWorkspace(WorkspaceTransfers):
+    """The Workspace contract, nothing more; counts every call that could reach S3."""
+
+    fetch: Callable[[], Creds]
+    endpoint_url: str
+    name: str = "gep-processing-results-a2s-service-workspace"
+    bucket: str = BUCKET
+    prefix: str = PREFIX
+    region: str = "us-east-1"
+    addressing_style: str = "path"
+    verify: bool | str = True
+    calls: list[str] = field(default_factory=list)
+    _creds: Creds | None = None
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _remaining(self) -> float:
+        if self._creds is None:
+            return -1
+        if self._creds.expiry is None:
+            return float("inf")
+        return (self._creds.expiry - datetime.now(timezone.utc)).total_seconds()
+
+    def credentials(self) -> Creds:
+        self.calls.append("credentials")
+        with self._lock:
+            if self._remaining() < 2:
+                self._creds = self.fetch()
+            assert self._creds is not None
+            return self._creds
+
+    def credentials_for(self, min_lifetime: float) -> Creds:
+        self.calls.append("credentials_for")
+        with self._lock:
+            if self._remaining() < min_lifetime:
+                fresh = self.fetch()
+                if self._creds is None or (
+                    fresh.expiry is None
+                    or self._creds.expiry is None
+                    or fresh.expiry > self._creds.expiry
+                ):
+                    self._creds = fresh
+            assert self._creds is not None
+            return self._creds
+
+    def s3_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        self.calls.append("s3_client")
+        c = self.credentials()
+        client = self._clients.get(c.access_key)
+        if client is None:
+            client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                aws_access_key_id=c.access_key,
+                aws_secret_access_key=c.secret_key,
+                aws_session_token=c.token,
+                config=Config(
+                    signature_version="s3v4",
+                    s3={"addressing_style": "path"},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+            self._clients[c.access_key] = client
+        return client
+
+
+# --------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rgw() -> Iterator[RadosGateway]:
+    with RadosGateway(memstore_bytes=512 << 20) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def sts(rgw: RadosGateway) -> Iterator[Callable[[int], dict[str, Any]]]:
+    issuer = Issuer()
+    rgw.create_bucket(BUCKET)
+    rgw.register_oidc_provider(issuer.url, [AUDIENCE])
+    arn = rgw.create_role(
+        "gep-transfers", trust_policy(issuer.url, AUDIENCE), role_policy([BUCKET])
+    )
+
+    def fetch(duration: int) -> dict[str, Any]:
+        return rgw.assume_role_with_web_identity(
+            arn, issuer.token(), "alice", duration, session_policy(BUCKET, PREFIX)
+        )
+
+    yield fetch
+    issuer.stop()
+
+
+def _workspace(rgw: RadosGateway, sts: Callable[[int], dict[str, Any]], duration: int = 900):
+    def fetch() -> Creds:
+        c = sts(duration)
+        return Creds(c["access_key"], c["secret_key"], c["session_token"], c["expiration"])
+
+    return FakeWorkspace(fetch=fetch, endpoint_url=rgw.endpoint_url)
+
+
+@pytest.fixture
+def ws(rgw: RadosGateway, sts: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("STS_BRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    return _workspace(rgw, sts)
+
+
+@pytest.fixture
+def admin(rgw: RadosGateway, sts: Any) -> Any:
+    """A plain boto3 client with the same kind of credentials, to check results."""
+    c = sts(900)
+    return rgw.client("s3", c["access_key"], c["secret_key"], c["session_token"])
+
+
+def _file(path: Path, size: int, seed: int = 0) -> bytes:
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB pattern
+    data = (block * (size // len(block) + 1))[:size]
+    # make every MiB distinct so a misplaced part is caught
+    data = b"".join(
+        data[i : i + MiB][:-8] + i.to_bytes(8, "big")
+        if len(data[i : i + MiB]) >= 8
+        else data[i : i + MiB]
+        for i in range(0, size, MiB)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def _get(admin: Any, full_key: str) -> bytes:
+    return admin.get_object(Bucket=BUCKET, Key=full_key)["Body"].read()
+
+
+def _uploads(admin: Any) -> list[dict[str, Any]]:
+    return admin.list_multipart_uploads(Bucket=BUCKET, Prefix=PREFIX).get("Uploads", [])
+
+
+def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# --------------------------------------------------------------------------
+# uploads
+# --------------------------------------------------------------------------
+def test_upload_small_file(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
+    data = _file(tmp_path / "report.json", 1000)
+    seen: list[tuple[int, int | None]] = []
+    res = ws.upload(tmp_path / "report.json", "docs/", progress=lambda d, t: seen.append((d, t)))
+    assert isinstance(res, UploadResult)
+    assert res.key == "docs/report.json"
+    assert res.uri == f"s3://{BUCKET}/{PREFIX}docs/report.json"
+    assert res.size == 1000
+    assert res.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert res.etag == hashlib.md5(data).hexdigest()  # noqa: S324
+    head = admin.head_object(Bucket=BUCKET, Key=f"{PREFIX}docs/report.json")
+    assert head["ContentType"] == "application/json"
+    assert _get(admin, f"{PREFIX}docs/report.json") == data
+    assert seen[-1] == (1000, 1000)
+
+
+def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
+    data = _file(tmp_path / "big.bin", 13 * MiB, seed=1)
+    seen: list[int] = []
+    lock = threading.Lock()
+    active = [0, 0]  # current, max concurrent part uploads
+    original = transfers._Engine.put_part
+
+    def counting(self: Any, *a: Any) -> Any:
+        with lock:
+            active[0] += 1
+            active[1] = max(active)
+        try:
+            time.sleep(0.2)  # keep parts overlapping so concurrency is visible
+            return original(self, *a)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transfers._Engine, "put_part", counting)
+        res = ws.upload(
+            tmp_path / "big.bin",
+            "mp/big.bin",
+            part_size=5 * MiB,
+            multipart_threshold=5 * MiB,
+            concurrency=3,
+            metadata={"run": "42"},
+            progress=lambda d, t: seen.append(d),
+        )
+    assert isinstance(res, UploadResult)
+    assert res.parts == 3
+    assert active[1] >= 2
+    assert res.etag.endswith("-3")  # from HeadObject: radosgw's Complete has no ETag
+    assert res.checksum.startswith("sha256:") and res.checksum.endswith("-3")
+    assert seen == sorted(seen) and seen[-1] == len(data)
+    assert _get(admin, f"{PREFIX}mp/big.bin") == data
+    head = admin.head_object(Bucket=BUCKET, Key=f"{PREFIX}mp/big.bin")
+    assert head["Metadata"] == {"run": "42"}
+    assert _uploads(admin) == []
+    assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
+
+
+def test_upload_directory_include_exclude(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
+    root = tmp_path / "scene"
+    _file(root / "a.tif", 10)
+    _file(root / "sub" / "b.tif", 20)
+    _file(root / "sub" / "deep" / "c.tif", 30)
+    _file(root / "sub" / "notes.txt", 5)
+    _file(root / "tmp" / "d.tif", 5)
+    res = ws.upload(root, include=["*.tif"], exclude=["tmp/*"])
+    assert isinstance(res, list)
+    assert [r.key for r in res] == ["scene/a.tif", "scene/sub/b.tif", "scene/sub/deep/c.tif"]
+    res2 = ws.upload(root, "copy", include=["sub/*"])
+    assert isinstance(res2, list)
+    assert sorted(r.key for r in res2) == [
+        "copy/sub/b.tif",
+        "copy/sub/deep/c.tif",
+        "copy/sub/notes.txt",
+    ]
+    keys = sorted(o.key for o in ws.list("scene/"))
+    assert keys == ["scene/a.tif", "scene/sub/b.tif", "scene/sub/deep/c.tif"]
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(min(n, 100_000) if n > 0 else n)  # short reads, like a pipe
+
+
+def test_upload_stream_unknown_length(ws: FakeWorkspace, admin: Any) -> None:
+    data = os.urandom(11 * MiB)
+    res = ws.upload(_Unseekable(data), "streams/s.bin", part_size=5 * MiB)
+    assert isinstance(res, UploadResult)
+    assert res.parts == 3 and res.size == len(data)
+    assert _get(admin, f"{PREFIX}streams/s.bin") == data
+    small = ws.upload(b"tiny", "streams/tiny.txt")
+    assert isinstance(small, UploadResult)
+    assert small.parts == 0 and _get(admin, f"{PREFIX}streams/tiny.txt") == b"tiny"
+    with pytest.raises(InvalidKeyError):
+        ws.upload(io.BytesIO(b"x"))
+
+
+def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
+    engine = transfers._Engine(
+        ws, concurrency=1, part_size=5 * MiB, multipart_threshold=5 * MiB, resumable=False
+    )
+    with pytest.raises(TransferError, match="XAmzContentSHA256Mismatch"):
+        engine.put(PREFIX + "lie.bin", b"body", hashlib.sha256(b"other").hexdigest())
+    engine.close()
+
+
+def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
+    _file(tmp_path / "fail.bin", 11 * MiB)
+    original = transfers._Engine.put_part
+
+    def failing(self: Any, full_key: str, upload_id: str, number: int, body: bytes) -> Any:
+        if number == 2:
+            raise OSError("disk on fire")
+        return original(self, full_key, upload_id, number, body)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transfers._Engine, "put_part", failing)
+        with pytest.raises(TransferError, match="disk on fire"):
+            ws.upload(tmp_path / "fail.bin", "fail.bin", part_size=5 * MiB, multipart_threshold=1)
+    assert _uploads(admin) == []
+    assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
+    with pytest.raises(NotFoundError):
+        ws.download("fail.bin", tmp_path / "out")
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from dataclasses import dataclass
+    from sts_bridge import transfers
+    from sts_bridge.transfers import WorkspaceTransfers
+
+    @dataclass(frozen=True)
+    class Creds:
+        access_key: str
+        secret_key: str
+        token: str
+        expiry: None = None
+
+    class WS(WorkspaceTransfers):
+        bucket, prefix, region, addressing_style, verify = (
+            sys.argv[2], sys.argv[3], "us-east-1", "path", True)
+        endpoint_url = sys.argv[1]
+        creds = Creds(os.environ["AK"], os.environ["SK"], os.environ["TK"])
+        def credentials(self): return self.creds
+        def credentials_for(self, min_lifetime): return self.creds
+        def s3_client(self):
+            import boto3
+            from botocore.config import Config
+            return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                aws_access_key_id=self.creds.access_key,
+                aws_secret_access_key=self.creds.secret_key,
+                aws_session_token=self.creds.token,
+                config=Config(s3={"addressing_style": "path"},
+                              request_checksum_calculation="when_required"))
+
+    original = transfers._Engine.put_part
+    def put_part(self, full_key, upload_id, number, body):
+        result = original(self, full_key, upload_id, number, body)
+        if number == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # like a crash or an OOM kill
+        return result
+    transfers._Engine.put_part = put_part
+    WS().upload(sys.argv[4], sys.argv[5], part_size=5 * 1024 * 1024, concurrency=1)
+    """
+)
+
+
+def test_kill_9_then_resume_uploads_only_missing_parts(
+    ws: FakeWorkspace, admin: Any, tmp_path: Path
+) -> None:
+    data = _file(tmp_path / "resume.bin", 17 * MiB, seed=7)  # 4 parts of 5 MiB
+    creds = ws.credentials()
+    env = {
+        **os.environ,
+        "AK": creds.access_key,
+        "SK": creds.secret_key,
+        "TK": creds.token or "",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            ws.endpoint_url,
+            BUCKET,
+            PREFIX,
+            str(tmp_path / "resume.bin"),
+            "resume.bin",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    uploads = [u for u in _uploads(admin) if u["Key"] == PREFIX + "resume.bin"]
+    assert len(uploads) == 1
+    upload_id = uploads[0]["UploadId"]
+    state_files = list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
+    assert len(state_files) == 1
+    assert state_files[0].stat().st_mode & 0o777 == 0o600
+    stored = admin.list_parts(Bucket=BUCKET, Key=PREFIX + "resume.bin", UploadId=upload_id)
+    assert [p["PartNumber"] for p in stored["Parts"]] == [1, 2]
+
+    # a stored part that does not match the file is uploaded again
+    admin.upload_part(
+        Bucket=BUCKET,
+        Key=PREFIX + "resume.bin",
+        UploadId=upload_id,
+        PartNumber=1,
+        Body=b"x" * (5 * MiB),
+    )
+
+    sent: list[int] = []
+    original = transfers._Engine.put_part
+
+    def recording(self: Any, full_key: str, uid: str, number: int, body: bytes) -> Any:
+        assert uid == upload_id
+        sent.append(number)
+        return original(self, full_key, uid, number, body)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transfers._Engine, "put_part", recording)
+        res = ws.upload(tmp_path / "resume.bin", "resume.bin", part_size=5 * MiB)
+    assert isinstance(res, UploadResult)
+    assert sorted(sent) == [1, 3, 4]
+    assert res.resumed_parts == 1 and res.parts == 4
+    assert _get(admin, PREFIX + "resume.bin") == data
+    assert _uploads(admin) == []
+    assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
+
+
+# --------------------------------------------------------------------------
+# refused keys never reach the network
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a//b", "a\\b", "a/./b", "x\n", ""])
+def test_refused_keys_make_no_request(
+    rgw: RadosGateway, sts: Any, tmp_path: Path, key: str
+) -> None:
+    ws = _workspace(rgw, sts)
+    (tmp_path / "f").write_bytes(b"x")
+    attempts: list[Callable[[], Any]] = [
+        lambda: ws.upload(tmp_path / "f", key),
+        lambda: ws.upload(io.BytesIO(b"x"), key),
+        lambda: ws.download(key, tmp_path / "o"),
+        lambda: ws.delete(key),
+        lambda: ws.presign(key),
+        lambda: ws.presign_many(["ok.txt", key]),
+    ]
+    if key:
+        attempts.append(lambda: ws.list(key + "/../x").__next__())
+        attempts.append(lambda: ws.delete(key, recursive=True))
+    for attempt in attempts:
+        with pytest.raises(InvalidKeyError):
+            attempt()
+    assert ws.calls == []
+
+
+# --------------------------------------------------------------------------
+# presigned URLs used by plain HTTP
+# --------------------------------------------------------------------------
+def test_presigned_put_get_head_delete(ws: FakeWorkspace) -> None:
+    key = "shared/hello world+ü~.txt"
+    put = ws.presign(key, "PUT", 600)
+    assert put.method == "PUT" and put.key == key
+    assert _http("PUT", put.url, b"hello via presigned PUT")[0] == 200
+    status, body = _http("GET", ws.presign(key, expires_in=600).url)
+    assert (status, body) == (200, b"hello via presigned PUT")
+    assert _http("HEAD", ws.presign(key, "HEAD", 600).url)[0] == 200
+    many = ws.presign_many([key, "shared/missing"], expires_in=timedelta(minutes=5))
+    assert _http("GET", many[1].url)[0] == 404
+    assert _http("DELETE", ws.presign(key, "DELETE", 600).url)[0] == 204
+    assert _http("GET", many[0].url)[0] == 404
+    # outside the session policy's prefix: signed fine, refused by the server
+    tampered = many[0].url.replace(f"/{PREFIX}shared/", "/other/")
+    assert _http("GET", tampered)[0] == 403
+
+
+def test_presign_clamped_to_credentials_life(rgw: RadosGateway, sts: Any) -> None:
+    ws = _workspace(rgw, sts, duration=4)
+    ws.upload(b"short-lived", "clamp.txt")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        url = ws.presign("clamp.txt", expires_in=3600)
+    assert [w.category for w in caught] == [PresignClampedWarning]
+    creds = ws.credentials_for(0)
+    assert creds.expiry is not None
+    assert url.expires_at <= creds.expiry
+    assert url.expires_at - datetime.now(timezone.utc) < timedelta(seconds=5)
+    assert "X-Amz-Expires=3600" not in url.url
+    assert _http("GET", url.url) == (200, b"short-lived")
+    time.sleep(max(0.0, (url.expires_at - datetime.now(timezone.utc)).total_seconds()) + 1.5)
+    assert _http("GET", url.url)[0] == 403
+
+
+# --------------------------------------------------------------------------
+# download, list, delete
+# --------------------------------------------------------------------------
+def test_download(ws: FakeWorkspace, tmp_path: Path) -> None:
+    data = os.urandom(6 * MiB + 3)
+    ws.upload(data, "dl/data.bin")
+    seen: list[tuple[int, int | None]] = []
+    out = ws.download(
+        "dl/data.bin", f"{tmp_path / 'd'}/", progress=lambda d, t: seen.append((d, t))
+    )
+    assert out == tmp_path / "d" / "data.bin"
+    assert out.read_bytes() == data
+    assert seen[-1] == (len(data), len(data))
+    out2 = ws.download("dl/data.bin", tmp_path / "renamed.bin")
+    assert out2.read_bytes() == data
+    with pytest.raises(NotFoundError):
+        ws.download("dl/nope.bin", tmp_path)
+
+
+def test_list_paging_and_delete_prefix(ws: FakeWorkspace, admin: Any) -> None:
+    names = [f"many/{i:03d}.txt" for i in range(25)] + ["many/sub/x.txt", "many-not/y.txt"]
+    for n in names:
+        ws.upload(n.encode(), n)
+    calls_before = ws.calls.count("s3_client")
+    listed = list(ws.list("many/", page_size=7))
+    assert [o.key for o in listed] == sorted(n for n in names if n.startswith("many/"))
+    assert all(o.size == len(o.key) for o in listed)
+    assert ws.calls.count("s3_client") == calls_before + 1
+    shallow = list(ws.list("many/", recursive=False, page_size=10))
+    assert [o.key for o in shallow if o.is_prefix] == ["many/sub/"]
+    assert len([o for o in shallow if not o.is_prefix]) == 25
+
+    with pytest.raises(NotFoundError, match="folder"):
+        ws.delete("many")
+    assert ws.delete("many", recursive=True) == 26
+    assert list(ws.list("many/")) == []
+    assert [o.key for o in ws.list("many-not/")] == ["many-not/y.txt"]  # not a sibling prefix
+    assert ws.delete("many-not/y.txt") == 1
+    with pytest.raises(NotFoundError):
+        ws.delete("many-not/y.txt")
+
+
+def test_upload_to_workspace_with_object(ws: FakeWorkspace, admin: Any) -> None:
+    res = upload_to_workspace(b"one call", "one/call.txt", workspace=ws)
+    assert isinstance(res, UploadResult)
+    assert _get(admin, f"{PREFIX}one/call.txt") == b"one call"
