@@ -343,4 +343,3 @@ class TerrapiApi:
             detail=detail,
             hint="run again with --debug, and report it if it persists",
         )
-

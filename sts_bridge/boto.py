@@ -84,9 +84,7 @@ def botocore_credentials(refreshing: RefreshingS3Credentials) -> StsBridgeCreden
         creds = refreshing.get()
         advisory, mandatory = refreshing.windows_for(creds)
         if holder:
-            _set_windows(
-                holder[0], advisory * _BOTOCORE_FRACTION, mandatory * _BOTOCORE_FRACTION
-            )
+            _set_windows(holder[0], advisory * _BOTOCORE_FRACTION, mandatory * _BOTOCORE_FRACTION)
         return creds.to_botocore_metadata()
 
     credentials = StsBridgeCredentials(refresh_using=refresh_using, method=METHOD)

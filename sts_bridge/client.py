@@ -310,9 +310,7 @@ class Client:
         if not self.cache or subject is None:
             return
         try:
-            atomic_write(
-                self._default_memo_path(subject), json.dumps({"workspace": name}).encode()
-            )
+            atomic_write(self._default_memo_path(subject), json.dumps({"workspace": name}).encode())
         except OSError as exc:
             logger.debug("cannot remember the default workspace: %s", exc)
 

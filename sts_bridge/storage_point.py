@@ -127,7 +127,7 @@ class StoragePoint:
             properties = {}
         resource_uris = [u for u in (get("resource_uris") or []) if isinstance(u, str)]
 
-        storage_type = (_text(get("storage_type")) or _first(properties, "storage_type") or "")
+        storage_type = _text(get("storage_type")) or _first(properties, "storage_type") or ""
         storage_type = storage_type.lower()
         if storage_type and storage_type != "s3":
             raise WorkspaceError(

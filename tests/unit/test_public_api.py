@@ -1,0 +1,49 @@
+"""The public surface of ``sts_bridge``: ``__all__`` is exact and importing is cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import sts_bridge
+from sts_bridge import errors
+
+EXPECTED = {
+    "Client",
+    "Workspace",
+    "S3Credentials",
+    "upload_to_workspace",
+    "__version__",
+    *errors.__all__,
+}
+
+
+def test_all_is_exactly_the_public_surface() -> None:
+    assert set(sts_bridge.__all__) == EXPECTED
+    assert len(sts_bridge.__all__) == len(set(sts_bridge.__all__))
+    assert sts_bridge.__all__ == sorted(sts_bridge.__all__, key=str)
+
+
+def test_every_name_resolves() -> None:
+    for name in sts_bridge.__all__:
+        assert getattr(sts_bridge, name) is not None
+    from sts_bridge.client import Client
+    from sts_bridge.workspace import Workspace
+
+    assert sts_bridge.Client is Client and sts_bridge.Workspace is Workspace
+    assert sts_bridge.WorkspaceNotFoundError is errors.WorkspaceNotFoundError
+
+
+def test_generated_client_is_not_star_exported() -> None:
+    assert not hasattr(sts_bridge, "StorageApi")
+    assert "terrapi_client" not in sts_bridge.__all__
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, sts_bridge; "
+        "print(sorted(m for m in ('boto3', 'botocore', 'terrapi_client', 'pydantic', 'authlib')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
