@@ -1,0 +1,171 @@
+"""The configuration chain (sts_bridge.config) and private files (sts_bridge._files)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sts_bridge._files import atomic_write, file_lock, read_private_json
+from sts_bridge.config import DEFAULT_CLIENT_ID, Settings, load_settings
+from sts_bridge.errors import ConfigurationError
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in list(os.environ):
+        if name.startswith(("TERRAPI_", "STS_BRIDGE_")):
+            monkeypatch.delenv(name)
+    config = tmp_path / "config"
+    monkeypatch.setenv("STS_BRIDGE_CONFIG_FILE", str(config))
+    monkeypatch.setenv("STS_BRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    return config
+
+
+def write_config(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings()
+    assert settings.client_id == DEFAULT_CLIENT_ID
+    assert settings.scopes == ()
+    assert settings.leeway == 60.0
+    assert settings.verify is True
+    assert settings.cache_dir == tmp_path / "cache"
+    assert settings.profile == "default"
+
+
+def test_explicit_beats_env_beats_profile(monkeypatch: pytest.MonkeyPatch, _env: Path) -> None:
+    write_config(
+        _env,
+        "[default]\nissuer = https://file\nurl = https://api-file\nscopes = a b\n"
+        "audience = aud-file\n",
+    )
+    monkeypatch.setenv("TERRAPI_ISSUER", "https://env")
+    settings = load_settings(audience="aud-arg")
+    assert settings.issuer == "https://env"
+    assert settings.api_url == "https://api-file"
+    assert settings.audience == "aud-arg"
+    assert settings.scopes == ("a", "b")
+    assert settings.source("issuer") == "env TERRAPI_ISSUER"
+    assert settings.source("audience") == "argument"
+    assert "profile 'default'" in settings.source("api_url")
+
+
+def test_named_profile(monkeypatch: pytest.MonkeyPatch, _env: Path) -> None:
+    write_config(_env, "[default]\nissuer = https://d\n[profile svc]\nissuer = https://s\n")
+    monkeypatch.setenv("TERRAPI_PROFILE", "svc")
+    assert load_settings().issuer == "https://s"
+    assert load_settings(profile="default").issuer == "https://d"
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(profile="nope")
+    assert "svc" in str(info.value)
+
+
+def test_missing_file_with_named_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERRAPI_PROFILE", "prod")
+    with pytest.raises(ConfigurationError, match="no configuration file"):
+        load_settings()
+
+
+def test_require_names_every_place(_env: Path) -> None:
+    settings = load_settings()
+    with pytest.raises(ConfigurationError) as info:
+        settings.require("issuer")
+    text = str(info.value)
+    assert "TERRAPI_ISSUER" in text and str(_env) in text and "issuer=" in text
+
+
+def test_verify_and_insecure(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(ca_bundle="/ca.pem").verify == "/ca.pem"
+    monkeypatch.setenv("TERRAPI_INSECURE", "yes")
+    assert load_settings(ca_bundle="/ca.pem").verify is False
+    monkeypatch.setenv("TERRAPI_INSECURE", "maybe")
+    with pytest.raises(ConfigurationError, match="TERRAPI_INSECURE"):
+        load_settings()
+
+
+def test_secret_needs_client_id_and_repr_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERRAPI_CLIENT_SECRET", "s3cr3t-value")
+    with pytest.raises(ConfigurationError, match="client id"):
+        load_settings()
+    monkeypatch.setenv("TERRAPI_CLIENT_ID", "svc")
+    monkeypatch.setenv("TERRAPI_TOKEN", "tok-value")
+    settings = load_settings()
+    assert settings.client_secret == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(settings) and "tok-value" not in repr(settings)
+    assert "***" in repr(settings)
+
+
+def test_token_is_never_read_from_the_file(_env: Path) -> None:
+    write_config(_env, "[default]\ntoken = from-file\n")
+    assert load_settings().token is None
+
+
+def test_scopes_flow_and_leeway_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERRAPI_SCOPES", "gep,offline_access gep")
+    monkeypatch.setenv("TERRAPI_FLOW", "Client_Credentials")
+    monkeypatch.setenv("STS_BRIDGE_LEEWAY", "1.5")
+    settings = load_settings()
+    assert settings.scopes == ("gep", "offline_access")
+    assert settings.flow == "client-credentials"
+    assert settings.leeway == 1.5
+    monkeypatch.setenv("TERRAPI_FLOW", "carrier-pigeon")
+    with pytest.raises(ConfigurationError, match="unknown flow"):
+        load_settings()
+    monkeypatch.setenv("TERRAPI_FLOW", "mypkg.auth:make")
+    assert load_settings().flow == "mypkg.auth:make"
+
+
+def test_unknown_argument() -> None:
+    with pytest.raises(TypeError):
+        load_settings(colour="blue")
+
+
+def test_settings_is_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.issuer = "x"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------- _files
+
+
+def test_atomic_write_is_private_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "f.json"
+    atomic_write(target, b'{"a": 1}')
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert read_private_json(target) == {"a": 1}
+    atomic_write(target, b'{"a": 2}')
+    assert read_private_json(target) == {"a": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["f.json"]  # no temp files left
+    assert read_private_json(tmp_path / "missing") is None
+    (tmp_path / "bad").write_text("{not json")
+    with pytest.raises(ValueError):
+        read_private_json(tmp_path / "bad")
+
+
+def test_file_lock_is_exclusive(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    inside = []
+    overlap = []
+
+    def work() -> None:
+        with file_lock(lock, timeout=10):
+            if inside:
+                overlap.append(1)
+            inside.append(1)
+            time.sleep(0.02)
+            inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not overlap
