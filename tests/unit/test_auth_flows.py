@@ -234,7 +234,9 @@ def test_device_flow_polls_and_slows_down() -> None:
     fake, token, prompts = run(["authorization_pending", "slow_down", "ok"])
     assert token.access_token == "AT"
     assert prompts[0].user_code == "ABCD-EFGH" and prompts[0].deadline == T0 + timedelta(minutes=1)
-    gaps = [(b - a).total_seconds() for a, b in zip([T0, *fake.polls], fake.polls)]
+    gaps = [
+        (b - a).total_seconds() for a, b in zip([T0, *fake.polls[:-1]], fake.polls, strict=True)
+    ]
     assert gaps == [5, 5, 10]
 
 
