@@ -103,11 +103,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-# Tuned for a 2-core client: 16 MiB parts keep the per-request overhead
-# (signing, HTTP round trip, Python) under 1% of the time, and 4 parts in
-# flight overlap hashing, reading and the server's work without thrashing.
+# Tuned on a 2-core machine against radosgw on the same host (128 MiB
+# upload): 8 MiB parts, 4 in flight was fastest (0.42-0.60 s, 0.12 s client
+# CPU, vs 0.66-0.93 s and 0.20-0.24 s CPU for boto3's upload_file defaults);
+# 32 MiB parts or 2 in flight were not better. 32 MiB in memory at most.
 DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
-DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_CONCURRENCY = 4
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
@@ -1113,13 +1114,13 @@ class WorkspaceTransfers:
         :class:`PresignClampedWarning`); ``expires_at`` is the real expiry.
         At most 7 days.
         """
-        return self._presign([key], method, expires_in, stacklevel=4)[0]
+        return self._presign([key], method, expires_in, stacklevel=3)[0]
 
     def presign_many(
         self, keys: Iterable[str], method: str = "GET", expires_in: int | timedelta = 3600
     ) -> builtins.list[PresignedUrl]:
         """Presigned URLs for many keys at once (fast: one signing key, one instant)."""
-        return self._presign(keys, method, expires_in, stacklevel=4)
+        return self._presign(keys, method, expires_in, stacklevel=3)
 
     def _presign(
         self,

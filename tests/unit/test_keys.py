@@ -98,3 +98,22 @@ def test_trailing_slash_only_for_prefixes() -> None:
     assert check_relative_key("a/", allow_trailing_slash=True) == "a/"
     with pytest.raises(InvalidKeyError):
         check_relative_key("a/")
+
+
+def test_fast_path_agrees_with_full_check() -> None:
+    import random
+
+    rng = random.Random(6)
+    alphabet = ["a", "b", "/", ".", "..", "\\", "\n", "\x7f", "é", " ", "~", "//"]
+    for _ in range(5000):
+        key = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        try:
+            check_relative_key(key)
+            slow_ok = len((PREFIX + key).encode()) <= MAX_KEY_BYTES
+        except InvalidKeyError:
+            slow_ok = False
+        try:
+            fast_ok = workspace_key(PREFIX, key) == PREFIX + key
+        except InvalidKeyError:
+            fast_ok = False
+        assert fast_ok == slow_ok, repr(key)

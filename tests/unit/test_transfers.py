@@ -1,0 +1,167 @@
+"""Pure helpers of sts_bridge.transfers and presign clamping (no network)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from sts_bridge.errors import CredentialsError, InvalidKeyError
+from sts_bridge.transfers import (
+    MAX_PARTS,
+    MiB,
+    PresignClampedWarning,
+    WorkspaceTransfers,
+    choose_part_size,
+    composite_checksum,
+    guess_content_type,
+    matches_filters,
+    parse_duration,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("900", 900), ("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("1.5h", 5400)],
+)
+def test_parse_duration(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "1y", "-5", "1 hour"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_choose_part_size() -> None:
+    assert choose_part_size(100 * MiB, 8 * MiB) == 8 * MiB
+    assert choose_part_size(100 * MiB, 1 * MiB) == 5 * MiB  # S3 minimum
+    huge = 200 * 1024 * MiB  # 200 GiB needs bigger parts to fit 10,000
+    size = choose_part_size(huge, 8 * MiB)
+    assert size * MAX_PARTS >= huge and size % MiB == 0
+
+
+def test_composite_checksum() -> None:
+    import hashlib
+
+    d1, d2 = hashlib.sha256(b"a").digest(), hashlib.sha256(b"b").digest()
+    assert composite_checksum([d1, d2]) == f"sha256:{hashlib.sha256(d1 + d2).hexdigest()}-2"
+
+
+@pytest.mark.parametrize(
+    ("path", "include", "exclude", "expected"),
+    [
+        ("a/b/c.tif", None, None, True),
+        ("a/b/c.tif", ["*.tif"], None, True),
+        ("a/b/c.txt", ["*.tif"], None, False),
+        ("a/b/c.tif", ["a/*"], None, True),
+        ("x/b/c.tif", ["a/*"], None, False),
+        ("tmp/c.tif", ["*.tif"], ["tmp/*"], False),
+        ("a/.git/config", None, [".git", ".git/*", "*/.git/*"], False),
+        ("c.tif", None, ["*.txt"], True),
+    ],
+)
+def test_matches_filters(
+    path: str, include: list[str] | None, exclude: list[str] | None, expected: bool
+) -> None:
+    assert matches_filters(path, include, exclude) is expected
+
+
+def test_guess_content_type() -> None:
+    assert guess_content_type("a/b.json") == "application/json"
+    assert guess_content_type("a/b.tif") == "image/tiff"
+    assert guess_content_type("a/noext") == "application/octet-stream"
+
+
+# ------------------------------------------------------------------ presign
+@dataclass(frozen=True)
+class Creds:
+    access_key: str
+    secret_key: str
+    token: str | None
+    expiry: datetime | None
+
+
+@dataclass
+class Offline(WorkspaceTransfers):
+    """Only what presign needs; records credentials_for() calls."""
+
+    lifetime: float | None  # seconds left on the credentials
+    asked: list[float] = field(default_factory=list)
+    name: str = "ws"
+    bucket: str = "bkt"
+    prefix: str = "a2s/"
+    endpoint_url: str = "http://127.0.0.1:8000"
+    region: str = "us-east-1"
+    addressing_style: str = "path"
+    verify: bool | str = True
+
+    def credentials_for(self, min_lifetime: float) -> Creds:
+        self.asked.append(min_lifetime)
+        expiry = None
+        if self.lifetime is not None:
+            expiry = datetime.now(timezone.utc) + timedelta(seconds=self.lifetime)
+        return Creds("AK", "SK", "TOK" if expiry else None, expiry)
+
+    def credentials(self) -> Any:
+        raise AssertionError("presign must ask credentials_for()")
+
+    def s3_client(self) -> Any:
+        raise AssertionError("presign makes no request")
+
+
+def _expires(url: str) -> int:
+    return int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0])
+
+
+def test_presign_not_clamped_when_credentials_live_longer() -> None:
+    ws = Offline(lifetime=7200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        url = ws.presign("a b.txt", expires_in=3600)
+    assert ws.asked == [3600]
+    assert _expires(url.url) == 3600
+    assert url.key == "a b.txt" and url.method == "GET"
+    assert "/bkt/a2s/a%20b.txt?" in url.url
+    assert abs((url.expires_at - datetime.now(timezone.utc)).total_seconds() - 3600) < 3
+
+
+def test_presign_clamped_to_credentials_and_warns() -> None:
+    ws = Offline(lifetime=900)
+    with pytest.warns(PresignClampedWarning, match="not 3600s") as record:
+        url = ws.presign("k", "PUT", timedelta(hours=1))
+    assert record[0].filename == __file__  # points at the caller
+    assert 897 <= _expires(url.url) <= 900
+    assert url.expires_at <= datetime.now(timezone.utc) + timedelta(seconds=900)
+    assert url.method == "PUT"
+
+
+def test_presign_static_credentials_up_to_seven_days() -> None:
+    ws = Offline(lifetime=None)
+    url = ws.presign("k", expires_in=7 * 86400)
+    assert _expires(url.url) == 7 * 86400
+    assert "X-Amz-Security-Token" not in url.url
+    with pytest.raises(ValueError):
+        ws.presign("k", expires_in=7 * 86400 + 1)
+    with pytest.raises(ValueError):
+        ws.presign("k", method="POST")
+
+
+def test_presign_expired_credentials() -> None:
+    with pytest.raises(CredentialsError):
+        Offline(lifetime=0.2).presign("k")
+
+
+def test_presign_many_checks_every_key_before_credentials() -> None:
+    ws = Offline(lifetime=7200)
+    with pytest.raises(InvalidKeyError):
+        ws.presign_many(["ok", "../nope"])
+    assert ws.asked == []
+    urls = ws.presign_many([f"k{i}" for i in range(100)], expires_in=60)
+    assert len({u.url for u in urls}) == 100
+    assert len({u.expires_at for u in urls}) == 1
