@@ -628,3 +628,78 @@ def test_upload_to_workspace_with_object(ws: FakeWorkspace, admin: Any) -> None:
     res = upload_to_workspace(b"one call", "one/call.txt", workspace=ws)
     assert isinstance(res, UploadResult)
     assert _get(admin, f"{PREFIX}one/call.txt") == b"one call"
+
+
+# --------------------------------------------------------------------------
+# the CLI commands (main(argv) with the workspace double)
+# --------------------------------------------------------------------------
+@pytest.fixture
+def cli(ws: FakeWorkspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    from sts_bridge.cli import main
+
+    current = {"ws": ws}
+    monkeypatch.setattr("sts_bridge.cli._workspace.open_workspace", lambda args: current["ws"])
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        status = main(list(argv))
+        out, err = capsys.readouterr()
+        return int(status), out, err
+
+    run.current = current  # type: ignore[attr-defined]
+    return run
+
+
+def test_cli_upload_ls_download_presign_rm(cli: Any, tmp_path: Path, admin: Any) -> None:
+    root = tmp_path / "tree"
+    _file(root / "one.txt", 11)
+    _file(root / "two" / "three.txt", 22)
+    status, out, err = cli("upload", str(root), "--to", "cli/", "--json")
+    assert status == 0, err
+    doc = json.loads(out)
+    assert sorted(d["key"] for d in doc) == ["cli/one.txt", "cli/two/three.txt"]
+    assert err == ""  # no progress bar when stderr is not a TTY
+
+    status, out, _ = cli("ls", "cli/")
+    assert status == 0
+    lines = out.splitlines()
+    assert any(line.endswith("cli/one.txt") and line.split()[0] == "11" for line in lines)
+    assert any("PRE" in line and line.endswith("cli/two/") for line in lines)
+    status, out, _ = cli("ls", "cli/", "--recursive", "--json")
+    assert sorted(json.loads(line)["key"] for line in out.splitlines()) == [
+        "cli/one.txt",
+        "cli/two/three.txt",
+    ]
+
+    status, out, _ = cli("download", "cli/two/three.txt", str(tmp_path / "dl") + "/")
+    assert status == 0
+    assert Path(out.strip()).read_bytes() == (root / "two" / "three.txt").read_bytes()
+
+    status, out, err = cli("presign", "cli/one.txt", "cli/two/three.txt", "--expires-in", "10m")
+    assert status == 0 and err == ""
+    urls = out.splitlines()
+    assert len(urls) == 2
+    assert _http("GET", urls[0]) == (200, (root / "one.txt").read_bytes())
+
+    # not a TTY and no --yes: refused, nothing deleted
+    status, _, err = cli("rm", "cli", "--recursive")
+    assert status == 2 and "--yes" in err
+    assert len(list(admin.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "cli/")["Contents"])) == 2
+    status, out, _ = cli("rm", "cli", "--recursive", "--yes")
+    assert status == 0 and "deleted 2" in out
+    status, _, err = cli("rm", "cli/one.txt")
+    assert status == 6 and "sts-bridge: error:" in err
+
+
+def test_cli_refuses_bad_key_and_notes_clamping(
+    cli: Any, rgw: RadosGateway, sts: Any, tmp_path: Path
+) -> None:
+    status, out, err = cli("presign", "../escape")
+    assert status == 2 and out == "" and "'..' segment" in err
+    cli.current["ws"] = _workspace(rgw, sts, duration=30)
+    status, out, err = cli("presign", "x.txt", "--expires-in", "2h", "--json")
+    assert status == 0
+    doc = json.loads(out)
+    assert doc[0]["key"] == "x.txt" and "X-Amz-Expires=" in doc[0]["url"]
+    assert "sts-bridge: note: presigned URL valid for" in err
+    status, _, err = cli("presign", "x.txt", "--expires-in", "soon")
+    assert status == 2 and "not a duration" in err
