@@ -28,6 +28,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 LAUNCHER = str(Path(__file__).resolve().parent / "_launch.py")
 
@@ -42,11 +43,14 @@ class Sample:
     rc: int  # exit status (negative: killed by that signal)
     stdout: str = ""
     stderr: str = ""
+    requests: dict[str, int] | None = None  # API/IdP requests during the run (sts-bridge)
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("stdout")
         d.pop("stderr")
+        if d["requests"] is None:
+            d.pop("requests")
         return d
 
 

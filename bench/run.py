@@ -69,6 +69,7 @@ class Target:
     workspace: str = ""
     platform: Any = None  # LocalPlatform (request counters) in platform mode
     gc: Callable[[], None] = lambda: None  # make radosgw free deleted objects' RAM now
+    owner: Any = None  # the bucket owner's client (fast multi-object deletes), if any
 
 
 @dataclass
@@ -217,11 +218,21 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             "sts-bridge CLI",
             True,
             sts_env,
-            upload=lambda f, k: [cli, "-q", "upload", f, k, "--workspace", ws],
+            upload=lambda f, k: [cli, "-q", "upload", f, "--to", k, "--workspace", ws],
             download=lambda k, f: [cli, "-q", "download", k, f, "--workspace", ws],
-            upload_many=lambda d, p: [cli, "-q", "upload", d, p, "--workspace", ws],
+            upload_many=lambda d, p: [cli, "-q", "upload", d, "--to", p, "--workspace", ws],
             presign=lambda k: [cli, "presign", k, "--workspace", ws],
-            presign_label="sts-bridge presign (SigV4, cached credentials)",
+            presign_label="sts-bridge presign (SigV4, cached credentials, default 1h)",
+        ),
+        # the platform's STS credentials live 15 min: a 1 h URL makes the CLI try a
+        # refresh first; this variant shows the cost of signing alone
+        Contender(
+            "stsb-cli-10m",
+            "sts-bridge CLI --expires-in 10m",
+            True,
+            sts_env,
+            presign=lambda k: [cli, "presign", k, "--workspace", ws, "--expires-in", "10m"],
+            presign_label="sts-bridge presign --expires-in 10m (cached credentials)",
         ),
     ]
 
@@ -246,14 +257,32 @@ def make_small_files(folder: Path, count: int, size: int) -> None:
 # --------------------------------------------------------------------------- S3 helpers
 def _delete_prefix(t: Target, prefix: str) -> int:
     full = t.prefix + prefix
-    n = 0
+    keys: list[str] = []
     pages = t.admin.get_paginator("list_objects_v2").paginate(Bucket=t.bucket, Prefix=full)
     for page in pages:
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            t.admin.delete_objects(Bucket=t.bucket, Delete={"Objects": keys, "Quiet": True})
-            n += len(keys)
-    return n
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    if not keys:
+        return 0
+    for client in (t.owner, t.admin):
+        if client is None:
+            continue
+        try:
+            for i in range(0, len(keys), 1000):
+                objs = [{"Key": k} for k in keys[i : i + 1000]]
+                resp = client.delete_objects(
+                    Bucket=t.bucket, Delete={"Objects": objs, "Quiet": True}
+                )
+                if resp.get("Errors"):
+                    raise RuntimeError(str(resp["Errors"][:1]))
+            return len(keys)
+        except Exception:  # noqa: S112 - radosgw 16 refuses DeleteObjects to sessions
+            continue
+    # one DELETE per object with the workspace credentials
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: t.admin.delete_object(Bucket=t.bucket, Key=k), keys))
+    return len(keys)
 
 
 def _count_prefix(t: Target, prefix: str) -> tuple[int, int]:
@@ -282,6 +311,18 @@ def _order(items: list[Contender], rnd: int) -> list[Contender]:
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def measured_run(t: Target, c: Contender, argv: list[str]) -> Sample:
+    """One measured run; for sts-bridge, also the API/IdP requests it made (on the servers)."""
+    env = c.env()
+    if not (c.sts and t.platform is not None):
+        return run_measured(argv, env=env)
+    t.platform.reset_stats()
+    s = run_measured(argv, env=env)
+    n = _counts(t.platform)
+    s.requests = {"api": n["api"], "idp": n["idp"], "idp_client": n["idp_client"]}
+    return s
 
 
 def run_scenario(
@@ -314,7 +355,7 @@ def run_scenario(
                     key += "/"
                     argv = c.upload_many(str(src), key)  # type: ignore[misc]
                 try:
-                    s = run_measured(argv, env=c.env())
+                    s = measured_run(t, c, argv)
                 except CommandFailed as exc:
                     _say(f"  {sc.id} {c.id} round {rnd}: FAILED {exc}")
                     results[c.id].append(Sample(float("nan"), float("nan"), 0, exc.sample.rc))
@@ -362,7 +403,7 @@ def run_presign_cli(
     for rnd in range(warmup + reps):
         for c in _order(active, rnd):
             try:
-                s = run_measured(c.presign("bench/some/object.bin"), env=c.env())  # type: ignore[misc]
+                s = measured_run(t, c, c.presign("bench/some/object.bin"))  # type: ignore[misc]
             except CommandFailed as exc:
                 _say(f"  presign {c.id}: FAILED {exc}")
                 continue
@@ -608,12 +649,180 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- platform mode (sts-bridge)
-def platform_target(tmp: Path, memstore: int) -> contextlib.AbstractContextManager[Target]:
-    raise NotImplementedError
+SERVICE_WORKSPACE = "gep-processing-results-a2s-service-workspace"
+
+
+def _parse_env_block(text: str) -> dict[str, str]:
+    """``export K=V`` / ``K=V`` lines (shell-quoted values) -> dict."""
+    import shlex
+
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        k, _, v = line.partition("=")
+        parts = shlex.split(v) if v else [""]
+        out[k.strip()] = parts[0] if parts else ""
+    return out
+
+
+class ToolCredentials:
+    """The workspace's STS credentials for boto3/aws/s5cmd, from
+    ``sts-bridge credentials WORKSPACE --format env`` (re-read before they expire)."""
+
+    def __init__(self, env: dict[str, str], workspace: str) -> None:
+        self.env = env
+        self.workspace = workspace
+        self.value: dict[str, str] = {}
+        self.expires = 0.0
+
+    def __call__(self) -> dict[str, str]:
+        if time.time() > self.expires - 300:
+            cli = str(VENV_BIN / "sts-bridge")
+            s = run_measured([cli, "credentials", self.workspace, "--format", "env"], env=self.env)
+            got = _parse_env_block(s.stdout)
+            self.value = {
+                k: got[k]
+                for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+                if k in got
+            }
+            exp = got.get("AWS_CREDENTIAL_EXPIRATION")
+            self.expires = (
+                dt.datetime.fromisoformat(exp.replace("Z", "+00:00")).timestamp()
+                if exp
+                else time.time() + 600
+            )
+        return self.value
+
+
+class WorkspaceS3:
+    """The harness's own S3 client (checks and clean-up, never measured), with the
+    workspace credentials: objects written by the role session are not readable
+    by the bucket's owner, so the radosgw admin cannot check them."""
+
+    def __init__(self, creds: ToolCredentials, endpoint: str, region: str) -> None:
+        self.creds, self.endpoint, self.region = creds, endpoint, region
+        self._client: Any = None
+        self._key: tuple[str, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        c = self.creds()
+        key = tuple(sorted(c.values()))
+        if self._client is None or key != self._key:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                region_name=self.region,
+                aws_access_key_id=c["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=c["AWS_SECRET_ACCESS_KEY"],
+                aws_session_token=c.get("AWS_SESSION_TOKEN"),
+                config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+            )
+            self._key = key
+        return getattr(self._client, name)
+
+
+@contextlib.contextmanager
+def platform_target(tmp: Path, memstore: int) -> Iterator[Target]:
+    from sts_bridge_devstack.platform import LocalPlatform
+
+    _say("bench: starting the local platform (IdP + TerrAPI API + radosgw)")
+    with LocalPlatform() as plat:
+        _say(f"bench: platform up in {plat.start_seconds:.1f} s")
+        sts_env = {k: v for k, v in plat.env().items() if k.startswith("TERRAPI_")}
+        sts_env["STS_BRIDGE_CACHE_DIR"] = str(tmp / "sts-bridge-cache")
+        sts_env["TERRAPI_WORKSPACE"] = SERVICE_WORKSPACE
+        env = _base_env(tmp)
+        env.update(sts_env)
+        # the workspace's storage point, as the SDK sees it (this also warms the cache)
+        probe = (
+            "import json; from sts_bridge import Client; "
+            f"w = Client.from_env().workspace({SERVICE_WORKSPACE!r}); w.credentials(); "
+            "print(json.dumps({'bucket': w.bucket, 'prefix': w.prefix, "
+            "'endpoint': w.endpoint_url, 'region': w.region}))"
+        )
+        sp = json.loads(run_measured([PY, "-c", probe], env=env).stdout.strip().splitlines()[-1])
+        creds = ToolCredentials(env, SERVICE_WORKSPACE)
+        yield Target(
+            mode="platform",
+            endpoint=sp["endpoint"],
+            region=sp["region"],
+            bucket=sp["bucket"],
+            prefix=sp["prefix"],
+            admin=WorkspaceS3(creds, sp["endpoint"], sp["region"]),
+            aws_creds=creds,
+            sts_env=sts_env,
+            workspace=SERVICE_WORKSPACE,
+            platform=plat,
+            gc=lambda: rgw_gc(plat.s3),
+            owner=plat.s3.client("s3"),
+        )
+
+
+def _counts(plat: Any) -> dict[str, Any]:
+    """Requests counted on the API and the IdP since the last reset.
+
+    radosgw itself fetches the issuer's discovery document and JWKS on every
+    AssumeRoleWithWebIdentity (shared/reference/local-platform.md), so each STS
+    exchange the API makes costs 2 IdP requests that sts-bridge did not make:
+    ``idp_client`` is the IdP count without them (``idp`` is the raw count).
+    """
+    api, idp = plat.api_stats(), plat.idp_stats()
+    by_path = idp.get("by_path", {})
+    exchanges = int(api.get("sts_exchanges", 0))
+    server_side = min(
+        2 * exchanges,
+        sum(n for p, n in by_path.items() if "openid-configuration" in p or "jwks" in p),
+    )
+    total = int(idp.get("total", 0))
+    return {
+        "api": int(api.get("total", 0)),
+        "idp": total,
+        "idp_client": total - server_side,
+        "sts_exchanges": exchanges,
+        "api_by_path": api.get("by_path", {}),
+        "idp_by_path": by_path,
+    }
 
 
 def run_request_counts(t: Target, base: dict[str, str], tmp: Path) -> dict[str, Any]:
-    raise NotImplementedError
+    """API and IdP requests of `sts-bridge upload`, counted on the servers: first with
+    an empty cache folder (cold), then again with the cache it left (warm)."""
+    src = tmp / "requests.bin"
+    src.write_bytes(os.urandom(64 * KiB))
+    env = dict(base)
+    env.update(t.sts_env)
+    env["STS_BRIDGE_CACHE_DIR"] = str(tmp / "cold-cache")
+    cli = str(VENV_BIN / "sts-bridge")
+    out: dict[str, Any] = {}
+    for name in ("cold", "warm"):
+        t.platform.reset_stats()
+        s = run_measured(
+            [
+                cli,
+                "-q",
+                "upload",
+                str(src),
+                "--to",
+                f"bench/requests/{name}.bin",
+                "--workspace",
+                t.workspace,
+            ],
+            env=env,
+        )
+        out[name] = {**_counts(t.platform), "wall": s.wall}
+        _say(
+            f"  requests       {name:<10} API {out[name]['api']}  IdP {out[name]['idp']} "
+            f"(by sts-bridge: {out[name]['idp_client']})"
+        )
+    _delete_prefix(t, "bench/requests/")
+    return out
 
 
 if __name__ == "__main__":
