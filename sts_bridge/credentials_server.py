@@ -52,6 +52,8 @@ class ContainerCredentialsServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"http://{host}:{port}{CREDENTIALS_PATH}"
 
     def env(self) -> dict[str, str]:
