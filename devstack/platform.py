@@ -179,8 +179,6 @@ class LocalPlatform:
             "leeway": self.leeway,
             "s3_endpoint": self.s3_endpoint,
             "role_arn": self.role_arn,
-            "admin_access_key": self.s3.admin_access_key,
-            "admin_secret_key": self.s3.admin_secret_key,
             "sts_duration": self.sts_duration,
             "public_url": self.api_url,
             "users": {name: list(u.groups) for name, u in self.idp.users.items()},
@@ -327,6 +325,55 @@ class LocalPlatform:
             self.token_endpoint,
             data={"grant_type": "client_credentials", "scope": scope or self.scopes},
             auth=(self.service_client_id, self.service_client_secret),
+            timeout=10,
+        )
+        resp.raise_for_status()
+        return str(resp.json()["access_token"])
+
+    def user_token(self, username: str = "alice", scope: str | None = None) -> str:
+        """A fresh access token of ``username`` for the CLI client: authorization
+        code + PKCE, the browser played by :meth:`IdentityProvider.complete_browser_login`."""
+        import base64
+        import hashlib
+        import secrets
+        from urllib.parse import parse_qs, urlencode, urlsplit
+
+        idp = self._need_idp()
+        verifier = secrets.token_urlsafe(48)
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
+        redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
+        state = secrets.token_urlsafe(16)
+        query = urlencode(
+            {
+                "client_id": self.cli_client_id,
+                "response_type": "code",
+                "redirect_uri": redirect_uri,
+                "scope": scope or self.scopes,
+                "state": state,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+                "login_hint": username,
+            }
+        )
+        final = idp.complete_browser_login(
+            f"{idp.authorization_endpoint}?{query}", username, self.users[username]
+        )
+        params = parse_qs(urlsplit(final).query)
+        if "code" not in params or params.get("state") != [state]:
+            raise PlatformError(f"the browser login of {username} failed: {params.get('error')}")
+        resp = requests.post(
+            self.token_endpoint,
+            data={
+                "grant_type": "authorization_code",
+                "code": params["code"][0],
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+                "client_id": self.cli_client_id,
+            },
             timeout=10,
         )
         resp.raise_for_status()

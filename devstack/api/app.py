@@ -63,30 +63,38 @@ class DevstackMiddleware:
                 await self._json(send, 404, {"detail": "unknown devstack endpoint"})
             return
         scope.setdefault("extensions", {})
-        status = {"code": 500}
         started = time.monotonic()
+        counted = {"done": False}
+
+        def account(status: int) -> None:
+            # counted before the response leaves, so a client that reads the
+            # stats right after its call sees it
+            if counted["done"]:
+                return
+            counted["done"] = True
+            routing = scope.get("extensions", {}).get("connexion_routing") or {}
+            op = routing.get("operation_id")
+            if op:
+                op = op.rsplit(".", 1)[-1]
+            self.counters.count_request(method, path, op, status)
+            log.info(
+                "%s %s %d %.0fms%s",
+                method,
+                path,
+                status,
+                (time.monotonic() - started) * 1000,
+                f" op={op}" if op else "",
+            )
 
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = int(message["status"])
+                account(int(message["status"]))
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            routing = scope.get("extensions", {}).get("connexion_routing") or {}
-            op = routing.get("operation_id")
-            if op:
-                op = op.rsplit(".", 1)[-1]
-            self.counters.count_request(method, path, op, status["code"])
-            log.info(
-                "%s %s %d %.0fms%s",
-                method,
-                path,
-                status["code"],
-                (time.monotonic() - started) * 1000,
-                f" op={op}" if op else "",
-            )
+            account(500)
 
 
 def create_app(config: dict[str, Any]) -> Any:
@@ -94,7 +102,7 @@ def create_app(config: dict[str, Any]) -> Any:
 
     ``config`` keys: ``issuer``, ``audience``, ``jwks_uri`` (optional),
     ``leeway`` (s), ``s3_endpoint``, ``s3_public_url`` (optional),
-    ``role_arn``, ``admin_access_key``, ``admin_secret_key``,
+    ``role_arn``,
     ``sts_duration`` (optional, overrides the policy), ``public_url`` (the API
     base, ``.../core``), ``users`` (username -> groups), ``policy`` (mapping)
     or ``policy_file`` (path; default ``devstack/platform.yaml``).
@@ -109,8 +117,6 @@ def create_app(config: dict[str, Any]) -> Any:
         region=policy.region,
         role_arn=str(config["role_arn"]),
         duration_seconds=duration,
-        admin_access_key=str(config["admin_access_key"]),
-        admin_secret_key=str(config["admin_secret_key"]),
         download_expires_in=int((policy_doc.get("download") or {}).get("expires_in", 3600)),
     )
     counters = Counters()
@@ -143,7 +149,23 @@ def create_app(config: dict[str, Any]) -> Any:
         pythonic_params=True,
         swagger_ui_options=None,
     )
+    app.add_error_handler(UnicodeDecodeError, _undecodable_body)
     return DevstackMiddleware(app, counters)
+
+
+def _undecodable_body(request: Any, exc: Exception) -> Any:
+    # connexion decodes JSON bodies as UTF-8 and lets the error escape as a 500
+    from connexion.lifecycle import ConnexionResponse
+
+    body = {
+        "type": "about:blank",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "the request body is not valid UTF-8 JSON",
+    }
+    return ConnexionResponse(
+        status_code=400, body=json.dumps(body), content_type="application/problem+json"
+    )
 
 
 def configure_logging(level: int = logging.INFO) -> None:

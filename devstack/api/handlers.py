@@ -229,7 +229,10 @@ def download(token_info: dict[str, Any], url: str | None = None, redirect: bool 
             sp.contains(bucket, key) for sp in state.policy.storage_points_for(p)
         ):
             raise _problem(403, f"{p.username} may not read s3://{bucket}/{key}")
-        link, expiration = state.s3.presign_get(bucket, key)
+        with _guard():
+            link, expiration = state.s3.presign_get(
+                token_info[RAW_TOKEN_KEY], p.username, bucket, key
+            )
         state.counters.count_presign()
     if redirect:
         # no body; the content type only satisfies connexion's response check

@@ -68,21 +68,17 @@ class S3Backend:
         region: str,
         role_arn: str,
         duration_seconds: int,
-        admin_access_key: str,
-        admin_secret_key: str,
         download_expires_in: int = 3600,
     ) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         self.region = region
         self.role_arn = role_arn
         self.duration_seconds = int(duration_seconds)
-        self._admin = (admin_access_key, admin_secret_key)
         self.download_expires_in = int(download_expires_in)
         self._lock = threading.Lock()
         self._sts: Any = None
-        self._s3: Any = None
 
-    def _clients(self) -> tuple[Any, Any]:
+    def _sts_client(self) -> Any:
         with self._lock:
             if self._sts is None:
                 import boto3
@@ -102,15 +98,7 @@ class S3Backend:
                         read_timeout=15,
                     ),
                 )
-                self._s3 = session.client(
-                    "s3",
-                    endpoint_url=self.endpoint_url,
-                    region_name=self.region,
-                    aws_access_key_id=self._admin[0],
-                    aws_secret_access_key=self._admin[1],
-                    config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-                )
-            return self._sts, self._s3
+            return self._sts
 
     def assume_role(
         self, web_identity_token: str, username: str, point: StoragePoint
@@ -118,7 +106,7 @@ class S3Backend:
         """AssumeRoleWithWebIdentity with the caller's token and a session policy."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        sts, _ = self._clients()
+        sts = self._sts_client()
         try:
             resp = sts.assume_role_with_web_identity(
                 RoleArn=self.role_arn,
@@ -150,11 +138,68 @@ class S3Backend:
             "expiration": exp,
         }
 
-    def presign_get(self, bucket: str, key: str) -> tuple[str, str]:
-        """(presigned GET URL, expiration ISO string)."""
-        _, s3 = self._clients()
-        url = s3.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.download_expires_in
+    def presign_get(
+        self, web_identity_token: str, username: str, bucket: str, key: str
+    ) -> tuple[str, str]:
+        """(presigned GET URL, expiration ISO string) for one object.
+
+        Signed with STS credentials obtained with the caller's token and a
+        session policy allowing only ``s3:GetObject`` on that object (objects
+        written through STS sessions are not readable by the bucket owner in
+        radosgw, and a link must not outlive the caller's rights anyway): the
+        link dies with those credentials, as on the real platform.
+        """
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        sts = self._sts_client()
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject"],
+                    "Resource": [f"arn:aws:s3:::{bucket}/{key}"],
+                }
+            ],
+        }
+        try:
+            resp = sts.assume_role_with_web_identity(
+                RoleArn=self.role_arn,
+                RoleSessionName=session_name(username),
+                WebIdentityToken=web_identity_token,
+                DurationSeconds=self.duration_seconds,
+                Policy=_compact(policy),
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            raise StorageError(
+                403, f"the storage refused to sign a download link (STS answered HTTP {status})"
+            ) from None
+        except BotoCoreError as exc:
+            raise StorageError(
+                503, f"the storage STS endpoint failed: {type(exc).__name__}"
+            ) from None
+        c = resp["Credentials"]
+        expiry = c["Expiration"]
+        if not isinstance(expiry, dt.datetime):
+            expiry = dt.datetime.fromisoformat(str(expiry).replace("Z", "+00:00"))
+        now = dt.datetime.now(dt.timezone.utc)
+        expires_in = max(1, min(self.download_expires_in, int((expiry - now).total_seconds())))
+        s3 = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=c["AccessKeyId"],
+            aws_secret_access_key=c["SecretAccessKey"],
+            aws_session_token=c["SessionToken"],
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
-        exp = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.download_expires_in)
-        return str(url), exp.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        url = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
+        )
+        exp = min(expiry, now + dt.timedelta(seconds=expires_in))
+        return str(url), exp.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat().replace(
+            "+00:00", "Z"
+        )
