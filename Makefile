@@ -93,7 +93,7 @@ check-generated: $(VENV)/bin/openapi-generator-cli
 	@echo "check-generated: generated_client/ matches openapi/terrapi.yaml"
 
 demo: setup
-	$(PY) -m sts_bridge_devstack demo
+	$(PY) -m sts_bridge_devstack.demo
 
 devstack: setup
 	$(PY) -m sts_bridge_devstack up
