@@ -1,7 +1,12 @@
 """URLs per second: ``Workspace.presign_many`` vs boto3's SigV4 ``generate_presigned_url`` loop.
 
-    python presign_rate.py boto3 BUCKET PREFIX N          (AWS_* environment)
-    python presign_rate.py sts-bridge WORKSPACE N [--check] (TERRAPI_* environment)
+    python presign_rate.py boto3 BUCKET PREFIX N EXPIRES            (AWS_* environment)
+    python presign_rate.py sts-bridge WORKSPACE N EXPIRES [--check]  (TERRAPI_* environment)
+
+EXPIRES is the URLs' lifetime in seconds. It matters to sts-bridge only: a URL
+cannot outlive the credentials that sign it, so asking for more than the
+credentials have left makes ``presign_many`` try a refresh first (an API
+request inside the timed call) and then clamp.
 
 Only the signing is timed (``time.perf_counter`` around the call or loop),
 after one warm-up URL, so client construction and the credential fetch are
@@ -20,6 +25,7 @@ import datetime as dt
 import json
 import sys
 import time
+import warnings
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,7 +45,7 @@ def _url(u: Any) -> str:
     return u if isinstance(u, str) else str(getattr(u, "url", u))
 
 
-def run_boto3(bucket: str, prefix: str, n: int) -> dict[str, Any]:
+def run_boto3(bucket: str, prefix: str, n: int, expires: int) -> dict[str, Any]:
     import boto3
     from botocore.config import Config
 
@@ -48,7 +54,9 @@ def run_boto3(bucket: str, prefix: str, n: int) -> dict[str, Any]:
     s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": ks[0]})
     t0 = time.perf_counter()
     for k in ks:
-        s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": k}, ExpiresIn=3600)
+        s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": k}, ExpiresIn=expires
+        )
     el = time.perf_counter() - t0
     return {"urls_per_s": n / el, "seconds": el}
 
@@ -82,14 +90,14 @@ def botocore_urls(ws: Any, full_keys: list[str], when: dt.datetime, expires: int
         botocore.auth.get_current_datetime = saved  # type: ignore[assignment]
 
 
-def run_sts(workspace: str, n: int, check: bool) -> dict[str, Any]:
+def run_sts(workspace: str, n: int, expires: int, check: bool) -> dict[str, Any]:
     from sts_bridge import Client
 
     ws = Client.from_env().workspace(workspace)
     ks = keys(n)
-    ws.presign_many(ks[:1], expires_in=3600)  # credentials fetched/cached, signer built
+    ws.presign_many(ks[:1], expires_in=expires)  # credentials fetched/cached, signer built
     t0 = time.perf_counter()
-    urls = [_url(u) for u in ws.presign_many(ks, expires_in=3600)]
+    urls = [_url(u) for u in ws.presign_many(ks, expires_in=expires)]
     el = time.perf_counter() - t0
     out: dict[str, Any] = {"urls_per_s": n / el, "seconds": el}
     if check:
@@ -109,10 +117,11 @@ def run_sts(workspace: str, n: int, check: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    warnings.simplefilter("ignore")  # PresignClampedWarning for the 1 h variant
     if argv[0] == "boto3":
-        doc = run_boto3(argv[1], argv[2], int(argv[3]))
+        doc = run_boto3(argv[1], argv[2], int(argv[3]), int(argv[4]))
     else:
-        doc = run_sts(argv[1], int(argv[2]), "--check" in argv)
+        doc = run_sts(argv[1], int(argv[2]), int(argv[3]), "--check" in argv)
     print(json.dumps(doc))
     return 0
 

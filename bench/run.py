@@ -421,12 +421,15 @@ def run_presign_many(t: Target, base: dict[str, str], n: int, reps: int) -> dict
     """URLs per second, measured inside each process around the signing loop only."""
     script = str(HERE / "presign_rate.py")
     envs = {"boto3": _aws_env(base, t)}
-    cmds = {"boto3": [PY, script, "boto3", t.bucket, t.prefix, str(n)]}
+    # 10 min: within the platform's 15-min STS credentials; "stsb-1h" (reported, no
+    # target) shows what asking for more than the credentials have left costs
+    cmds = {"boto3": [PY, script, "boto3", t.bucket, t.prefix, str(n), "600"]}
     if t.mode == "platform":
         e = dict(base)
         e.update(t.sts_env)
-        envs["stsb"] = e
-        cmds["stsb"] = [PY, script, "sts-bridge", t.workspace, str(n)]
+        envs["stsb"] = envs["stsb-1h"] = e
+        cmds["stsb"] = [PY, script, "sts-bridge", t.workspace, str(n), "600"]
+        cmds["stsb-1h"] = [PY, script, "sts-bridge", t.workspace, str(n), "3600"]
     rates: dict[str, list[float]] = {k: [] for k in cmds}
     identical: bool | None = None
     detail: dict[str, Any] = {}
@@ -512,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma list of scenarios: up,down,up_small,down_small,many,presign,presign_many,"
-        "requests",
+        "requests,profile",
     )
     p.add_argument("--out", default=str(HERE / "results"), help="results folder")
     a = p.parse_args(argv)
@@ -626,6 +629,11 @@ def main(argv: list[str] | None = None) -> int:
             if want("presign_many"):
                 _say(f"bench: presign_many on {presign_n:,} keys")
                 report["presign_many"] = run_presign_many(t, base, presign_n, max(reps, 3))
+            if want("profile") and mode == "platform":
+                if not files["big"].exists():
+                    make_file(files["big"], big)
+                _say("bench: where the SDK upload's client CPU goes")
+                report["profile"] = run_profile(t, files["big"], big, max(reps, 1))
             if want("requests") and mode == "platform":
                 _say("bench: requests made by a cold and a warm `sts-bridge upload`")
                 report["requests"] = run_request_counts(t, base, tmp)
@@ -789,6 +797,31 @@ def _counts(plat: Any) -> dict[str, Any]:
         "api_by_path": api.get("by_path", {}),
         "idp_by_path": by_path,
     }
+
+
+def run_profile(t: Target, src: Path, size: int, reps: int) -> dict[str, Any]:
+    """Upload CPU split by subtraction: start+imports, +workspace/credentials, SHA-256."""
+    base = _base_env(Path(tempfile.gettempdir()))
+    env = dict(base)
+    env.update(t.sts_env)
+    sdk = [PY, str(HERE / "stsb_sdk.py")]
+    steps = {
+        "import": [*sdk, "import"],
+        "setup": [*sdk, "setup", t.workspace],
+        "sha256": [*sdk, "sha256", str(src)],
+        "upload": [*sdk, "upload", t.workspace, str(src), "bench/profile/big.bin"],
+    }
+    got: dict[str, list[Sample]] = {k: [] for k in steps}
+    for rnd in range(reps + 1):
+        for k, argv in steps.items():
+            s = run_measured(argv, env=env)
+            if k == "upload":
+                _delete_prefix(t, "bench/profile/")
+                t.gc()
+            _say(f"  profile        {k:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s")
+            if rnd > 0:
+                got[k].append(s)
+    return {"bytes": size, "steps": {k: summarize(v) for k, v in got.items()}}
 
 
 def run_request_counts(t: Target, base: dict[str, str], tmp: Path) -> dict[str, Any]:

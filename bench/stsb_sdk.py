@@ -3,6 +3,12 @@
     python stsb_sdk.py upload WORKSPACE PATH KEY     (file or directory)
     python stsb_sdk.py download WORKSPACE KEY DEST
 
+and the pieces the CPU profile subtracts from an upload (bench/run.py profile):
+
+    python stsb_sdk.py import                 Python start + ``import sts_bridge`` + boto3
+    python stsb_sdk.py setup WORKSPACE        + the workspace and its cached credentials
+    python stsb_sdk.py sha256 FILE            SHA-256 of the file alone (8 MiB preads)
+
 Configuration comes from the TERRAPI_* environment (service client), the
 STS credentials from the warm cross-process cache, like a user's second run.
 """
@@ -13,7 +19,39 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    cmd, workspace = argv[0], argv[1]
+    cmd = argv[0]
+    if cmd == "import":
+        import boto3
+
+        import sts_bridge  # noqa: F401
+        from sts_bridge import Client, upload_to_workspace
+
+        return 0
+    if cmd == "sha256":
+        import hashlib
+        import os
+
+        h = hashlib.sha256()
+        fd = os.open(argv[1], os.O_RDONLY)
+        try:
+            off = 0
+            while chunk := os.pread(fd, 8 << 20, off):
+                h.update(chunk)
+                off += len(chunk)
+        finally:
+            os.close(fd)
+        print(h.hexdigest())
+        return 0
+    workspace = argv[1]
+    if cmd == "setup":
+        import boto3  # noqa: F401
+
+        from sts_bridge import Client
+
+        ws = Client.from_env().workspace(workspace)
+        ws.credentials()
+        ws.s3_client()
+        return 0
     if cmd == "upload":
         from sts_bridge import upload_to_workspace
 
