@@ -679,7 +679,7 @@ def _parse_env_block(text: str) -> dict[str, str]:
 
 class ToolCredentials:
     """The workspace's STS credentials for boto3/aws/s5cmd, from
-    ``sts-bridge credentials WORKSPACE --format env`` (re-read before they expire)."""
+    ``sts-bridge credentials WORKSPACE --format env`` (re-read a minute before they expire)."""
 
     def __init__(self, env: dict[str, str], workspace: str) -> None:
         self.env = env
@@ -688,7 +688,7 @@ class ToolCredentials:
         self.expires = 0.0
 
     def __call__(self) -> dict[str, str]:
-        if time.time() > self.expires - 300:
+        if time.time() > self.expires - 60:
             cli = str(VENV_BIN / "sts-bridge")
             s = run_measured([cli, "credentials", self.workspace, "--format", "env"], env=self.env)
             got = _parse_env_block(s.stdout)
