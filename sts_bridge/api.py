@@ -279,6 +279,18 @@ class TerrapiApi:
                     continue
                 raise self._map(exc, status, what, resource) from exc
             except (Urllib3Error, OSError) as exc:
+                tls_problem = _tls_failure(exc)
+                if tls_problem is not None:
+                    # A certificate that does not verify will not verify on the
+                    # next attempt either: say so at once.
+                    raise ApiUnavailableError(
+                        f"{what}: TLS certificate verification failed for "
+                        f"{self.api_url}: {tls_problem}",
+                        hint=(
+                            "set TERRAPI_CA_BUNDLE to the CA bundle that signed the API's "
+                            "certificate (or TERRAPI_INSECURE=1 to turn verification off)"
+                        ),
+                    ) from exc
                 reason = type(exc).__name__
                 if idempotent and attempt < self.retries:
                     self._pause(what, attempt, reason, None)
@@ -343,3 +355,19 @@ class TerrapiApi:
             detail=detail,
             hint="run again with --debug, and report it if it persists",
         )
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The certificate-verification reason inside a urllib3 error, if that is the cause."""
+    import ssl
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return redact(current.verify_message or str(current))
+        if isinstance(current, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return redact(str(current))
+        current = getattr(current, "reason", None) or current.__cause__ or current.__context__
+    return None

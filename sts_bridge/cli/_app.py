@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> ExitStatus:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="sts-bridge: %(levelname)s: %(name)s: %(message)s",
     )
+    # urllib3's DEBUG lines carry full URLs, e.g. the login callback with its
+    # authorization code: keep them out even with --debug.
+    logging.getLogger("urllib3").setLevel(logging.INFO)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -1,0 +1,195 @@
+"""TLS: verification is on unless turned off, and a custom CA bundle works.
+
+The reference API is put behind a TLS-terminating relay on loopback whose
+certificate is signed by a CA made for this test (not in any trust store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import sts_bridge
+from sts_bridge.errors import ApiUnavailableError
+
+pytestmark = pytest.mark.integration
+
+
+def _make_ca_and_server_cert(tmp: Path) -> tuple[Path, Path, Path]:
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sts-bridge test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_path, cert_path, key_path
+
+
+class TlsRelay:
+    """Accept TLS on a free loopback port and relay bytes to a plain-http upstream."""
+
+    def __init__(self, upstream: tuple[str, int], cert: Path, key: Path) -> None:
+        self._upstream = upstream
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stopping = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            tls = self._context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            raw.close()  # e.g. a client that refused our certificate
+            return
+        upstream = socket.create_connection(self._upstream)
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+        t = threading.Thread(target=pump, args=(upstream, tls), daemon=True)
+        t.start()
+        pump(tls, upstream)
+        t.join(timeout=5)
+        tls.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._listener.close()
+
+
+@pytest.fixture
+def tls_api(
+    local_platform: Any,
+    platform_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[str, Path]]:
+    ca, cert, key = _make_ca_and_server_cert(tmp_path)
+    api = urlsplit(local_platform.api_url)
+    relay = TlsRelay((api.hostname or "127.0.0.1", api.port or 80), cert, key)
+    url = f"https://127.0.0.1:{relay.port}{api.path}"
+    monkeypatch.setenv("TERRAPI_URL", url)
+    monkeypatch.setenv("STS_BRIDGE_CONFIG_FILE", str(tmp_path / "no-config"))
+    # no system-wide CA override may help the client
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        yield url, ca
+    finally:
+        relay.close()
+
+
+def test_verification_is_on_by_default(tls_api: tuple[str, Path]) -> None:
+    with pytest.raises(ApiUnavailableError) as excinfo:
+        sts_bridge.Client.from_env().workspaces()
+    text = str(excinfo.value)
+    assert "certificate verification failed" in text
+    assert "TERRAPI_CA_BUNDLE" in text  # the hint says what to do
+
+
+def test_custom_ca_bundle_works(tls_api: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, ca = tls_api
+    monkeypatch.setenv("TERRAPI_CA_BUNDLE", str(ca))
+    client = sts_bridge.Client.from_env()
+    assert client.workspaces() == ["gep-processing-results-a2s-service-workspace"]
+    ws = client.workspace()
+    assert ws.verify == str(ca)
+    assert ws.credentials().token
+
+
+def test_insecure_turns_verification_off(
+    tls_api: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERRAPI_INSECURE", "1")
+    assert sts_bridge.Client.from_env().workspaces() == [
+        "gep-processing-results-a2s-service-workspace"
+    ]
