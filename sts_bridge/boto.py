@@ -164,9 +164,15 @@ def s3_client(
     max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
     session: botocore.session.Session | None = None,
 ) -> Any:
-    """A botocore S3 client whose credentials refresh themselves (thread-safe)."""
+    """A boto3 S3 client whose credentials refresh themselves (thread-safe).
+
+    Made through ``boto3.Session`` so that it has boto3's transfer methods
+    (``upload_file``, ``download_file``, ``copy``) as users expect.
+    """
+    import boto3
+
     session = session or botocore_session(refreshing, region=region)
-    return session.create_client(
+    return boto3.Session(botocore_session=session, region_name=region).client(
         "s3",
         region_name=region,
         endpoint_url=endpoint_url,

@@ -1,0 +1,130 @@
+"""The real Client -> Workspace -> transfers path on the local platform
+(the transfer engine's own tests use a workspace double; these do not)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sts_bridge
+from sts_bridge.transfers import PresignClampedWarning
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+def _file(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_upload_download_list_presign_delete(platform_env: dict[str, str], tmp_path: Path) -> None:
+    ws = sts_bridge.Client.from_env().workspace()
+    src = tmp_path / "big.bin"
+    digest = _file(src, 40 * MiB)  # multipart
+    base = f"e2e/{uuid.uuid4().hex}/"
+    result = ws.upload(src, base + "big.bin")
+    assert not isinstance(result, list)
+    assert result.size == 40 * MiB
+    assert result.uri == f"s3://{ws.bucket}/{ws.prefix}{base}big.bin"
+    assert result.etag
+
+    out = ws.download(base + "big.bin", tmp_path / "copy.bin")
+    assert hashlib.sha256(Path(out).read_bytes()).hexdigest() == digest
+
+    names = [o.key for o in ws.list(base)]
+    assert names == [base + "big.bin"]
+
+    url = ws.presign(base + "big.bin", expires_in=600)
+    with urllib.request.urlopen(url.url, timeout=30) as response:
+        assert hashlib.sha256(response.read()).hexdigest() == digest
+
+    assert ws.delete(base, recursive=True) == 1
+    assert list(ws.list(base)) == []
+
+
+def test_upload_spanning_several_credential_lifetimes(
+    short_lived_platform: Any, short_lived_platform_env: dict[str, str], tmp_path: Path
+) -> None:
+    ws = sts_bridge.Client.from_env().workspace()
+    lifetime = short_lived_platform.sts_duration
+    src = tmp_path / "slow.bin"
+    digest = _file(src, 24 * MiB)
+    short_lived_platform.reset_stats()
+    seen: list[int] = []
+
+    def slow_progress(done: int, total: int) -> None:
+        # Slow the upload down so it outlives several STS lifetimes: every
+        # part is signed after its predecessor's credentials may have expired.
+        seen.append(done)
+        time.sleep(lifetime * 0.45)
+
+    started = time.monotonic()
+    result = ws.upload(
+        src,
+        "e2e/slow.bin",
+        progress=slow_progress,
+        part_size=5 * MiB,
+        concurrency=1,
+        multipart_threshold=5 * MiB,
+    )
+    elapsed = time.monotonic() - started
+    assert not isinstance(result, list)
+    assert elapsed > 2 * lifetime, "the upload must span several credential lifetimes"
+    assert result.size == 24 * MiB
+    out = ws.download("e2e/slow.bin", tmp_path / "slow-copy.bin")
+    assert hashlib.sha256(Path(out).read_bytes()).hexdigest() == digest
+    exchanges = short_lived_platform.api_stats()["sts_exchanges"]
+    assert exchanges >= 2  # fresh credentials mid-upload, not one per part
+
+
+def test_presign_is_clamped_to_the_credentials_and_dies_with_them(
+    short_lived_platform: Any, short_lived_platform_env: dict[str, str]
+) -> None:
+    ws = sts_bridge.Client.from_env().workspace()
+    ws.upload(b"short-lived link", "e2e/clamped.txt")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        link = ws.presign("e2e/clamped.txt", expires_in=3600)
+    assert any(issubclass(w.category, PresignClampedWarning) for w in caught)
+    remaining = (link.expires_at - link.expires_at.now(link.expires_at.tzinfo)).total_seconds()
+    assert 0 < remaining <= short_lived_platform.sts_duration
+    with urllib.request.urlopen(link.url, timeout=10) as response:
+        assert response.read() == b"short-lived link"
+    time.sleep(remaining + 1.5)
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(link.url, timeout=10)
+    assert excinfo.value.code == 403
+
+
+def test_presign_many_urls_all_work(platform_env: dict[str, str]) -> None:
+    ws = sts_bridge.Client.from_env().workspace()
+    keys = [f"e2e/many/{i}.txt" for i in range(5)]
+    for i, key in enumerate(keys):
+        ws.upload(f"object {i}".encode(), key)
+    links = ws.presign_many(keys, expires_in=300)
+    assert [link.key for link in links] == keys
+    for i, link in enumerate(links):
+        with urllib.request.urlopen(link.url, timeout=10) as response:
+            assert response.read() == f"object {i}".encode()
+
+
+def test_s3_client_has_boto3_transfer_methods(platform_env: dict[str, str], tmp_path: Path) -> None:
+    ws = sts_bridge.Client.from_env().workspace()
+    s3 = ws.s3_client()
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"boto3 style")
+    s3.upload_file(str(src), ws.bucket, ws.prefix + "e2e/boto3.txt")
+    s3.download_file(ws.bucket, ws.prefix + "e2e/boto3.txt", str(tmp_path / "g.txt"))
+    assert (tmp_path / "g.txt").read_bytes() == b"boto3 style"
