@@ -112,19 +112,25 @@ schema = schemathesis.openapi.from_path(str(SPEC_PATH))
 def test_every_response_conforms_to_the_spec(
     case: Any, platform: LocalPlatform, alice_token: str
 ) -> None:
-    """Generated requests (valid and invalid) with a valid token: no 5xx, and
-    every documented response matches its schema and content type."""
+    """Generated requests (valid and invalid) with a valid token: no 5xx, every
+    status is documented, and every response matches its schema and content type."""
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
         content_type_conformance,
         response_schema_conformance,
+        status_code_conformance,
     )
 
     case.call_and_validate(
         base_url=platform.api_url,
         headers=bearer(alice_token),
         allow_redirects=False,
-        checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            response_schema_conformance,
+            content_type_conformance,
+        ],
     )
 
 

@@ -97,6 +97,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '202': "IWorkspace",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -166,6 +167,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '202': "IWorkspace",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -235,6 +237,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '202': "IWorkspace",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -283,8 +286,8 @@ class StorageApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
@@ -365,6 +368,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '202': "ResourceDeletionTask",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -434,6 +438,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '202': "ResourceDeletionTask",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -503,6 +508,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '202': "ResourceDeletionTask",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -551,8 +557,8 @@ class StorageApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
@@ -929,6 +935,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "ISharedFolder",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -998,6 +1005,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "ISharedFolder",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1067,6 +1075,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "ISharedFolder",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1115,8 +1124,8 @@ class StorageApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
@@ -1193,6 +1202,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "List[SelfInfo]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1257,6 +1267,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "List[SelfInfo]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1321,6 +1332,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "List[SelfInfo]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1365,8 +1377,8 @@ class StorageApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
@@ -1447,6 +1459,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "StsStorage",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1516,6 +1529,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "StsStorage",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1585,6 +1599,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "StsStorage",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1635,8 +1650,8 @@ class StorageApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
@@ -1717,6 +1732,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "IWorkspace",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1786,6 +1802,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "IWorkspace",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1855,6 +1872,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "IWorkspace",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -1903,8 +1921,8 @@ class StorageApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
@@ -1981,6 +1999,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "List[SelfInfo]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -2045,6 +2064,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "List[SelfInfo]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -2109,6 +2129,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "List[SelfInfo]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -2153,8 +2174,8 @@ class StorageApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
@@ -2239,6 +2260,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '201': "ISharedFolder",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -2312,6 +2334,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '201': "ISharedFolder",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -2385,6 +2408,7 @@ class StorageApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '201': "ISharedFolder",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -2436,8 +2460,8 @@ class StorageApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 

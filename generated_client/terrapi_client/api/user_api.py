@@ -85,6 +85,7 @@ class UserApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "PrincipalContext",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -149,6 +150,7 @@ class UserApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "PrincipalContext",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -213,6 +215,7 @@ class UserApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "PrincipalContext",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -257,8 +260,8 @@ class UserApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
@@ -335,6 +338,7 @@ class UserApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "Dict[str, object]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -399,6 +403,7 @@ class UserApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "Dict[str, object]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -463,6 +468,7 @@ class UserApi:
         )
 
         _response_types_map: Dict[str, Optional[str]] = {
+            '400': "ProblemDetails",
             '200': "Dict[str, object]",
             '401': "ProblemDetails",
             '403': "ProblemDetails",
@@ -507,8 +513,8 @@ class UserApi:
         if 'Accept' not in _header_params:
             _header_params['Accept'] = self.api_client.select_header_accept(
                 [
-                    'application/json', 
-                    'application/problem+json'
+                    'application/problem+json', 
+                    'application/json'
                 ]
             )
 
