@@ -42,7 +42,13 @@ from sts_bridge.errors import (
 if TYPE_CHECKING:
     from sts_bridge.client import Client
     from sts_bridge.s3_credentials import S3Credentials
-    from sts_bridge.transfers import upload_to_workspace
+    from sts_bridge.transfers import (
+        ObjectInfo,
+        PresignClampedWarning,
+        PresignedUrl,
+        UploadResult,
+        upload_to_workspace,
+    )
     from sts_bridge.workspace import Workspace
 
 __version__ = "0.1.0"
@@ -52,6 +58,10 @@ _LAZY = {
     "Workspace": "sts_bridge.workspace",
     "S3Credentials": "sts_bridge.s3_credentials",
     "upload_to_workspace": "sts_bridge.transfers",
+    "UploadResult": "sts_bridge.transfers",
+    "ObjectInfo": "sts_bridge.transfers",
+    "PresignedUrl": "sts_bridge.transfers",
+    "PresignClampedWarning": "sts_bridge.transfers",
 }
 
 
@@ -84,13 +94,17 @@ __all__ = [
     "LoginTimeoutError",
     "NotAuthenticatedError",
     "NotFoundError",
+    "ObjectInfo",
     "PermissionDeniedError",
+    "PresignClampedWarning",
+    "PresignedUrl",
     "ProviderUnreachableError",
     "S3Credentials",
     "StsBridgeError",
     "TokenCacheError",
     "TokenExpiredError",
     "TransferError",
+    "UploadResult",
     "Workspace",
     "WorkspaceError",
     "WorkspaceNotFoundError",

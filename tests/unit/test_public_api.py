@@ -13,6 +13,10 @@ EXPECTED = {
     "Workspace",
     "S3Credentials",
     "upload_to_workspace",
+    "UploadResult",
+    "ObjectInfo",
+    "PresignedUrl",
+    "PresignClampedWarning",
     "__version__",
     *errors.__all__,
 }
