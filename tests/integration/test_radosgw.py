@@ -148,9 +148,9 @@ def _error_code(exc: Any) -> tuple[int, str]:
 
 
 def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
