@@ -78,7 +78,13 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run_rm)
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, *keys: str | None, folders: bool = False) -> Any:
+    """Check ``keys`` (refused before any request is made), then open the workspace."""
+    from sts_bridge.keys import check_relative_key
+
+    for key in keys:
+        if key:  # empty / None: the workspace root or a default
+            check_relative_key(key, allow_trailing_slash=folders)
     from sts_bridge.cli._workspace import open_workspace
 
     return open_workspace(args)
@@ -106,7 +112,7 @@ def run_presign(args: argparse.Namespace) -> int:
     except ValueError as exc:
         error(str(exc))
         return ExitStatus.USAGE
-    ws = _open(args)
+    ws = _open(args, *args.keys)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PresignClampedWarning)
         urls = ws.presign_many(args.keys, args.method, seconds)
@@ -159,7 +165,7 @@ class _Bar:
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    ws = _open(args)
+    ws = _open(args, args.to, folders=True)
     show = sys.stderr.isatty() and not getattr(args, "quiet", False)
     bar = _Bar() if show else None
     several = len(args.paths) > 1
@@ -202,7 +208,7 @@ def run_upload(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- download
 def run_download(args: argparse.Namespace) -> int:
-    ws = _open(args)
+    ws = _open(args, args.key)
     show = sys.stderr.isatty() and not getattr(args, "quiet", False)
     bar = _Bar() if show else None
     try:
@@ -216,7 +222,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- ls
 def run_ls(args: argparse.Namespace) -> int:
-    ws = _open(args)
+    ws = _open(args, args.prefix, folders=True)
     for info in ws.list(args.prefix, recursive=args.recursive):
         if args.json:
             print(
@@ -242,7 +248,7 @@ def run_ls(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- rm
 def run_rm(args: argparse.Namespace) -> int:
-    ws = _open(args)
+    ws = _open(args, None if args.key in ("", "/") else args.key, folders=args.recursive)
     if not args.recursive:
         ws.delete(args.key)
         print(f"deleted {args.key}")
