@@ -102,7 +102,9 @@ def create_app(config: dict[str, Any]) -> Any:
 
     ``config`` keys: ``issuer``, ``audience``, ``jwks_uri`` (optional),
     ``leeway`` (s), ``s3_endpoint``, ``s3_public_url`` (optional),
-    ``role_arn``,
+    ``role_arn``, ``s3_backend`` (``radosgw`` by default; ``moto``: the fallback,
+    which also needs ``s3_admin_access_key``/``s3_admin_secret_key``, see
+    :class:`~sts_bridge_devstack.api.storage.S3Backend`),
     ``sts_duration`` (optional, overrides the policy), ``public_url`` (the API
     base, ``.../core``), ``users`` (username -> groups), ``policy`` (mapping)
     or ``policy_file`` (path; default ``devstack/platform.yaml``).
@@ -118,6 +120,11 @@ def create_app(config: dict[str, Any]) -> Any:
         role_arn=str(config["role_arn"]),
         duration_seconds=duration,
         download_expires_in=int((policy_doc.get("download") or {}).get("expires_in", 3600)),
+        admin_keys=(
+            (str(config["s3_admin_access_key"]), str(config["s3_admin_secret_key"]))
+            if config.get("s3_backend") == "moto"
+            else None
+        ),
     )
     counters = Counters()
     state = ServerState(

@@ -69,14 +69,80 @@ class S3Backend:
         role_arn: str,
         duration_seconds: int,
         download_expires_in: int = 3600,
+        *,
+        admin_keys: tuple[str, str] | None = None,
     ) -> None:
+        """``admin_keys`` set = the moto fallback: the caller's JWT has already
+        been verified by the API (moto never validates web identity tokens and
+        ignores session policies), so credentials come from a SIGNED AssumeRole
+        with these keys onto a role whose inline policy IS the session policy
+        (one role per distinct policy, created on first use)."""
         self.endpoint_url = endpoint_url.rstrip("/")
         self.region = region
         self.role_arn = role_arn
         self.duration_seconds = int(duration_seconds)
         self.download_expires_in = int(download_expires_in)
+        self.admin_keys = admin_keys
         self._lock = threading.Lock()
         self._sts: Any = None
+        self._admin: dict[str, Any] = {}
+        self._roles: dict[str, str] = {}
+
+    def _admin_client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._admin:
+                import boto3
+                from botocore.config import Config
+
+                assert self.admin_keys is not None
+                self._admin[service] = boto3.session.Session().client(
+                    service,
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region,
+                    aws_access_key_id=self.admin_keys[0],
+                    aws_secret_access_key=self.admin_keys[1],
+                    config=Config(
+                        parameter_validation=False,  # DurationSeconds < 900
+                        retries={"max_attempts": 1, "mode": "standard"},
+                        connect_timeout=5,
+                        read_timeout=15,
+                    ),
+                )
+            return self._admin[service]
+
+    def _role_for(self, policy: dict[str, Any]) -> str:
+        from ..s3_moto import admin_trust_policy, ensure_role, role_name_for_policy
+
+        name = role_name_for_policy(policy)
+        with self._lock:
+            arn = self._roles.get(name)
+        if arn is None:
+            arn = ensure_role(self._admin_client("iam"), name, admin_trust_policy(), policy)
+            with self._lock:
+                self._roles[name] = arn
+        return arn
+
+    def _credentials(
+        self, web_identity_token: str, username: str, policy: dict[str, Any]
+    ) -> dict[str, Any]:
+        """STS ``Credentials`` (boto3 shape) limited to ``policy``."""
+        if self.admin_keys is not None:
+            return dict(
+                self._admin_client("sts").assume_role(
+                    RoleArn=self._role_for(policy),
+                    RoleSessionName=session_name(username),
+                    DurationSeconds=self.duration_seconds,
+                )["Credentials"]
+            )
+        return dict(
+            self._sts_client().assume_role_with_web_identity(
+                RoleArn=self.role_arn,
+                RoleSessionName=session_name(username),
+                WebIdentityToken=web_identity_token,
+                DurationSeconds=self.duration_seconds,
+                Policy=_compact(policy),
+            )["Credentials"]
+        )
 
     def _sts_client(self) -> Any:
         with self._lock:
@@ -106,15 +172,8 @@ class S3Backend:
         """AssumeRoleWithWebIdentity with the caller's token and a session policy."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        sts = self._sts_client()
         try:
-            resp = sts.assume_role_with_web_identity(
-                RoleArn=self.role_arn,
-                RoleSessionName=session_name(username),
-                WebIdentityToken=web_identity_token,
-                DurationSeconds=self.duration_seconds,
-                Policy=_compact(session_policy_for(point)),
-            )
+            c = self._credentials(web_identity_token, username, session_policy_for(point))
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             raise StorageError(
@@ -126,7 +185,6 @@ class S3Backend:
             raise StorageError(
                 503, f"the storage STS endpoint failed: {type(exc).__name__}"
             ) from None
-        c = resp["Credentials"]
         exp = c["Expiration"]
         if isinstance(exp, dt.datetime):
             exp = exp.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
@@ -153,7 +211,6 @@ class S3Backend:
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        sts = self._sts_client()
         policy = {
             "Version": "2012-10-17",
             "Statement": [
@@ -165,13 +222,7 @@ class S3Backend:
             ],
         }
         try:
-            resp = sts.assume_role_with_web_identity(
-                RoleArn=self.role_arn,
-                RoleSessionName=session_name(username),
-                WebIdentityToken=web_identity_token,
-                DurationSeconds=self.duration_seconds,
-                Policy=_compact(policy),
-            )
+            c = self._credentials(web_identity_token, username, policy)
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             raise StorageError(
@@ -181,7 +232,6 @@ class S3Backend:
             raise StorageError(
                 503, f"the storage STS endpoint failed: {type(exc).__name__}"
             ) from None
-        c = resp["Credentials"]
         expiry = c["Expiration"]
         if not isinstance(expiry, dt.datetime):
             expiry = dt.datetime.fromisoformat(str(expiry).replace("Z", "+00:00"))
