@@ -24,15 +24,12 @@ def _say(text: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .platform import LocalPlatform
-    from .s3 import missing_binaries
+    from .platform import LocalPlatform, PlatformError, resolve_s3_backend
 
-    missing = missing_binaries()
-    if missing:
-        _say(
-            f"the Ceph binaries are missing ({', '.join(missing)}): run `make setup` "
-            "(devstack/install-system-deps.sh)"
-        )
+    try:
+        backend = resolve_s3_backend(args.s3)
+    except PlatformError as exc:
+        _say(str(exc))
         return 3
 
     stop = threading.Event()
@@ -51,8 +48,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         auto_approve=args.auto_approve,
         policy_file=args.policy,
         api_log=None if args.quiet else sys.stderr,
+        s3_backend=backend,
     )
-    _say("starting the identity provider, radosgw and the reference TerrAPI server ...")
+    # the moto fallback prints its warning (the guarantees it loses) on stderr
+    _say(f"starting the identity provider, {backend} and the reference TerrAPI server ...")
     try:
         platform.start()
     except Exception as exc:
@@ -66,7 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"ready in {platform.start_seconds:.1f} s")
         _say(f"  API      {platform.api_url}")
         _say(f"  issuer   {platform.issuer}")
-        _say(f"  S3       {platform.s3_endpoint}")
+        _say(f"  S3       {platform.s3_endpoint} ({platform.s3_backend})")
         _say(f"  users    {', '.join(sorted(platform.users))} (password: <name>-password)")
         _say(f"  tokens   {platform.token_ttl} s, STS credentials {platform.sts_duration} s")
         _say("press Ctrl-C to stop")
@@ -112,6 +111,14 @@ def add_up_arguments(up: argparse.ArgumentParser) -> None:
         "--user", default="alice", help="user named in STS_BRIDGE_DEVSTACK_USER (default alice)"
     )
     up.add_argument("--quiet", action="store_true", help="no per-request API log on stderr")
+    up.add_argument(
+        "--s3",
+        choices=("auto", "radosgw", "moto"),
+        default=None,
+        help="S3 backend: radosgw, moto (fallback: no expiry, no presigned URLs, no "
+        "session policies) or auto (radosgw when installed; default: "
+        "$STS_BRIDGE_DEVSTACK_S3, else auto)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,14 @@ the workspace policy (``devstack/platform.yaml``), registers the IdP as an
 OpenID Connect provider in radosgw, creates the platform role, then starts the
 API server (``python -m sts_bridge_devstack.api``) in its own process.
 ``stop()`` stops all three (SIGTERM, then SIGKILL) and removes every temp folder.
+
+S3 backend (``s3_backend=``, default from ``STS_BRIDGE_DEVSTACK_S3``, else
+``"auto"``): ``"radosgw"`` (the real one, :class:`RadosGateway`), ``"moto"``
+(the fallback, :class:`~sts_bridge_devstack.s3_moto.MotoGateway`: IAM
+enforcement on, but see :data:`~sts_bridge_devstack.s3_moto.LOST_GUARANTEES`),
+``"auto"``: radosgw when the Ceph binaries are on PATH, else moto with a
+warning on stderr listing what the fallback loses. ``platform.s3_backend``
+says which one runs.
 """
 
 from __future__ import annotations
@@ -34,20 +42,61 @@ import requests
 from .api.policy import load_policy
 from .idp import IdentityProvider, IdpConfig
 from .ports import free_port, wait_until_ready
-from .s3 import RadosGateway, role_policy, trust_policy
+from .s3 import RadosGateway, missing_binaries, role_policy, trust_policy
+from .s3_moto import LOST_GUARANTEES, MotoGateway, moto_available
 
 API_PATH = "/core"
+#: environment variable choosing the S3 backend (``auto``, ``radosgw``, ``moto``)
+S3_BACKEND_ENV = "STS_BRIDGE_DEVSTACK_S3"
+S3_BACKENDS = ("auto", "radosgw", "moto")
 
 
 class PlatformError(RuntimeError):
     """The local platform could not start."""
 
 
+def fallback_warning() -> str:
+    """The text printed on stderr when the platform runs on the moto fallback."""
+    lines = [
+        "WARNING: the local platform runs on the moto S3 FALLBACK, not radosgw "
+        f"(Ceph binaries missing: {', '.join(missing_binaries()) or 'none'}; or "
+        f"{S3_BACKEND_ENV}=moto). Run `make setup` as root on Debian for the real "
+        "backend. IAM enforcement is on (wrong secrets, missing session tokens and "
+        "keys outside the workspace prefix are refused), but the fallback LOSES:",
+    ]
+    lines += [f"  - {g}" for g in LOST_GUARANTEES]
+    return "\n".join(lines)
+
+
+def resolve_s3_backend(requested: str | None = None) -> str:
+    """``radosgw`` or ``moto`` for ``requested`` (``None``: the environment
+    variable, else ``auto``). Raises :class:`PlatformError` when the requested
+    backend cannot run here."""
+    choice = (requested or os.environ.get(S3_BACKEND_ENV) or "auto").strip().lower()
+    if choice not in S3_BACKENDS:
+        raise PlatformError(
+            f"unknown S3 backend {choice!r} (s3_backend / {S3_BACKEND_ENV}): "
+            f"use one of {', '.join(S3_BACKENDS)}"
+        )
+    if choice == "auto":
+        if not missing_binaries():
+            return "radosgw"
+        if moto_available():
+            return "moto"
+        raise PlatformError(
+            f"no S3 backend: Ceph binaries missing ({', '.join(missing_binaries())}; run "
+            "`make setup`) and moto is not installed (pip install 'moto[server]')"
+        )
+    return choice
+
+
 class LocalPlatform:
     """A running local platform (see the module docstring).
 
     Attributes after :meth:`start`: ``issuer``, ``api_url`` (``http://127.0.0.1:PORT/core``),
-    ``s3_endpoint``, ``service_client_id``, ``service_client_secret``,
+    ``s3_endpoint``, ``s3_backend`` (``radosgw`` or ``moto``, known at
+    construction), ``fallback_warning`` (empty on radosgw), ``service_client_id``,
+    ``service_client_secret``,
     ``cli_client_id``, ``audience``, ``scopes``, ``users`` (username ->
     password), ``idp`` (:class:`IdentityProvider`), ``s3``
     (:class:`RadosGateway`), ``role_arn``, ``policy`` (the policy mapping),
@@ -65,7 +114,13 @@ class LocalPlatform:
         api_log: TextIO | None = None,
         leeway: float = 2.0,
         startup_timeout: float = 30.0,
+        s3_backend: str | None = None,
+        warn: TextIO | None = None,
     ) -> None:
+        self.s3_backend = resolve_s3_backend(s3_backend)
+        #: where the fallback warning goes (default sys.stderr at start())
+        self._warn_stream = warn
+        self.fallback_warning = fallback_warning() if self.s3_backend == "moto" else ""
         self.token_ttl = int(token_ttl)
         self.policy = load_policy(policy_file)
         sts_default = int((self.policy.get("sts") or {}).get("duration_seconds", 900))
@@ -77,7 +132,7 @@ class LocalPlatform:
         self.startup_timeout = startup_timeout
         self.workdir: Path | None = None
         self.idp: IdentityProvider | None = None
-        self.s3: RadosGateway | None = None
+        self.s3: RadosGateway | MotoGateway | None = None
         self._api: subprocess.Popen[bytes] | None = None
         self._api_log_file: Any = None
         self.api_port = 0
@@ -102,6 +157,9 @@ class LocalPlatform:
         if self.running:
             return self
         started = time.monotonic()
+        if self.fallback_warning:
+            stream = self._warn_stream if self._warn_stream is not None else sys.stderr
+            print(self.fallback_warning, file=stream, flush=True)
         if self._workdir_arg is not None:
             self._workdir_arg.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix="sts-bridge-platform-", dir=self._workdir_arg))
@@ -125,7 +183,7 @@ class LocalPlatform:
             ),
             workdir=self.workdir,
         )
-        self.s3 = RadosGateway()
+        self.s3 = MotoGateway() if self.s3_backend == "moto" else RadosGateway()
         errors: list[BaseException] = []
 
         def start_idp() -> None:
@@ -179,11 +237,15 @@ class LocalPlatform:
             "leeway": self.leeway,
             "s3_endpoint": self.s3_endpoint,
             "role_arn": self.role_arn,
+            "s3_backend": self.s3_backend,
             "sts_duration": self.sts_duration,
             "public_url": self.api_url,
             "users": {name: list(u.groups) for name, u in self.idp.users.items()},
             "policy": self.policy,
         }
+        if self.s3_backend == "moto":
+            config["s3_admin_access_key"] = self.s3.admin_access_key
+            config["s3_admin_secret_key"] = self.s3.admin_secret_key
         config_path = self.workdir / "api-config.json"
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -394,4 +456,12 @@ class LocalPlatform:
         self._need_idp().reset_stats()
 
 
-__all__ = ["API_PATH", "LocalPlatform", "PlatformError"]
+__all__ = [
+    "API_PATH",
+    "S3_BACKENDS",
+    "S3_BACKEND_ENV",
+    "LocalPlatform",
+    "PlatformError",
+    "fallback_warning",
+    "resolve_s3_backend",
+]

@@ -137,6 +137,11 @@ class MotoGateway:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def _procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        """Same shape as ``RadosGateway._procs`` (name -> process)."""
+        return {"moto": self._proc} if self._proc is not None else {}
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
