@@ -21,8 +21,19 @@ shared between sessions):
   ``local_platform`` (service client) plus ``STS_BRIDGE_CACHE_DIR`` (a tmp
   dir) with monkeypatch and returns it; ``short_lived_platform_env`` likewise.
 
-They skip with a clear message when the Ceph binaries (or node) are missing,
-except under CI (the ``CI`` environment variable set): there they fail.
+They skip with a clear message when node is missing, except under CI (the
+``CI`` environment variable set): there they fail.
+
+S3 backend of the platform fixtures (:func:`fixture_s3_backend`): under CI
+ALWAYS radosgw (missing Ceph binaries, or ``STS_BRIDGE_DEVSTACK_S3=moto``,
+fail the tests: CI never runs silently on the fallback). Elsewhere
+``STS_BRIDGE_DEVSTACK_S3`` if set, else radosgw when the Ceph binaries exist,
+else the moto fallback (the session header says so, and the platform prints
+what it loses). A test that needs what moto lacks carries
+``@pytest.mark.requires_radosgw("why")``: skipped with that reason when the
+fixtures run on moto. ``platform.s3_backend`` tells a test which one it got.
+A test may still start ``LocalPlatform(s3_backend="moto")`` itself (the
+fallback's own tests do, in CI too).
 """
 
 from __future__ import annotations
@@ -84,20 +95,98 @@ def _platform_prerequisites() -> list[str]:
     return missing
 
 
-def require_platform() -> None:
-    """Skip (or, under CI, fail) when the local platform cannot run here."""
+def _in_ci() -> bool:
     import os
 
+    return bool(os.environ.get("CI"))
+
+
+def fixture_s3_backend() -> tuple[str | None, str]:
+    """``(backend, problem)``: the S3 backend the platform fixtures use
+    (``radosgw``/``moto``), or ``None`` and why none can run here."""
+    import os
+
+    from .platform import S3_BACKEND_ENV, PlatformError, resolve_s3_backend
+    from .s3 import missing_binaries
+
+    if _in_ci():
+        if (os.environ.get(S3_BACKEND_ENV) or "").strip().lower() == "moto":
+            return None, (
+                f"{S3_BACKEND_ENV}=moto under CI: CI runs the tests on radosgw, never on "
+                "the moto fallback"
+            )
+        missing = missing_binaries()
+        if missing:
+            return None, f"missing {', '.join(missing)} (CI requires radosgw)"
+        return "radosgw", ""
+    try:
+        return resolve_s3_backend(), ""
+    except PlatformError as exc:
+        return None, str(exc)
+
+
+def require_platform(s3_backend: str | None = None) -> None:
+    """Skip (or, under CI, fail) when the local platform cannot run here.
+
+    ``s3_backend``: the backend the caller will ask for explicitly (``moto``
+    then only needs moto installed, under CI too); ``None``: the fixtures'
+    choice (:func:`fixture_s3_backend`)."""
     missing = _platform_prerequisites()
+    if s3_backend == "moto":
+        from .s3_moto import moto_available
+
+        missing = [m for m in missing if m in ("node",) or "node_modules" in m]
+        if not moto_available():
+            missing.append("moto (pip install 'moto[server]')")
+    elif s3_backend == "radosgw":
+        pass
+    else:
+        backend, problem = fixture_s3_backend()
+        if backend is None:
+            missing = [m for m in missing if m == "node" or "node_modules" in m] + [problem]
+        elif backend == "moto":
+            missing = [m for m in missing if m == "node" or "node_modules" in m]
     if not missing:
         return
     message = (
-        f"the local platform cannot run: missing {', '.join(missing)}; run `make setup` "
+        f"the local platform cannot run: {'; '.join(missing)}; run `make setup` "
         "(devstack/install-system-deps.sh installs the Ceph packages)"
     )
-    if os.environ.get("CI"):
+    if _in_ci():
         pytest.fail(f"{message} [CI is set: not skipping]", pytrace=False)
     pytest.skip(message)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires_radosgw(reason): needs what the moto S3 fallback lacks (credential "
+        "expiry, presigned URLs, session policies / conditions); skipped when the "
+        "platform fixtures run on moto",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    backend, problem = fixture_s3_backend()
+    if backend == "moto":
+        return (
+            "sts-bridge devstack S3 backend: moto FALLBACK (no expiry, no presigned URLs, "
+            "no session policies; tests marked requires_radosgw are skipped)"
+        )
+    return f"sts-bridge devstack S3 backend: {backend or 'none: ' + problem}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("requires_radosgw")
+    if marker is None:
+        return
+    backend, _ = fixture_s3_backend()
+    if backend == "moto":
+        why = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+        pytest.skip(
+            f"needs radosgw{f' ({why})' if why else ''}: the platform runs on the moto "
+            "fallback here (install Ceph with `make setup` to run it)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +200,9 @@ def platform_factory(
     started: list[LocalPlatform] = []
 
     def make(**options: Any) -> LocalPlatform:
-        require_platform()
+        require_platform(options.get("s3_backend"))
+        if "s3_backend" not in options:
+            options["s3_backend"] = fixture_s3_backend()[0]
         options.setdefault("workdir", tmp_path_factory.mktemp("platform"))
         platform = LocalPlatform(**options)
         started.append(platform)
