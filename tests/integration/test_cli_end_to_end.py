@@ -130,3 +130,37 @@ def test_wrong_client_secret_is_exit_4(env: dict[str, str]) -> None:
     result = run(["workspaces"], bad)
     assert_clean_error(result, 4, "TERRAPI_CLIENT_SECRET")
     assert "wrong-secret-value" not in result.stderr
+
+
+def test_progress_bar_on_a_terminal_only(env: dict[str, str], tmp_path: Path) -> None:
+    import pty
+
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(24 * 1024 * 1024))
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sts_bridge", "upload", str(src), "--to", "cli/tty.bin"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            timeout=120,
+        )
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO once the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0
+    assert b"100%" in shown and b"MiB" in shown  # the bar, on the terminal
+    assert proc.stdout.decode().strip().endswith("cli/tty.bin")  # stdout: only the result
+    piped = run(["upload", str(src), "--to", "cli/piped.bin"], env)
+    assert piped.returncode == 0
+    assert "%" not in piped.stderr  # not a terminal: no bar
