@@ -47,6 +47,7 @@ def assert_clean_error(result: Any, code: int, *needles: str) -> None:
         assert needle in result.stderr
 
 
+@pytest.mark.requires_radosgw("fetches a presigned URL")
 def test_the_main_job(env: dict[str, str], local_platform: Any, tmp_path: Path) -> None:
     login = run(["login", "--flow", "client-credentials"], env)
     assert login.returncode == 0, login.stderr

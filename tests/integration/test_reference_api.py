@@ -248,6 +248,7 @@ def test_user_info_and_platforms(platform: LocalPlatform, alice_token: str) -> N
 
 
 # ------------------------------------------------------------------ STS
+@pytest.mark.requires_radosgw("the s3:prefix condition on ListBucket")
 def test_sts_credentials_are_confined_to_the_workspace(
     platform: LocalPlatform, alice_token: str
 ) -> None:
@@ -285,6 +286,7 @@ def test_default_storage_point_is_the_private_workspace(
     assert sts["storage"]["name"] == "gep-alice-private-workspace"
 
 
+@pytest.mark.requires_radosgw("credential expiry")
 def test_sts_credentials_stop_working_after_their_lifetime(
     short_lived_platform: LocalPlatform,
 ) -> None:
@@ -299,6 +301,7 @@ def test_sts_credentials_stop_working_after_their_lifetime(
 
 
 # ------------------------------------------------------------------ download
+@pytest.mark.requires_radosgw("presigned URLs")
 def test_download_links(platform: LocalPlatform, service_token: str) -> None:
     sts = get(platform, f"/v2/storage/token?storagePointId={SERVICE_WS}", service_token).json()
     s3_client(platform, sts).put_object(
@@ -421,6 +424,7 @@ def test_shared_folder_lifecycle(platform: LocalPlatform, alice_token: str, bob_
 
 
 # ------------------------------------------------------------------ counting
+@pytest.mark.requires_radosgw("S3 validates the web identity token against the IdP")
 def test_stats_count_operations_and_reset(platform: LocalPlatform, alice_token: str) -> None:
     platform.reset_stats()
     get(platform, "/v2/storage/workspaces", alice_token)

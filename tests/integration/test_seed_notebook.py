@@ -189,6 +189,7 @@ def ipython_stub(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "IPython.display", display)
 
 
+@pytest.mark.requires_radosgw("fetches a presigned URL")
 def test_seed_notebook_runs_against_the_local_platform(
     local_platform: LocalPlatform,
     ipython_stub: None,

@@ -29,6 +29,7 @@ def _file(path: Path, size: int) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.requires_radosgw("fetches a presigned URL")
 def test_upload_download_list_presign_delete(platform_env: dict[str, str], tmp_path: Path) -> None:
     ws = sts_bridge.Client.from_env().workspace()
     src = tmp_path / "big.bin"
@@ -89,6 +90,7 @@ def test_upload_spanning_several_credential_lifetimes(
     assert exchanges >= 2  # fresh credentials mid-upload, not one per part
 
 
+@pytest.mark.requires_radosgw("presigned URLs and credential expiry")
 def test_presign_is_clamped_to_the_credentials_and_dies_with_them(
     short_lived_platform: Any, short_lived_platform_env: dict[str, str]
 ) -> None:
@@ -108,6 +110,7 @@ def test_presign_is_clamped_to_the_credentials_and_dies_with_them(
     assert excinfo.value.code == 403
 
 
+@pytest.mark.requires_radosgw("presigned URLs")
 def test_presign_many_urls_all_work(platform_env: dict[str, str]) -> None:
     ws = sts_bridge.Client.from_env().workspace()
     keys = [f"e2e/many/{i}.txt" for i in range(5)]
