@@ -1,22 +1,34 @@
 """``python -m sts_bridge_devstack up``: the whole local platform in one command.
 
-stdout carries ONLY the export block (``eval "$(python -m sts_bridge_devstack up)"``
-does not work since the command keeps running, but
-``python -m sts_bridge_devstack up > env.sh`` and ``source env.sh`` in
-another shell does); everything else goes to stderr. Ctrl-C or SIGTERM stops
-the platform and removes its temp folders.
+stdout carries ONLY the export block; everything else goes to stderr.
+
+* ``up``: runs in the foreground until Ctrl-C or SIGTERM (paste the block
+  into a second terminal, or ``--env-file env.sh`` and ``. env.sh``);
+* ``up --detach``: starts the platform in the background, prints the block
+  (plus ``STS_BRIDGE_DEVSTACK_PID``) once it is ready and exits, so that
+  ``eval "$(python -m sts_bridge_devstack up --detach)"`` works;
+* ``down``: stops a detached platform (``$STS_BRIDGE_DEVSTACK_PID``).
+
+Stopping removes every process and temp folder of the platform.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 EXIT_INTERRUPTED = 130
+DETACH_PREFIX = "sts-bridge-devstack-"
 
 
 def _say(text: str) -> None:
@@ -59,8 +71,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         platform.stop()
         return 1
     try:
-        for name, value in platform.env(user=args.user).items():
-            print(f"export {name}={shlex.quote(value)}")
+        block = "".join(
+            f"export {name}={shlex.quote(value)}\n"
+            for name, value in platform.env(user=args.user).items()
+        )
+        if args.env_file:
+            _write_private(Path(args.env_file), block)
+        sys.stdout.write(block)
         sys.stdout.flush()
         _say(f"ready in {platform.start_seconds:.1f} s")
         _say(f"  API      {platform.api_url}")
@@ -78,7 +95,75 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     finally:
         platform.stop()
+        if args.env_file and Path(args.env_file).parent.name.startswith(DETACH_PREFIX):
+            # the folder `up --detach` made for our log and env file
+            shutil.rmtree(Path(args.env_file).parent, ignore_errors=True)
         _say("stopped; nothing left behind")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` 0600 and atomically (it holds a client secret)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def cmd_up_detached(args: argparse.Namespace, argv: list[str]) -> int:
+    """Start ``up`` in a new session, wait until it is ready, print its block."""
+    workdir = Path(tempfile.mkdtemp(prefix=DETACH_PREFIX))
+    env_file = workdir / "env.sh"
+    log_path = workdir / "devstack.log"
+    child_argv = [a for a in argv if a != "--detach"] + ["--env-file", str(env_file)]
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "sts_bridge_devstack", "up", *child_argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,  # survives this shell's Ctrl-C; `down` stops it
+        )
+    deadline = time.monotonic() + args.startup_timeout
+    while not env_file.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+                child.wait(timeout=30)
+            _say(f"the platform did not start; its log:\n{log_path.read_text(errors='replace')}")
+            return 1
+        time.sleep(0.1)
+    sys.stdout.write(env_file.read_text())
+    sys.stdout.write(f"export STS_BRIDGE_DEVSTACK_PID={child.pid}\n")
+    sys.stdout.flush()
+    env_file.unlink()  # the block holds a client secret: keep no copy around
+    _say(f"running in the background (pid {child.pid}); log: {log_path}")
+    _say("stop it with: sts-bridge devstack down   (or kill $STS_BRIDGE_DEVSTACK_PID)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    pid_text = args.pid or os.environ.get("STS_BRIDGE_DEVSTACK_PID")
+    if not pid_text:
+        _say("no platform to stop: give --pid or set STS_BRIDGE_DEVSTACK_PID")
+        return 2
+    pid = int(pid_text)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _say(f"no process {pid}: already stopped")
+        return 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _say(f"stopped (pid {pid})")
+            return 0
+        time.sleep(0.1)
+    _say(f"pid {pid} did not stop within 30 s; killing its process group")
+    os.killpg(pid, signal.SIGKILL)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_up_arguments(sub.add_parser("up", help="start the platform, print its env, wait"))
+    down = sub.add_parser("down", help="stop a platform started with `up --detach`")
+    down.add_argument("--pid", help="its pid (default: $STS_BRIDGE_DEVSTACK_PID)")
     return parser
 
 
@@ -112,6 +199,17 @@ def add_up_arguments(up: argparse.ArgumentParser) -> None:
     )
     up.add_argument("--quiet", action="store_true", help="no per-request API log on stderr")
     up.add_argument(
+        "--detach",
+        action="store_true",
+        help='start in the background, print the block and exit: eval "$(... up --detach)"',
+    )
+    up.add_argument(
+        "--env-file", help="also write the export block to this file (mode 0600) when ready"
+    )
+    up.add_argument(
+        "--startup-timeout", type=float, default=120.0, help="--detach: seconds to wait (120)"
+    )
+    up.add_argument(
         "--s3",
         choices=("auto", "radosgw", "moto"),
         default=None,
@@ -123,9 +221,14 @@ def add_up_arguments(up: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command == "up" and args.detach:
+        return cmd_up_detached(args, argv[argv.index("up") + 1 :])
     if args.command == "up":
         return cmd_up(args)
+    if args.command == "down":
+        return cmd_down(args)
     parser.print_help(sys.stderr)
     return 2
 

@@ -1,7 +1,8 @@
-"""``sts-bridge devstack up``: start the local platform (IdP, reference TerrAPI
-server, radosgw) by running ``python -m sts_bridge_devstack up`` in place of
+"""``sts-bridge devstack ...``: the local platform (IdP, reference TerrAPI
+server, radosgw), run as ``python -m sts_bridge_devstack ...`` in place of
 this process. The SDK never imports ``sts_bridge_devstack``: it is a separate
-package (the ``devstack`` extra plus the Ceph binaries)."""
+package (the ``devstack`` extra plus the Ceph binaries), and its own parser is
+the one place where its options are defined."""
 
 from __future__ import annotations
 
@@ -13,63 +14,31 @@ from typing import Any
 
 from sts_bridge.errors import ConfigurationError
 
-__all__ = ["register"]
+__all__ = ["devstack_argv", "register"]
 
 
 def register(subparsers: Any) -> None:
     devstack = subparsers.add_parser(
         "devstack",
         help="run the local platform (identity provider, TerrAPI, S3 with STS)",
-        description="The local platform for trying sts-bridge without a real TerrAPI.",
-    )
-    sub = devstack.add_subparsers(dest="devstack_command", metavar="COMMAND")
-    up = sub.add_parser(
-        "up",
-        help="start the platform, print the TERRAPI_* export block on stdout, wait for Ctrl-C",
         description=(
-            "Start the identity provider, radosgw and the reference TerrAPI server on "
-            "loopback; print `export TERRAPI_...=...` lines on stdout (everything else "
-            "on stderr) and run until Ctrl-C."
+            "The local platform for trying sts-bridge without a real TerrAPI: "
+            "`sts-bridge devstack up` (foreground, Ctrl-C stops it), "
+            '`eval "$(sts-bridge devstack up --detach)"` (background), '
+            "`sts-bridge devstack down`. `sts-bridge devstack up --help` lists the options."
         ),
+        add_help=False,
     )
-    up.add_argument("--token-ttl", type=int, help="access token lifetime in seconds (3600)")
-    up.add_argument("--sts-duration", type=int, help="STS credentials lifetime in seconds (900)")
-    up.add_argument(
-        "--auto-approve",
-        action="store_true",
-        help="log in the login_hint user and grant consent without pages",
-    )
-    up.add_argument("--policy", help="workspace policy YAML (default: the built-in platform.yaml)")
-    up.add_argument("--user", help="user named in STS_BRIDGE_DEVSTACK_USER (alice)")
-    up.add_argument("--quiet", action="store_true", help="no per-request API log on stderr")
-    up.set_defaults(handler=_up)
-    devstack.set_defaults(handler=lambda args: _help(devstack))
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
+    devstack.add_argument("devstack_args", nargs=argparse.REMAINDER)
+    devstack.set_defaults(handler=_run)
 
 
 def devstack_argv(args: argparse.Namespace) -> list[str]:
-    """The ``python -m sts_bridge_devstack up ...`` command line for ``args``."""
-    argv = [sys.executable, "-m", "sts_bridge_devstack", "up"]
-    if args.token_ttl is not None:
-        argv += ["--token-ttl", str(args.token_ttl)]
-    if args.sts_duration is not None:
-        argv += ["--sts-duration", str(args.sts_duration)]
-    if args.auto_approve:
-        argv.append("--auto-approve")
-    if args.policy:
-        argv += ["--policy", args.policy]
-    if args.user:
-        argv += ["--user", args.user]
-    if args.quiet:
-        argv.append("--quiet")
-    return argv
+    """The ``python -m sts_bridge_devstack ...`` command line for ``args``."""
+    return [sys.executable, "-m", "sts_bridge_devstack", *args.devstack_args]
 
 
-def _up(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     # find_spec on a top-level name locates the package without importing it
     if importlib.util.find_spec("sts_bridge_devstack") is None:
         raise ConfigurationError(

@@ -119,7 +119,7 @@ def test_up_prints_only_the_export_block_and_stops_on_sigterm() -> None:
             proc.wait()
 
 
-def test_cli_devstack_command_builds_the_devstack_argv() -> None:
+def test_cli_devstack_command_passes_its_arguments_through() -> None:
     from sts_bridge.cli._app import build_parser
     from sts_bridge.cli.devstack_commands import devstack_argv
 
