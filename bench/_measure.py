@@ -44,6 +44,7 @@ class Sample:
     stdout: str = ""
     stderr: str = ""
     requests: dict[str, int] | None = None  # API/IdP requests during the run (sts-bridge)
+    load: float = 0.0  # 1-minute load average when the run started (busy machine = noise)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,6 +71,7 @@ def run_measured(
     check: bool = True,
 ) -> Sample:
     """Run ``cmd`` to completion and measure it (stdout/stderr go to temp files)."""
+    load = os.getloadavg()[0]
     fd, result = tempfile.mkstemp(prefix="bench-run-")
     os.close(fd)
     try:
@@ -104,6 +106,7 @@ def run_measured(
         os.unlink(result)
     if len(fields) != 4 or proc.returncode != 0:
         sample = Sample(float("nan"), float("nan"), 0, proc.returncode or -998, stdout, stderr)
+        sample.load = load
     else:
         sample = Sample(
             wall=float(fields[0]),
@@ -112,6 +115,7 @@ def run_measured(
             rc=os.waitstatus_to_exitcode(int(fields[3])),
             stdout=stdout,
             stderr=stderr,
+            load=load,
         )
     if check and sample.rc != 0:
         raise CommandFailed(cmd, sample)

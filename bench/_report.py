@@ -187,6 +187,28 @@ def markdown(doc: dict[str, Any]) -> str:
         f"took {doc.get('duration_s', '?')} s.",
         "",
     ]
+    loads = [
+        smp["load"]
+        for s in doc.get("scenarios", [])
+        for r in s["results"].values()
+        for smp in r.get("samples", [])
+        if smp.get("load")
+    ]
+    if loads or m.get("load_avg_at_end"):
+        end = m.get("load_avg_at_end", "?")
+        seen = f"{min(loads):.2f}-{max(loads):.2f}" if loads else "not recorded"
+        lines += [
+            f"1-minute load average before each run: {seen}; at the end: {end}.",
+            "",
+        ]
+        top = max([*loads, float(str(end).split()[0]) if end != "?" else 0.0])
+        if top > 1.5:
+            lines += [
+                f"**The machine was busy during this run (load up to {top:.1f} on "
+                f"{m['nproc']} cores): other processes competed with client and server, "
+                "so wall times are noisy; compare the CPU columns and the spreads.**",
+                "",
+            ]
     if doc.get("quick"):
         lines += [
             "**Quick run (small sizes, 1 round): checks the harness; the numbers are not "

@@ -640,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report["duration_s"] = round(time.monotonic() - t0, 1)
+    report["machine"]["load_avg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report["targets"] = _report.targets(report)
     md = _report.markdown(report)
     print(md)
