@@ -342,17 +342,18 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def update_readme(path: Path, md: str) -> bool:
-    """Replace the text between the bench markers; False when the file has none."""
+    """Replace what lies between the bench markers, each alone on its line.
+
+    False when the file has no such pair (markers quoted inside a sentence are
+    not markers)."""
     if not path.exists():
         return False
     text = path.read_text()
-    if MARK_START not in text or MARK_END not in text:
-        return False
-    new = re.sub(
-        re.escape(MARK_START) + r".*?" + re.escape(MARK_END),
-        lambda _m: f"{MARK_START}\n{md}{MARK_END}",
-        text,
-        flags=re.S,
+    pattern = re.compile(
+        r"^" + re.escape(MARK_START) + r"[ \t]*\n.*?^" + re.escape(MARK_END) + r"[ \t]*$",
+        flags=re.S | re.M,
     )
-    path.write_text(new)
+    if not pattern.search(text):
+        return False
+    path.write_text(pattern.sub(lambda _m: f"{MARK_START}\n{md}{MARK_END}", text, count=1))
     return True
