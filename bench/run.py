@@ -473,7 +473,7 @@ def rgw_gc(rgw: Any) -> None:
     """Run radosgw's garbage collector now: memstore keeps deleted objects' tails in RAM
     until GC, and a full run writes tens of GiB in total."""
     try:
-        rgw._run("radosgw-admin", "gc", "process", "--include-all", timeout=120)
+        rgw.gc()
     except Exception as exc:
         _say(f"bench: radosgw gc failed ({exc}); memstore may fill up")
 

@@ -343,6 +343,14 @@ rgw gc processor max time = 5
 """
         self._conf_path().write_text(conf)
 
+    def gc(self, timeout: float = 120.0) -> None:
+        """Run radosgw's garbage collector now.
+
+        memstore keeps the tails of deleted or overwritten objects in RAM until
+        GC runs; long benchmarks call this between rounds.
+        """
+        self._run("radosgw-admin", "gc", "process", "--include-all", timeout=timeout)
+
     def _run(self, *args: str, timeout: float = 30.0) -> str:
         cmd = [args[0], "-c", str(self._conf_path()), *args[1:]]
         try:
