@@ -21,6 +21,15 @@ The default windows (120 s / 60 s) suit the platform's 15-minute STS
 credentials; botocore's 15/10 minutes would refresh on every call. For
 credentials that live only a few seconds (tests) the windows shrink to a
 fraction of the lifetime (1/3 and 1/6).
+
+:meth:`RefreshingS3Credentials.credentials_for` (presign: "credentials
+living at least N more seconds") refreshes only when that buys a
+*meaningful* longer life: the current credentials are kept when they live
+``min(N, 0.9 * L)`` more seconds, ``L`` being their full lifetime. A
+presign of 1 h with 15-minute credentials therefore makes one exchange per
+~90 s of use instead of one per call (it could never get 1 h anyway: the
+caller clamps the URL and says so), and the URL is never more than 10 %
+shorter than what a fresh exchange would allow.
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ DEFAULT_MANDATORY_WINDOW = 60.0
 #: For short credentials the windows are at most these fractions of the lifetime.
 _ADVISORY_FRACTION = 1 / 3
 _MANDATORY_FRACTION = 1 / 6
+#: ``credentials_for`` keeps credentials that still have this fraction of their lifetime.
+_WORTHWHILE_FRACTION = 0.9
 
 Clock = Callable[[], datetime]
 
@@ -330,27 +341,47 @@ class RefreshingS3Credentials:
         """Obtain new credentials now (blocking), or ones living ``min_lifetime`` s.
 
         With ``min_lifetime`` the current credentials are kept when they live
-        long enough; otherwise new ones are obtained (if the platform issues
-        shorter ones, the newest are returned anyway). Raises
-        :class:`CredentialsError` when the exchange fails.
+        long enough, or when a new exchange would not buy a meaningfully
+        longer life (see :meth:`lives_long_enough`); otherwise new ones are
+        obtained (if the platform issues shorter ones, the newest are
+        returned anyway). Raises :class:`CredentialsError` when the exchange
+        fails.
         """
         with self._lock:
             if min_lifetime is not None:
                 creds = self._current
-                if creds is not None and creds.remaining(self.now()) >= max(
-                    min_lifetime, self.windows_for(creds)[1]
-                ):
+                if creds is not None and self.lives_long_enough(creds, min_lifetime):
                     return creds
             return self._refresh_locked(
                 mandatory=True, min_lifetime=min_lifetime if min_lifetime is not None else -1.0
             )
 
     def credentials_for(self, min_lifetime: float) -> S3Credentials:
-        """Valid credentials that, if at all possible, live ``min_lifetime`` more seconds."""
+        """Valid credentials that, if at all possible, live ``min_lifetime`` more seconds.
+
+        Refreshes first only when that buys a meaningfully longer life
+        (:meth:`lives_long_enough`); the caller clamps what it signs to
+        ``remaining()`` and says so.
+        """
         creds = self.get()
-        if creds.remaining(self.now()) >= min_lifetime:
+        if self.lives_long_enough(creds, min_lifetime):
             return creds
         return self.refresh(min_lifetime)
+
+    def lives_long_enough(self, creds: S3Credentials, min_lifetime: float) -> bool:
+        """Whether ``creds`` may serve a request for ``min_lifetime`` more seconds.
+
+        True when they live ``min(min_lifetime, 0.9 * L)`` more seconds (and
+        are outside the mandatory window), ``L`` being their full lifetime
+        when known: beyond 90 % of ``L`` a new exchange adds less than 10 %,
+        and the platform's credentials (15 minutes) can never satisfy a
+        longer request anyway. With ``L`` unknown, ``min_lifetime`` itself.
+        """
+        needed = min_lifetime
+        lifetime = creds.lifetime
+        if lifetime is not None and lifetime > 0:
+            needed = min(needed, lifetime * _WORTHWHILE_FRACTION)
+        return creds.remaining(self.now()) >= max(needed, self.windows_for(creds)[1])
 
     # -- internals -------------------------------------------------------------
 
@@ -403,7 +434,7 @@ class RefreshingS3Credentials:
             return True
         if current is not None and cached == current:
             return False  # a forced refresh wants something newer than what we hold
-        return cached.remaining(self.now()) >= min_lifetime
+        return self.lives_long_enough(cached, min_lifetime)
 
     def _fetch(self) -> S3Credentials:
         new = self._fetcher()

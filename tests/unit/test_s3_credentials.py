@@ -193,7 +193,11 @@ def test_credentials_for_buys_a_longer_life() -> None:
     clock.advance(600)  # 300 s left
     assert rc.credentials_for(200).access_key == "AK1"
     assert rc.credentials_for(600).access_key == "AK2"
-    # the platform caps lifetimes: asking for more returns the newest anyway
+    # the platform caps lifetimes: asking for more returns the newest anyway...
+    clock.advance(100)  # 800 s left of 900: a new exchange adds more than 10 %
+    assert rc.credentials_for(3600).access_key == "AK3"
+    # ...but only when that buys a meaningfully longer life (issue 7): AK3 is
+    # as good as anything the platform can issue, so no exchange.
     assert rc.credentials_for(3600).access_key == "AK3"
 
 
@@ -237,3 +241,73 @@ def test_store_for_another_workspace_is_not_used(tmp_path) -> None:  # type: ign
     RefreshingS3Credentials(fetcher, clock=clock, store=_store(tmp_path, clock)).get()
     other = CredentialCache(tmp_path, api_url="http://api/core", workspace="ws", subject="bob")
     assert other.load() is None and other.path != _store(tmp_path, clock).path
+
+
+# ---------------------------------------------------------------- credentials_for (issue 7)
+def test_credentials_for_longer_than_the_platform_allows_refreshes_only_when_worthwhile() -> None:
+    clock, fetcher, rc = make()  # 900 s credentials, presign asks for 1 h
+    assert rc.credentials_for(3600).access_key == "AK1"
+    assert fetcher.calls == 1
+    # fresh: 900 s left, a new exchange would give 900 s too -> keep them
+    assert rc.credentials_for(3600).access_key == "AK1"
+    clock.advance(89)  # 811 s left: still within 90 % of the lifetime
+    assert rc.credentials_for(3600).access_key == "AK1"
+    assert fetcher.calls == 1
+    clock.advance(2)  # 809 s left: a new exchange adds more than 10 %
+    assert rc.credentials_for(3600).access_key == "AK2"
+    assert fetcher.calls == 2
+    assert rc.credentials_for(3600).access_key == "AK2"
+    assert fetcher.calls == 2
+
+
+def test_many_presigns_in_the_first_tenth_of_a_lifetime_make_one_exchange() -> None:
+    clock, fetcher, rc = make()
+    for _ in range(30):  # 30 presigns of 1 h (and 15 min) in 87 s
+        rc.credentials_for(3600)
+        rc.credentials_for(900)
+        clock.advance(3)
+    assert fetcher.calls == 1 and rc.exchanges == 1
+
+
+def test_credentials_for_a_satisfiable_lifetime_is_still_exact() -> None:
+    clock, fetcher, rc = make()
+    rc.get()
+    clock.advance(250)  # 650 s left
+    assert rc.credentials_for(600).access_key == "AK1"  # 10 min: enough left
+    clock.advance(60)  # 590 s left: a new exchange gives the whole 10 min
+    assert rc.credentials_for(600).access_key == "AK2"
+    assert fetcher.calls == 2
+
+
+def test_credentials_for_with_unknown_lifetime_uses_min_lifetime() -> None:
+    clock = Clock()
+    fetcher = Fetcher(clock)
+    old = S3Credentials("AK0", "s0", "t0", T0 + timedelta(seconds=850))  # no issued_at
+    rc = RefreshingS3Credentials(fetcher, clock=clock, initial=old)  # type: ignore[arg-type]
+    assert rc.credentials_for(600).access_key == "AK0"
+    assert rc.credentials_for(3600).access_key == "AK1"  # lifetime unknown: try
+    assert rc.credentials_for(3600).access_key == "AK1"  # now known: 900 s, fresh
+    assert fetcher.calls == 1
+
+
+def test_credentials_for_respects_the_mandatory_window() -> None:
+    clock, fetcher, rc = make(lifetime=60)  # windows: 20 s / 10 s
+    creds = rc.get()
+    clock.advance(52)  # 8 s left: inside the mandatory window
+    assert not rc.lives_long_enough(creds, 1)
+    assert rc.refresh(min_lifetime=1).access_key == "AK2"
+    assert fetcher.calls == 2
+
+
+def test_credentials_for_adopts_what_another_process_stored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    fetcher = Fetcher(clock)
+    a = RefreshingS3Credentials(fetcher, clock=clock, store=_store(tmp_path, clock))
+    b = RefreshingS3Credentials(fetcher, clock=clock, store=_store(tmp_path, clock))
+    assert a.credentials_for(3600) == b.credentials_for(3600)
+    assert fetcher.calls == 1
+    clock.advance(200)  # 700 s left: worth refreshing for a 1 h presign
+    assert a.credentials_for(3600).access_key == "AK2"
+    # b holds AK1 and finds AK2 (900 s lifetime, 900 s left) in the store: adopted
+    assert b.credentials_for(3600).access_key == "AK2"
+    assert fetcher.calls == 2
