@@ -92,7 +92,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -105,6 +104,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._gateway import S3Gateway, compact_json
 from .ports import free_port, wait_until_ready
 
 REGION = "us-east-1"
@@ -135,10 +135,6 @@ def _ceph_key() -> str:
     secret = os.urandom(16)
     blob = struct.pack("<HIIH", 1, int(time.time()), 0, len(secret)) + secret
     return base64.b64encode(blob).decode("ascii")
-
-
-def _compact(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"))
 
 
 def idp_id(issuer_url: str) -> str:
@@ -201,7 +197,7 @@ def session_policy(bucket: str, prefix: str) -> dict[str, Any]:
     }
 
 
-class RadosGateway:
+class RadosGateway(S3Gateway):
     """A throwaway single-node Ceph cluster with radosgw (S3 + STS + IAM)."""
 
     region = REGION
@@ -228,13 +224,6 @@ class RadosGateway:
         self._admin: Any = None
 
     # ---------------------------------------------------------------- lifecycle
-    def __enter__(self) -> RadosGateway:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def running(self) -> bool:
         return bool(self._procs)
@@ -486,33 +475,6 @@ rgw gc processor max time = 5
         )
 
     # ------------------------------------------------------------------ clients
-    def client(
-        self,
-        service: str,
-        access_key: str | None = None,
-        secret_key: str | None = None,
-        session_token: str | None = None,
-        **config: Any,
-    ) -> Any:
-        """A boto3 client (path-style, SigV4) on this gateway; admin keys by default."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id=access_key or self.admin_access_key,
-            aws_secret_access_key=secret_key or self.admin_secret_key,
-            aws_session_token=session_token,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 1, "mode": "standard"},
-                **config,
-            ),
-        )
-
     def _admin_client(self, service: str) -> Any:
         return self.client(service, parameter_validation=False)
 
@@ -583,7 +545,7 @@ rgw gc processor max time = 5
         try:
             resp = iam.create_role(
                 RoleName=name,
-                AssumeRolePolicyDocument=_compact(trust_policy),
+                AssumeRolePolicyDocument=compact_json(trust_policy),
                 MaxSessionDuration=max_session_duration,
             )
             arn = str(resp["Role"]["Arn"])
@@ -591,10 +553,10 @@ rgw gc processor max time = 5
             code = exc.response.get("Error", {}).get("Code", "")
             if code != "EntityAlreadyExists":
                 raise RadosGatewayError(f"CreateRole {name} failed: {exc}") from exc
-            iam.update_assume_role_policy(RoleName=name, PolicyDocument=_compact(trust_policy))
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=compact_json(trust_policy))
             arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
         iam.put_role_policy(
-            RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=_compact(role_policy)
+            RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=compact_json(role_policy)
         )
         return arn
 
@@ -633,7 +595,7 @@ rgw gc processor max time = 5
             "DurationSeconds": int(duration_seconds),
         }
         if policy is not None:
-            kwargs["Policy"] = _compact(policy)
+            kwargs["Policy"] = compact_json(policy)
         try:
             resp = sts.assume_role_with_web_identity(**kwargs)
         except ClientError as exc:

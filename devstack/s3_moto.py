@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -52,6 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._gateway import S3Gateway, compact_json
 from .ports import free_port, wait_until_ready
 from .s3 import REGION, RadosGatewayError, StsError, idp_id
 
@@ -85,13 +85,9 @@ def moto_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("moto", "flask", "flask_cors"))
 
 
-def _compact(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
-
-
 def role_name_for_policy(policy: dict[str, Any]) -> str:
     """Deterministic role name for an inline policy (one role per policy)."""
-    digest = hashlib.sha256(_compact(policy).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(compact_json(policy).encode()).hexdigest()[:32]
     return f"sts-bridge-{digest}"
 
 
@@ -109,7 +105,7 @@ def admin_trust_policy() -> dict[str, Any]:
     }
 
 
-class MotoGateway:
+class MotoGateway(S3Gateway):
     """moto's server (S3 + IAM + STS) with IAM enforcement on, on loopback."""
 
     region = REGION
@@ -125,13 +121,6 @@ class MotoGateway:
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- lifecycle
-    def __enter__(self) -> MotoGateway:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -241,7 +230,7 @@ class MotoGateway:
         iam.put_user_policy(
             UserName=ADMIN_USER,
             PolicyName="admin",
-            PolicyDocument=_compact(
+            PolicyDocument=compact_json(
                 {
                     "Version": "2012-10-17",
                     "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
@@ -265,33 +254,6 @@ class MotoGateway:
         self.client("s3").list_buckets()
 
     # ------------------------------------------------------------------ clients
-    def client(
-        self,
-        service: str,
-        access_key: str | None = None,
-        secret_key: str | None = None,
-        session_token: str | None = None,
-        **config: Any,
-    ) -> Any:
-        """A boto3 client (path-style, SigV4) on this server; admin keys by default."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.session.Session().client(
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id=access_key or self.admin_access_key,
-            aws_secret_access_key=secret_key or self.admin_secret_key,
-            aws_session_token=session_token,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 1, "mode": "standard"},
-                **config,
-            ),
-        )
-
     def _need_running(self) -> None:
         if not self.running:
             raise MotoGatewayError("MotoGateway is not running")
@@ -310,7 +272,7 @@ class MotoGateway:
             iam.put_user_policy(
                 UserName=uid,
                 PolicyName="caps",
-                PolicyDocument=_compact(
+                PolicyDocument=compact_json(
                     {
                         "Version": "2012-10-17",
                         "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
@@ -406,17 +368,17 @@ def ensure_role(
     try:
         resp = iam.create_role(
             RoleName=name,
-            AssumeRolePolicyDocument=_compact(trust_policy),
+            AssumeRolePolicyDocument=compact_json(trust_policy),
             MaxSessionDuration=max_session_duration,
         )
         arn = str(resp["Role"]["Arn"])
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
             raise MotoGatewayError(f"CreateRole {name} failed: {exc}") from exc
-        iam.update_assume_role_policy(RoleName=name, PolicyDocument=_compact(trust_policy))
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=compact_json(trust_policy))
         arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
     iam.put_role_policy(
-        RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=_compact(role_policy)
+        RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=compact_json(role_policy)
     )
     return arn
 
@@ -437,7 +399,7 @@ def assume_role(
         "DurationSeconds": int(duration_seconds),
     }
     if policy is not None:
-        kwargs["Policy"] = _compact(policy)
+        kwargs["Policy"] = compact_json(policy)
     try:
         resp = sts.assume_role(**kwargs)
     except ClientError as exc:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import threading
 from typing import Any
 
+from .._gateway import compact_json
 from .policy import StoragePoint
 
 
@@ -16,11 +16,6 @@ class StorageError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
-
-
-def _compact(doc: dict[str, Any]) -> str:
-    # radosgw does not decode '+' as a space in form bodies: no spaces at all
-    return json.dumps(doc, separators=(",", ":"))
 
 
 def session_policy_for(point: StoragePoint) -> dict[str, Any]:
@@ -140,7 +135,7 @@ class S3Backend:
                 RoleSessionName=session_name(username),
                 WebIdentityToken=web_identity_token,
                 DurationSeconds=self.duration_seconds,
-                Policy=_compact(policy),
+                Policy=compact_json(policy),
             )["Credentials"]
         )
 
