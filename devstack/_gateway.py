@@ -17,6 +17,39 @@ def compact_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
 
+def ensure_role(
+    iam: Any,
+    name: str,
+    trust_policy: dict[str, Any],
+    role_policy: dict[str, Any],
+    *,
+    max_session_duration: int = 3600,
+    error: type[Exception] = RuntimeError,
+) -> str:
+    """CreateRole (or update its trust policy) + PutRolePolicy; returns the ARN.
+
+    Re-creating a role updates it, so platforms can be configured idempotently.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        resp = iam.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=compact_json(trust_policy),
+            MaxSessionDuration=max_session_duration,
+        )
+        arn = str(resp["Role"]["Arn"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
+            raise error(f"CreateRole {name} failed: {exc}") from exc
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=compact_json(trust_policy))
+        arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
+    iam.put_role_policy(
+        RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=compact_json(role_policy)
+    )
+    return arn
+
+
 class S3Gateway:
     """Base of :class:`~sts_bridge_devstack.s3.RadosGateway` and
     :class:`~sts_bridge_devstack.s3_moto.MotoGateway`: a context manager over

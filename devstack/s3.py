@@ -104,7 +104,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._gateway import S3Gateway, compact_json
+from ._gateway import S3Gateway, compact_json, ensure_role
 from .ports import free_port, wait_until_ready
 
 REGION = "us-east-1"
@@ -539,26 +539,14 @@ rgw gc processor max time = 5
         max_session_duration: int = 3600,
     ) -> str:
         """A role with ``trust_policy`` and an inline ``role_policy``; returns its ARN."""
-        from botocore.exceptions import ClientError
-
-        iam = self._admin_client("iam")
-        try:
-            resp = iam.create_role(
-                RoleName=name,
-                AssumeRolePolicyDocument=compact_json(trust_policy),
-                MaxSessionDuration=max_session_duration,
-            )
-            arn = str(resp["Role"]["Arn"])
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code != "EntityAlreadyExists":
-                raise RadosGatewayError(f"CreateRole {name} failed: {exc}") from exc
-            iam.update_assume_role_policy(RoleName=name, PolicyDocument=compact_json(trust_policy))
-            arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
-        iam.put_role_policy(
-            RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=compact_json(role_policy)
+        return ensure_role(
+            self._admin_client("iam"),
+            name,
+            trust_policy,
+            role_policy,
+            max_session_duration=max_session_duration,
+            error=RadosGatewayError,
         )
-        return arn
 
     def assume_role_with_web_identity(
         self,

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._gateway import S3Gateway, compact_json
+from ._gateway import S3Gateway, compact_json, ensure_role
 from .ports import free_port, wait_until_ready
 from .s3 import REGION, RadosGatewayError, StsError, idp_id
 
@@ -322,6 +322,7 @@ class MotoGateway(S3Gateway):
             trust_policy,
             role_policy,
             max_session_duration=max_session_duration,
+            error=MotoGatewayError,
         )
 
     def assume_role(
@@ -352,35 +353,6 @@ class MotoGateway(S3Gateway):
             "MotoGateway.assume_role onto a role limited to the workspace",
             None,
         )
-
-
-def ensure_role(
-    iam: Any,
-    name: str,
-    trust_policy: dict[str, Any],
-    role_policy: dict[str, Any],
-    *,
-    max_session_duration: int = 3600,
-) -> str:
-    """CreateRole (or update the trust policy) + PutRolePolicy; returns the ARN."""
-    from botocore.exceptions import ClientError
-
-    try:
-        resp = iam.create_role(
-            RoleName=name,
-            AssumeRolePolicyDocument=compact_json(trust_policy),
-            MaxSessionDuration=max_session_duration,
-        )
-        arn = str(resp["Role"]["Arn"])
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
-            raise MotoGatewayError(f"CreateRole {name} failed: {exc}") from exc
-        iam.update_assume_role_policy(RoleName=name, PolicyDocument=compact_json(trust_policy))
-        arn = str(iam.get_role(RoleName=name)["Role"]["Arn"])
-    iam.put_role_policy(
-        RoleName=name, PolicyName=f"{name}-policy", PolicyDocument=compact_json(role_policy)
-    )
-    return arn
 
 
 def assume_role(

@@ -106,13 +106,24 @@ class S3Backend:
             return self._admin[service]
 
     def _role_for(self, policy: dict[str, Any]) -> str:
-        from ..s3_moto import admin_trust_policy, ensure_role, role_name_for_policy
+        from ..s3_moto import (
+            MotoGatewayError,
+            admin_trust_policy,
+            ensure_role,
+            role_name_for_policy,
+        )
 
         name = role_name_for_policy(policy)
         with self._lock:
             arn = self._roles.get(name)
         if arn is None:
-            arn = ensure_role(self._admin_client("iam"), name, admin_trust_policy(), policy)
+            arn = ensure_role(
+                self._admin_client("iam"),
+                name,
+                admin_trust_policy(),
+                policy,
+                error=MotoGatewayError,
+            )
             with self._lock:
                 self._roles[name] = arn
         return arn
