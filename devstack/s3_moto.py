@@ -225,7 +225,7 @@ class MotoGateway(S3Gateway):
         from botocore.exceptions import ClientError
 
         # auth is still off: any keys are accepted
-        iam = self.client("iam", "AKIABOOTSTRAP0000000", "bootstrap")
+        iam = self.client("iam", "bootstrap-placeholder", "bootstrap")
         iam.create_user(UserName=ADMIN_USER)
         iam.put_user_policy(
             UserName=ADMIN_USER,
