@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 __all__ = ["atomic_write", "file_lock", "read_private_json"]
 
 
@@ -66,6 +64,8 @@ def file_lock(path: str | os.PathLike[str], timeout: float = 60.0) -> Iterator[N
     Raises ``filelock.Timeout`` (a ``TimeoutError``) when the lock is not
     obtained within ``timeout`` seconds.
     """
+    import filelock  # here, not at import time: a warm run reads caches without locking
+
     lock_path = Path(path)
     lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = filelock.FileLock(str(lock_path), timeout=timeout, mode=0o600)

@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from sts_bridge._files import atomic_write, file_lock, read_private_json
 from sts_bridge.errors import CredentialsError
 from sts_bridge.s3_credentials import S3Credentials
@@ -76,6 +74,8 @@ class CredentialCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        import filelock  # only when locking: a warm run just reads the file
+
         try:
             with file_lock(self.lock_path, timeout=self.lock_timeout):
                 yield

@@ -18,8 +18,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from sts_bridge._files import atomic_write, file_lock, read_private_json
 from sts_bridge.auth.base import Token
 from sts_bridge.errors import TokenCacheError
@@ -60,6 +58,8 @@ class TokenCache:
     @contextlib.contextmanager
     def locked(self, timeout: float = 120.0) -> Iterator[None]:
         """Hold the cross-process lock of this cache file."""
+        import filelock  # only when locking: a warm run just reads the file
+
         try:
             with file_lock(self.lock_path, timeout=timeout):
                 yield

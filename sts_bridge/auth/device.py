@@ -14,12 +14,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sts_bridge.auth.base import Clock, Token
-from sts_bridge.auth.oauth import OAuthClient
 from sts_bridge.auth.refresh import UserCredentials
 from sts_bridge.errors import AuthError, ConfigurationError, LoginTimeoutError
+
+if TYPE_CHECKING:
+    from sts_bridge.auth.oauth import OAuthClient
 
 __all__ = [
     "DEVICE_CODE_GRANT",

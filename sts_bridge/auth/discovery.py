@@ -1,16 +1,21 @@
-"""OpenID Provider discovery (``/.well-known/openid-configuration``)."""
+"""OpenID Provider discovery (``/.well-known/openid-configuration``).
+
+``requests`` is imported when a document is fetched, not at import time: a
+warm CLI run that finds its token in the cache never needs it.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
-
 from sts_bridge.errors import ConfigurationError, ProviderUnreachableError
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["ProviderMetadata", "clear_discovery_cache", "discover", "unreachable"]
 
@@ -54,6 +59,8 @@ class ProviderMetadata:
 
 def unreachable(what: str, url: str, exc: BaseException) -> ProviderUnreachableError:
     """A :class:`ProviderUnreachableError` for a failed HTTP call (no secrets in it)."""
+    import requests
+
     host = urlsplit(url).netloc or url
     if isinstance(exc, requests.exceptions.SSLError):
         return ProviderUnreachableError(
@@ -95,6 +102,8 @@ def discover(
         with _cache_lock:
             if key in _cache:
                 return _cache[key]
+    import requests
+
     url = f"{issuer}/.well-known/openid-configuration"
     http = session or requests.Session()
     try:

@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sts_bridge.auth.authenticator import AuthenticatorCredentials, load_authenticator
 from sts_bridge.auth.base import Clock, TokenCredentials
-from sts_bridge.auth.browser import BrowserCredentials, OpenBrowser
 from sts_bridge.auth.cache import TokenCache
 from sts_bridge.auth.client_credentials import ClientCredentials
 from sts_bridge.auth.command import CommandToken
-from sts_bridge.auth.device import DeviceCodeCredentials, Prompt
 from sts_bridge.auth.refresh import RefreshTokenCredentials, UserCredentials
 from sts_bridge.auth.static import StaticToken
 from sts_bridge.config import Settings, require
 from sts_bridge.errors import ConfigurationError, LoginRequiredError
+
+if TYPE_CHECKING:
+    # The interactive flows (http.server, webbrowser, joserfc) are imported
+    # only when a login is about to run.
+    from sts_bridge.auth.browser import OpenBrowser
+    from sts_bridge.auth.device import Prompt
 
 __all__ = ["credentials_from_settings", "logout", "token_cache_for"]
 
@@ -100,10 +104,14 @@ def credentials_from_settings(
         if flow == "refresh-token":
             return RefreshTokenCredentials(settings.issuer, settings.client_id, **kwargs)
         if flow == "device":
+            from sts_bridge.auth.device import DeviceCodeCredentials
+
             return DeviceCodeCredentials(
                 settings.issuer, settings.client_id, **kwargs, **user_kwargs
             )
         if flow == "browser":
+            from sts_bridge.auth.browser import BrowserCredentials
+
             return BrowserCredentials(
                 settings.issuer,
                 settings.client_id,
@@ -135,7 +143,11 @@ def credentials_from_settings(
             f"are not set, and {where} (issuer {settings.issuer}, client {settings.client_id})"
         )
     if no_browser:
+        from sts_bridge.auth.device import DeviceCodeCredentials
+
         return DeviceCodeCredentials(settings.issuer, settings.client_id, **kwargs, **user_kwargs)
+    from sts_bridge.auth.browser import BrowserCredentials
+
     return BrowserCredentials(
         settings.issuer, settings.client_id, **kwargs, **user_kwargs, open_browser=open_browser
     )

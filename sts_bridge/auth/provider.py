@@ -1,4 +1,10 @@
-"""Shared base of the flows that talk to an OpenID provider."""
+"""Shared base of the flows that talk to an OpenID provider.
+
+authlib and requests (:mod:`sts_bridge.auth.oauth`) are imported by
+:attr:`ProviderCredentials.oauth`, i.e. when the provider is first
+contacted: building credentials that find a valid token in the cache costs
+no heavy import.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sts_bridge.auth.base import DEFAULT_LEEWAY, Clock, TokenCredentials
-from sts_bridge.auth.discovery import ProviderMetadata, discover
-from sts_bridge.auth.oauth import OAuthClient
+from sts_bridge.auth.discovery import ProviderMetadata
 
 if TYPE_CHECKING:
     from sts_bridge.auth.cache import TokenCache
+    from sts_bridge.auth.oauth import OAuthClient
 
 __all__ = ["ProviderCredentials"]
 
@@ -66,6 +72,9 @@ class ProviderCredentials(TokenCredentials):
     def oauth(self) -> OAuthClient:
         """The :class:`OAuthClient` (runs discovery the first time)."""
         if self._oauth is None:
+            from sts_bridge.auth.discovery import discover
+            from sts_bridge.auth.oauth import OAuthClient
+
             metadata = (
                 self._issuer
                 if isinstance(self._issuer, ProviderMetadata)
