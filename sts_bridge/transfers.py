@@ -78,7 +78,7 @@ from sts_bridge.errors import (
     TransferError,
 )
 from sts_bridge.keys import relative_key, workspace_key, workspace_prefix
-from sts_bridge.presign import MAX_EXPIRES, CredentialsLike, Signer
+from sts_bridge.presign import EMPTY_SHA256, MAX_EXPIRES, CredentialsLike, Signer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -110,6 +110,10 @@ MiB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_CONCURRENCY = 4
+# Many small files are latency-bound: more PUTs in flight (one pool).
+DEFAULT_SMALL_FILE_CONCURRENCY = 16
+DEFAULT_DOWNLOAD_CONCURRENCY = 4
+DEFAULT_DOWNLOAD_RANGE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB
@@ -275,6 +279,98 @@ def _map_error(exc: Exception, what: str) -> StsBridgeError:
     return TransferError(text)
 
 
+_OK = frozenset({200})
+_READ_BUFFER = 1 * MiB
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    """This thread's reusable read buffer (one allocation per worker thread)."""
+    buf: memoryview | None = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = memoryview(bytearray(_READ_BUFFER))
+    return buf
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int, what: str) -> None:
+    try:
+        written = os.pwrite(fd, view, offset)
+        while written < len(view):  # regular files write all at once; be safe anyway
+            written += os.pwrite(fd, view[written:], offset + written)
+    except OSError as exc:  # a local problem (disk full...): not worth a retry
+        raise TransferError(f"{what}: writing the file failed: {exc}") from exc
+
+
+def _file_md5(fd: int, size: int) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    buf = memoryview(bytearray(8 * MiB))
+    offset = 0
+    while offset < size:
+        n = os.preadv(fd, [buf[: min(len(buf), size - offset)]], offset)
+        if not n:
+            raise TransferError("the downloaded file shrank while it was being checked")
+        md5.update(buf[:n])
+        offset += n
+    return md5.hexdigest()
+
+
+def _etag_md5(etag: str, headers: Any) -> tuple[str | None, str]:
+    """The MD5 the ETag promises, or ``None`` and why the ETag says nothing about the bytes."""
+    if not etag:
+        return None, "the server sent no ETag"
+    if not _MD5_HEX.fullmatch(etag):
+        if "-" in etag:
+            return None, "multipart ETag (MD5 of the part MD5s, part sizes unknown)"
+        return None, f"ETag {etag!r} is not an MD5"
+    sse = (headers.get("x-amz-server-side-encryption") or "").lower()
+    if sse.startswith("aws:kms") or headers.get("x-amz-server-side-encryption-customer-algorithm"):
+        return None, "the ETag of an SSE-KMS or SSE-C object is not its MD5"
+    return etag, ""
+
+
+def _content_range(resp: Any) -> tuple[int, int]:
+    """(first byte, total size) from a 206's ``Content-Range: bytes a-b/total``."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(\d+)\s*", resp.headers.get("Content-Range", ""))
+    if not match:
+        raise TransferError(
+            f"the server sent an unusable Content-Range: {resp.headers.get('Content-Range')!r}"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def _total_size(resp: Any) -> int:
+    if resp.status == 206:
+        return _content_range(resp)[1]
+    length = resp.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        raise TransferError("the server sent no Content-Length for the object")
+    return int(length)
+
+
+def _range_start(resp: Any) -> int:
+    return _content_range(resp)[0] if resp.status == 206 else 0
+
+
+def _xml_text(data: bytes | None, tag: str) -> str:
+    """The text of the first ``<tag>`` in a small S3 XML answer ("" when absent)."""
+    match = re.search(rb"<" + tag.encode() + rb">([^<]*)</", data or b"")
+    if not match:
+        return ""
+    text = match.group(1).decode("utf-8", "replace")
+    if "&" in text:
+        import html
+
+        text = html.unescape(text)
+    return text
+
+
+def _xml_blocks(data: bytes | None, tag: str) -> builtins.list[bytes]:
+    """The inner XML of every ``<tag>...</tag>`` (not nested in itself) of an S3 answer."""
+    t = re.escape(tag.encode())
+    return re.findall(rb"<" + t + rb">(.*?)</" + t + rb">", data or b"", re.DOTALL)
+
+
 class _Progress:
     """Serialises progress callbacks from worker threads (monotonic totals)."""
 
@@ -304,7 +400,14 @@ class _UploadSpec:
 
 
 class _Engine:
-    """The data plane of one ``upload()`` call: signed PUTs over a urllib3 pool."""
+    """The data plane of one transfer: signed requests over a urllib3 pool.
+
+    Every request (data and control plane: PUT, UploadPart, create /
+    complete / abort multipart, ListMultipartUploads, ListParts, HEAD,
+    ranged GETs) is signed with :class:`~sts_bridge.presign.Signer` from a
+    fresh ``credentials()`` snapshot, so a transfer longer than one
+    credentials lifetime keeps working, and no boto3 client is built.
+    """
 
     def __init__(
         self,
@@ -314,11 +417,13 @@ class _Engine:
         part_size: int,
         multipart_threshold: int,
         resumable: bool,
+        small_concurrency: int | None = None,
     ) -> None:
         import urllib3
 
         self.ws = ws
         self.concurrency = max(1, concurrency)
+        self.small_concurrency = max(1, small_concurrency or self.concurrency)
         self.part_size = part_size
         self.threshold = max(multipart_threshold, 1)
         self.resumable = resumable
@@ -327,22 +432,17 @@ class _Engine:
             kwargs["cert_reqs"] = "CERT_NONE"
         elif isinstance(ws.verify, str):
             kwargs["ca_certs"] = ws.verify
-        self.http = urllib3.PoolManager(maxsize=self.concurrency + 1, block=False, **kwargs)
+        self.http = urllib3.PoolManager(
+            maxsize=max(self.concurrency, self.small_concurrency) + 1, block=False, **kwargs
+        )
         self.timeout = urllib3.Timeout(connect=15.0, read=300.0)
         self._signer_lock = threading.Lock()
         self._signer: tuple[CredentialsLike, Signer] | None = None
-        self._s3: S3Client | None = None
 
     def close(self) -> None:
         self.http.clear()
 
     # ---------------------------------------------------------- plumbing
-    @property
-    def s3(self) -> S3Client:
-        if self._s3 is None:
-            self._s3 = self.ws.s3_client()
-        return self._s3
-
     def signer(self) -> Signer:
         creds = self.ws.credentials()
         with self._signer_lock:
@@ -360,6 +460,67 @@ class _Engine:
                 )
             return self._signer[1]
 
+    def call(
+        self,
+        method: str,
+        full_key: str,
+        what: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        payload_sha256: str | None = None,
+        ok: frozenset[int] = _OK,
+        stream: bool = False,
+    ) -> Any:
+        """One signed request, retrying transient failures; returns the urllib3 response.
+
+        Signed with fresh credentials on every attempt. The body is covered
+        by ``x-amz-content-sha256`` (computed here unless given). With
+        ``stream=True`` the body of an ``ok`` response is left unread (the
+        caller reads it and releases the connection). Any other status
+        raises (mapped by :func:`_map_error`).
+        """
+        import urllib3
+
+        if payload_sha256 is None:
+            payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        last = ""
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+            url, signed = self.signer().sign_request(
+                method, full_key, query=query, headers=headers, payload_sha256=payload_sha256
+            )
+            try:
+                resp = self.http.request(
+                    method,
+                    url,
+                    body=body,
+                    headers=signed,
+                    retries=False,
+                    redirect=False,
+                    timeout=self.timeout,
+                    preload_content=not stream,
+                )
+            except urllib3.exceptions.HTTPError as exc:
+                last = f"{type(exc).__name__}"
+                log.debug("%s %s attempt %d failed: %s", method, full_key, attempt + 1, last)
+                continue
+            if resp.status in ok:
+                return resp
+            data = resp.data if method != "HEAD" else b""
+            if stream:
+                resp.release_conn()
+            code = _xml_text(data, "Code")
+            last = f"HTTP {resp.status} {code}".strip()
+            if resp.status in _RETRY_STATUS or code in ("RequestTimeout", "SlowDown"):
+                continue
+            if code in ("ExpiredToken", "InvalidToken") and attempt == 0:
+                continue  # credentials() refreshes on the next call when they expired
+            raise _map_error(_FakeClientError(code, resp.status), what)
+        raise TransferError(f"{what} failed after {_ATTEMPTS} attempts: {last}")
+
     def put(
         self,
         full_key: str,
@@ -370,48 +531,23 @@ class _Engine:
         headers: Mapping[str, str] | None = None,
     ) -> str:
         """PUT ``body`` (signed payload), retrying transient failures; returns the ETag."""
-        import urllib3
-
-        last: str = ""
-        for attempt in range(_ATTEMPTS):
-            if attempt:
-                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
-            url, signed = self.signer().sign_request(
-                "PUT", full_key, query=query, headers=headers, payload_sha256=sha256_hex
-            )
-            try:
-                resp = self.http.request(
-                    "PUT",
-                    url,
-                    body=body,
-                    headers=signed,
-                    retries=False,
-                    redirect=False,
-                    timeout=self.timeout,
-                )
-            except urllib3.exceptions.HTTPError as exc:
-                last = f"{type(exc).__name__}"
-                log.debug("PUT %s attempt %d failed: %s", full_key, attempt + 1, last)
-                continue
-            if resp.status == 200:
-                return _strip_etag(resp.headers.get("ETag"))
-            code_match = re.search(rb"<Code>([^<]*)</Code>", resp.data or b"")
-            code = code_match.group(1).decode("utf-8", "replace") if code_match else ""
-            last = f"HTTP {resp.status} {code}".strip()
-            if resp.status in _RETRY_STATUS or code in ("RequestTimeout", "SlowDown"):
-                continue
-            if code in ("ExpiredToken", "InvalidToken") and attempt == 0:
-                continue  # credentials() refreshes on the next call when they expired
-            exc2 = _map_error(_FakeClientError(code, resp.status), f"uploading {full_key!r}")
-            raise exc2
-        raise TransferError(f"uploading {full_key!r} failed after {_ATTEMPTS} attempts: {last}")
+        resp = self.call(
+            "PUT",
+            full_key,
+            f"uploading {full_key!r}",
+            query=query,
+            headers=headers,
+            body=body,
+            payload_sha256=sha256_hex,
+        )
+        return _strip_etag(resp.headers.get("ETag"))
 
     # ---------------------------------------------------------- single PUT
     def put_object(self, spec: _UploadSpec, body: bytes, progress: _Progress) -> UploadResult:
-        sha = hashlib.sha256(body)
+        sha = hashlib.sha256(body).hexdigest()
         headers = {"Content-Type": spec.content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
-        etag = self.put(spec.full_key, body, sha.hexdigest(), headers=headers)
+        etag = self.put(spec.full_key, body, sha, headers=headers)
         if not etag:
             etag = self.head_etag(spec.full_key)
         progress.add(len(body))
@@ -419,15 +555,13 @@ class _Engine:
             key=spec.key,
             size=len(body),
             etag=etag,
-            checksum=f"sha256:{sha.hexdigest()}",
+            checksum=f"sha256:{sha}",
             uri=f"s3://{self.ws.bucket}/{spec.full_key}",
         )
 
     def head_etag(self, full_key: str) -> str:
-        try:
-            return _strip_etag(self.s3.head_object(Bucket=self.ws.bucket, Key=full_key)["ETag"])
-        except Exception as exc:
-            raise _map_error(exc, f"HeadObject {full_key!r}") from exc
+        resp = self.call("HEAD", full_key, f"HeadObject {full_key!r}")
+        return _strip_etag(resp.headers.get("ETag"))
 
     def put_part(
         self, full_key: str, upload_id: str, number: int, body: bytes
@@ -443,20 +577,29 @@ class _Engine:
 
     # ---------------------------------------------------------- multipart
     def create_multipart(self, spec: _UploadSpec) -> str:
-        try:
-            resp = self.s3.create_multipart_upload(
-                Bucket=self.ws.bucket,
-                Key=spec.full_key,
-                ContentType=spec.content_type,
-                Metadata=dict(spec.metadata),
-            )
-        except Exception as exc:
-            raise _map_error(exc, f"starting the upload of {spec.key!r}") from exc
-        return str(resp["UploadId"])
+        headers = {"Content-Type": spec.content_type}
+        headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
+        resp = self.call(
+            "POST",
+            spec.full_key,
+            f"starting the upload of {spec.key!r}",
+            query={"uploads": ""},
+            headers=headers,
+        )
+        upload_id = _xml_text(resp.data, "UploadId")
+        if not upload_id:
+            raise TransferError(f"starting the upload of {spec.key!r}: no UploadId in the answer")
+        return upload_id
 
     def abort(self, full_key: str, upload_id: str) -> None:
         try:
-            self.s3.abort_multipart_upload(Bucket=self.ws.bucket, Key=full_key, UploadId=upload_id)
+            self.call(
+                "DELETE",
+                full_key,
+                f"aborting the upload of {full_key!r}",
+                query={"uploadId": upload_id},
+                ok=frozenset({200, 204}),
+            )
         except Exception as exc:  # the original error matters more
             log.warning("could not abort the multipart upload of %s: %s", full_key, exc)
 
@@ -464,19 +607,30 @@ class _Engine:
         self, spec: _UploadSpec, upload_id: str, parts: Mapping[int, tuple[str, bytes]], size: int
     ) -> UploadResult:
         numbers = sorted(parts)
-        try:
-            resp = self.s3.complete_multipart_upload(
-                Bucket=self.ws.bucket,
-                Key=spec.full_key,
-                UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [{"PartNumber": n, "ETag": f'"{parts[n][0]}"'} for n in numbers]
-                },
+        body = (
+            "<CompleteMultipartUpload>"
+            + "".join(
+                f"<Part><PartNumber>{n}</PartNumber><ETag>&quot;{parts[n][0]}&quot;</ETag></Part>"
+                for n in numbers
             )
-        except Exception as exc:
-            raise _map_error(exc, f"completing the upload of {spec.key!r}") from exc
+            + "</CompleteMultipartUpload>"
+        ).encode()
+        what = f"completing the upload of {spec.key!r}"
+        resp = self.call(
+            "POST",
+            spec.full_key,
+            what,
+            query={"uploadId": upload_id},
+            headers={"Content-Type": "application/xml"},
+            body=body,
+        )
+        data = resp.data or b""
+        if b"<Error>" in data:  # S3 may answer 200 and fail in the body
+            code = _xml_text(data, "Code")
+            raise _map_error(_FakeClientError(code, 500 if code == "InternalError" else 400), what)
         # radosgw answers CompleteMultipartUpload with an empty ETag.
-        etag = _strip_etag(resp.get("ETag")) or self.head_etag(spec.full_key)
+        etag = _strip_etag(_xml_text(data, "ETag"))
+        etag = etag or self.head_etag(spec.full_key)
         return UploadResult(
             key=spec.key,
             size=size,
@@ -528,9 +682,12 @@ class _Engine:
                 for fut in cf.as_completed(futures):
                     n, etag, digest, _ = fut.result()
                     done[n] = (etag, digest)
-            except BaseException:
+            except BaseException as exc:
                 for fut in futures:
                     fut.cancel()
+                # the first failure is the cause; later parts only saw "cancelled"
+                if failure and failure[0] is not exc:
+                    raise failure[0] from None
                 raise
 
     def upload_stream(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
@@ -704,27 +861,185 @@ class _Engine:
         return upload_id, part_size, keep
 
     def _upload_in_progress(self, full_key: str, upload_id: str) -> bool:
-        kwargs: dict[str, Any] = {"Bucket": self.ws.bucket, "Prefix": full_key}
+        query = {"uploads": "", "prefix": full_key}
         while True:
-            resp = self.s3.list_multipart_uploads(**kwargs)
-            for up in resp.get("Uploads", []):
-                if up.get("Key") == full_key and up.get("UploadId") == upload_id:
+            resp = self.call("GET", "", "ListMultipartUploads", query=query)
+            data = resp.data
+            for up in _xml_blocks(data, "Upload"):
+                if _xml_text(up, "Key") == full_key and _xml_text(up, "UploadId") == upload_id:
                     return True
-            if not resp.get("IsTruncated"):
+            if _xml_text(data, "IsTruncated") != "true":
                 return False
-            kwargs["KeyMarker"] = resp.get("NextKeyMarker", "")
-            kwargs["UploadIdMarker"] = resp.get("NextUploadIdMarker", "")
+            query = {
+                **query,
+                "key-marker": _xml_text(data, "NextKeyMarker"),
+                "upload-id-marker": _xml_text(data, "NextUploadIdMarker"),
+            }
 
     def _list_parts(self, full_key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         parts: dict[int, tuple[str, int]] = {}
-        kwargs: dict[str, Any] = {"Bucket": self.ws.bucket, "Key": full_key, "UploadId": upload_id}
+        query = {"uploadId": upload_id}
         while True:
-            resp = self.s3.list_parts(**kwargs)
-            for p in resp.get("Parts", []):
-                parts[int(p["PartNumber"])] = (_strip_etag(p.get("ETag")), int(p.get("Size", -1)))
-            if not resp.get("IsTruncated"):
+            resp = self.call("GET", full_key, "ListParts", query=query)
+            data = resp.data
+            for p in _xml_blocks(data, "Part"):
+                parts[int(_xml_text(p, "PartNumber"))] = (
+                    _strip_etag(_xml_text(p, "ETag")),
+                    int(_xml_text(p, "Size") or -1),
+                )
+            marker = _xml_text(data, "NextPartNumberMarker")
+            if _xml_text(data, "IsTruncated") != "true" or not marker:
                 return parts
-            kwargs["PartNumberMarker"] = resp.get("NextPartNumberMarker", 0)
+            query = {"uploadId": upload_id, "part-number-marker": marker}
+
+    # ---------------------------------------------------------- download
+    def download(
+        self, full_key: str, key: str, target: Path, progress: ProgressCallback | None
+    ) -> None:
+        """GET ``full_key`` into ``target``: parallel ranged GETs into a temp file, then rename.
+
+        The first ranged GET also tells the size and ETag (no HEAD). Each
+        worker streams its range with ``readinto`` into one reused buffer
+        and ``os.pwrite`` s it at its offset: memory stays at ``concurrency``
+        x ``_READ_BUFFER`` whatever the size. Later ranges carry
+        ``If-Match: <etag>`` so an object replaced meanwhile fails the
+        download instead of mixing two versions. Checked: every range
+        delivers exactly its bytes, the total is the object's size, and the
+        MD5 of the file equals a single-part ETag (see :func:`_etag_md5`).
+        """
+        what = f"downloading {key!r}"
+        first_end = self.part_size - 1
+        try:
+            resp = self.call(
+                "GET",
+                full_key,
+                what,
+                headers={"Range": f"bytes=0-{first_end}"},
+                ok=frozenset({200, 206, 416}),
+                stream=True,
+            )
+            if resp.status == 416:  # an empty object has no byte 0
+                resp.release_conn()
+                resp = self.call("GET", full_key, what, stream=True)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"no object {key!r} in workspace {getattr(self.ws, 'name', '')!r}".replace(
+                    " ''", ""
+                ),
+                status=404,
+                hint="list the workspace with `sts-bridge ls`",
+            ) from exc
+        size = _total_size(resp)
+        etag = _strip_etag(resp.headers.get("ETag"))
+        md5_hex, reason = _etag_md5(etag, resp.headers)
+        tracker = _Progress(progress, size)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}-{random.getrandbits(32):08x}.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        ok = False
+        try:
+            if size:
+                os.ftruncate(fd, size)
+            step = self.part_size
+            first_len = size if resp.status == 200 else min(step, size)
+            md5 = hashlib.md5(usedforsecurity=False) if md5_hex and first_len == size else None
+            ranges = [(start, min(start + step, size)) for start in range(first_len, size, step)]
+            fetch = functools.partial(
+                self._fetch_range, fd, full_key, what, etag, size, tracker
+            )
+            if not ranges:
+                fetch(0, first_len, resp, md5)
+            else:
+                workers = min(self.concurrency, len(ranges) + 1)
+                with cf.ThreadPoolExecutor(workers, thread_name_prefix="sts-bridge-get") as pool:
+                    futures = [pool.submit(fetch, 0, first_len, resp, None)]
+                    futures += [pool.submit(fetch, a, b, None, None) for a, b in ranges]
+                    try:
+                        for fut in cf.as_completed(futures):
+                            fut.result()
+                    except BaseException:
+                        for fut in futures:
+                            fut.cancel()
+                        raise
+            if os.fstat(fd).st_size != size:
+                raise TransferError(f"{what}: the file is not {size} bytes long")
+            if md5_hex:
+                got = md5.hexdigest() if md5 is not None else _file_md5(fd, size)
+                if got != md5_hex:
+                    raise TransferError(
+                        f"{what}: the data does not match the object's ETag (MD5)",
+                        hint="try again; the object may have changed or been corrupted",
+                    )
+            else:
+                log.debug("%s: ETag not compared (%s); size checked", what, reason)
+            ok = True
+        finally:
+            os.close(fd)
+            if ok:
+                os.replace(tmp, target)
+            else:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    def _fetch_range(
+        self,
+        fd: int,
+        full_key: str,
+        what: str,
+        etag: str,
+        size: int,
+        tracker: _Progress,
+        start: int,
+        end: int,
+        resp: Any,
+        md5: Any,
+    ) -> None:
+        """Stream bytes ``start``..``end`` (exclusive) of the object into ``fd``.
+
+        A connection that breaks mid-range is retried from the first byte
+        not yet written (fresh credentials, ``If-Match`` the ETag).
+        """
+        import http.client
+
+        import urllib3
+
+        buf = _buffer()
+        pos = start
+        failures = 0
+        while pos < end:
+            if resp is None:
+                headers = {"Range": f"bytes={pos}-{end - 1}"}
+                if etag:
+                    headers["If-Match"] = f'"{etag}"'
+                resp = self.call(
+                    "GET", full_key, what, headers=headers, ok=frozenset({206}), stream=True
+                )
+                if _total_size(resp) != size or _range_start(resp) != pos:
+                    resp.release_conn()
+                    raise TransferError(f"{what}: the object changed during the download")
+            fp = getattr(resp, "_fp", None)
+            readinto = fp.readinto if fp is not None else resp.readinto
+            try:
+                while pos < end:
+                    n = readinto(buf[: min(len(buf), end - pos)])
+                    if not n:
+                        raise http.client.IncompleteRead(b"", end - pos)
+                    view = buf[:n]
+                    if md5 is not None:
+                        md5.update(view)
+                    _pwrite_all(fd, view, pos, what)
+                    pos += n
+                    tracker.add(n)
+            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
+                resp.close()
+                resp.release_conn()
+                resp = None
+                failures += 1
+                if failures >= _ATTEMPTS:
+                    raise TransferError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+                log.debug("%s: range broke at byte %d (%s); resuming", what, pos, exc)
+                continue
+        if resp is not None:
+            resp.release_conn()
 
 
 class _FakeClientError(Exception):
@@ -819,6 +1134,7 @@ class WorkspaceTransfers:
             part_size=part_size,
             multipart_threshold=multipart_threshold,
             resumable=resumable,
+            small_concurrency=max(concurrency, DEFAULT_SMALL_FILE_CONCURRENCY),
         )
         sizes = [s.size for s in specs]
         total = None if builtins.any(s is None for s in sizes) else sum(s or 0 for s in sizes)
@@ -902,7 +1218,9 @@ class WorkspaceTransfers:
         large = [s for s in specs if (s.size or 0) >= engine.threshold]
         results: dict[str, UploadResult] = {}
         if small:
-            with cf.ThreadPoolExecutor(engine.concurrency) as pool:
+            with cf.ThreadPoolExecutor(
+                min(engine.small_concurrency, len(small)), thread_name_prefix="sts-bridge-put"
+            ) as pool:
                 for res in pool.map(lambda s: engine.upload_file(s, tracker), small):
                     results[res.key] = res
         for s in large:
@@ -916,14 +1234,17 @@ class WorkspaceTransfers:
         dest: str | os.PathLike[str] | None = None,
         *,
         progress: ProgressCallback | None = None,
+        concurrency: int = DEFAULT_DOWNLOAD_CONCURRENCY,
+        part_size: int = DEFAULT_DOWNLOAD_RANGE,
     ) -> Path:
         """Download ``key`` to ``dest`` (a file, or a directory to put it in).
 
-        The file appears complete or not at all (temp file + rename).
-        Raises :class:`NotFoundError` when there is no such object.
+        Ranged GETs of ``part_size`` bytes, ``concurrency`` at a time, each
+        signed with fresh credentials. The file appears complete or not at
+        all (temp file + rename). Checked: the size, and the MD5 when the
+        ETag is one (single-part objects). Raises :class:`NotFoundError`
+        when there is no such object.
         """
-        from boto3.s3.transfer import TransferConfig
-
         full = workspace_key(self.prefix, key)
         name = key.rsplit("/", 1)[-1]
         if dest is None:
@@ -933,30 +1254,17 @@ class WorkspaceTransfers:
             if target.is_dir() or os.fspath(dest).endswith(("/", os.sep)):
                 target = target / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        s3 = self.s3_client()
-        try:
-            size = int(s3.head_object(Bucket=self.bucket, Key=full)["ContentLength"])
-        except Exception as exc:
-            err = _map_error(exc, f"downloading {key!r}")
-            if isinstance(err, NotFoundError):
-                raise NotFoundError(
-                    f"no object {key!r} in workspace {getattr(self, 'name', '')!r}".replace(
-                        " ''", ""
-                    ),
-                    status=404,
-                    hint="list the workspace with `sts-bridge ls`",
-                ) from exc
-            raise err from exc
-        tracker = _Progress(progress, size)
-        config = TransferConfig(
+        engine = _Engine(
+            self,
+            concurrency=concurrency,
+            part_size=part_size,
             multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
-            multipart_chunksize=DEFAULT_PART_SIZE,
-            max_concurrency=DEFAULT_CONCURRENCY,
+            resumable=False,
         )
         try:
-            s3.download_file(self.bucket, full, str(target), Callback=tracker.add, Config=config)
-        except Exception as exc:
-            raise _map_error(exc, f"downloading {key!r}") from exc
+            engine.download(full, key, target, progress)
+        finally:
+            engine.close()
         return target
 
     # ------------------------------------------------------------------ list
