@@ -17,7 +17,6 @@ contacts neither the identity provider nor the API.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -349,6 +348,8 @@ def workspace_not_found(
     name: str, available: list[str], cause: NotFoundError | None = None
 ) -> WorkspaceNotFoundError:
     """A :class:`WorkspaceNotFoundError` with the available names and a did-you-mean."""
+    import difflib  # only on this error path (a warm run never gets here)
+
     matches = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
     return WorkspaceNotFoundError(
         name,

@@ -21,7 +21,6 @@ from sts_bridge.auth.authenticator import AuthenticatorCredentials, load_authent
 from sts_bridge.auth.base import Clock, TokenCredentials
 from sts_bridge.auth.cache import TokenCache
 from sts_bridge.auth.client_credentials import ClientCredentials
-from sts_bridge.auth.command import CommandToken
 from sts_bridge.auth.refresh import RefreshTokenCredentials, UserCredentials
 from sts_bridge.auth.static import StaticToken
 from sts_bridge.config import Settings, require
@@ -92,6 +91,8 @@ def credentials_from_settings(
         if flow == "command":
             require(settings, "token_command")
             assert settings.token_command is not None
+            from sts_bridge.auth.command import CommandToken  # runs a subprocess
+
             return CommandToken(settings.token_command, leeway=settings.leeway, clock=clock)
         require(settings, "issuer")
         assert settings.issuer is not None
@@ -124,6 +125,8 @@ def credentials_from_settings(
     if settings.token:
         return StaticToken(settings.token, clock=clock)
     if settings.token_command:
+        from sts_bridge.auth.command import CommandToken
+
         return CommandToken(settings.token_command, leeway=settings.leeway, clock=clock)
     require(settings, "issuer")
     assert settings.issuer is not None

@@ -1,16 +1,15 @@
-"""``sts-bridge credentials``: workspace credentials for other tools."""
+"""``sts-bridge credentials``: workspace credentials for other tools.
+
+The AWS CLI runs ``credentials --format credential-process`` whenever its
+keys have less than 15 minutes left: with a warm cache this command makes no
+network call, and what only ``--serve`` needs is imported by ``--serve``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shlex
-import signal
-import subprocess
 import sys
-import threading
 from typing import Any
 
 FORMATS = ("credential-process", "env", "json")
@@ -74,12 +73,21 @@ def run_credentials(args: argparse.Namespace) -> int:
     elif args.format == "json":
         print(json.dumps(tc.json_payload(workspace, creds), indent=2))
     else:
+        import shlex
+
         for name, value in tc.env_assignments(workspace, creds).items():
             print(f"export {name}={shlex.quote(value)}")
     return 0
 
 
 def _serve(workspace: Any, port: int, child: list[str]) -> int:
+    import contextlib
+    import os
+    import shlex
+    import signal
+    import subprocess
+    import threading
+
     from sts_bridge.credentials_server import ContainerCredentialsServer
 
     with ContainerCredentialsServer(workspace, port=port) as server:
