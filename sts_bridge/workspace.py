@@ -119,7 +119,10 @@ class Workspace(WorkspaceTransfers):
         """Credentials living at least ``min_lifetime`` more seconds when possible.
 
         The platform caps STS lifetimes (15 minutes in production): when even
-        new credentials live less, the newest are returned.
+        new credentials live less, the current ones are kept as long as they
+        have 90 % of their lifetime left (a new exchange would add less than
+        10 %), else new ones are fetched. The caller clamps to ``remaining()``.
+        See :meth:`RefreshingS3Credentials.lives_long_enough`.
         """
         return self.refreshing.credentials_for(min_lifetime)
 
