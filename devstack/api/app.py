@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ API_BASE_PATH = "/core"
 log = logging.getLogger("sts_bridge_devstack.api")
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class DevstackMiddleware:
     """Outermost ASGI layer: ``GET /__devstack/stats``, ``POST
     /__devstack/stats/reset``; counts and logs every other request (method,
@@ -34,14 +38,16 @@ class DevstackMiddleware:
         self.app = app
         self.counters = counters
 
-    async def _json(self, send: Any, status: int, body: Any) -> None:
+    async def _json(
+        self, send: Any, status: int, body: Any, content_type: bytes = b"application/json"
+    ) -> None:
         raw = json.dumps(body).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    (b"content-type", b"application/json"),
+                    (b"content-type", content_type),
                     (b"content-length", str(len(raw)).encode()),
                 ],
             }
@@ -61,6 +67,23 @@ class DevstackMiddleware:
                 await self._json(send, 200, {"reset": True})
             else:
                 await self._json(send, 404, {"detail": "unknown devstack endpoint"})
+            return
+        if _CONTROL_CHARACTERS.search(path):
+            # No identifier contains control characters; refusing them here also
+            # keeps them out of the log, and spares connexion's Flask adapter,
+            # which answers an unroutable "\n" in a path with a 500.
+            self.counters.count_request(method, "<path with control characters>", None, 400)
+            await self._json(
+                send,
+                400,
+                {
+                    "type": "about:blank",
+                    "title": "Bad Request",
+                    "status": 400,
+                    "detail": "the request path contains control characters",
+                },
+                content_type=b"application/problem+json",
+            )
             return
         scope.setdefault("extensions", {})
         started = time.monotonic()
