@@ -77,20 +77,20 @@ generate: $(VENV)/bin/openapi-generator-cli
 # Fails when the committed client differs from a fresh generation
 # (changed, deleted or new untracked files alike).
 check-generated: $(VENV)/bin/openapi-generator-cli
-	@rm -rf $(VENV)/.gen-check && mkdir -p $(VENV)/.gen-check
-	@$(VENV)/bin/openapi-generator-cli generate \
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(VENV)/bin/openapi-generator-cli generate \
 	    -i openapi/terrapi.yaml -c openapi/generator.yaml -t openapi/templates \
-	    -o $(VENV)/.gen-check/out --global-property $(GEN_PROPS) >/dev/null
-	@mkdir -p $(VENV)/.gen-check/tree/.openapi-generator
-	@mv $(VENV)/.gen-check/out/terrapi_client $(VENV)/.gen-check/tree/terrapi_client
-	@cp $(VENV)/.gen-check/out/.openapi-generator/VERSION $(VENV)/.gen-check/tree/.openapi-generator/VERSION
-	@git ls-files --error-unmatch generated_client >/dev/null 2>&1 || { echo "check-generated: generated_client/ is not committed"; exit 1; }
-	@diff -r --exclude=__pycache__ $(VENV)/.gen-check/tree generated_client \
-	    || { echo "check-generated: generated_client/ differs from openapi/terrapi.yaml: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- generated_client | grep -v __pycache__)" \
-	    || { git status --short -- generated_client; echo "check-generated: generated_client/ has uncommitted changes"; exit 1; }
-	@rm -rf $(VENV)/.gen-check
-	@echo "check-generated: generated_client/ matches openapi/terrapi.yaml"
+	    -o "$$tmp/out" --global-property $(GEN_PROPS) >/dev/null && \
+	mkdir -p "$$tmp/tree/.openapi-generator" && \
+	mv "$$tmp/out/terrapi_client" "$$tmp/tree/terrapi_client" && \
+	cp "$$tmp/out/.openapi-generator/VERSION" "$$tmp/tree/.openapi-generator/VERSION" && \
+	{ git ls-files --error-unmatch generated_client >/dev/null 2>&1 \
+	    || { echo "check-generated: generated_client/ is not committed"; exit 1; }; } && \
+	{ diff -r --exclude=__pycache__ "$$tmp/tree" generated_client \
+	    || { echo "check-generated: generated_client/ differs from openapi/terrapi.yaml: run 'make generate' and commit"; exit 1; }; } && \
+	{ test -z "$$(git status --porcelain --untracked-files=all -- generated_client | grep -v __pycache__)" \
+	    || { git status --short -- generated_client; echo "check-generated: generated_client/ has uncommitted changes"; exit 1; }; } && \
+	echo "check-generated: generated_client/ matches openapi/terrapi.yaml"
 
 demo: setup
 	$(PY) -m sts_bridge_devstack.demo
