@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger("sts_bridge")
 
 __all__ = ["atomic_write", "file_lock", "read_private_json"]
 
@@ -84,3 +87,43 @@ def read_private_json(path: str | os.PathLike[str]) -> Any:
     except FileNotFoundError:
         return None
     return json.loads(raw.decode("utf-8"))
+
+
+def read_cache_document(
+    path: Path, *, format: str, version: int, key: Any, what: str, foreign: str
+) -> dict[str, Any] | None:
+    """The JSON document of a private cache file, or ``None`` (with a warning).
+
+    A missing file, a file of another user, unreadable or corrupt content and
+    a document written for another ``key``/``format``/``version`` all give
+    ``None``: a cache is never worth a crash, and the file is replaced on the
+    next write. ``what`` names the cache in warnings ("token cache"),
+    ``foreign`` says what another key means ("another client or version").
+    """
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.warning("ignoring %s %s: %s", what, path, exc.strerror)
+        return None
+    if hasattr(os, "getuid") and stat.st_uid != os.getuid():
+        logger.warning("ignoring %s %s: owned by another user", what, path)
+        return None
+    try:
+        data = read_private_json(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        logger.warning("ignoring corrupt %s %s (it will be replaced)", what, path)
+        return None
+    if data is None:
+        return None
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != format
+        or data.get("version") != version
+        or data.get("key") != key
+    ):
+        logger.warning("ignoring %s %s: written for %s", what, path, foreign)
+        return None
+    return data
+

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sts_bridge._files import atomic_write, file_lock, read_private_json
+from sts_bridge._files import atomic_write, file_lock, read_cache_document
 from sts_bridge.errors import CredentialsError
 from sts_bridge.s3_credentials import S3Credentials
 from sts_bridge.storage_point import StoragePoint
@@ -91,35 +91,14 @@ class CredentialCache:
         return self._locked()
 
     def _read(self) -> dict[str, Any] | None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            logger.warning("ignoring credentials cache %s: %s", self.path, exc.strerror)
-            return None
-        if hasattr(os, "getuid") and stat.st_uid != os.getuid():
-            logger.warning("ignoring credentials cache %s: owned by another user", self.path)
-            return None
-        try:
-            data = read_private_json(self.path)
-        except (OSError, ValueError, UnicodeDecodeError):
-            logger.warning("ignoring corrupt credentials cache %s (it will be replaced)", self.path)
-            return None
-        if data is None:
-            return None
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != _FORMAT
-            or data.get("version") != _VERSION
-            or data.get("key") != self.key
-        ):
-            logger.warning(
-                "ignoring credentials cache %s: written for another workspace or version",
-                self.path,
-            )
-            return None
-        return data
+        return read_cache_document(
+            self.path,
+            format=_FORMAT,
+            version=_VERSION,
+            key=self.key,
+            what="credentials cache",
+            foreign="another workspace or version",
+        )
 
     def load_entry(self) -> tuple[StoragePoint | None, S3Credentials | None]:
         """(storage point, credentials) from the file; each ``None`` when absent or corrupt."""

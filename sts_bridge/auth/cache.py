@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sts_bridge._files import atomic_write, file_lock, read_private_json
+from sts_bridge._files import atomic_write, file_lock, read_cache_document
 from sts_bridge.auth.base import Token
 from sts_bridge.errors import TokenCacheError
 
@@ -72,32 +72,15 @@ class TokenCache:
 
     def load(self) -> Token | None:
         """The cached token, or ``None`` when absent, unreadable or foreign (warned)."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            logger.warning("ignoring token cache %s: %s", self.path, exc.strerror)
-            return None
-        if hasattr(os, "getuid") and stat.st_uid != os.getuid():
-            logger.warning("ignoring token cache %s: owned by another user", self.path)
-            return None
-        try:
-            data = read_private_json(self.path)
-        except (OSError, ValueError, UnicodeDecodeError):
-            logger.warning("ignoring corrupt token cache %s (it will be replaced)", self.path)
-            return None
+        data = read_cache_document(
+            self.path,
+            format=_FORMAT,
+            version=_VERSION,
+            key=self.key,
+            what="token cache",
+            foreign="another client or version",
+        )
         if data is None:
-            return None
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != _FORMAT
-            or data.get("version") != _VERSION
-            or data.get("key") != self.key
-        ):
-            logger.warning(
-                "ignoring token cache %s: written for another client or version", self.path
-            )
             return None
         try:
             return Token.from_dict(data.get("token") or {})
