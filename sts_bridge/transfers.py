@@ -934,7 +934,7 @@ class _Engine:
         md5_hex, reason = _etag_md5(etag, resp.headers)
         tracker = _Progress(progress, size)
         tmp = target.with_name(f".{target.name}.{os.getpid()}-{random.getrandbits(32):08x}.part")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         ok = False
         try:
             if size:

@@ -704,3 +704,124 @@ def test_cli_refuses_bad_key_and_notes_clamping(
     assert "sts-bridge: note: presigned URL valid for" in err
     status, _, err = cli("presign", "x.txt", "--expires-in", "soon")
     assert status == 2 and "not a duration" in err
+
+
+# --------------------------------------------------------------------------
+# the own download path: ranged GETs, checks, no boto3 client
+# --------------------------------------------------------------------------
+def test_download_parallel_ranges_fresh_credentials_no_boto3(
+    ws: FakeWorkspace, tmp_path: Path
+) -> None:
+    data = _file(tmp_path / "src.bin", 11 * MiB + 5, seed=3)
+    res = ws.upload(tmp_path / "src.bin", "rg/src.bin", part_size=5 * MiB, multipart_threshold=1)
+    assert isinstance(res, UploadResult) and res.parts == 3
+    ws.calls.clear()
+    seen: list[int] = []
+    out = ws.download(
+        "rg/src.bin",
+        tmp_path / "out.bin",
+        part_size=2 * MiB,
+        concurrency=3,
+        progress=lambda d, t: seen.append(d),
+    )
+    assert out.read_bytes() == data
+    assert seen == sorted(seen) and seen[-1] == len(data)
+    # 6 ranged GETs, each signed with a fresh credentials() snapshot; no boto3 client
+    assert "s3_client" not in ws.calls
+    assert ws.calls.count("credentials") >= 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out.bin", "src.bin"]
+
+
+def test_download_single_part_md5_and_empty_object(ws: FakeWorkspace, tmp_path: Path) -> None:
+    small = os.urandom(3 * MiB + 1)
+    ws.upload(small, "rg/small.bin")  # single PUT: the ETag is the MD5
+    assert ws.download("rg/small.bin", tmp_path / "s.bin").read_bytes() == small
+    # larger than one range and still single-part: MD5 read back from the file
+    assert ws.download("rg/small.bin", tmp_path / "s2.bin", part_size=1 * MiB).read_bytes() == small
+    ws.upload(b"", "rg/empty.bin")
+    out = ws.download("rg/empty.bin", tmp_path / "e.bin")
+    assert out.exists() and out.read_bytes() == b""
+    assert "s3_client" not in ws.calls
+
+
+@pytest.mark.parametrize(
+    ("part_size", "how"), [(8 * MiB, "etag"), (1 * MiB, "etag"), (1 * MiB, "disk")]
+)
+def test_download_corruption_is_caught_and_leaves_no_file(
+    ws: FakeWorkspace, tmp_path: Path, part_size: int, how: str
+) -> None:
+    ws.upload(os.urandom(3 * MiB), "rg/bad.bin")
+    original = transfers._pwrite_all
+
+    def flip(fd: int, view: memoryview, offset: int, what: str) -> None:
+        if offset == 0:
+            view = memoryview(bytes([view[0] ^ 1]) + bytes(view[1:]))
+        original(fd, view, offset, what)
+
+    (tmp_path / "d").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        if how == "disk":  # the bytes on disk differ (checked by reading the file back)
+            mp.setattr(transfers, "_pwrite_all", flip)
+        else:  # the bytes received are not what the ETag promises
+            mp.setattr(transfers, "_etag_md5", lambda etag, headers: ("f" * 32, ""))
+        with pytest.raises(TransferError, match="ETag"):
+            ws.download("rg/bad.bin", tmp_path / "d" / "bad.bin", part_size=part_size)
+    assert list((tmp_path / "d").iterdir()) == []  # neither the file nor a temp file
+
+
+def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> None:
+    data = _file(tmp_path / "src.bin", 6 * MiB, seed=4)
+    ws.upload(tmp_path / "src.bin", "rg/broken.bin", part_size=5 * MiB, multipart_threshold=1)
+    original = transfers._pwrite_all
+    broke: list[int] = []
+
+    def breaking(fd: int, view: memoryview, offset: int, what: str) -> None:
+        original(fd, view, offset, what)
+        if offset >= 2 * MiB and not broke:
+            broke.append(offset)
+            raise ConnectionResetError("peer reset mid-range")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transfers, "_pwrite_all", breaking)
+        out = ws.download("rg/broken.bin", tmp_path / "o.bin", part_size=4 * MiB, concurrency=1)
+    assert broke and out.read_bytes() == data
+
+
+def test_upload_and_resume_never_build_a_boto3_client(
+    ws: FakeWorkspace, tmp_path: Path, admin: Any
+) -> None:
+    data = _file(tmp_path / "r.bin", 11 * MiB, seed=5)
+    full = PREFIX + "nb/r.bin"
+    # an interrupted upload (as a killed process leaves it), then resumed
+    engine = transfers._Engine(
+        ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
+    )
+    spec = transfers._UploadSpec(
+        tmp_path / "r.bin", None, "nb/r.bin", full, len(data), "application/octet-stream", {}
+    )
+    upload_id = engine.create_multipart(spec)
+    engine.put_part(full, upload_id, 1, data[: 5 * MiB])
+    assert engine._upload_in_progress(full, upload_id)
+    assert set(engine._list_parts(full, upload_id)) == {1}
+    state = {
+        "version": 1,
+        "upload_id": upload_id,
+        "part_size": 5 * MiB,
+        "bucket": BUCKET,
+        "key": full,
+        "size": len(data),
+        "mtime_ns": (tmp_path / "r.bin").stat().st_mtime_ns,
+        "source": str(tmp_path / "r.bin"),
+    }
+    path = engine.state_path(spec, state["mtime_ns"])  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+    engine.close()
+    ws.calls.clear()
+    res = ws.upload(tmp_path / "r.bin", "nb/r.bin", part_size=5 * MiB, multipart_threshold=1)
+    assert isinstance(res, UploadResult) and res.resumed_parts == 1 and res.parts == 3
+    assert res.etag.endswith("-3")
+    assert _get(admin, full) == data
+    assert "s3_client" not in ws.calls
+    assert _uploads(admin) == []

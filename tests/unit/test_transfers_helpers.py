@@ -165,3 +165,52 @@ def test_presign_many_checks_every_key_before_credentials() -> None:
     urls = ws.presign_many([f"k{i}" for i in range(100)], expires_in=60)
     assert len({u.url for u in urls}) == 100
     assert len({u.expires_at for u in urls}) == 1
+
+
+def test_etag_md5_only_for_plain_md5_etags() -> None:
+    from sts_bridge.transfers import _etag_md5
+
+    md5 = "0" * 31 + "a"
+    assert _etag_md5(md5, {}) == (md5, "")
+    assert _etag_md5(md5 + "-3", {})[0] is None
+    assert "multipart" in _etag_md5(md5 + "-3", {})[1]
+    assert _etag_md5("", {})[0] is None
+    assert _etag_md5(md5, {"x-amz-server-side-encryption": "aws:kms"})[0] is None
+    sse_c = {"x-amz-server-side-encryption-customer-algorithm": "AES256"}
+    assert _etag_md5(md5, sse_c)[0] is None
+    assert _etag_md5(md5, {"x-amz-server-side-encryption": "AES256"}) == (md5, "")
+
+
+def test_small_xml_answers() -> None:
+    from sts_bridge.transfers import _xml_blocks, _xml_text
+
+    data = (
+        b'<?xml version="1.0"?><ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker>"
+        b"<Part><PartNumber>1</PartNumber><ETag>&quot;abc&quot;</ETag><Size>5</Size></Part>"
+        b"<Part><PartNumber>2</PartNumber><ETag>\"def\"</ETag><Size>6</Size></Part>"
+        b"</ListPartsResult>"
+    )
+    assert _xml_text(data, "IsTruncated") == "true"
+    assert _xml_text(data, "NextPartNumberMarker") == "2"
+    parts = _xml_blocks(data, "Part")
+    assert [_xml_text(p, "PartNumber") for p in parts] == ["1", "2"]
+    assert [_xml_text(p, "ETag") for p in parts] == ['"abc"', '"def"']
+    assert _xml_text(data, "Missing") == ""
+    assert _xml_text(b"<Error><Code>NoSuchUpload</Code></Error>", "Code") == "NoSuchUpload"
+
+
+def test_content_range() -> None:
+    from sts_bridge.errors import TransferError
+    from sts_bridge.transfers import _range_start, _total_size
+
+    @dataclass
+    class R:
+        status: int
+        headers: dict[str, str]
+
+    assert _total_size(R(206, {"Content-Range": "bytes 0-9/100"})) == 100
+    assert _range_start(R(206, {"Content-Range": "bytes 10-19/100"})) == 10
+    assert _total_size(R(200, {"Content-Length": "7"})) == 7
+    with pytest.raises(TransferError):
+        _total_size(R(206, {"Content-Range": "bytes */100"}))
