@@ -1472,12 +1472,16 @@ class WorkspaceTransfers:
         prefix = self.prefix
         full_keys = [workspace_key(prefix, k) for k in key_list]
         creds = self.credentials_for(min_lifetime=seconds)
-        now = datetime.now(timezone.utc).replace(microsecond=0)
+        precise_now = datetime.now(timezone.utc)
+        # SigV4 dates have whole seconds; the URL lives from X-Amz-Date for
+        # X-Amz-Expires seconds, so measure the clamp from the truncated time,
+        # but refuse from the precise one (0.2 s left is no URL worth giving).
+        now = precise_now.replace(microsecond=0)
         effective = seconds
         expiry: datetime | None = getattr(creds, "expiry", None)
         if expiry is not None:
             remaining = math.floor((expiry - now).total_seconds())
-            if remaining < 1:
+            if (expiry - precise_now).total_seconds() < 1:
                 raise CredentialsError(
                     "the storage credentials expire now; cannot sign a URL",
                     hint="try again in a moment",
