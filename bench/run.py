@@ -16,7 +16,7 @@ Without the SDK (or with ``--plain``) it runs the non-sts-bridge contenders
 against a bare RadosGateway with a plain radosgw user.
 
 Results: a markdown table on stdout and in ``bench/results/latest.md`` +
-``latest.json`` (``quick.md``/``quick.json`` for ``--quick``); a full run
+``latest.json`` (``quick.*`` for ``--quick``, ``partial.*`` for ``--only``); a full run
 also refreshes the table in ``bench/README.md`` (and in the top-level
 README.md when it has the ``<!-- bench:start -->``/``<!-- bench:end -->``
 markers).
@@ -646,7 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "quick" if quick else "latest"
+    # a partial (--only) or --quick run never replaces the full results
+    stem = "quick" if quick else ("partial" if only else "latest")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / f"{stem}.md").write_text(md)
     _say(f"bench: wrote {out / (stem + '.md')} and {stem}.json")
