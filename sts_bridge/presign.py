@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Protocol
@@ -133,6 +134,22 @@ class Signer:
             host = f"{host}:{parts.port}"
         self.host = host
         self._signing_keys: dict[str, bytes] = {}
+        self._stamp: tuple[int, str] = (-1, "")
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host[:port]`` the signed URLs start with (one HTTP pool serves them)."""
+        return self._base_url
+
+    def _timestamp(self, now: datetime | None) -> str:
+        """``YYYYMMDDTHHMMSSZ`` of ``now`` (default: the clock), formatted once per second."""
+        if now is not None:
+            return _utc(now).strftime(_TIMESTAMP)
+        second = int(time.time())
+        stamp = self._stamp  # one tuple: read and written atomically
+        if stamp[0] != second:
+            stamp = self._stamp = (second, time.strftime(_TIMESTAMP, time.gmtime(second)))
+        return stamp[1]
 
     # ------------------------------------------------------------ internals
     def _signing_key(self, date: str) -> bytes:
@@ -231,7 +248,7 @@ class Signer:
         and the headers to send (``Host`` is left to the HTTP client, whose
         value is the same).
         """
-        timestamp = _utc(now).strftime(_TIMESTAMP)
+        timestamp = self._timestamp(now)
         date = timestamp[:8]
         scope = self._scope(date)
         out: dict[str, str] = dict(headers or {})

@@ -273,6 +273,25 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+def _read_small(path: Path, size: int) -> bytes:
+    """The bytes of a small file expected to hold ``size`` bytes (open, one read, close).
+
+    Asks for one byte more than expected, so a file that grew is seen with
+    the same single read (regular files return short only at the end).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) < size:  # shrank, or a short read: read on until the end
+            parts = [data]
+            while more := os.read(fd, size + 1 - sum(map(len, parts))):
+                parts.append(more)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
+
+
 def _strip_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"')
 
@@ -447,37 +466,51 @@ class _Engine:
         self.part_size = part_size
         self.threshold = max(multipart_threshold, 1)
         self.resumable = resumable
-        kwargs: dict[str, Any] = {}
-        if ws.verify is False:
-            kwargs["cert_reqs"] = "CERT_NONE"
-        elif isinstance(ws.verify, str):
-            kwargs["ca_certs"] = ws.verify
-        self.http = urllib3.PoolManager(
-            maxsize=max(self.concurrency, self.small_concurrency) + 1, block=False, **kwargs
-        )
         self.timeout = urllib3.Timeout(connect=15.0, read=300.0)
         self._signer_lock = threading.Lock()
         self._signer: tuple[CredentialsLike, Signer] | None = None
+        # One connection pool for the one host every request of the engine
+        # goes to (made with the first signer, which knows the URL): no
+        # PoolManager, whose URL parsing and pool lookup cost CPU per request.
+        self.http: Any = None
+        self._base_len = 0
+
+    def _make_pool(self, base_url: str) -> Any:
+        import urllib3
+
+        kwargs: dict[str, Any] = {}
+        if base_url.startswith("https:"):
+            if self.ws.verify is False:
+                kwargs["cert_reqs"] = "CERT_NONE"
+            elif isinstance(self.ws.verify, str):
+                kwargs["ca_certs"] = self.ws.verify
+        self._base_len = len(base_url)
+        size = max(self.concurrency, self.small_concurrency) + 1
+        return urllib3.connection_from_url(base_url, maxsize=size, block=False, **kwargs)
 
     def close(self) -> None:
-        self.http.clear()
+        if self.http is not None:
+            self.http.close()
 
     # ---------------------------------------------------------- plumbing
     def signer(self) -> Signer:
         creds = self.ws.credentials()
+        current = self._signer  # a cheap read: same snapshot, same signer
+        if current is not None and current[0] is creds:
+            return current[1]
         with self._signer_lock:
             if self._signer is None or self._signer[0] is not creds:
                 ws = self.ws
-                self._signer = (
-                    creds,
-                    Signer(
-                        endpoint_url=ws.endpoint_url,
-                        bucket=ws.bucket,
-                        region=ws.region,
-                        credentials=creds,
-                        addressing_style=ws.addressing_style,
-                    ),
+                signer = Signer(
+                    endpoint_url=ws.endpoint_url,
+                    bucket=ws.bucket,
+                    region=ws.region,
+                    credentials=creds,
+                    addressing_style=ws.addressing_style,
                 )
+                if self.http is None:
+                    self.http = self._make_pool(signer.base_url)
+                self._signer = (creds, signer)
             return self._signer[1]
 
     def call(
@@ -513,13 +546,14 @@ class _Engine:
                 method, full_key, query=query, headers=headers, payload_sha256=payload_sha256
             )
             try:
-                resp = self.http.request(
+                resp = self.http.urlopen(
                     method,
-                    url,
+                    url[self._base_len :],  # the pool knows scheme, host and port
                     body=body,
                     headers=signed,
                     retries=False,
                     redirect=False,
+                    assert_same_host=False,
                     timeout=self.timeout,
                     preload_content=not stream,
                 )
@@ -750,7 +784,7 @@ class _Engine:
     def upload_file(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
         assert spec.source is not None and spec.size is not None
         if spec.size < self.threshold:
-            data = spec.source.read_bytes()
+            data = _read_small(spec.source, spec.size)
             if len(data) != spec.size:
                 raise TransferError(f"{spec.source} changed while it was being uploaded")
             return self.put_object(spec, data, progress)

@@ -184,3 +184,50 @@ def test_header_signature_matches_botocore(token: str | None) -> None:
     ):
         S3SigV4Auth(Credentials(ACCESS, SECRET, token), "s3", "us-east-1").add_auth(request)
     assert request.headers["Authorization"] == headers["Authorization"]
+
+
+def test_clock_timestamp_is_the_formatted_second_and_base_url() -> None:
+    """Without ``now`` the signer formats the clock once per second; same text as strftime."""
+    import time
+
+    signer = Signer(
+        endpoint_url="http://127.0.0.1:8000/",
+        bucket="bkt",
+        region="us-east-1",
+        credentials=_creds(TOKEN),
+    )
+    assert signer.base_url == "http://127.0.0.1:8000"
+    assert signer.object_url("a b").startswith(signer.base_url + "/bkt/")
+    assert signer._timestamp(NOW) == "20260301T235958Z"
+    for _ in range(3):
+        before = int(time.time())
+        stamp = signer._timestamp(None)
+        after = int(time.time())
+        allowed = {
+            datetime.fromtimestamp(t, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            for t in range(before, after + 1)
+        }
+        assert stamp in allowed
+    url, headers = signer.sign_request("PUT", "k")
+    assert url == signer.object_url("k")
+    assert headers["x-amz-date"] in {
+        datetime.fromtimestamp(t, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        for t in range(int(time.time()) - 2, int(time.time()) + 1)
+    }
+    # a signature made from the clock equals one made from the same explicit instant
+    explicit = datetime.strptime(headers["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=timezone.utc
+    )
+    assert signer.sign_request("PUT", "k", now=explicit) == (url, headers)
+
+
+def test_virtual_base_url_has_the_bucket_host() -> None:
+    signer = Signer(
+        endpoint_url="https://s3.example.org",
+        bucket="bkt",
+        region="us-east-1",
+        credentials=_creds(None),
+        addressing_style="virtual",
+    )
+    assert signer.base_url == "https://bkt.s3.example.org"
+    assert signer.object_url("k") == "https://bkt.s3.example.org/k"

@@ -214,3 +214,18 @@ def test_content_range() -> None:
     assert _total_size(R(200, {"Content-Length": "7"})) == 7
     with pytest.raises(TransferError):
         _total_size(R(206, {"Content-Range": "bytes */100"}))
+
+
+def test_read_small_reads_exactly_and_sees_growth_and_shrinking(tmp_path: Any) -> None:
+    from sts_bridge.transfers import _read_small
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 1000)
+    assert _read_small(path, 1000) == b"x" * 1000
+    # the file grew since it was listed: one more byte comes back (the caller refuses it)
+    assert len(_read_small(path, 999)) == 1000
+    # the file shrank: fewer bytes come back
+    assert _read_small(path, 2000) == b"x" * 1000
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert _read_small(empty, 0) == b""
