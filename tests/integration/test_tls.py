@@ -189,7 +189,10 @@ def test_custom_ca_bundle_works(tls_api: tuple[str, Path], monkeypatch: pytest.M
 def test_insecure_turns_verification_off(
     tls_api: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from urllib3.exceptions import InsecureRequestWarning
+
     monkeypatch.setenv("TERRAPI_INSECURE", "1")
-    assert sts_bridge.Client.from_env().workspaces() == [
-        "gep-processing-results-a2s-service-workspace"
-    ]
+    with pytest.warns(InsecureRequestWarning):  # turning verification off is never silent
+        assert sts_bridge.Client.from_env().workspaces() == [
+            "gep-processing-results-a2s-service-workspace"
+        ]
