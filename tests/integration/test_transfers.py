@@ -787,6 +787,80 @@ def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> N
     assert broke and out.read_bytes() == data
 
 
+def _direct_supported(folder: Path) -> bool:
+    probe = folder / ".probe"
+    probe.write_bytes(b"")
+    fd = transfers._open_direct(probe, 1 << 40, 4 * MiB)
+    if fd is not None:
+        os.close(fd)
+    probe.unlink()
+    return fd is not None
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+@pytest.mark.parametrize("how", ["direct", "refused", "broken"])
+def test_download_with_o_direct_odd_size(
+    ws: FakeWorkspace, tmp_path: Path, how: str
+) -> None:
+    """Large downloads write with O_DIRECT: aligned writes, the odd tail buffered, same bytes.
+
+    ``refused``: the file system refuses a direct write (EINVAL): buffered for the rest.
+    ``broken``: a connection breaks after a direct write: the range resumes.
+    """
+    data = _file(tmp_path / "src.bin", 5 * MiB + 777, seed=6)
+    ws.upload(tmp_path / "src.bin", "rg/direct.bin", part_size=5 * MiB, multipart_threshold=1)
+    original = transfers._Engine._write_direct
+    direct_writes: list[int] = []
+    broke: list[int] = []
+
+    def spy(dfd: int, fd: int, view: memoryview, pos: int, what: str, direct: Any) -> None:
+        assert pos % transfers._DIRECT_ALIGN == 0 and len(view) % transfers._DIRECT_ALIGN == 0
+        direct_writes.append(pos)
+        original(dfd, fd, view, pos, what, direct)
+        if how == "broken" and pos >= 2 * MiB and not broke:
+            broke.append(pos)
+            raise ConnectionResetError("peer reset mid-range")
+
+    real_pwrite = os.pwrite
+    refused: list[int] = []
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        import fcntl
+
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0):
+            refused.append(offset)
+            raise OSError(22, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    fds = _open_fds()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transfers, "DIRECT_IO_MIN_SIZE", 0)
+        mp.setattr(transfers._Engine, "_write_direct", staticmethod(spy))
+        if how == "refused":
+            mp.setattr(os, "pwrite", pwrite)
+        out = ws.download("rg/direct.bin", tmp_path / "o.bin", part_size=2 * MiB, concurrency=2)
+    assert out.read_bytes() == data
+    assert _open_fds() == fds  # the O_DIRECT descriptor is closed too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "o.bin", "src.bin"]
+    if _direct_supported(tmp_path):
+        assert direct_writes
+        if how == "refused":
+            assert 1 <= len(refused) <= 2  # given up after the first refusal (2 threads)
+        if how == "broken":
+            assert broke
+
+
+def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
+    assert transfers.DIRECT_IO_MIN_SIZE is None or transfers._open_direct(
+        tmp_path, transfers.DIRECT_IO_MIN_SIZE - 1, 16 * MiB
+    ) is None
+    # a range size that is not a multiple of the alignment never goes direct
+    assert transfers._open_direct(tmp_path, 1 << 40, 16 * MiB + 1) is None
+
+
 def test_upload_and_resume_never_build_a_boto3_client(
     ws: FakeWorkspace, tmp_path: Path, admin: Any
 ) -> None:
