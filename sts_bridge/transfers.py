@@ -92,6 +92,7 @@ import mimetypes
 import os
 import random
 import re
+import stat
 import threading
 import time
 import warnings
@@ -1339,9 +1340,15 @@ class WorkspaceTransfers:
                     rel = full_path.relative_to(path).as_posix()
                     if not matches_filters(rel, include, exclude):
                         continue
-                    if not full_path.is_file():
+                    try:  # one stat per file (is_file() + stat() made two)
+                        st = os.stat(full_path)
+                    except OSError as exc:  # a broken symlink...: not a file, as is_file() said
+                        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+                            continue
+                        raise
+                    if not stat.S_ISREG(st.st_mode):
                         continue
-                    found.append(spec(full_path, None, base + rel, full_path.stat().st_size))
+                    found.append(spec(full_path, None, base + rel, st.st_size))
             return found, False
         if not path.is_file():
             raise TransferError(f"{path} is not a file or directory", hint="check the path")

@@ -229,3 +229,34 @@ def test_read_small_reads_exactly_and_sees_growth_and_shrinking(tmp_path: Any) -
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert _read_small(empty, 0) == b""
+
+
+def test_plan_upload_of_a_directory_stats_each_file_once_and_skips_non_files(
+    tmp_path: Any,
+) -> None:
+    import os
+
+    root = tmp_path / "d"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"abc")
+    (root / "sub" / "b.bin").write_bytes(b"x" * 10)
+    (root / "gone").symlink_to(root / "missing")  # broken symlink: skipped, as is_file() did
+    (root / "link.txt").symlink_to(root / "a.txt")  # a symlink to a file: uploaded, as before
+    calls: list[str] = []
+    real_stat = os.stat
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "stat", counting)
+        specs, single = Offline(lifetime=None)._plan_upload(root, "up/", None, {}, None, None)
+    assert not single
+    assert [(s.key, s.full_key, s.size) for s in specs] == [
+        ("up/a.txt", "a2s/up/a.txt", 3),
+        ("up/link.txt", "a2s/up/link.txt", 3),
+        ("up/sub/b.bin", "a2s/up/sub/b.bin", 10),
+    ]
+    per_file = [c for c in calls if c.startswith(os.fspath(root) + os.sep)]
+    assert len(per_file) == len(set(per_file)) == 4  # one stat per entry, broken link included
