@@ -25,93 +25,75 @@ cost about 0.2 CPU-s and 25 MB to import and make):
 - downloads: the first ranged GET tells the size and ETag (no HEAD); the
   other ranges follow in parallel, each streamed with ``readinto`` into one
   reused buffer per thread and written with ``os.pwrite`` at its offset in a temp file
-  that is renamed into place only when complete and checked. Downloads of
-  ``DIRECT_IO_MIN_SIZE`` (64 MiB) or more write with ``O_DIRECT`` on Linux
-  (whole 1 MiB page-aligned buffers at aligned offsets; the object's odd
-  tail, and everything after a refused direct write, through the page
-  cache). Why: on the reference VM (Firecracker, virtio-balloon free page
-  reporting) writing 1 GiB through the page cache cost 0.16 s of kernel
-  time when the freed pages of a previous write were reused at once, but
-  0.85-1.6 s in a fresh process (first touch of pages the host had taken
-  back; ``copy_folio_from_iter_atomic`` in perf), with no network involved;
-  O_DIRECT took 0.07 s of kernel time and 0.45 s wall, every time. The
-  price: the file is not left in the page cache, and on a disk slower than
-  the network the download waits for the disk.
+  that is renamed into place only when complete and checked; large
+  downloads write with ``O_DIRECT`` on Linux (why: see :mod:`sts_bridge._download`).
 
 Listing and deletes still use the workspace's boto3 client.
 
-Integrity
----------
-Every PUT and UploadPart carries ``x-amz-content-sha256`` = the real SHA-256
-of its body, inside the SigV4 signature. AWS and radosgw recompute it and
-refuse the request on mismatch (``XAmzContentSHA256Mismatch``), so every
-byte is verified by the server, and the hash cannot be altered in transit
-without breaking the signature. (The alternative, ``UNSIGNED-PAYLOAD`` +
-``Content-MD5``, costs more CPU here: SHA-256 runs at about 1.7 GB/s with
-SHA-NI, MD5 at 0.73 GB/s, measured on the 2-core reference machine.) No SDK
-"flexible checksum" headers are sent: they are what breaks older
-S3-compatible servers. ``UploadResult.checksum`` is ``sha256:<hex>`` of the
-object, or for multipart uploads the composite ``sha256:<hex of SHA-256 of
-the part digests>-<parts>`` (AWS's COMPOSITE scheme, in hex).
+Modules
+-------
+This module is the public face (the mixin, :func:`upload_to_workspace`,
+the result types, :class:`PresignClampedWarning`, :func:`parse_duration`);
+the engine lives in private modules, each with one job:
 
-Downloads check that every range delivers exactly its bytes (a broken
-connection resumes from the first missing byte), that the total is the
-object's size, that later ranges come from the same object
-(``If-Match: <etag>``), and, when the ETag is an MD5 (single-part objects
-without SSE-KMS/SSE-C), the MD5 of the data: streamed when the object comes
-in one GET, read back from the file otherwise. A multipart ETag (``-N``)
-is the MD5 of part MD5s whose part sizes are unknown: it is not compared
-(logged at debug level with the reason), the size is.
-
-Resume
-------
-A multipart upload from a file writes a small 0600 state file
-(``<cache dir>/uploads/<hash of endpoint, bucket, key, size, mtime>.json``)
-holding the upload id and part size. Run again after the process died, the
-upload is found again (state file + ListMultipartUploads confirms it is
-still in progress), ListParts gives the stored parts, and each is kept only
-when its ETag equals the MD5 of the local bytes of that part; the others are
-uploaded again. A failure (an exception) aborts the multipart upload and
-removes the state file, so no parts are left behind; only a killed process
-(or Ctrl-C) leaves an upload to resume.
+- :mod:`sts_bridge._s3http`: the signed HTTP client over urllib3, S3's XML
+  answers, error mapping;
+- :mod:`sts_bridge._upload`: upload helpers, single PUTs, multipart
+  uploads and resume (integrity and resume are described there);
+- :mod:`sts_bridge._download`: ranged parallel GETs, O_DIRECT writes and
+  the checks of a download;
+- :mod:`sts_bridge._transfer_types`: the result and progress types.
 """
 
 from __future__ import annotations
 
 import builtins
 import concurrent.futures as cf
-import contextlib
 import errno
-import fnmatch
-import functools
-import hashlib
-import json
 import logging
 import math
-import mimetypes
 import os
-import random
 import re
 import stat
-import threading
-import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
 
+from sts_bridge._download import (
+    DEFAULT_DOWNLOAD_CONCURRENCY,
+    DEFAULT_DOWNLOAD_RANGE,
+    _DownloadEngine,
+)
+from sts_bridge._s3http import _error_code, _map_error, _strip_etag
+from sts_bridge._transfer_types import (
+    ObjectInfo,
+    PresignedUrl,
+    ProgressCallback,
+    UploadResult,
+    _Progress,
+)
+from sts_bridge._upload import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    DEFAULT_SMALL_FILE_CONCURRENCY,
+    _UploadEngine,
+    _UploadSpec,
+    choose_part_size,
+    composite_checksum,
+    guess_content_type,
+    matches_filters,
+)
 from sts_bridge.errors import (
     CredentialsError,
     InvalidKeyError,
     NotFoundError,
-    PermissionDeniedError,
-    StsBridgeError,
     TransferError,
 )
 from sts_bridge.keys import relative_key, workspace_key, workspace_prefix
-from sts_bridge.presign import EMPTY_SHA256, MAX_EXPIRES, CredentialsLike, Signer
+from sts_bridge.presign import MAX_EXPIRES, Signer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -135,75 +117,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
-# Tuned on a 2-core machine against radosgw on the same host (128 MiB
-# upload): 8 MiB parts, 4 in flight was fastest (0.42-0.60 s, 0.12 s client
-# CPU, vs 0.66-0.93 s and 0.20-0.24 s CPU for boto3's upload_file defaults);
-# 32 MiB parts or 2 in flight were not better. 32 MiB in memory at most.
-DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
-DEFAULT_PART_SIZE = 8 * MiB
-DEFAULT_CONCURRENCY = 4
-# Many small files are latency-bound: more PUTs in flight (one pool).
-DEFAULT_SMALL_FILE_CONCURRENCY = 16
-DEFAULT_DOWNLOAD_CONCURRENCY = 4
-DEFAULT_DOWNLOAD_RANGE = 16 * MiB
-MIN_PART_SIZE = 5 * MiB
-MAX_PARTS = 10_000
-MAX_PART_SIZE = 5 * 1024 * MiB
-_ATTEMPTS = 4
-_RETRY_STATUS = frozenset({500, 502, 503, 504})
-
-ProgressCallback = Callable[[int, int | None], None]
-"""``progress(bytes_done, total_or_None)``; called from worker threads, serialised."""
 
 Source = Union[str, "os.PathLike[str]", IO[bytes], bytes, bytearray, memoryview]
 
 
 class PresignClampedWarning(UserWarning):
     """A presigned URL lives shorter than asked: the credentials expire first."""
-
-
-# --------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class UploadResult:
-    """One uploaded object.
-
-    ``key`` is relative to the workspace, ``uri`` is ``s3://bucket/full-key``,
-    ``etag`` the server's ETag (without quotes), ``checksum`` the SHA-256
-    (``sha256:<hex>``, or ``sha256:<hex>-<parts>`` composite for multipart).
-    """
-
-    key: str
-    size: int
-    etag: str
-    checksum: str
-    uri: str
-    parts: int = 0
-    resumed_parts: int = 0
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """One listed object (or a common prefix when ``is_prefix``)."""
-
-    key: str
-    size: int
-    etag: str | None = None
-    last_modified: datetime | None = None
-    is_prefix: bool = False
-
-
-@dataclass(frozen=True)
-class PresignedUrl:
-    """A presigned URL; ``expires_at`` is when it really stops working (UTC)."""
-
-    url: str
-    method: str
-    key: str
-    expires_at: datetime
-
-    def __str__(self) -> str:
-        return self.url
 
 
 # ------------------------------------------------------------- pure helpers
@@ -217,992 +136,6 @@ def parse_duration(text: str) -> int:
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 900, 15m, 1h, 7d)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def choose_part_size(size: int, part_size: int = DEFAULT_PART_SIZE) -> int:
-    """The part size for ``size`` bytes: ``part_size`` unless 10,000 parts are not enough."""
-    part_size = max(part_size, MIN_PART_SIZE)
-    if size > part_size * MAX_PARTS:
-        part_size = math.ceil(size / MAX_PARTS / MiB) * MiB
-    if part_size > MAX_PART_SIZE:
-        raise TransferError(f"{size} bytes is more than S3 can store in one object")
-    return part_size
-
-
-def composite_checksum(part_digests: Sequence[bytes]) -> str:
-    """``sha256:<hex>-<n>``: SHA-256 of the concatenated part SHA-256 digests."""
-    return f"sha256:{hashlib.sha256(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
-
-
-def matches_filters(
-    relpath: str, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None
-) -> bool:
-    """Whether ``relpath`` (posix, relative) passes glob ``include``/``exclude`` patterns.
-
-    A pattern matches the whole relative path (``*`` crosses ``/``) or, when
-    it has no ``/``, the file name alone: ``*.tif`` matches ``a/b/c.tif``.
-    Excludes win over includes; no includes means everything.
-    """
-    name = relpath.rsplit("/", 1)[-1]
-
-    def hit(pattern: str) -> bool:
-        if fnmatch.fnmatchcase(relpath, pattern):
-            return True
-        return "/" not in pattern and fnmatch.fnmatchcase(name, pattern)
-
-    if include and not any(hit(p) for p in include):
-        return False
-    return not (exclude and any(hit(p) for p in exclude))
-
-
-def guess_content_type(key: str) -> str:
-    return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
-
-
-def _read_exact(stream: IO[bytes], size: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining > 0:
-        chunk = stream.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    data = os.pread(fd, size, offset)
-    if len(data) == size:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            raise TransferError("the file shrank while it was being uploaded")
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def _read_small(path: Path, size: int) -> bytes:
-    """The bytes of a small file expected to hold ``size`` bytes (open, one read, close).
-
-    Asks for one byte more than expected, so a file that grew is seen with
-    the same single read (regular files return short only at the end).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = os.read(fd, size + 1)
-        if len(data) < size:  # shrank, or a short read: read on until the end
-            parts = [data]
-            while more := os.read(fd, size + 1 - sum(map(len, parts))):
-                parts.append(more)
-            data = b"".join(parts)
-        return data
-    finally:
-        os.close(fd)
-
-
-def _strip_etag(etag: str | None) -> str:
-    return (etag or "").strip().strip('"')
-
-
-def _error_code(exc: BaseException) -> tuple[str, int | None]:
-    response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", "") or "")
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code, status
-
-
-def _map_error(exc: Exception, what: str) -> StsBridgeError:
-    """A botocore error -> our tree (never includes credentials)."""
-    code, status = _error_code(exc)
-    text = f"{what} failed: {code or type(exc).__name__}" + (f" (HTTP {status})" if status else "")
-    if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
-        return CredentialsError(text, hint="the storage credentials expired; try again")
-    if status == 403 or code == "AccessDenied":
-        return PermissionDeniedError(
-            text, status=403, hint="your workspace credentials do not allow this"
-        )
-    if status == 404 or code in ("NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchUpload"):
-        return NotFoundError(text, status=404)
-    return TransferError(text)
-
-
-_OK = frozenset({200})
-_READ_BUFFER = 1 * MiB
-# Downloads at least this large write with O_DIRECT (Linux), see _Engine.download.
-DIRECT_IO_MIN_SIZE: int | None = 64 * MiB
-_DIRECT_ALIGN = 4096  # offsets and lengths of O_DIRECT writes (covers 512 and 4K sectors)
-_MD5_HEX = re.compile(r"[0-9a-f]{32}")
-_local = threading.local()
-
-
-def _buffer() -> memoryview:
-    """This thread's reusable read buffer (one allocation per worker thread)."""
-    buf: memoryview | None = getattr(_local, "buf", None)
-    if buf is None:
-        import mmap
-
-        # anonymous mmap: page-aligned, as O_DIRECT writes need
-        buf = _local.buf = memoryview(mmap.mmap(-1, _READ_BUFFER))
-    return buf
-
-
-def _open_direct(path: Path, size: int, step: int) -> int | None:
-    """A second, O_DIRECT descriptor on the download's temp file, or ``None``.
-
-    Only for large downloads on Linux whose ranges start on aligned offsets;
-    ``None`` where the file system refuses O_DIRECT (tmpfs: EINVAL).
-    """
-    flag = getattr(os, "O_DIRECT", 0)
-    if (
-        not flag
-        or DIRECT_IO_MIN_SIZE is None
-        or size < DIRECT_IO_MIN_SIZE
-        or step % _DIRECT_ALIGN
-        or _READ_BUFFER % _DIRECT_ALIGN
-    ):
-        return None
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | flag)
-    except OSError as exc:
-        log.debug("no O_DIRECT for %s (%s): buffered writes", path, exc)
-        return None
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int, what: str) -> None:
-    try:
-        written = os.pwrite(fd, view, offset)
-        while written < len(view):  # regular files write all at once; be safe anyway
-            written += os.pwrite(fd, view[written:], offset + written)
-    except OSError as exc:  # a local problem (disk full...): not worth a retry
-        raise TransferError(f"{what}: writing the file failed: {exc}") from exc
-
-
-def _file_md5(fd: int, size: int) -> str:
-    md5 = hashlib.md5(usedforsecurity=False)
-    buf = memoryview(bytearray(8 * MiB))
-    offset = 0
-    while offset < size:
-        n = os.preadv(fd, [buf[: min(len(buf), size - offset)]], offset)
-        if not n:
-            raise TransferError("the downloaded file shrank while it was being checked")
-        md5.update(buf[:n])
-        offset += n
-    return md5.hexdigest()
-
-
-def _etag_md5(etag: str, headers: Any) -> tuple[str | None, str]:
-    """The MD5 the ETag promises, or ``None`` and why the ETag says nothing about the bytes."""
-    if not etag:
-        return None, "the server sent no ETag"
-    if not _MD5_HEX.fullmatch(etag):
-        if "-" in etag:
-            return None, "multipart ETag (MD5 of the part MD5s, part sizes unknown)"
-        return None, f"ETag {etag!r} is not an MD5"
-    sse = (headers.get("x-amz-server-side-encryption") or "").lower()
-    if sse.startswith("aws:kms") or headers.get("x-amz-server-side-encryption-customer-algorithm"):
-        return None, "the ETag of an SSE-KMS or SSE-C object is not its MD5"
-    return etag, ""
-
-
-def _content_range(resp: Any) -> tuple[int, int]:
-    """(first byte, total size) from a 206's ``Content-Range: bytes a-b/total``."""
-    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(\d+)\s*", resp.headers.get("Content-Range", ""))
-    if not match:
-        raise TransferError(
-            f"the server sent an unusable Content-Range: {resp.headers.get('Content-Range')!r}"
-        )
-    return int(match.group(1)), int(match.group(2))
-
-
-def _total_size(resp: Any) -> int:
-    if resp.status == 206:
-        return _content_range(resp)[1]
-    length = resp.headers.get("Content-Length")
-    if length is None or not length.isdigit():
-        raise TransferError("the server sent no Content-Length for the object")
-    return int(length)
-
-
-def _range_start(resp: Any) -> int:
-    return _content_range(resp)[0] if resp.status == 206 else 0
-
-
-def _xml_text(data: bytes | None, tag: str) -> str:
-    """The text of the first ``<tag>`` in a small S3 XML answer ("" when absent)."""
-    match = re.search(rb"<" + tag.encode() + rb">([^<]*)</", data or b"")
-    if not match:
-        return ""
-    text = match.group(1).decode("utf-8", "replace")
-    if "&" in text:
-        import html
-
-        text = html.unescape(text)
-    return text
-
-
-def _xml_blocks(data: bytes | None, tag: str) -> builtins.list[bytes]:
-    """The inner XML of every ``<tag>...</tag>`` (not nested in itself) of an S3 answer."""
-    t = re.escape(tag.encode())
-    return re.findall(rb"<" + t + rb">(.*?)</" + t + rb">", data or b"", re.DOTALL)
-
-
-class _Progress:
-    """Serialises progress callbacks from worker threads (monotonic totals)."""
-
-    def __init__(self, callback: ProgressCallback | None, total: int | None) -> None:
-        self._callback = callback
-        self.total = total
-        self.done = 0
-        self._lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        if self._callback is None or n == 0:
-            return
-        with self._lock:
-            self.done += n
-            self._callback(self.done, self.total)
-
-
-@dataclass(frozen=True)
-class _UploadSpec:
-    source: Path | None
-    stream: IO[bytes] | None
-    key: str  # relative
-    full_key: str
-    size: int | None
-    content_type: str
-    metadata: Mapping[str, str]
-
-
-class _Engine:
-    """The data plane of one transfer: signed requests over a urllib3 pool.
-
-    Every request (data and control plane: PUT, UploadPart, create /
-    complete / abort multipart, ListMultipartUploads, ListParts, HEAD,
-    ranged GETs) is signed with :class:`~sts_bridge.presign.Signer` from a
-    fresh ``credentials()`` snapshot, so a transfer longer than one
-    credentials lifetime keeps working, and no boto3 client is built.
-    """
-
-    def __init__(
-        self,
-        ws: WorkspaceTransfers,
-        *,
-        concurrency: int,
-        part_size: int,
-        multipart_threshold: int,
-        resumable: bool,
-        small_concurrency: int | None = None,
-    ) -> None:
-        import urllib3
-
-        self.ws = ws
-        self.concurrency = max(1, concurrency)
-        self.small_concurrency = max(1, small_concurrency or self.concurrency)
-        self.part_size = part_size
-        self.threshold = max(multipart_threshold, 1)
-        self.resumable = resumable
-        self.timeout = urllib3.Timeout(connect=15.0, read=300.0)
-        self._signer_lock = threading.Lock()
-        self._signer: tuple[CredentialsLike, Signer] | None = None
-        # One connection pool for the one host every request of the engine
-        # goes to (made with the first signer, which knows the URL): no
-        # PoolManager, whose URL parsing and pool lookup cost CPU per request.
-        self.http: Any = None
-        self._base_len = 0
-
-    def _make_pool(self, base_url: str) -> Any:
-        import urllib3
-
-        kwargs: dict[str, Any] = {}
-        if base_url.startswith("https:"):
-            if self.ws.verify is False:
-                kwargs["cert_reqs"] = "CERT_NONE"
-            elif isinstance(self.ws.verify, str):
-                kwargs["ca_certs"] = self.ws.verify
-        self._base_len = len(base_url)
-        size = max(self.concurrency, self.small_concurrency) + 1
-        return urllib3.connection_from_url(base_url, maxsize=size, block=False, **kwargs)
-
-    def close(self) -> None:
-        if self.http is not None:
-            self.http.close()
-
-    # ---------------------------------------------------------- plumbing
-    def signer(self) -> Signer:
-        creds = self.ws.credentials()
-        current = self._signer  # a cheap read: same snapshot, same signer
-        if current is not None and current[0] is creds:
-            return current[1]
-        with self._signer_lock:
-            if self._signer is None or self._signer[0] is not creds:
-                ws = self.ws
-                signer = Signer(
-                    endpoint_url=ws.endpoint_url,
-                    bucket=ws.bucket,
-                    region=ws.region,
-                    credentials=creds,
-                    addressing_style=ws.addressing_style,
-                )
-                if self.http is None:
-                    self.http = self._make_pool(signer.base_url)
-                self._signer = (creds, signer)
-            return self._signer[1]
-
-    def call(
-        self,
-        method: str,
-        full_key: str,
-        what: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-        payload_sha256: str | None = None,
-        ok: frozenset[int] = _OK,
-        stream: bool = False,
-    ) -> Any:
-        """One signed request, retrying transient failures; returns the urllib3 response.
-
-        Signed with fresh credentials on every attempt. The body is covered
-        by ``x-amz-content-sha256`` (computed here unless given). With
-        ``stream=True`` the body of an ``ok`` response is left unread (the
-        caller reads it and releases the connection). Any other status
-        raises (mapped by :func:`_map_error`).
-        """
-        import urllib3
-
-        if payload_sha256 is None:
-            payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-        last = ""
-        for attempt in range(_ATTEMPTS):
-            if attempt:
-                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
-            url, signed = self.signer().sign_request(
-                method, full_key, query=query, headers=headers, payload_sha256=payload_sha256
-            )
-            try:
-                resp = self.http.urlopen(
-                    method,
-                    url[self._base_len :],  # the pool knows scheme, host and port
-                    body=body,
-                    headers=signed,
-                    retries=False,
-                    redirect=False,
-                    assert_same_host=False,
-                    timeout=self.timeout,
-                    preload_content=not stream,
-                )
-            except urllib3.exceptions.HTTPError as exc:
-                last = f"{type(exc).__name__}"
-                log.debug("%s %s attempt %d failed: %s", method, full_key, attempt + 1, last)
-                continue
-            if resp.status in ok:
-                return resp
-            data = resp.data if method != "HEAD" else b""
-            if stream:
-                resp.release_conn()
-            code = _xml_text(data, "Code")
-            last = f"HTTP {resp.status} {code}".strip()
-            if resp.status in _RETRY_STATUS or code in ("RequestTimeout", "SlowDown"):
-                continue
-            if code in ("ExpiredToken", "InvalidToken") and attempt == 0:
-                continue  # credentials() refreshes on the next call when they expired
-            raise _map_error(_FakeClientError(code, resp.status), what)
-        raise TransferError(f"{what} failed after {_ATTEMPTS} attempts: {last}")
-
-    def put(
-        self,
-        full_key: str,
-        body: bytes,
-        sha256_hex: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> str:
-        """PUT ``body`` (signed payload), retrying transient failures; returns the ETag."""
-        resp = self.call(
-            "PUT",
-            full_key,
-            f"uploading {full_key!r}",
-            query=query,
-            headers=headers,
-            body=body,
-            payload_sha256=sha256_hex,
-        )
-        return _strip_etag(resp.headers.get("ETag"))
-
-    # ---------------------------------------------------------- single PUT
-    def put_object(self, spec: _UploadSpec, body: bytes, progress: _Progress) -> UploadResult:
-        sha = hashlib.sha256(body).hexdigest()
-        headers = {"Content-Type": spec.content_type}
-        headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
-        etag = self.put(spec.full_key, body, sha, headers=headers)
-        if not etag:
-            etag = self.head_etag(spec.full_key)
-        progress.add(len(body))
-        return UploadResult(
-            key=spec.key,
-            size=len(body),
-            etag=etag,
-            checksum=f"sha256:{sha}",
-            uri=f"s3://{self.ws.bucket}/{spec.full_key}",
-        )
-
-    def head_etag(self, full_key: str) -> str:
-        resp = self.call("HEAD", full_key, f"HeadObject {full_key!r}")
-        return _strip_etag(resp.headers.get("ETag"))
-
-    def put_part(
-        self, full_key: str, upload_id: str, number: int, body: bytes
-    ) -> tuple[int, str, bytes]:
-        digest = hashlib.sha256(body).digest()
-        etag = self.put(
-            full_key,
-            body,
-            digest.hex(),
-            query={"partNumber": str(number), "uploadId": upload_id},
-        )
-        return number, etag, digest
-
-    # ---------------------------------------------------------- multipart
-    def create_multipart(self, spec: _UploadSpec) -> str:
-        headers = {"Content-Type": spec.content_type}
-        headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
-        resp = self.call(
-            "POST",
-            spec.full_key,
-            f"starting the upload of {spec.key!r}",
-            query={"uploads": ""},
-            headers=headers,
-        )
-        upload_id = _xml_text(resp.data, "UploadId")
-        if not upload_id:
-            raise TransferError(f"starting the upload of {spec.key!r}: no UploadId in the answer")
-        return upload_id
-
-    def abort(self, full_key: str, upload_id: str) -> None:
-        try:
-            self.call(
-                "DELETE",
-                full_key,
-                f"aborting the upload of {full_key!r}",
-                query={"uploadId": upload_id},
-                ok=frozenset({200, 204}),
-            )
-        except Exception as exc:  # the original error matters more
-            log.warning("could not abort the multipart upload of %s: %s", full_key, exc)
-
-    def complete(
-        self, spec: _UploadSpec, upload_id: str, parts: Mapping[int, tuple[str, bytes]], size: int
-    ) -> UploadResult:
-        numbers = sorted(parts)
-        body = (
-            "<CompleteMultipartUpload>"
-            + "".join(
-                f"<Part><PartNumber>{n}</PartNumber><ETag>&quot;{parts[n][0]}&quot;</ETag></Part>"
-                for n in numbers
-            )
-            + "</CompleteMultipartUpload>"
-        ).encode()
-        what = f"completing the upload of {spec.key!r}"
-        resp = self.call(
-            "POST",
-            spec.full_key,
-            what,
-            query={"uploadId": upload_id},
-            headers={"Content-Type": "application/xml"},
-            body=body,
-        )
-        data = resp.data or b""
-        if b"<Error>" in data:  # S3 may answer 200 and fail in the body
-            code = _xml_text(data, "Code")
-            raise _map_error(_FakeClientError(code, 500 if code == "InternalError" else 400), what)
-        # radosgw answers CompleteMultipartUpload with an empty ETag.
-        etag = _strip_etag(_xml_text(data, "ETag"))
-        etag = etag or self.head_etag(spec.full_key)
-        return UploadResult(
-            key=spec.key,
-            size=size,
-            etag=etag,
-            checksum=composite_checksum([parts[n][1] for n in numbers]),
-            uri=f"s3://{self.ws.bucket}/{spec.full_key}",
-            parts=len(numbers),
-        )
-
-    def run_parts(
-        self,
-        spec: _UploadSpec,
-        upload_id: str,
-        jobs: Iterable[tuple[int, Callable[[], bytes]]],
-        done: dict[int, tuple[str, bytes]],
-        progress: _Progress,
-    ) -> None:
-        """Upload parts concurrently; at most ``concurrency`` bodies in memory.
-
-        ``jobs`` yields ``(part number, read function)``; the read runs in
-        the worker for files (pread) and is already done for streams.
-        """
-        slots = threading.BoundedSemaphore(self.concurrency)
-        failure: list[BaseException] = []
-
-        def work(number: int, read: Callable[[], bytes]) -> tuple[int, str, bytes, int]:
-            try:
-                if failure:
-                    raise TransferError("cancelled")
-                body = read()
-                n, etag, digest = self.put_part(spec.full_key, upload_id, number, body)
-                progress.add(len(body))
-                return n, etag, digest, len(body)
-            except BaseException as exc:
-                failure.append(exc)
-                raise
-            finally:
-                slots.release()
-
-        with cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="sts-bridge-part") as pool:
-            futures: list[cf.Future[tuple[int, str, bytes, int]]] = []
-            try:
-                for number, read in jobs:
-                    slots.acquire()
-                    if failure:
-                        slots.release()
-                        break
-                    futures.append(pool.submit(work, number, read))
-                for fut in cf.as_completed(futures):
-                    n, etag, digest, _ = fut.result()
-                    done[n] = (etag, digest)
-            except BaseException as exc:
-                for fut in futures:
-                    fut.cancel()
-                # the first failure is the cause; later parts only saw "cancelled"
-                if failure and failure[0] is not exc:
-                    raise failure[0] from None
-                raise
-
-    def upload_stream(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
-        assert spec.stream is not None
-        stream = spec.stream
-        part_size = max(self.part_size, MIN_PART_SIZE)
-        first = _read_exact(stream, part_size)
-        second = _read_exact(stream, part_size) if len(first) == part_size else b""
-        if not second:
-            return self.put_object(spec, first, progress)
-        upload_id = self.create_multipart(spec)
-        total = [len(first) + len(second)]
-
-        def jobs() -> Iterator[tuple[int, Callable[[], bytes]]]:
-            yield 1, lambda: first
-            yield 2, lambda: second
-            number = 3
-            while True:
-                chunk = _read_exact(stream, part_size)
-                if not chunk:
-                    return
-                if number > MAX_PARTS:
-                    raise TransferError(
-                        f"the stream is longer than {MAX_PARTS} parts of {part_size} bytes",
-                        hint="pass a larger part_size",
-                    )
-                total[0] += len(chunk)
-                yield number, functools.partial(bytes, chunk)
-                number += 1
-
-        done: dict[int, tuple[str, bytes]] = {}
-        try:
-            self.run_parts(spec, upload_id, jobs(), done, progress)
-            return self.complete(spec, upload_id, done, total[0])
-        except BaseException as exc:
-            self.abort(spec.full_key, upload_id)
-            raise _as_transfer_error(exc, spec.key) from exc
-
-    # ---------------------------------------------------------- files
-    def upload_file(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
-        assert spec.source is not None and spec.size is not None
-        if spec.size < self.threshold:
-            data = _read_small(spec.source, spec.size)
-            if len(data) != spec.size:
-                raise TransferError(f"{spec.source} changed while it was being uploaded")
-            return self.put_object(spec, data, progress)
-        return self.upload_file_multipart(spec, progress)
-
-    def state_path(self, spec: _UploadSpec, mtime_ns: int) -> Path:
-        from sts_bridge.config import default_cache_dir
-
-        ident = "\n".join(
-            [self.ws.endpoint_url, self.ws.bucket, spec.full_key, str(spec.size), str(mtime_ns)]
-        )
-        name = hashlib.sha256(ident.encode()).hexdigest()[:40]
-        return default_cache_dir() / "uploads" / f"{name}.json"
-
-    def upload_file_multipart(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
-        from sts_bridge._files import file_lock
-
-        assert spec.source is not None and spec.size is not None
-        size = spec.size
-        mtime_ns = spec.source.stat().st_mtime_ns
-        state_path = self.state_path(spec, mtime_ns)
-        try:
-            with file_lock(state_path.with_suffix(".lock"), timeout=0.0):
-                return self._upload_file_multipart(spec, progress, size, mtime_ns, state_path)
-        except TimeoutError as exc:
-            raise TransferError(
-                f"another process is uploading {spec.source} to {spec.key!r} right now"
-            ) from exc
-
-    def _upload_file_multipart(
-        self, spec: _UploadSpec, progress: _Progress, size: int, mtime_ns: int, state_path: Path
-    ) -> UploadResult:
-        from sts_bridge._files import atomic_write
-
-        assert spec.source is not None
-        fd = os.open(spec.source, os.O_RDONLY)
-        try:
-            resumed = self.resume(spec, fd, size, state_path) if self.resumable else None
-            done: dict[int, tuple[str, bytes]] = {}
-            if resumed is not None:
-                upload_id, part_size, done = resumed
-                log.info("resuming %s: %d parts already stored", spec.key, len(done))
-            else:
-                part_size = choose_part_size(size, self.part_size)
-                upload_id = self.create_multipart(spec)
-                if self.resumable:
-                    state = {
-                        "version": 1,
-                        "upload_id": upload_id,
-                        "part_size": part_size,
-                        "bucket": self.ws.bucket,
-                        "key": spec.full_key,
-                        "size": size,
-                        "mtime_ns": mtime_ns,
-                        "source": str(spec.source),
-                    }
-                    atomic_write(state_path, json.dumps(state).encode())
-            count = max(1, math.ceil(size / part_size))
-            reused = len(done)
-            progress.add(sum(_part_len(n, part_size, size) for n in done))
-
-            def reader(n: int) -> Callable[[], bytes]:
-                return lambda: _pread(fd, _part_len(n, part_size, size), (n - 1) * part_size)
-
-            jobs = ((n, reader(n)) for n in range(1, count + 1) if n not in done)
-            try:
-                self.run_parts(spec, upload_id, jobs, done, progress)
-                result = self.complete(spec, upload_id, done, size)
-            except (KeyboardInterrupt, SystemExit):
-                raise  # keep the upload and the state file: run again to resume
-            except BaseException as exc:
-                self.abort(spec.full_key, upload_id)
-                with contextlib.suppress(OSError):
-                    state_path.unlink()
-                raise _as_transfer_error(exc, spec.key) from exc
-            with contextlib.suppress(OSError):
-                state_path.unlink()
-            if reused:
-                result = UploadResult(**{**result.__dict__, "resumed_parts": reused})
-            return result
-        finally:
-            os.close(fd)
-
-    def resume(
-        self, spec: _UploadSpec, fd: int, size: int, state_path: Path
-    ) -> tuple[str, int, dict[int, tuple[str, bytes]]] | None:
-        """The in-progress upload to continue, its part size and the parts to keep."""
-        from sts_bridge._files import read_private_json
-
-        try:
-            state = read_private_json(state_path)
-        except (OSError, ValueError):
-            state = None
-        if not isinstance(state, dict):
-            return None
-        upload_id = state.get("upload_id")
-        part_size = state.get("part_size")
-        if (
-            not isinstance(upload_id, str)
-            or not isinstance(part_size, int)
-            or state.get("key") != spec.full_key
-            or state.get("size") != size
-            or part_size < MIN_PART_SIZE
-        ):
-            return None
-        try:
-            if not self._upload_in_progress(spec.full_key, upload_id):
-                log.info("the interrupted upload of %s is gone; starting again", spec.key)
-                with contextlib.suppress(OSError):
-                    state_path.unlink()
-                return None
-            stored = self._list_parts(spec.full_key, upload_id)
-        except Exception as exc:
-            log.warning("cannot resume the upload of %s (%s); starting again", spec.key, exc)
-            return None
-        keep: dict[int, tuple[str, bytes]] = {}
-        count = max(1, math.ceil(size / part_size))
-        for number, (etag, part_bytes) in stored.items():
-            if not 1 <= number <= count or part_bytes != _part_len(number, part_size, size):
-                continue
-            data = _pread(fd, part_bytes, (number - 1) * part_size)
-            if hashlib.md5(data, usedforsecurity=False).hexdigest() == etag:
-                keep[number] = (etag, hashlib.sha256(data).digest())
-            else:
-                log.info(
-                    "part %d of %s differs from the file; uploading it again", number, spec.key
-                )
-        return upload_id, part_size, keep
-
-    def _upload_in_progress(self, full_key: str, upload_id: str) -> bool:
-        query = {"uploads": "", "prefix": full_key}
-        while True:
-            resp = self.call("GET", "", "ListMultipartUploads", query=query)
-            data = resp.data
-            for up in _xml_blocks(data, "Upload"):
-                if _xml_text(up, "Key") == full_key and _xml_text(up, "UploadId") == upload_id:
-                    return True
-            if _xml_text(data, "IsTruncated") != "true":
-                return False
-            query = {
-                **query,
-                "key-marker": _xml_text(data, "NextKeyMarker"),
-                "upload-id-marker": _xml_text(data, "NextUploadIdMarker"),
-            }
-
-    def _list_parts(self, full_key: str, upload_id: str) -> dict[int, tuple[str, int]]:
-        parts: dict[int, tuple[str, int]] = {}
-        query = {"uploadId": upload_id}
-        while True:
-            resp = self.call("GET", full_key, "ListParts", query=query)
-            data = resp.data
-            for p in _xml_blocks(data, "Part"):
-                parts[int(_xml_text(p, "PartNumber"))] = (
-                    _strip_etag(_xml_text(p, "ETag")),
-                    int(_xml_text(p, "Size") or -1),
-                )
-            marker = _xml_text(data, "NextPartNumberMarker")
-            if _xml_text(data, "IsTruncated") != "true" or not marker:
-                return parts
-            query = {"uploadId": upload_id, "part-number-marker": marker}
-
-    # ---------------------------------------------------------- download
-    def download(
-        self, full_key: str, key: str, target: Path, progress: ProgressCallback | None
-    ) -> None:
-        """GET ``full_key`` into ``target``: parallel ranged GETs into a temp file, then rename.
-
-        The first ranged GET also tells the size and ETag (no HEAD). Each
-        worker streams its range with ``readinto`` into one reused buffer
-        writes it with ``os.pwrite`` at its offset: memory stays at ``concurrency``
-        x ``_READ_BUFFER`` whatever the size. Later ranges carry
-        ``If-Match: <etag>`` so an object replaced meanwhile fails the
-        download instead of mixing two versions. Checked: every range
-        delivers exactly its bytes, the total is the object's size, and the
-        MD5 of the file equals a single-part ETag (see :func:`_etag_md5`).
-        """
-        what = f"downloading {key!r}"
-        first_end = self.part_size - 1
-        try:
-            resp = self.call(
-                "GET",
-                full_key,
-                what,
-                headers={"Range": f"bytes=0-{first_end}"},
-                ok=frozenset({200, 206, 416}),
-                stream=True,
-            )
-            if resp.status == 416:  # an empty object has no byte 0
-                resp.release_conn()
-                resp = self.call("GET", full_key, what, stream=True)
-        except NotFoundError as exc:
-            raise NotFoundError(
-                f"no object {key!r} in workspace {getattr(self.ws, 'name', '')!r}".replace(
-                    " ''", ""
-                ),
-                status=404,
-                hint="list the workspace with `sts-bridge ls`",
-            ) from exc
-        size = _total_size(resp)
-        etag = _strip_etag(resp.headers.get("ETag"))
-        md5_hex, reason = _etag_md5(etag, resp.headers)
-        tracker = _Progress(progress, size)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}-{random.getrandbits(32):08x}.part")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        direct: builtins.list[int | None] = [None]  # the O_DIRECT descriptor, None once given up
-        opened: int | None = None
-        ok = False
-        try:
-            if size:
-                os.ftruncate(fd, size)
-            step = self.part_size
-            direct[0] = opened = _open_direct(tmp, size, step)
-            first_len = size if resp.status == 200 else min(step, size)
-            md5 = hashlib.md5(usedforsecurity=False) if md5_hex and first_len == size else None
-            ranges = [(start, min(start + step, size)) for start in range(first_len, size, step)]
-            fetch = functools.partial(
-                self._fetch_range, fd, full_key, what, etag, size, tracker, direct=direct
-            )
-            if not ranges:
-                fetch(0, first_len, resp, md5)
-            else:
-                workers = min(self.concurrency, len(ranges) + 1)
-                with cf.ThreadPoolExecutor(workers, thread_name_prefix="sts-bridge-get") as pool:
-                    futures = [pool.submit(fetch, 0, first_len, resp, None)]
-                    futures += [pool.submit(fetch, a, b, None, None) for a, b in ranges]
-                    try:
-                        for fut in cf.as_completed(futures):
-                            fut.result()
-                    except BaseException:
-                        for fut in futures:
-                            fut.cancel()
-                        raise
-            if os.fstat(fd).st_size != size:
-                raise TransferError(f"{what}: the file is not {size} bytes long")
-            if md5_hex:
-                got = md5.hexdigest() if md5 is not None else _file_md5(fd, size)
-                if got != md5_hex:
-                    raise TransferError(
-                        f"{what}: the data does not match the object's ETag (MD5)",
-                        hint="try again; the object may have changed or been corrupted",
-                    )
-            else:
-                log.debug("%s: ETag not compared (%s); size checked", what, reason)
-            ok = True
-        finally:
-            direct[0] = None
-            if opened is not None:
-                os.close(opened)
-            os.close(fd)
-            if ok:
-                os.replace(tmp, target)
-            else:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-
-    def _fetch_range(
-        self,
-        fd: int,
-        full_key: str,
-        what: str,
-        etag: str,
-        size: int,
-        tracker: _Progress,
-        start: int,
-        end: int,
-        resp: Any,
-        md5: Any,
-        *,
-        direct: builtins.list[int | None] | None = None,
-    ) -> None:
-        """Stream bytes ``start``..``end`` (exclusive) of the object into ``fd``.
-
-        A connection that breaks mid-range is retried from the first byte
-        not yet written (fresh credentials, ``If-Match`` the ETag).
-
-        With an O_DIRECT descriptor in ``direct[0]`` the buffer is filled
-        completely before each write, so every write starts on an aligned
-        offset (ranges start on multiples of the range size) and, but for
-        the object's last bytes (written through ``fd``), has an aligned
-        length. A direct write the file system refuses falls back to ``fd``
-        for the rest of the download.
-        """
-        import http.client
-
-        import urllib3
-
-        if direct is None:
-            direct = [None]
-        buf = _buffer()
-        pos = start
-        fill = 0  # bytes in buf, for the file from pos on, not written yet
-        failures = 0
-        while pos < end:
-            if resp is None:
-                headers = {"Range": f"bytes={pos}-{end - 1}"}
-                if etag:
-                    headers["If-Match"] = f'"{etag}"'
-                resp = self.call(
-                    "GET", full_key, what, headers=headers, ok=frozenset({206}), stream=True
-                )
-                if _total_size(resp) != size or _range_start(resp) != pos:
-                    resp.release_conn()
-                    raise TransferError(f"{what}: the object changed during the download")
-            fp = getattr(resp, "_fp", None)
-            readinto = fp.readinto if fp is not None else resp.readinto
-            try:
-                while pos < end:
-                    want = min(len(buf), end - pos)
-                    n = readinto(buf[fill:want])
-                    if not n:
-                        raise http.client.IncompleteRead(b"", end - pos - fill)
-                    fill += n
-                    dfd = direct[0]
-                    if dfd is not None and fill < want:
-                        continue  # an O_DIRECT write wants the whole buffer
-                    view = buf[:fill]
-                    if md5 is not None:
-                        md5.update(view)
-                    if dfd is not None and not fill % _DIRECT_ALIGN:
-                        self._write_direct(dfd, fd, view, pos, what, direct)
-                    else:
-                        _pwrite_all(fd, view, pos, what)
-                    pos += fill
-                    tracker.add(fill)
-                    fill = 0
-            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
-                fill = 0  # read but not written: asked for again from pos
-                resp.close()
-                resp.release_conn()
-                resp = None
-                failures += 1
-                if failures >= _ATTEMPTS:
-                    raise TransferError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-                log.debug("%s: range broke at byte %d (%s); resuming", what, pos, exc)
-                continue
-        if resp is not None:
-            resp.release_conn()
-
-    @staticmethod
-    def _write_direct(
-        dfd: int,
-        fd: int,
-        view: memoryview,
-        pos: int,
-        what: str,
-        direct: builtins.list[int | None],
-    ) -> None:
-        try:
-            written = os.pwrite(dfd, view, pos)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise TransferError(f"{what}: writing the file failed: {exc}") from exc
-            log.debug("%s: O_DIRECT write refused (%s); buffered writes", what, exc)
-            direct[0] = None  # the download closes dfd at the end
-            written = 0
-        if written < len(view):
-            _pwrite_all(fd, view[written:], pos + written, what)
-
-
-class _FakeClientError(Exception):
-    """A raw HTTP error shaped like botocore's ClientError for :func:`_map_error`."""
-
-    def __init__(self, code: str, status: int) -> None:
-        super().__init__(code)
-        self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
-
-
-def _part_len(number: int, part_size: int, size: int) -> int:
-    return max(0, min(part_size, size - (number - 1) * part_size))
-
-
-def _as_transfer_error(exc: BaseException, key: str) -> StsBridgeError:
-    if isinstance(exc, StsBridgeError):
-        return exc
-    if isinstance(exc, OSError):
-        return TransferError(f"uploading {key!r} failed: {exc}")
-    return TransferError(f"uploading {key!r} failed: {type(exc).__name__}: {exc}")
 
 
 # --------------------------------------------------------------------- mixin
@@ -1261,7 +194,7 @@ class WorkspaceTransfers:
           be unknown (multipart once it exceeds one part).
 
         Large files go multipart (``part_size`` parts, ``concurrency`` at a
-        time) and resume after an interruption (see the module docstring).
+        time) and resume after an interruption (see :mod:`sts_bridge._upload`).
         ``progress(done, total)`` reports bytes. Raises
         :class:`InvalidKeyError` (before any request), :class:`TransferError`
         (nothing left behind), :class:`PermissionDeniedError`.
@@ -1271,7 +204,7 @@ class WorkspaceTransfers:
             if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or not value.isascii():
                 raise TransferError(f"metadata {name!r} is not a valid header name/ASCII value")
         specs, single = self._plan_upload(source, key, content_type, meta, include, exclude)
-        engine = _Engine(
+        engine = _UploadEngine(
             self,
             concurrency=concurrency,
             part_size=part_size,
@@ -1359,7 +292,7 @@ class WorkspaceTransfers:
         return [spec(path, None, key, path.stat().st_size)], True
 
     def _upload_many(
-        self, engine: _Engine, specs: Sequence[_UploadSpec], tracker: _Progress
+        self, engine: _UploadEngine, specs: Sequence[_UploadSpec], tracker: _Progress
     ) -> builtins.list[UploadResult]:
         # Small files go several at a time (latency-bound); large files one
         # after the other, each with its own concurrent parts.
@@ -1403,7 +336,7 @@ class WorkspaceTransfers:
             if target.is_dir() or os.fspath(dest).endswith(("/", os.sep)):
                 target = target / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        engine = _Engine(
+        engine = _DownloadEngine(
             self,
             concurrency=concurrency,
             part_size=part_size,

@@ -41,7 +41,7 @@ from sts_bridge_devstack.s3 import (
     trust_policy,
 )
 
-from sts_bridge import transfers
+from sts_bridge import _download, _upload
 from sts_bridge.errors import InvalidKeyError, NotFoundError, TransferError
 from sts_bridge.transfers import (
     PresignClampedWarning,
@@ -303,7 +303,7 @@ def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_pa
     seen: list[int] = []
     lock = threading.Lock()
     active = [0, 0]  # current, max concurrent part uploads
-    original = transfers._Engine.put_part
+    original = _upload._UploadEngine.put_part
 
     def counting(self: Any, *a: Any) -> Any:
         with lock:
@@ -317,7 +317,7 @@ def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_pa
                 active[0] -= 1
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transfers._Engine, "put_part", counting)
+        mp.setattr(_upload._UploadEngine, "put_part", counting)
         res = ws.upload(
             tmp_path / "big.bin",
             "mp/big.bin",
@@ -386,7 +386,7 @@ def test_upload_stream_unknown_length(ws: FakeWorkspace, admin: Any) -> None:
 
 
 def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
-    engine = transfers._Engine(
+    engine = _upload._UploadEngine(
         ws, concurrency=1, part_size=5 * MiB, multipart_threshold=5 * MiB, resumable=False
     )
     with pytest.raises(TransferError, match="XAmzContentSHA256Mismatch"):
@@ -396,7 +396,7 @@ def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
 
 def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
     _file(tmp_path / "fail.bin", 11 * MiB)
-    original = transfers._Engine.put_part
+    original = _upload._UploadEngine.put_part
 
     def failing(self: Any, full_key: str, upload_id: str, number: int, body: bytes) -> Any:
         if number == 2:
@@ -404,7 +404,7 @@ def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_p
         return original(self, full_key, upload_id, number, body)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transfers._Engine, "put_part", failing)
+        mp.setattr(_upload._UploadEngine, "put_part", failing)
         with pytest.raises(TransferError, match="disk on fire"):
             ws.upload(tmp_path / "fail.bin", "fail.bin", part_size=5 * MiB, multipart_threshold=1)
     assert _uploads(admin) == []
@@ -417,7 +417,7 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from dataclasses import dataclass
-    from sts_bridge import transfers
+    from sts_bridge import _upload
     from sts_bridge.transfers import WorkspaceTransfers
 
     @dataclass(frozen=True)
@@ -444,13 +444,13 @@ KILLER = textwrap.dedent(
                 config=Config(s3={"addressing_style": "path"},
                               request_checksum_calculation="when_required"))
 
-    original = transfers._Engine.put_part
+    original = _upload._UploadEngine.put_part
     def put_part(self, full_key, upload_id, number, body):
         result = original(self, full_key, upload_id, number, body)
         if number == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # like a crash or an OOM kill
         return result
-    transfers._Engine.put_part = put_part
+    _upload._UploadEngine.put_part = put_part
     WS().upload(sys.argv[4], sys.argv[5], part_size=5 * 1024 * 1024, concurrency=1)
     """
 )
@@ -502,7 +502,7 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
     )
 
     sent: list[int] = []
-    original = transfers._Engine.put_part
+    original = _upload._UploadEngine.put_part
 
     def recording(self: Any, full_key: str, uid: str, number: int, body: bytes) -> Any:
         assert uid == upload_id
@@ -510,7 +510,7 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
         return original(self, full_key, uid, number, body)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transfers._Engine, "put_part", recording)
+        mp.setattr(_upload._UploadEngine, "put_part", recording)
         res = ws.upload(tmp_path / "resume.bin", "resume.bin", part_size=5 * MiB)
     assert isinstance(res, UploadResult)
     assert sorted(sent) == [1, 3, 4]
@@ -751,7 +751,7 @@ def test_download_corruption_is_caught_and_leaves_no_file(
     ws: FakeWorkspace, tmp_path: Path, part_size: int, how: str
 ) -> None:
     ws.upload(os.urandom(3 * MiB), "rg/bad.bin")
-    original = transfers._pwrite_all
+    original = _download._pwrite_all
 
     def flip(fd: int, view: memoryview, offset: int, what: str) -> None:
         if offset == 0:
@@ -761,9 +761,9 @@ def test_download_corruption_is_caught_and_leaves_no_file(
     (tmp_path / "d").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         if how == "disk":  # the bytes on disk differ (checked by reading the file back)
-            mp.setattr(transfers, "_pwrite_all", flip)
+            mp.setattr(_download, "_pwrite_all", flip)
         else:  # the bytes received are not what the ETag promises
-            mp.setattr(transfers, "_etag_md5", lambda etag, headers: ("f" * 32, ""))
+            mp.setattr(_download, "_etag_md5", lambda etag, headers: ("f" * 32, ""))
         with pytest.raises(TransferError, match="ETag"):
             ws.download("rg/bad.bin", tmp_path / "d" / "bad.bin", part_size=part_size)
     assert list((tmp_path / "d").iterdir()) == []  # neither the file nor a temp file
@@ -772,7 +772,7 @@ def test_download_corruption_is_caught_and_leaves_no_file(
 def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> None:
     data = _file(tmp_path / "src.bin", 6 * MiB, seed=4)
     ws.upload(tmp_path / "src.bin", "rg/broken.bin", part_size=5 * MiB, multipart_threshold=1)
-    original = transfers._pwrite_all
+    original = _download._pwrite_all
     broke: list[int] = []
 
     def breaking(fd: int, view: memoryview, offset: int, what: str) -> None:
@@ -782,7 +782,7 @@ def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> N
             raise ConnectionResetError("peer reset mid-range")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transfers, "_pwrite_all", breaking)
+        mp.setattr(_download, "_pwrite_all", breaking)
         out = ws.download("rg/broken.bin", tmp_path / "o.bin", part_size=4 * MiB, concurrency=1)
     assert broke and out.read_bytes() == data
 
@@ -790,7 +790,7 @@ def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> N
 def _direct_supported(folder: Path) -> bool:
     probe = folder / ".probe"
     probe.write_bytes(b"")
-    fd = transfers._open_direct(probe, 1 << 40, 4 * MiB)
+    fd = _download._open_direct(probe, 1 << 40, 4 * MiB)
     if fd is not None:
         os.close(fd)
     probe.unlink()
@@ -812,12 +812,12 @@ def test_download_with_o_direct_odd_size(
     """
     data = _file(tmp_path / "src.bin", 5 * MiB + 777, seed=6)
     ws.upload(tmp_path / "src.bin", "rg/direct.bin", part_size=5 * MiB, multipart_threshold=1)
-    original = transfers._Engine._write_direct
+    original = _download._DownloadEngine._write_direct
     direct_writes: list[int] = []
     broke: list[int] = []
 
     def spy(dfd: int, fd: int, view: memoryview, pos: int, what: str, direct: Any) -> None:
-        assert pos % transfers._DIRECT_ALIGN == 0 and len(view) % transfers._DIRECT_ALIGN == 0
+        assert pos % _download._DIRECT_ALIGN == 0 and len(view) % _download._DIRECT_ALIGN == 0
         direct_writes.append(pos)
         original(dfd, fd, view, pos, what, direct)
         if how == "broken" and pos >= 2 * MiB and not broke:
@@ -837,8 +837,8 @@ def test_download_with_o_direct_odd_size(
 
     fds = _open_fds()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transfers, "DIRECT_IO_MIN_SIZE", 0)
-        mp.setattr(transfers._Engine, "_write_direct", staticmethod(spy))
+        mp.setattr(_download, "DIRECT_IO_MIN_SIZE", 0)
+        mp.setattr(_download._DownloadEngine, "_write_direct", staticmethod(spy))
         if how == "refused":
             mp.setattr(os, "pwrite", pwrite)
         out = ws.download("rg/direct.bin", tmp_path / "o.bin", part_size=2 * MiB, concurrency=2)
@@ -854,11 +854,11 @@ def test_download_with_o_direct_odd_size(
 
 
 def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
-    assert transfers.DIRECT_IO_MIN_SIZE is None or transfers._open_direct(
-        tmp_path, transfers.DIRECT_IO_MIN_SIZE - 1, 16 * MiB
+    assert _download.DIRECT_IO_MIN_SIZE is None or _download._open_direct(
+        tmp_path, _download.DIRECT_IO_MIN_SIZE - 1, 16 * MiB
     ) is None
     # a range size that is not a multiple of the alignment never goes direct
-    assert transfers._open_direct(tmp_path, 1 << 40, 16 * MiB + 1) is None
+    assert _download._open_direct(tmp_path, 1 << 40, 16 * MiB + 1) is None
 
 
 def test_upload_and_resume_never_build_a_boto3_client(
@@ -867,10 +867,10 @@ def test_upload_and_resume_never_build_a_boto3_client(
     data = _file(tmp_path / "r.bin", 11 * MiB, seed=5)
     full = PREFIX + "nb/r.bin"
     # an interrupted upload (as a killed process leaves it), then resumed
-    engine = transfers._Engine(
+    engine = _upload._UploadEngine(
         ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
     )
-    spec = transfers._UploadSpec(
+    spec = _upload._UploadSpec(
         tmp_path / "r.bin", None, "nb/r.bin", full, len(data), "application/octet-stream", {}
     )
     upload_id = engine.create_multipart(spec)

@@ -1,4 +1,4 @@
-"""Pure helpers of sts_bridge.transfers and presign clamping (no network)."""
+"""Pure helpers of the transfer modules and presign clamping (no network)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from sts_bridge._s3http import MiB
+from sts_bridge._upload import MAX_PARTS, guess_content_type
 from sts_bridge.errors import CredentialsError, InvalidKeyError
 from sts_bridge.transfers import (
-    MAX_PARTS,
-    MiB,
     PresignClampedWarning,
     WorkspaceTransfers,
     choose_part_size,
     composite_checksum,
-    guess_content_type,
     matches_filters,
     parse_duration,
 )
@@ -168,7 +167,7 @@ def test_presign_many_checks_every_key_before_credentials() -> None:
 
 
 def test_etag_md5_only_for_plain_md5_etags() -> None:
-    from sts_bridge.transfers import _etag_md5
+    from sts_bridge._download import _etag_md5
 
     md5 = "0" * 31 + "a"
     assert _etag_md5(md5, {}) == (md5, "")
@@ -182,7 +181,7 @@ def test_etag_md5_only_for_plain_md5_etags() -> None:
 
 
 def test_small_xml_answers() -> None:
-    from sts_bridge.transfers import _xml_blocks, _xml_text
+    from sts_bridge._s3http import _xml_blocks, _xml_text
 
     data = (
         b'<?xml version="1.0"?><ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
@@ -201,8 +200,8 @@ def test_small_xml_answers() -> None:
 
 
 def test_content_range() -> None:
+    from sts_bridge._download import _range_start, _total_size
     from sts_bridge.errors import TransferError
-    from sts_bridge.transfers import _range_start, _total_size
 
     @dataclass
     class R:
@@ -217,7 +216,7 @@ def test_content_range() -> None:
 
 
 def test_read_small_reads_exactly_and_sees_growth_and_shrinking(tmp_path: Any) -> None:
-    from sts_bridge.transfers import _read_small
+    from sts_bridge._upload import _read_small
 
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 1000)

@@ -1,0 +1,258 @@
+"""The signed HTTP client of a transfer: SigV4 requests over one urllib3 pool.
+
+Every request of an upload or a download (data and control plane) goes
+through :class:`_S3Http`, signed with :class:`~sts_bridge.presign.Signer`
+from a fresh ``credentials()`` snapshot (a transfer may outlive one set of
+STS credentials) and sent over one urllib3 connection pool; no boto3 client
+is built. Also here: the few regular expressions that read S3's small XML
+answers, and the mapping of S3 errors (raw HTTP or botocore) to our
+exception tree. See :mod:`sts_bridge.transfers` for why not s3transfer.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sts_bridge.errors import (
+    CredentialsError,
+    NotFoundError,
+    PermissionDeniedError,
+    StsBridgeError,
+    TransferError,
+)
+from sts_bridge.presign import EMPTY_SHA256, CredentialsLike, Signer
+
+if TYPE_CHECKING:
+    from sts_bridge.transfers import WorkspaceTransfers
+
+# The engine logs under the public module's name, as before the split.
+log = logging.getLogger("sts_bridge.transfers")
+
+MiB = 1024 * 1024
+_ATTEMPTS = 4
+_RETRY_STATUS = frozenset({500, 502, 503, 504})
+_OK = frozenset({200})
+
+
+def _strip_etag(etag: str | None) -> str:
+    return (etag or "").strip().strip('"')
+
+
+def _error_code(exc: BaseException) -> tuple[str, int | None]:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", "") or "")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code, status
+
+
+def _map_error(exc: Exception, what: str) -> StsBridgeError:
+    """A botocore error -> our tree (never includes credentials)."""
+    code, status = _error_code(exc)
+    text = f"{what} failed: {code or type(exc).__name__}" + (f" (HTTP {status})" if status else "")
+    if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
+        return CredentialsError(text, hint="the storage credentials expired; try again")
+    if status == 403 or code == "AccessDenied":
+        return PermissionDeniedError(
+            text, status=403, hint="your workspace credentials do not allow this"
+        )
+    if status == 404 or code in ("NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchUpload"):
+        return NotFoundError(text, status=404)
+    return TransferError(text)
+
+
+def _xml_text(data: bytes | None, tag: str) -> str:
+    """The text of the first ``<tag>`` in a small S3 XML answer ("" when absent)."""
+    match = re.search(rb"<" + tag.encode() + rb">([^<]*)</", data or b"")
+    if not match:
+        return ""
+    text = match.group(1).decode("utf-8", "replace")
+    if "&" in text:
+        import html
+
+        text = html.unescape(text)
+    return text
+
+
+def _xml_blocks(data: bytes | None, tag: str) -> builtins.list[bytes]:
+    """The inner XML of every ``<tag>...</tag>`` (not nested in itself) of an S3 answer."""
+    t = re.escape(tag.encode())
+    return re.findall(rb"<" + t + rb">(.*?)</" + t + rb">", data or b"", re.DOTALL)
+
+
+class _S3Http:
+    """The data plane of one transfer: signed requests over a urllib3 pool.
+
+    Every request (data and control plane: PUT, UploadPart, create /
+    complete / abort multipart, ListMultipartUploads, ListParts, HEAD,
+    ranged GETs) is signed with :class:`~sts_bridge.presign.Signer` from a
+    fresh ``credentials()`` snapshot, so a transfer longer than one
+    credentials lifetime keeps working, and no boto3 client is built.
+    """
+
+    def __init__(
+        self,
+        ws: WorkspaceTransfers,
+        *,
+        concurrency: int,
+        part_size: int,
+        multipart_threshold: int,
+        resumable: bool,
+        small_concurrency: int | None = None,
+    ) -> None:
+        import urllib3
+
+        self.ws = ws
+        self.concurrency = max(1, concurrency)
+        self.small_concurrency = max(1, small_concurrency or self.concurrency)
+        self.part_size = part_size
+        self.threshold = max(multipart_threshold, 1)
+        self.resumable = resumable
+        self.timeout = urllib3.Timeout(connect=15.0, read=300.0)
+        self._signer_lock = threading.Lock()
+        self._signer: tuple[CredentialsLike, Signer] | None = None
+        # One connection pool for the one host every request of the engine
+        # goes to (made with the first signer, which knows the URL): no
+        # PoolManager, whose URL parsing and pool lookup cost CPU per request.
+        self.http: Any = None
+        self._base_len = 0
+
+    def _make_pool(self, base_url: str) -> Any:
+        import urllib3
+
+        kwargs: dict[str, Any] = {}
+        if base_url.startswith("https:"):
+            if self.ws.verify is False:
+                kwargs["cert_reqs"] = "CERT_NONE"
+            elif isinstance(self.ws.verify, str):
+                kwargs["ca_certs"] = self.ws.verify
+        self._base_len = len(base_url)
+        size = max(self.concurrency, self.small_concurrency) + 1
+        return urllib3.connection_from_url(base_url, maxsize=size, block=False, **kwargs)
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+
+    # ---------------------------------------------------------- plumbing
+    def signer(self) -> Signer:
+        creds = self.ws.credentials()
+        current = self._signer  # a cheap read: same snapshot, same signer
+        if current is not None and current[0] is creds:
+            return current[1]
+        with self._signer_lock:
+            if self._signer is None or self._signer[0] is not creds:
+                ws = self.ws
+                signer = Signer(
+                    endpoint_url=ws.endpoint_url,
+                    bucket=ws.bucket,
+                    region=ws.region,
+                    credentials=creds,
+                    addressing_style=ws.addressing_style,
+                )
+                if self.http is None:
+                    self.http = self._make_pool(signer.base_url)
+                self._signer = (creds, signer)
+            return self._signer[1]
+
+    def call(
+        self,
+        method: str,
+        full_key: str,
+        what: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        payload_sha256: str | None = None,
+        ok: frozenset[int] = _OK,
+        stream: bool = False,
+    ) -> Any:
+        """One signed request, retrying transient failures; returns the urllib3 response.
+
+        Signed with fresh credentials on every attempt. The body is covered
+        by ``x-amz-content-sha256`` (computed here unless given). With
+        ``stream=True`` the body of an ``ok`` response is left unread (the
+        caller reads it and releases the connection). Any other status
+        raises (mapped by :func:`_map_error`).
+        """
+        import urllib3
+
+        if payload_sha256 is None:
+            payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        last = ""
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+            url, signed = self.signer().sign_request(
+                method, full_key, query=query, headers=headers, payload_sha256=payload_sha256
+            )
+            try:
+                resp = self.http.urlopen(
+                    method,
+                    url[self._base_len :],  # the pool knows scheme, host and port
+                    body=body,
+                    headers=signed,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    timeout=self.timeout,
+                    preload_content=not stream,
+                )
+            except urllib3.exceptions.HTTPError as exc:
+                last = f"{type(exc).__name__}"
+                log.debug("%s %s attempt %d failed: %s", method, full_key, attempt + 1, last)
+                continue
+            if resp.status in ok:
+                return resp
+            data = resp.data if method != "HEAD" else b""
+            if stream:
+                resp.release_conn()
+            code = _xml_text(data, "Code")
+            last = f"HTTP {resp.status} {code}".strip()
+            if resp.status in _RETRY_STATUS or code in ("RequestTimeout", "SlowDown"):
+                continue
+            if code in ("ExpiredToken", "InvalidToken") and attempt == 0:
+                continue  # credentials() refreshes on the next call when they expired
+            raise _map_error(_FakeClientError(code, resp.status), what)
+        raise TransferError(f"{what} failed after {_ATTEMPTS} attempts: {last}")
+
+    def put(
+        self,
+        full_key: str,
+        body: bytes,
+        sha256_hex: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """PUT ``body`` (signed payload), retrying transient failures; returns the ETag."""
+        resp = self.call(
+            "PUT",
+            full_key,
+            f"uploading {full_key!r}",
+            query=query,
+            headers=headers,
+            body=body,
+            payload_sha256=sha256_hex,
+        )
+        return _strip_etag(resp.headers.get("ETag"))
+
+    def head_etag(self, full_key: str) -> str:
+        resp = self.call("HEAD", full_key, f"HeadObject {full_key!r}")
+        return _strip_etag(resp.headers.get("ETag"))
+
+
+class _FakeClientError(Exception):
+    """A raw HTTP error shaped like botocore's ClientError for :func:`_map_error`."""
+
+    def __init__(self, code: str, status: int) -> None:
+        super().__init__(code)
+        self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}

@@ -1,0 +1,533 @@
+"""The upload engine: planning helpers, single PUTs, multipart uploads, resume.
+
+Integrity
+---------
+Every PUT and UploadPart carries ``x-amz-content-sha256`` = the real SHA-256
+of its body, inside the SigV4 signature. AWS and radosgw recompute it and
+refuse the request on mismatch (``XAmzContentSHA256Mismatch``), so every
+byte is verified by the server, and the hash cannot be altered in transit
+without breaking the signature. (The alternative, ``UNSIGNED-PAYLOAD`` +
+``Content-MD5``, costs more CPU here: SHA-256 runs at about 1.7 GB/s with
+SHA-NI, MD5 at 0.73 GB/s, measured on the 2-core reference machine.) No SDK
+"flexible checksum" headers are sent: they are what breaks older
+S3-compatible servers. ``UploadResult.checksum`` is ``sha256:<hex>`` of the
+object, or for multipart uploads the composite ``sha256:<hex of SHA-256 of
+the part digests>-<parts>`` (AWS's COMPOSITE scheme, in hex).
+
+Resume
+------
+A multipart upload from a file writes a small 0600 state file
+(``<cache dir>/uploads/<hash of endpoint, bucket, key, size, mtime>.json``)
+holding the upload id and part size. Run again after the process died, the
+upload is found again (state file + ListMultipartUploads confirms it is
+still in progress), ListParts gives the stored parts, and each is kept only
+when its ETag equals the MD5 of the local bytes of that part; the others are
+uploaded again. A failure (an exception) aborts the multipart upload and
+removes the state file, so no parts are left behind; only a killed process
+(or Ctrl-C) leaves an upload to resume.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import fnmatch
+import functools
+import hashlib
+import json
+import logging
+import math
+import mimetypes
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sts_bridge._s3http import (
+    MiB,
+    _FakeClientError,
+    _map_error,
+    _S3Http,
+    _strip_etag,
+    _xml_blocks,
+    _xml_text,
+)
+from sts_bridge._transfer_types import UploadResult, _Progress
+from sts_bridge.errors import StsBridgeError, TransferError
+
+# The engine logs under the public module's name, as before the split.
+log = logging.getLogger("sts_bridge.transfers")
+
+# Tuned on a 2-core machine against radosgw on the same host (128 MiB
+# upload): 8 MiB parts, 4 in flight was fastest (0.42-0.60 s, 0.12 s client
+# CPU, vs 0.66-0.93 s and 0.20-0.24 s CPU for boto3's upload_file defaults);
+# 32 MiB parts or 2 in flight were not better. 32 MiB in memory at most.
+DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
+DEFAULT_PART_SIZE = 8 * MiB
+DEFAULT_CONCURRENCY = 4
+# Many small files are latency-bound: more PUTs in flight (one pool).
+DEFAULT_SMALL_FILE_CONCURRENCY = 16
+MIN_PART_SIZE = 5 * MiB
+MAX_PARTS = 10_000
+MAX_PART_SIZE = 5 * 1024 * MiB
+
+
+def choose_part_size(size: int, part_size: int = DEFAULT_PART_SIZE) -> int:
+    """The part size for ``size`` bytes: ``part_size`` unless 10,000 parts are not enough."""
+    part_size = max(part_size, MIN_PART_SIZE)
+    if size > part_size * MAX_PARTS:
+        part_size = math.ceil(size / MAX_PARTS / MiB) * MiB
+    if part_size > MAX_PART_SIZE:
+        raise TransferError(f"{size} bytes is more than S3 can store in one object")
+    return part_size
+
+
+def composite_checksum(part_digests: Sequence[bytes]) -> str:
+    """``sha256:<hex>-<n>``: SHA-256 of the concatenated part SHA-256 digests."""
+    return f"sha256:{hashlib.sha256(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
+
+
+def matches_filters(
+    relpath: str, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+) -> bool:
+    """Whether ``relpath`` (posix, relative) passes glob ``include``/``exclude`` patterns.
+
+    A pattern matches the whole relative path (``*`` crosses ``/``) or, when
+    it has no ``/``, the file name alone: ``*.tif`` matches ``a/b/c.tif``.
+    Excludes win over includes; no includes means everything.
+    """
+    name = relpath.rsplit("/", 1)[-1]
+
+    def hit(pattern: str) -> bool:
+        if fnmatch.fnmatchcase(relpath, pattern):
+            return True
+        return "/" not in pattern and fnmatch.fnmatchcase(name, pattern)
+
+    if include and not any(hit(p) for p in include):
+        return False
+    return not (exclude and any(hit(p) for p in exclude))
+
+
+def guess_content_type(key: str) -> str:
+    return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            raise TransferError("the file shrank while it was being uploaded")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _read_small(path: Path, size: int) -> bytes:
+    """The bytes of a small file expected to hold ``size`` bytes (open, one read, close).
+
+    Asks for one byte more than expected, so a file that grew is seen with
+    the same single read (regular files return short only at the end).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) < size:  # shrank, or a short read: read on until the end
+            parts = [data]
+            while more := os.read(fd, size + 1 - sum(map(len, parts))):
+                parts.append(more)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class _UploadSpec:
+    source: Path | None
+    stream: IO[bytes] | None
+    key: str  # relative
+    full_key: str
+    size: int | None
+    content_type: str
+    metadata: Mapping[str, str]
+
+
+class _UploadEngine(_S3Http):
+    """Uploads over :class:`~sts_bridge._s3http._S3Http`: PUT, multipart, resume."""
+
+    # ---------------------------------------------------------- single PUT
+    def put_object(self, spec: _UploadSpec, body: bytes, progress: _Progress) -> UploadResult:
+        sha = hashlib.sha256(body).hexdigest()
+        headers = {"Content-Type": spec.content_type}
+        headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
+        etag = self.put(spec.full_key, body, sha, headers=headers)
+        if not etag:
+            etag = self.head_etag(spec.full_key)
+        progress.add(len(body))
+        return UploadResult(
+            key=spec.key,
+            size=len(body),
+            etag=etag,
+            checksum=f"sha256:{sha}",
+            uri=f"s3://{self.ws.bucket}/{spec.full_key}",
+        )
+
+    def put_part(
+        self, full_key: str, upload_id: str, number: int, body: bytes
+    ) -> tuple[int, str, bytes]:
+        digest = hashlib.sha256(body).digest()
+        etag = self.put(
+            full_key,
+            body,
+            digest.hex(),
+            query={"partNumber": str(number), "uploadId": upload_id},
+        )
+        return number, etag, digest
+
+    # ---------------------------------------------------------- multipart
+    def create_multipart(self, spec: _UploadSpec) -> str:
+        headers = {"Content-Type": spec.content_type}
+        headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
+        resp = self.call(
+            "POST",
+            spec.full_key,
+            f"starting the upload of {spec.key!r}",
+            query={"uploads": ""},
+            headers=headers,
+        )
+        upload_id = _xml_text(resp.data, "UploadId")
+        if not upload_id:
+            raise TransferError(f"starting the upload of {spec.key!r}: no UploadId in the answer")
+        return upload_id
+
+    def abort(self, full_key: str, upload_id: str) -> None:
+        try:
+            self.call(
+                "DELETE",
+                full_key,
+                f"aborting the upload of {full_key!r}",
+                query={"uploadId": upload_id},
+                ok=frozenset({200, 204}),
+            )
+        except Exception as exc:  # the original error matters more
+            log.warning("could not abort the multipart upload of %s: %s", full_key, exc)
+
+    def complete(
+        self, spec: _UploadSpec, upload_id: str, parts: Mapping[int, tuple[str, bytes]], size: int
+    ) -> UploadResult:
+        numbers = sorted(parts)
+        body = (
+            "<CompleteMultipartUpload>"
+            + "".join(
+                f"<Part><PartNumber>{n}</PartNumber><ETag>&quot;{parts[n][0]}&quot;</ETag></Part>"
+                for n in numbers
+            )
+            + "</CompleteMultipartUpload>"
+        ).encode()
+        what = f"completing the upload of {spec.key!r}"
+        resp = self.call(
+            "POST",
+            spec.full_key,
+            what,
+            query={"uploadId": upload_id},
+            headers={"Content-Type": "application/xml"},
+            body=body,
+        )
+        data = resp.data or b""
+        if b"<Error>" in data:  # S3 may answer 200 and fail in the body
+            code = _xml_text(data, "Code")
+            raise _map_error(_FakeClientError(code, 500 if code == "InternalError" else 400), what)
+        # radosgw answers CompleteMultipartUpload with an empty ETag.
+        etag = _strip_etag(_xml_text(data, "ETag"))
+        etag = etag or self.head_etag(spec.full_key)
+        return UploadResult(
+            key=spec.key,
+            size=size,
+            etag=etag,
+            checksum=composite_checksum([parts[n][1] for n in numbers]),
+            uri=f"s3://{self.ws.bucket}/{spec.full_key}",
+            parts=len(numbers),
+        )
+
+    def run_parts(
+        self,
+        spec: _UploadSpec,
+        upload_id: str,
+        jobs: Iterable[tuple[int, Callable[[], bytes]]],
+        done: dict[int, tuple[str, bytes]],
+        progress: _Progress,
+    ) -> None:
+        """Upload parts concurrently; at most ``concurrency`` bodies in memory.
+
+        ``jobs`` yields ``(part number, read function)``; the read runs in
+        the worker for files (pread) and is already done for streams.
+        """
+        slots = threading.BoundedSemaphore(self.concurrency)
+        failure: list[BaseException] = []
+
+        def work(number: int, read: Callable[[], bytes]) -> tuple[int, str, bytes, int]:
+            try:
+                if failure:
+                    raise TransferError("cancelled")
+                body = read()
+                n, etag, digest = self.put_part(spec.full_key, upload_id, number, body)
+                progress.add(len(body))
+                return n, etag, digest, len(body)
+            except BaseException as exc:
+                failure.append(exc)
+                raise
+            finally:
+                slots.release()
+
+        with cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="sts-bridge-part") as pool:
+            futures: list[cf.Future[tuple[int, str, bytes, int]]] = []
+            try:
+                for number, read in jobs:
+                    slots.acquire()
+                    if failure:
+                        slots.release()
+                        break
+                    futures.append(pool.submit(work, number, read))
+                for fut in cf.as_completed(futures):
+                    n, etag, digest, _ = fut.result()
+                    done[n] = (etag, digest)
+            except BaseException as exc:
+                for fut in futures:
+                    fut.cancel()
+                # the first failure is the cause; later parts only saw "cancelled"
+                if failure and failure[0] is not exc:
+                    raise failure[0] from None
+                raise
+
+    def upload_stream(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
+        assert spec.stream is not None
+        stream = spec.stream
+        part_size = max(self.part_size, MIN_PART_SIZE)
+        first = _read_exact(stream, part_size)
+        second = _read_exact(stream, part_size) if len(first) == part_size else b""
+        if not second:
+            return self.put_object(spec, first, progress)
+        upload_id = self.create_multipart(spec)
+        total = [len(first) + len(second)]
+
+        def jobs() -> Iterator[tuple[int, Callable[[], bytes]]]:
+            yield 1, lambda: first
+            yield 2, lambda: second
+            number = 3
+            while True:
+                chunk = _read_exact(stream, part_size)
+                if not chunk:
+                    return
+                if number > MAX_PARTS:
+                    raise TransferError(
+                        f"the stream is longer than {MAX_PARTS} parts of {part_size} bytes",
+                        hint="pass a larger part_size",
+                    )
+                total[0] += len(chunk)
+                yield number, functools.partial(bytes, chunk)
+                number += 1
+
+        done: dict[int, tuple[str, bytes]] = {}
+        try:
+            self.run_parts(spec, upload_id, jobs(), done, progress)
+            return self.complete(spec, upload_id, done, total[0])
+        except BaseException as exc:
+            self.abort(spec.full_key, upload_id)
+            raise _as_transfer_error(exc, spec.key) from exc
+
+    # ---------------------------------------------------------- files
+    def upload_file(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
+        assert spec.source is not None and spec.size is not None
+        if spec.size < self.threshold:
+            data = _read_small(spec.source, spec.size)
+            if len(data) != spec.size:
+                raise TransferError(f"{spec.source} changed while it was being uploaded")
+            return self.put_object(spec, data, progress)
+        return self.upload_file_multipart(spec, progress)
+
+    def state_path(self, spec: _UploadSpec, mtime_ns: int) -> Path:
+        from sts_bridge.config import default_cache_dir
+
+        ident = "\n".join(
+            [self.ws.endpoint_url, self.ws.bucket, spec.full_key, str(spec.size), str(mtime_ns)]
+        )
+        name = hashlib.sha256(ident.encode()).hexdigest()[:40]
+        return default_cache_dir() / "uploads" / f"{name}.json"
+
+    def upload_file_multipart(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
+        from sts_bridge._files import file_lock
+
+        assert spec.source is not None and spec.size is not None
+        size = spec.size
+        mtime_ns = spec.source.stat().st_mtime_ns
+        state_path = self.state_path(spec, mtime_ns)
+        try:
+            with file_lock(state_path.with_suffix(".lock"), timeout=0.0):
+                return self._upload_file_multipart(spec, progress, size, mtime_ns, state_path)
+        except TimeoutError as exc:
+            raise TransferError(
+                f"another process is uploading {spec.source} to {spec.key!r} right now"
+            ) from exc
+
+    def _upload_file_multipart(
+        self, spec: _UploadSpec, progress: _Progress, size: int, mtime_ns: int, state_path: Path
+    ) -> UploadResult:
+        from sts_bridge._files import atomic_write
+
+        assert spec.source is not None
+        fd = os.open(spec.source, os.O_RDONLY)
+        try:
+            resumed = self.resume(spec, fd, size, state_path) if self.resumable else None
+            done: dict[int, tuple[str, bytes]] = {}
+            if resumed is not None:
+                upload_id, part_size, done = resumed
+                log.info("resuming %s: %d parts already stored", spec.key, len(done))
+            else:
+                part_size = choose_part_size(size, self.part_size)
+                upload_id = self.create_multipart(spec)
+                if self.resumable:
+                    state = {
+                        "version": 1,
+                        "upload_id": upload_id,
+                        "part_size": part_size,
+                        "bucket": self.ws.bucket,
+                        "key": spec.full_key,
+                        "size": size,
+                        "mtime_ns": mtime_ns,
+                        "source": str(spec.source),
+                    }
+                    atomic_write(state_path, json.dumps(state).encode())
+            count = max(1, math.ceil(size / part_size))
+            reused = len(done)
+            progress.add(sum(_part_len(n, part_size, size) for n in done))
+
+            def reader(n: int) -> Callable[[], bytes]:
+                return lambda: _pread(fd, _part_len(n, part_size, size), (n - 1) * part_size)
+
+            jobs = ((n, reader(n)) for n in range(1, count + 1) if n not in done)
+            try:
+                self.run_parts(spec, upload_id, jobs, done, progress)
+                result = self.complete(spec, upload_id, done, size)
+            except (KeyboardInterrupt, SystemExit):
+                raise  # keep the upload and the state file: run again to resume
+            except BaseException as exc:
+                self.abort(spec.full_key, upload_id)
+                with contextlib.suppress(OSError):
+                    state_path.unlink()
+                raise _as_transfer_error(exc, spec.key) from exc
+            with contextlib.suppress(OSError):
+                state_path.unlink()
+            if reused:
+                result = UploadResult(**{**result.__dict__, "resumed_parts": reused})
+            return result
+        finally:
+            os.close(fd)
+
+    def resume(
+        self, spec: _UploadSpec, fd: int, size: int, state_path: Path
+    ) -> tuple[str, int, dict[int, tuple[str, bytes]]] | None:
+        """The in-progress upload to continue, its part size and the parts to keep."""
+        from sts_bridge._files import read_private_json
+
+        try:
+            state = read_private_json(state_path)
+        except (OSError, ValueError):
+            state = None
+        if not isinstance(state, dict):
+            return None
+        upload_id = state.get("upload_id")
+        part_size = state.get("part_size")
+        if (
+            not isinstance(upload_id, str)
+            or not isinstance(part_size, int)
+            or state.get("key") != spec.full_key
+            or state.get("size") != size
+            or part_size < MIN_PART_SIZE
+        ):
+            return None
+        try:
+            if not self._upload_in_progress(spec.full_key, upload_id):
+                log.info("the interrupted upload of %s is gone; starting again", spec.key)
+                with contextlib.suppress(OSError):
+                    state_path.unlink()
+                return None
+            stored = self._list_parts(spec.full_key, upload_id)
+        except Exception as exc:
+            log.warning("cannot resume the upload of %s (%s); starting again", spec.key, exc)
+            return None
+        keep: dict[int, tuple[str, bytes]] = {}
+        count = max(1, math.ceil(size / part_size))
+        for number, (etag, part_bytes) in stored.items():
+            if not 1 <= number <= count or part_bytes != _part_len(number, part_size, size):
+                continue
+            data = _pread(fd, part_bytes, (number - 1) * part_size)
+            if hashlib.md5(data, usedforsecurity=False).hexdigest() == etag:
+                keep[number] = (etag, hashlib.sha256(data).digest())
+            else:
+                log.info(
+                    "part %d of %s differs from the file; uploading it again", number, spec.key
+                )
+        return upload_id, part_size, keep
+
+    def _upload_in_progress(self, full_key: str, upload_id: str) -> bool:
+        query = {"uploads": "", "prefix": full_key}
+        while True:
+            resp = self.call("GET", "", "ListMultipartUploads", query=query)
+            data = resp.data
+            for up in _xml_blocks(data, "Upload"):
+                if _xml_text(up, "Key") == full_key and _xml_text(up, "UploadId") == upload_id:
+                    return True
+            if _xml_text(data, "IsTruncated") != "true":
+                return False
+            query = {
+                **query,
+                "key-marker": _xml_text(data, "NextKeyMarker"),
+                "upload-id-marker": _xml_text(data, "NextUploadIdMarker"),
+            }
+
+    def _list_parts(self, full_key: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        parts: dict[int, tuple[str, int]] = {}
+        query = {"uploadId": upload_id}
+        while True:
+            resp = self.call("GET", full_key, "ListParts", query=query)
+            data = resp.data
+            for p in _xml_blocks(data, "Part"):
+                parts[int(_xml_text(p, "PartNumber"))] = (
+                    _strip_etag(_xml_text(p, "ETag")),
+                    int(_xml_text(p, "Size") or -1),
+                )
+            marker = _xml_text(data, "NextPartNumberMarker")
+            if _xml_text(data, "IsTruncated") != "true" or not marker:
+                return parts
+            query = {"uploadId": upload_id, "part-number-marker": marker}
+
+
+def _part_len(number: int, part_size: int, size: int) -> int:
+    return max(0, min(part_size, size - (number - 1) * part_size))
+
+
+def _as_transfer_error(exc: BaseException, key: str) -> StsBridgeError:
+    if isinstance(exc, StsBridgeError):
+        return exc
+    if isinstance(exc, OSError):
+        return TransferError(f"uploading {key!r} failed: {exc}")
+    return TransferError(f"uploading {key!r} failed: {type(exc).__name__}: {exc}")
