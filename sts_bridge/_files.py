@@ -126,4 +126,3 @@ def read_cache_document(
         logger.warning("ignoring %s %s: written for %s", what, path, foreign)
         return None
     return data
-
