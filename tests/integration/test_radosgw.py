@@ -1,8 +1,8 @@
 """radosgw with real STS: the properties the SDK relies on, as regression tests.
 
-Starts its own throwaway cluster (``RadosGateway``) and a tiny in-test OIDC
-issuer (discovery + JWKS over plain http on loopback, RS256 tokens signed
-with PyJWT), then proves what radosgw 16 enforces.
+Starts its own throwaway cluster (``RadosGateway``) and a ``StaticIssuer``
+(discovery + JWKS over plain http on loopback, RS256 tokens signed with
+PyJWT), then proves what radosgw 16 enforces.
 """
 
 from __future__ import annotations
@@ -11,20 +11,17 @@ import base64
 import hashlib
 import json
 import os
-import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from sts_bridge_devstack.keys import generate_signing_jwk, public_jwk
-from sts_bridge_devstack.ports import free_port
+from sts_bridge_devstack.keys import generate_signing_jwk
 from sts_bridge_devstack.s3 import (
     RadosGateway,
     StsError,
@@ -33,6 +30,7 @@ from sts_bridge_devstack.s3 import (
     session_policy,
     trust_policy,
 )
+from sts_bridge_devstack.static_issuer import StaticIssuer
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,81 +45,6 @@ AUDIENCE = "sts-bridge-test"
 BUCKET = "gep-processing-results"
 OTHER_BUCKET = "gep-other-bucket"
 PREFIX = "a2s/"
-
-
-# --------------------------------------------------------------------------
-# a tiny OIDC issuer: discovery + JWKS, and a signer
-# --------------------------------------------------------------------------
-class TinyIssuer:
-    """Serves ``/.well-known/openid-configuration`` and a JWKS on a free port."""
-
-    def __init__(self) -> None:
-        self.private_jwk = generate_signing_jwk()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.requests: list[str] = []
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                issuer.requests.append(self.path)
-                if self.path == "/.well-known/openid-configuration":
-                    body: dict[str, Any] = {
-                        "issuer": issuer.url,
-                        "jwks_uri": f"{issuer.url}/jwks",
-                        "authorization_endpoint": f"{issuer.url}/auth",
-                        "token_endpoint": f"{issuer.url}/token",
-                        "response_types_supported": ["code"],
-                        "subject_types_supported": ["public"],
-                        "id_token_signing_alg_values_supported": ["RS256"],
-                    }
-                elif self.path == "/jwks":
-                    body = {"keys": [public_jwk(issuer.private_jwk)]}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> TinyIssuer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def token(
-        self,
-        *,
-        sub: str = "alice",
-        aud: str | list[str] = AUDIENCE,
-        lifetime: float = 300,
-        iss: str | None = None,
-        **claims: Any,
-    ) -> str:
-        now = int(time.time())
-        payload = {
-            "iss": iss or self.url,
-            "sub": sub,
-            "aud": aud,
-            "azp": AUDIENCE,
-            "iat": now,
-            "exp": now + int(lifetime),
-            **claims,
-        }
-        key = jwt.PyJWK(self.private_jwk).key
-        return jwt.encode(payload, key, algorithm="RS256", headers={"kid": self.private_jwk["kid"]})
 
 
 def _b64url(data: bytes) -> str:
@@ -179,8 +102,8 @@ def _signed(method: str, url: str, creds: dict[str, Any], body: bytes = b"", **h
 # fixtures: one cluster for the module
 # --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def issuer() -> Iterator[TinyIssuer]:
-    iss = TinyIssuer().start()
+def issuer() -> Iterator[StaticIssuer]:
+    iss = StaticIssuer(AUDIENCE).start()
     yield iss
     iss.stop()
 
@@ -192,7 +115,7 @@ def rgw() -> Iterator[RadosGateway]:
 
 
 @pytest.fixture(scope="module")
-def role_arn(rgw: RadosGateway, issuer: TinyIssuer) -> str:
+def role_arn(rgw: RadosGateway, issuer: StaticIssuer) -> str:
     rgw.create_bucket(BUCKET)
     rgw.create_bucket(OTHER_BUCKET)
     rgw.register_oidc_provider(issuer.url, [AUDIENCE])
@@ -203,7 +126,7 @@ def role_arn(rgw: RadosGateway, issuer: TinyIssuer) -> str:
 
 
 @pytest.fixture
-def creds(rgw: RadosGateway, issuer: TinyIssuer, role_arn: str) -> dict[str, Any]:
+def creds(rgw: RadosGateway, issuer: StaticIssuer, role_arn: str) -> dict[str, Any]:
     return rgw.assume_role_with_web_identity(
         role_arn, issuer.token(), "alice", 900, session_policy(BUCKET, PREFIX)
     )
@@ -227,7 +150,7 @@ def test_valid_token_gets_credentials(rgw, issuer, role_arn):
     assert "/jwks" in issuer.requests
 
 
-def _other_key_token(issuer: TinyIssuer) -> str:
+def _other_key_token(issuer: StaticIssuer) -> str:
     other = generate_signing_jwk()
     now = int(time.time())
     claims = {"iss": issuer.url, "sub": "alice", "aud": AUDIENCE, "iat": now, "exp": now + 300}

@@ -25,14 +25,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from sts_bridge_devstack.keys import generate_signing_jwk, public_jwk
-from sts_bridge_devstack.ports import free_port
 from sts_bridge_devstack.s3 import (
     RadosGateway,
     missing_binaries,
@@ -40,6 +36,7 @@ from sts_bridge_devstack.s3 import (
     session_policy,
     trust_policy,
 )
+from sts_bridge_devstack.static_issuer import StaticIssuer
 
 from sts_bridge import _download, _upload
 from sts_bridge.errors import InvalidKeyError, NotFoundError, TransferError
@@ -66,56 +63,8 @@ MiB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------
-# a tiny OIDC issuer and a Workspace double
+# a Workspace double (tokens come from sts_bridge_devstack.static_issuer)
 # --------------------------------------------------------------------------
-class Issuer:
-    def __init__(self) -> None:
-        self.jwk = generate_signing_jwk()
-        self.url = f"http://127.0.0.1:{free_port()}"
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/.well-known/openid-configuration":
-                    body: dict[str, Any] = {
-                        "issuer": issuer.url,
-                        "jwks_uri": f"{issuer.url}/jwks",
-                        "authorization_endpoint": f"{issuer.url}/auth",
-                        "token_endpoint": f"{issuer.url}/token",
-                        "response_types_supported": ["code"],
-                        "subject_types_supported": ["public"],
-                        "id_token_signing_alg_values_supported": ["RS256"],
-                    }
-                elif self.path == "/jwks":
-                    body = {"keys": [public_jwk(issuer.jwk)]}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        port = int(self.url.rsplit(":", 1)[1])
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def token(self) -> str:
-        now = int(time.time())
-        claims = {"iss": self.url, "sub": "alice", "aud": AUDIENCE, "iat": now, "exp": now + 300}
-        key = jwt.PyJWK(self.jwk).key
-        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.jwk["kid"]})
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @dataclass(frozen=True)
 class Creds:
     access_key: str
@@ -210,7 +159,7 @@ def rgw() -> Iterator[RadosGateway]:
 
 @pytest.fixture(scope="module")
 def sts(rgw: RadosGateway) -> Iterator[Callable[[int], dict[str, Any]]]:
-    issuer = Issuer()
+    issuer = StaticIssuer(AUDIENCE).start()
     rgw.create_bucket(BUCKET)
     rgw.register_oidc_provider(issuer.url, [AUDIENCE])
     arn = rgw.create_role(
@@ -802,9 +751,7 @@ def _open_fds() -> int:
 
 
 @pytest.mark.parametrize("how", ["direct", "refused", "broken"])
-def test_download_with_o_direct_odd_size(
-    ws: FakeWorkspace, tmp_path: Path, how: str
-) -> None:
+def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how: str) -> None:
     """Large downloads write with O_DIRECT: aligned writes, the odd tail buffered, same bytes.
 
     ``refused``: the file system refuses a direct write (EINVAL): buffered for the rest.
@@ -854,9 +801,10 @@ def test_download_with_o_direct_odd_size(
 
 
 def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
-    assert _download.DIRECT_IO_MIN_SIZE is None or _download._open_direct(
-        tmp_path, _download.DIRECT_IO_MIN_SIZE - 1, 16 * MiB
-    ) is None
+    assert (
+        _download.DIRECT_IO_MIN_SIZE is None
+        or _download._open_direct(tmp_path, _download.DIRECT_IO_MIN_SIZE - 1, 16 * MiB) is None
+    )
     # a range size that is not a multiple of the alignment never goes direct
     assert _download._open_direct(tmp_path, 1 << 40, 16 * MiB + 1) is None
 
