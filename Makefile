@@ -22,10 +22,10 @@ system-deps:
 
 python-deps: $(VENV)/.stamp-python
 
-$(VENV)/.stamp-python: pyproject.toml
+$(VENV)/.stamp-python: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
 node-deps: devstack/node/node_modules/.package-lock.json
