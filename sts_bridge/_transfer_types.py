@@ -25,7 +25,9 @@ class UploadResult:
 
     ``key`` is relative to the workspace, ``uri`` is ``s3://bucket/full-key``,
     ``etag`` the server's ETag (without quotes), ``checksum`` the SHA-256
-    (``sha256:<hex>``, or ``sha256:<hex>-<parts>`` composite for multipart).
+    (``sha256:<hex>``, or ``sha256:<hex>-<parts>`` composite for multipart),
+    ``sha256`` the SHA-256 (hex) of the whole object as recorded in its
+    ``x-amz-meta-sha256`` metadata (``None`` for a multipart stream upload).
     """
 
     key: str
@@ -35,6 +37,7 @@ class UploadResult:
     uri: str
     parts: int = 0
     resumed_parts: int = 0
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)

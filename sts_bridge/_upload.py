@@ -14,6 +14,18 @@ S3-compatible servers. ``UploadResult.checksum`` is ``sha256:<hex>`` of the
 object, or for multipart uploads the composite ``sha256:<hex of SHA-256 of
 the part digests>-<parts>`` (AWS's COMPOSITE scheme, in hex).
 
+Every object uploaded from bytes or a file also records the SHA-256 of its
+whole content in its user metadata, ``x-amz-meta-sha256`` (:data:`SHA256_METADATA`),
+which ``sts-bridge sync`` compares with local files. A single PUT hashes its
+body once for the signature and the metadata. A multipart upload must name
+its metadata when it starts, before any part is sent, so the file is read
+once first (:func:`file_digests`): that pass computes the whole-object
+SHA-256 and the SHA-256 of every part, and each part is sent signed with
+the digest of that pass. The server recomputes every part's SHA-256, so a
+file that changes between the two reads fails the upload (aborted) instead
+of storing an object whose recorded SHA-256 is not its content. Multipart
+uploads from a stream of unknown length carry no ``sha256`` metadata.
+
 Resume
 ------
 A multipart upload from a file writes a small 0600 state file
@@ -72,6 +84,8 @@ DEFAULT_SMALL_FILE_CONCURRENCY = 16
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB
+#: User-metadata name of the whole-object SHA-256 (hex): ``x-amz-meta-sha256``.
+SHA256_METADATA = "sha256"
 
 
 def choose_part_size(size: int, part_size: int = DEFAULT_PART_SIZE) -> int:
@@ -160,6 +174,29 @@ def _read_small(path: Path, size: int) -> bytes:
         os.close(fd)
 
 
+def file_digests(fd: int, size: int, part_size: int) -> tuple[str, list[bytes]]:
+    """The SHA-256 (hex) of ``size`` bytes of ``fd`` and the SHA-256 digest of each part.
+
+    One read of the file; the part digests are computed in a helper thread
+    while this thread feeds the whole-object hash (hashlib releases the GIL),
+    so the pass costs about one SHA-256 of the file in wall time. Raises
+    :class:`TransferError` when the file is shorter than ``size``.
+    """
+    whole = hashlib.sha256()
+    count = max(1, math.ceil(size / part_size))
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="sts-bridge-hash") as pool:
+        futures: list[cf.Future[bytes]] = []
+        for number in range(1, count + 1):
+            data = _pread(fd, _part_len(number, part_size, size), (number - 1) * part_size)
+            # at most two parts in memory: wait for the digest before the one before
+            if len(futures) >= 2:
+                futures[-2].result()
+            futures.append(pool.submit(lambda d: hashlib.sha256(d).digest(), data))
+            whole.update(data)
+            del data
+        return whole.hexdigest(), [f.result() for f in futures]
+
+
 @dataclass(frozen=True)
 class _UploadSpec:
     source: Path | None
@@ -179,6 +216,7 @@ class _UploadEngine(_S3Http):
         sha = hashlib.sha256(body).hexdigest()
         headers = {"Content-Type": spec.content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
+        headers[f"x-amz-meta-{SHA256_METADATA}"] = sha
         etag = self.put(spec.full_key, body, sha, headers=headers)
         if not etag:
             etag = self.head_etag(spec.full_key)
@@ -189,12 +227,19 @@ class _UploadEngine(_S3Http):
             etag=etag,
             checksum=f"sha256:{sha}",
             uri=f"s3://{self.ws.bucket}/{spec.full_key}",
+            sha256=sha,
         )
 
     def put_part(
-        self, full_key: str, upload_id: str, number: int, body: bytes
+        self, full_key: str, upload_id: str, number: int, body: bytes, digest: bytes | None = None
     ) -> tuple[int, str, bytes]:
-        digest = hashlib.sha256(body).digest()
+        """UploadPart ``body``, signed with its SHA-256 ``digest`` (computed here when ``None``).
+
+        The server recomputes the SHA-256 and refuses a body that does not
+        match the signed one (``XAmzContentSHA256Mismatch``).
+        """
+        if digest is None:
+            digest = hashlib.sha256(body).digest()
         etag = self.put(
             full_key,
             body,
@@ -204,9 +249,11 @@ class _UploadEngine(_S3Http):
         return number, etag, digest
 
     # ---------------------------------------------------------- multipart
-    def create_multipart(self, spec: _UploadSpec) -> str:
+    def create_multipart(self, spec: _UploadSpec, sha256_hex: str | None = None) -> str:
         headers = {"Content-Type": spec.content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
+        if sha256_hex:
+            headers[f"x-amz-meta-{SHA256_METADATA}"] = sha256_hex
         resp = self.call(
             "POST",
             spec.full_key,
@@ -275,11 +322,16 @@ class _UploadEngine(_S3Http):
         jobs: Iterable[tuple[int, Callable[[], bytes]]],
         done: dict[int, tuple[str, bytes]],
         progress: _Progress,
+        expected: Sequence[bytes] | None = None,
     ) -> None:
         """Upload parts concurrently; at most ``concurrency`` bodies in memory.
 
         ``jobs`` yields ``(part number, read function)``; the read runs in
         the worker for files (pread) and is already done for streams.
+        ``expected`` holds the SHA-256 digest of every part from a first
+        read of the file; each part is signed with it, so the server refuses
+        a part whose bytes differ now, and that raises :class:`TransferError`
+        (the file changed during the upload).
         """
         slots = threading.BoundedSemaphore(self.concurrency)
         failure: list[BaseException] = []
@@ -289,7 +341,20 @@ class _UploadEngine(_S3Http):
                 if failure:
                     raise TransferError("cancelled")
                 body = read()
-                n, etag, digest = self.put_part(spec.full_key, upload_id, number, body)
+                if expected is None:
+                    n, etag, digest = self.put_part(spec.full_key, upload_id, number, body)
+                else:
+                    try:
+                        n, etag, digest = self.put_part(
+                            spec.full_key, upload_id, number, body, expected[number - 1]
+                        )
+                    except StsBridgeError as exc:
+                        if "XAmzContentSHA256Mismatch" not in exc.message:
+                            raise
+                        raise TransferError(
+                            f"{spec.source} changed while it was being uploaded",
+                            hint="upload it again once it is written completely",
+                        ) from exc
                 progress.add(len(body))
                 return n, etag, digest, len(body)
             except BaseException as exc:
@@ -398,17 +463,28 @@ class _UploadEngine(_S3Http):
         try:
             resumed = self.resume(spec, fd, size, state_path) if self.resumable else None
             done: dict[int, tuple[str, bytes]] = {}
+            part_size = (
+                resumed[1] if resumed is not None else choose_part_size(size, self.part_size)
+            )
+            sha, digests = file_digests(fd, size, part_size)
+            if resumed is not None and resumed[3] is not None and resumed[3] != sha:
+                # same size and mtime, other content: the upload records another SHA-256
+                log.info("%s changed since the interrupted upload; starting again", spec.key)
+                self.abort(spec.full_key, resumed[0])
+                resumed = None
+            # a state file without a SHA-256 (older sts-bridge) started an upload without one
+            recorded = sha if resumed is None else resumed[3]
             if resumed is not None:
-                upload_id, part_size, done = resumed
+                upload_id, part_size, done, _ = resumed
                 log.info("resuming %s: %d parts already stored", spec.key, len(done))
             else:
-                part_size = choose_part_size(size, self.part_size)
-                upload_id = self.create_multipart(spec)
+                upload_id = self.create_multipart(spec, sha)
                 if self.resumable:
                     state = {
-                        "version": 1,
+                        "version": 2,
                         "upload_id": upload_id,
                         "part_size": part_size,
+                        "sha256": sha,
                         "bucket": self.ws.bucket,
                         "key": spec.full_key,
                         "size": size,
@@ -425,7 +501,7 @@ class _UploadEngine(_S3Http):
 
             jobs = ((n, reader(n)) for n in range(1, count + 1) if n not in done)
             try:
-                self.run_parts(spec, upload_id, jobs, done, progress)
+                self.run_parts(spec, upload_id, jobs, done, progress, digests)
                 result = self.complete(spec, upload_id, done, size)
             except (KeyboardInterrupt, SystemExit):
                 raise  # keep the upload and the state file: run again to resume
@@ -436,16 +512,18 @@ class _UploadEngine(_S3Http):
                 raise _as_transfer_error(exc, spec.key) from exc
             with contextlib.suppress(OSError):
                 state_path.unlink()
-            if reused:
-                result = UploadResult(**{**result.__dict__, "resumed_parts": reused})
-            return result
+            return UploadResult(**{**result.__dict__, "resumed_parts": reused, "sha256": recorded})
         finally:
             os.close(fd)
 
     def resume(
         self, spec: _UploadSpec, fd: int, size: int, state_path: Path
-    ) -> tuple[str, int, dict[int, tuple[str, bytes]]] | None:
-        """The in-progress upload to continue, its part size and the parts to keep."""
+    ) -> tuple[str, int, dict[int, tuple[str, bytes]], str | None] | None:
+        """The in-progress upload to continue, its part size, the parts to keep and its SHA-256.
+
+        The SHA-256 is the whole-file hash the upload recorded when it
+        started (``None`` in a state file written without one).
+        """
         from sts_bridge._files import read_private_json
 
         try:
@@ -486,7 +564,8 @@ class _UploadEngine(_S3Http):
                 log.info(
                     "part %d of %s differs from the file; uploading it again", number, spec.key
                 )
-        return upload_id, part_size, keep
+        recorded = state.get("sha256")
+        return upload_id, part_size, keep, recorded if isinstance(recorded, str) else None
 
     def _upload_in_progress(self, full_key: str, upload_id: str) -> bool:
         query = {"uploads": "", "prefix": full_key}

@@ -243,6 +243,8 @@ def test_upload_small_file(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> Non
     assert res.etag == hashlib.md5(data).hexdigest()  # noqa: S324
     head = admin.head_object(Bucket=BUCKET, Key=f"{PREFIX}docs/report.json")
     assert head["ContentType"] == "application/json"
+    assert head["Metadata"] == {"sha256": hashlib.sha256(data).hexdigest()}
+    assert res.sha256 == hashlib.sha256(data).hexdigest()
     assert _get(admin, f"{PREFIX}docs/report.json") == data
     assert seen[-1] == (1000, 1000)
 
@@ -284,9 +286,34 @@ def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_pa
     assert seen == sorted(seen) and seen[-1] == len(data)
     assert _get(admin, f"{PREFIX}mp/big.bin") == data
     head = admin.head_object(Bucket=BUCKET, Key=f"{PREFIX}mp/big.bin")
-    assert head["Metadata"] == {"run": "42"}
+    whole = hashlib.sha256(data).hexdigest()
+    assert head["Metadata"] == {"run": "42", "sha256": whole}
+    assert res.sha256 == whole
     assert _uploads(admin) == []
     assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
+
+
+def test_multipart_file_changed_after_hashing_fails_and_aborts(
+    ws: FakeWorkspace, admin: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "moving.bin"
+    _file(src, 11 * MiB, seed=3)
+    original = _upload.file_digests
+
+    def then_rewrite(fd: int, size: int, part_size: int) -> Any:
+        digests = original(fd, size, part_size)
+        with open(src, "r+b") as f:  # same size, other bytes in part 2
+            f.seek(6 * MiB)
+            f.write(b"changed!")
+        return digests
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_upload, "file_digests", then_rewrite)
+        with pytest.raises(TransferError, match="changed while it was being uploaded"):
+            ws.upload(src, "mp/moving.bin", part_size=5 * MiB, multipart_threshold=5 * MiB)
+    assert _uploads(admin) == []
+    with pytest.raises(Exception, match=r"404|Not Found"):
+        admin.head_object(Bucket=BUCKET, Key=f"{PREFIX}mp/moving.bin")
 
 
 def test_upload_directory_include_exclude(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
@@ -347,10 +374,10 @@ def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_p
     _file(tmp_path / "fail.bin", 11 * MiB)
     original = _upload._UploadEngine.put_part
 
-    def failing(self: Any, full_key: str, upload_id: str, number: int, body: bytes) -> Any:
+    def failing(self: Any, full_key: str, upload_id: str, number: int, *rest: Any) -> Any:
         if number == 2:
             raise OSError("disk on fire")
-        return original(self, full_key, upload_id, number, body)
+        return original(self, full_key, upload_id, number, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload._UploadEngine, "put_part", failing)
@@ -394,8 +421,8 @@ KILLER = textwrap.dedent(
                               request_checksum_calculation="when_required"))
 
     original = _upload._UploadEngine.put_part
-    def put_part(self, full_key, upload_id, number, body):
-        result = original(self, full_key, upload_id, number, body)
+    def put_part(self, full_key, upload_id, number, *rest):
+        result = original(self, full_key, upload_id, number, *rest)
         if number == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # like a crash or an OOM kill
         return result
@@ -453,10 +480,10 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
     sent: list[int] = []
     original = _upload._UploadEngine.put_part
 
-    def recording(self: Any, full_key: str, uid: str, number: int, body: bytes) -> Any:
+    def recording(self: Any, full_key: str, uid: str, number: int, *rest: Any) -> Any:
         assert uid == upload_id
         sent.append(number)
-        return original(self, full_key, uid, number, body)
+        return original(self, full_key, uid, number, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload._UploadEngine, "put_part", recording)
@@ -847,3 +874,43 @@ def test_upload_and_resume_never_build_a_boto3_client(
     assert _get(admin, full) == data
     assert "s3_client" not in ws.calls
     assert _uploads(admin) == []
+
+
+def test_resume_refuses_an_upload_that_recorded_another_sha256(
+    ws: FakeWorkspace, tmp_path: Path, admin: Any
+) -> None:
+    # A file rewritten with the same size and mtime after an interrupted upload:
+    # the state file matches, but the upload records another SHA-256.
+    data = _file(tmp_path / "s.bin", 11 * MiB, seed=6)
+    full = PREFIX + "nb/s.bin"
+    engine = _upload._UploadEngine(
+        ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
+    )
+    spec = _upload._UploadSpec(
+        tmp_path / "s.bin", None, "nb/s.bin", full, len(data), "application/octet-stream", {}
+    )
+    old_sha = hashlib.sha256(b"the file before").hexdigest()
+    upload_id = engine.create_multipart(spec, old_sha)
+    engine.put_part(full, upload_id, 1, data[: 5 * MiB])
+    state = {
+        "version": 2,
+        "upload_id": upload_id,
+        "part_size": 5 * MiB,
+        "sha256": old_sha,
+        "bucket": BUCKET,
+        "key": full,
+        "size": len(data),
+        "mtime_ns": (tmp_path / "s.bin").stat().st_mtime_ns,
+        "source": str(tmp_path / "s.bin"),
+    }
+    path = engine.state_path(spec, state["mtime_ns"])  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+    engine.close()
+    res = ws.upload(tmp_path / "s.bin", "nb/s.bin", part_size=5 * MiB, multipart_threshold=1)
+    assert isinstance(res, UploadResult) and res.resumed_parts == 0 and res.parts == 3
+    head = admin.head_object(Bucket=BUCKET, Key=full)
+    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == res.sha256
+    assert _get(admin, full) == data
+    assert _uploads(admin) == []  # the old upload was aborted, not left behind
