@@ -43,6 +43,7 @@ COMMAND_MODULES = (
     "sts_bridge.cli.workspace_commands",
     "sts_bridge.cli.credentials_commands",
     "sts_bridge.cli.transfer_commands",
+    "sts_bridge.cli.sync_commands",
     "sts_bridge.cli.devstack_commands",
 )
 

@@ -1,0 +1,222 @@
+"""``sts-bridge sync SRC DST``: make a workspace folder match a local one, or back.
+
+One side is a local folder, the other ``workspace://<workspace>/<folder>/``.
+stdout carries the plan (``--dry-run``) or the summary (``--json`` for
+scripts); stderr carries talk: a progress line on a terminal, else one
+summary line every ``--log-interval`` seconds (CI logs). Only the
+lightweight transfer engine is imported: no boto3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from sts_bridge.cli._app import ExitStatus, error
+
+if TYPE_CHECKING:
+    from sts_bridge.s3.sync import SyncPlan, SyncReport, SyncStatus
+
+__all__ = ["register"]
+
+_SCHEME = "workspace://"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "sync",
+        help="make a folder match another, local <-> workspace, by content",
+        description=(
+            "Make DST match SRC. One side is a local folder, the other "
+            "workspace://<workspace>/<folder>/. Files are compared by content (MD5 "
+            "ETag or the recorded SHA-256), never by size and time alone. Filters: a "
+            "glob without '/' also matches the file name; --exclude wins over "
+            "--include; without --include everything is included; the filters apply "
+            "to both sides (also to --delete)."
+        ),
+    )
+    p.add_argument("src", metavar="SRC", help="local folder or workspace://WS/FOLDER/")
+    p.add_argument("dst", metavar="DST", help="local folder or workspace://WS/FOLDER/")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    p.add_argument("--delete", action="store_true", help="delete what is gone from SRC")
+    p.add_argument("-y", "--yes", action="store_true", help="delete without asking")
+    p.add_argument("--include", action="append", metavar="GLOB", help="only matching paths")
+    p.add_argument("--exclude", action="append", metavar="GLOB", help="skip matching paths")
+    p.add_argument("--json", action="store_true", help="the plan or the report as JSON")
+    p.add_argument(
+        "--no-hash-cache",
+        action="store_true",
+        help="hash every local file again (do not use the cached hashes)",
+    )
+    p.add_argument(
+        "--log-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="off a terminal, print a progress line this often (default 10)",
+    )
+    p.set_defaults(handler=run_sync_command)
+
+
+def _split(url: str) -> tuple[str, str]:
+    from sts_bridge.urls import parse_workspace_url
+
+    parsed = parse_workspace_url(url)
+    key = parsed.key
+    if key and not key.endswith("/"):
+        key += "/"
+    return parsed.workspace, key
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+class _ProgressLine:
+    """A progress line on a terminal, else a summary line every ``interval`` seconds."""
+
+    def __init__(self, tty: bool, interval: float) -> None:
+        self.tty = tty
+        self.interval = interval
+        self.start = time.monotonic()
+        self.last = self.start
+        self.lock = threading.Lock()
+        self.shown = False
+
+    def text(self, s: SyncStatus) -> str:
+        rate = s.bytes_done / max(time.monotonic() - self.start, 1e-6)
+        failed = f", {s.failed} failed" if s.failed else ""
+        return (
+            f"{s.actions_done}/{s.actions_total} done{failed}, "
+            f"{_human(s.bytes_done)} / {_human(s.bytes_total)}, {_human(rate)}/s"
+        )
+
+    def __call__(self, s: SyncStatus) -> None:
+        now = time.monotonic()
+        finished = s.actions_done + s.failed == s.actions_total
+        with self.lock:
+            wait = 0.1 if self.tty else self.interval
+            if now - self.last < wait and not (self.tty and finished):
+                return
+            self.last = now
+            if self.tty:
+                sys.stderr.write(f"\r{self.text(s)}   ")
+                self.shown = True
+            else:
+                sys.stderr.write(f"sts-bridge: sync: {self.text(s)}\n")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _confirm_deletes(args: argparse.Namespace, plan: SyncPlan, where: str) -> bool | None:
+    """True to go on; False when the user said no; None when nobody could be asked."""
+    count = len(plan.deletes)
+    if not count or args.yes:
+        return True
+    if not sys.stdin.isatty():
+        return None
+    answer = input(f"delete {count} file(s) {where} that are gone from the source? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def run_sync_command(args: argparse.Namespace) -> int:
+    from sts_bridge.errors import TransferError
+    from sts_bridge.s3.sync import plan_sync, run_sync
+
+    src_remote = args.src.startswith(_SCHEME)
+    dst_remote = args.dst.startswith(_SCHEME)
+    if src_remote == dst_remote:
+        error(
+            "sync needs one local folder and one workspace folder",
+            "write the workspace side as workspace://<workspace>/<folder>/",
+        )
+        return ExitStatus.USAGE
+    if args.log_interval <= 0:
+        error("--log-interval must be more than 0 seconds")
+        return ExitStatus.USAGE
+    direction = "download" if src_remote else "upload"
+    workspace, prefix = _split(args.src if src_remote else args.dst)
+    local = args.dst if src_remote else args.src
+    from sts_bridge.cli._workspace import open_workspace
+
+    ws = open_workspace(argparse.Namespace(workspace=workspace))
+    plan = plan_sync(
+        ws,
+        direction,
+        local,
+        prefix,
+        include=args.include,
+        exclude=args.exclude,
+        delete=args.delete,
+        use_hash_cache=not args.no_hash_cache,
+    )
+    where = f"in workspace {workspace!r}" if direction == "upload" else f"in {local}"
+    if args.dry_run:
+        _print_plan(args, plan)
+        return 0
+    confirmed = _confirm_deletes(args, plan, where)
+    if confirmed is None:
+        error(
+            f"refusing to delete {len(plan.deletes)} file(s) {where} without confirmation "
+            "(nothing was changed)",
+            "add --yes to delete without asking, or --dry-run to see the plan",
+        )
+        return ExitStatus.USAGE
+    if not confirmed:
+        if not args.quiet:
+            print("sts-bridge: note: nothing changed", file=sys.stderr)
+        return ExitStatus.ERROR
+    quiet = getattr(args, "quiet", False)
+    line = None if quiet else _ProgressLine(sys.stderr.isatty(), args.log_interval)
+    try:
+        report = run_sync(ws, plan, progress=line)
+    finally:
+        if line is not None:
+            line.close()
+    _print_report(args, plan, report)
+    if report.failed:
+        key, message = report.failed[0]
+        raise TransferError(
+            f"{len(report.failed)} of {len(plan.actions)} action(s) failed, "
+            f"e.g. {key!r}: {message}",
+            hint="run the same sync again to retry what failed",
+        )
+    return 0
+
+
+def _print_plan(args: argparse.Namespace, plan: SyncPlan) -> None:
+    if args.json:
+        print(json.dumps(plan.as_json(), indent=2))
+        return
+    sys.stdout.write("".join(a.describe() + "\n" for a in plan.actions))
+    for key in plan.skipped:
+        print(f"sts-bridge: note: skipping {key!r}: not a safe local path", file=sys.stderr)
+    if not args.quiet:
+        print(
+            f"sts-bridge: note: dry run: {len(plan.actions)} action(s), "
+            f"{_human(plan.bytes)} to transfer, {plan.unchanged} unchanged; nothing changed",
+            file=sys.stderr,
+        )
+
+
+def _print_report(args: argparse.Namespace, plan: SyncPlan, report: SyncReport) -> None:
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        return
+    moved = report.uploaded if plan.direction == "upload" else report.downloaded
+    print(
+        f"{plan.direction}ed {len(moved)} ({_human(report.bytes)}), "
+        f"deleted {len(report.deleted)}, unchanged {report.unchanged}"
+        + (f", failed {len(report.failed)}" if report.failed else "")
+    )

@@ -1,0 +1,742 @@
+"""Sync a local folder and a workspace folder, both ways, deciding by content.
+
+:func:`plan_sync` compares the two sides and returns a :class:`SyncPlan`
+(one :class:`SyncAction` per object to upload, download or delete);
+:func:`run_sync` carries it out and returns a :class:`SyncReport`. Nothing
+is written before :func:`run_sync`: a plan is a dry run.
+
+How "unchanged" is decided
+--------------------------
+Size and modification time never decide that a file is unchanged: a file
+rewritten with the same size and mtime is found. The sides are compared by
+content, without a request per object where the listing already tells it:
+
+1. a different size: changed;
+2. a single-part object (its listed ETag is 32 hex digits): the ETag is the
+   MD5 the server computed over the bytes it stored; unchanged when it
+   equals the MD5 of the local file. An object whose ETag looks like an MD5
+   but is not one (SSE-KMS, SSE-C) never matches: it is transferred, never
+   wrongly skipped;
+3. a multipart object (ETag ``<hex>-<parts>``): one HEAD reads the SHA-256
+   that ``upload`` and ``sync`` record in the object's metadata
+   (``x-amz-meta-sha256``); unchanged when it equals the SHA-256 of the
+   local file;
+4. anything else (a multipart object written by another tool, so with no
+   recorded SHA-256): transferred. Uploading it records the SHA-256, so
+   the next sync compares it by rule 3.
+
+Local files are hashed (MD5 and SHA-256 in one streamed read) in a thread
+pool while the listing pages arrive. The hashes are cached per tree in the
+cache directory (one 0600 file written atomically), keyed by the relative
+path and checked against ``(device, inode, size, mtime_ns, ctime_ns)``: a
+rewrite changes ``ctime``, which no user tool can set back, so a same-size
+same-mtime rewrite is hashed again. Files changed less than
+:data:`RACY_WINDOW_NS` before the cache is written are not cached (their
+ctime may not have ticked yet: git's "racily clean" problem).
+
+Filters
+-------
+``include`` / ``exclude`` are globs on the path relative to the synced
+folder (see :func:`sts_bridge._upload.matches_filters`): a pattern without
+``/`` also matches the file name alone; an exclude wins over an include; no
+include means everything. They apply to both sides, so ``--delete`` never
+touches what the filters leave out.
+
+Resuming
+--------
+A sync that stops (Ctrl-C, a killed process, a failure) is resumed by
+running it again: what was transferred compares unchanged, and a large file
+interrupted half-way continues its multipart upload (see
+:mod:`sts_bridge._upload`). Every request is signed with fresh credentials,
+so a sync may outlive any number of STS credential lifetimes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sts_bridge._download import (
+    DEFAULT_DOWNLOAD_RANGE,
+    _DownloadEngine,
+)
+from sts_bridge._s3http import MiB, _strip_etag, _xml_blocks, _xml_text
+from sts_bridge._transfer_types import UploadResult, _Progress
+from sts_bridge._upload import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    DEFAULT_SMALL_FILE_CONCURRENCY,
+    SHA256_METADATA,
+    _UploadEngine,
+    _UploadSpec,
+    guess_content_type,
+    matches_filters,
+)
+from sts_bridge.errors import InvalidKeyError, TransferError
+from sts_bridge.keys import check_relative_key, workspace_key, workspace_prefix
+
+__all__ = [
+    "RACY_WINDOW_NS",
+    "LocalDigests",
+    "SyncAction",
+    "SyncPlan",
+    "SyncReport",
+    "plan_sync",
+    "run_sync",
+]
+
+log = logging.getLogger(__name__)
+
+#: Files whose ctime is this close to the time the hash cache is written are not cached.
+RACY_WINDOW_NS = 2_000_000_000
+_HASH_CHUNK = 1 * MiB
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+# the temp files of an interrupted download (see sts_bridge._download)
+_PARTIAL_DOWNLOAD = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.part$")
+
+SyncProgress = Callable[["SyncStatus"], None]
+"""``progress(status)``; called after each action (and each MiB moved), serialised."""
+
+
+# ----------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class LocalDigests:
+    """The MD5 and SHA-256 (hex) of one local file."""
+
+    md5: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class _LocalFile:
+    rel: str
+    path: Path
+    size: int
+    ident: tuple[int, int, int, int, int]  # dev, inode, size, mtime_ns, ctime_ns
+
+
+@dataclass(frozen=True)
+class _RemoteObject:
+    rel: str
+    full_key: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class SyncAction:
+    """One thing to do: ``upload``, ``download`` or ``delete`` (``where``: ``local``/``remote``).
+
+    ``key`` is the path relative to both synced folders (``/``-separated);
+    ``reason`` is ``new``, ``changed (size)``, ``changed (content)``,
+    ``no recorded checksum`` or ``gone from the source``.
+    """
+
+    action: str
+    key: str
+    size: int
+    reason: str
+    where: str
+
+    def describe(self) -> str:
+        return f"{self.action:<8} {self.key}  ({self.reason}, {self.size} bytes)"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "key": self.key,
+            "size": self.size,
+            "reason": self.reason,
+            "where": self.where,
+        }
+
+
+@dataclass
+class SyncPlan:
+    """What :func:`run_sync` would do; made by :func:`plan_sync`, changes nothing."""
+
+    direction: str  # "upload" (local -> workspace) or "download"
+    local_root: Path
+    remote_prefix: str  # relative to the workspace prefix; "" or ends with "/"
+    actions: list[SyncAction]
+    unchanged: int
+    skipped: list[str] = field(default_factory=list)  # remote keys unsafe as local paths
+    _local: dict[str, _LocalFile] = field(default_factory=dict, repr=False)
+    _remote: dict[str, _RemoteObject] = field(default_factory=dict, repr=False)
+    _cache: _HashCache | None = field(default=None, repr=False)
+
+    @property
+    def bytes(self) -> int:
+        return sum(a.size for a in self.actions if a.action != "delete")
+
+    @property
+    def deletes(self) -> list[SyncAction]:
+        return [a for a in self.actions if a.action == "delete"]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "local": str(self.local_root),
+            "remote_prefix": self.remote_prefix,
+            "actions": [a.as_json() for a in self.actions],
+            "unchanged": self.unchanged,
+            "bytes": self.bytes,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass
+class SyncStatus:
+    """Progress of a running sync (handed to the progress callback)."""
+
+    actions_total: int
+    bytes_total: int
+    actions_done: int = 0
+    bytes_done: int = 0
+    failed: int = 0
+
+
+@dataclass
+class SyncReport:
+    """What :func:`run_sync` did."""
+
+    uploaded: list[str] = field(default_factory=list)
+    downloaded: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    bytes: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (key, message)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "uploaded": self.uploaded,
+            "downloaded": self.downloaded,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+            "bytes": self.bytes,
+            "failed": [{"key": k, "error": m} for k, m in self.failed],
+        }
+
+
+# ------------------------------------------------------------- local side
+def _walk(
+    root: Path, include: Sequence[str] | None, exclude: Sequence[str] | None, skip_partial: bool
+) -> dict[str, _LocalFile]:
+    """Regular files under ``root`` that pass the filters, by relative posix path."""
+    found: dict[str, _LocalFile] = {}
+    if not root.exists():
+        return found
+    stack = [("", root)]
+    while stack:
+        rel_dir, directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                rel = rel_dir + entry.name
+                if entry.is_dir():  # follows a link to a directory, as os.walk does not
+                    if not entry.is_symlink():
+                        stack.append((rel + "/", Path(entry.path)))
+                    continue
+                if skip_partial and _PARTIAL_DOWNLOAD.match(entry.name):
+                    continue
+                if not matches_filters(rel, include, exclude):
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError:  # a broken symlink, a file removed meanwhile
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                found[rel] = _LocalFile(rel, Path(entry.path), st.st_size, ident)
+    return found
+
+
+def hash_file(path: Path) -> LocalDigests:
+    """MD5 and SHA-256 of a file in one streamed read (1 MiB at a time)."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha = hashlib.sha256()
+    buf = bytearray(_HASH_CHUNK)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while n := os.readv(fd, [buf]):
+            md5.update(view[:n])
+            sha.update(view[:n])
+    finally:
+        os.close(fd)
+    return LocalDigests(md5.hexdigest(), sha.hexdigest())
+
+
+class _HashCache:
+    """Local hashes of one tree: ``<cache dir>/sync/<hash of the tree's path>.json`` (0600)."""
+
+    def __init__(self, root: Path) -> None:
+        from sts_bridge.config import default_cache_dir
+
+        name = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]
+        self.path = default_cache_dir() / "sync" / f"{name}.json"
+        self._old: dict[str, Any] = {}
+        self._new: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            from sts_bridge._files import read_private_json
+
+            doc = read_private_json(self.path)
+            if isinstance(doc, dict) and doc.get("version") == 1:
+                entries = doc.get("files")
+                if isinstance(entries, dict):
+                    self._old = entries
+
+    def get(self, f: _LocalFile) -> LocalDigests | None:
+        entry = self._old.get(f.rel)
+        if (
+            isinstance(entry, list)
+            and len(entry) == 7
+            and tuple(entry[:5]) == f.ident
+            and isinstance(entry[5], str)
+            and isinstance(entry[6], str)
+        ):
+            with self._lock:
+                self._new[f.rel] = entry
+            return LocalDigests(entry[5], entry[6])
+        return None
+
+    def put(self, f: _LocalFile, digests: LocalDigests) -> None:
+        with self._lock:
+            self._new[f.rel] = [*f.ident, digests.md5, digests.sha256]
+
+    def save(self) -> None:
+        """Write the entries seen in this run (atomically, 0600); never raises."""
+        import json
+
+        from sts_bridge._files import atomic_write
+
+        recent = time.time_ns() - RACY_WINDOW_NS
+        with self._lock:
+            files = {rel: e for rel, e in self._new.items() if e[4] < recent}
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(self.path, json.dumps({"version": 1, "files": files}).encode())
+        except OSError as exc:  # a cache, not the result: warn and go on
+            log.warning("could not write the sync hash cache %s: %s", self.path, exc)
+
+
+class _Hasher:
+    """Hashes local files in a thread pool (cache first), while the caller lists."""
+
+    def __init__(self, cache: _HashCache | None, threads: int) -> None:
+        self.cache = cache
+        self.pool = cf.ThreadPoolExecutor(threads, thread_name_prefix="sts-bridge-hash")
+        self.futures: dict[str, cf.Future[LocalDigests]] = {}
+
+    def submit(self, files: dict[str, _LocalFile]) -> None:
+        for rel, f in files.items():
+            hit = self.cache.get(f) if self.cache is not None else None
+            fut: cf.Future[LocalDigests]
+            if hit is not None:
+                fut = cf.Future()
+                fut.set_result(hit)
+            else:
+                fut = self.pool.submit(self._hash, f)
+            self.futures[rel] = fut
+
+    def _hash(self, f: _LocalFile) -> LocalDigests:
+        digests = hash_file(f.path)
+        if self.cache is not None:
+            self.cache.put(f, digests)
+        return digests
+
+    def result(self, rel: str) -> LocalDigests:
+        return self.futures[rel].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------ remote side
+def _list_remote(engine: _UploadEngine, full_prefix: str) -> Iterator[list[tuple[str, int, str]]]:
+    """ListObjectsV2 pages under ``full_prefix``: ``(full key, size, etag)`` per object."""
+    query = {"list-type": "2", "prefix": full_prefix, "max-keys": "1000"}
+    while True:
+        resp = engine.call("GET", "", f"listing {full_prefix!r}", query=query)
+        data = resp.data
+        page = [
+            (
+                _xml_text(block, "Key"),
+                int(_xml_text(block, "Size") or 0),
+                _strip_etag(_xml_text(block, "ETag")),
+            )
+            for block in _xml_blocks(data, "Contents")
+        ]
+        yield page
+        token = _xml_text(data, "NextContinuationToken")
+        if _xml_text(data, "IsTruncated") != "true" or not token:
+            return
+        query = {**query, "continuation-token": token}
+
+
+def _remote_sha256(engine: _UploadEngine, full_key: str) -> str | None:
+    resp = engine.call("HEAD", full_key, f"HeadObject {full_key!r}")
+    value = resp.headers.get(f"x-amz-meta-{SHA256_METADATA}")
+    return value.lower() if isinstance(value, str) and value else None
+
+
+def _engine(ws: Any) -> _UploadEngine:
+    return _UploadEngine(
+        ws,
+        concurrency=DEFAULT_CONCURRENCY,
+        part_size=DEFAULT_PART_SIZE,
+        multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
+        resumable=True,
+        small_concurrency=DEFAULT_SMALL_FILE_CONCURRENCY,
+    )
+
+
+# ------------------------------------------------------------------ planning
+def plan_sync(
+    ws: Any,
+    direction: str,
+    local_root: str | os.PathLike[str],
+    remote_prefix: str = "",
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    delete: bool = False,
+    use_hash_cache: bool = True,
+    hash_threads: int | None = None,
+) -> SyncPlan:
+    """Compare a local folder with a workspace folder; return the plan (nothing is changed).
+
+    ``direction`` is ``"upload"`` (the local folder is the source) or
+    ``"download"``; ``remote_prefix`` is a folder relative to the workspace
+    (``""`` = the whole workspace). With ``delete`` the plan also removes
+    what is gone from the source. See the module docstring for how content
+    is compared. Raises :class:`InvalidKeyError` for an unsafe prefix or
+    local path (before any request), :class:`TransferError` when the local
+    source is not a folder, and the transfer errors of listing
+    (:class:`PermissionDeniedError`, :class:`CredentialsError`...).
+    """
+    if direction not in ("upload", "download"):
+        raise ValueError(f"direction must be 'upload' or 'download', not {direction!r}")
+    if remote_prefix:
+        check_relative_key(remote_prefix, allow_trailing_slash=True)
+        if not remote_prefix.endswith("/"):
+            remote_prefix += "/"
+    root = Path(os.fspath(local_root))
+    if direction == "upload" and not root.is_dir():
+        raise TransferError(f"{root} is not a folder", hint="sync a folder (a file: use upload)")
+    if direction == "download" and root.exists() and not root.is_dir():
+        raise TransferError(f"{root} is not a folder", hint="sync into a folder")
+    full_prefix = workspace_prefix(ws.prefix, remote_prefix)
+    cache = _HashCache(root) if use_hash_cache else None
+    local = _walk(root, include, exclude, skip_partial=direction == "download")
+    hasher = _Hasher(cache, hash_threads or min(4, os.cpu_count() or 1))
+    engine = _engine(ws)
+    try:
+        hasher.submit(local)  # hashing runs while the pages arrive
+        remote: dict[str, _RemoteObject] = {}
+        skipped: list[str] = []
+        for page in _list_remote(engine, full_prefix):
+            for full_key, size, etag in page:
+                rel = full_key[len(full_prefix) :]
+                if not rel or rel.endswith("/"):
+                    continue  # a "folder marker" object
+                if not matches_filters(rel, include, exclude):
+                    continue
+                if direction == "download":
+                    try:
+                        check_relative_key(rel)
+                    except InvalidKeyError:
+                        skipped.append(rel)
+                        continue
+                remote[rel] = _RemoteObject(rel, full_key, size, etag)
+        actions: list[SyncAction] = []
+        unchanged = 0
+        verb, where = ("upload", "remote") if direction == "upload" else ("download", "local")
+        source, target = (local, remote) if direction == "upload" else (remote, local)
+        for rel in sorted(source):
+            s = source[rel]
+            t = target.get(rel)
+            if t is None:
+                actions.append(SyncAction(verb, rel, s.size, "new", where))
+                continue
+            reason = _difference(engine, hasher, local[rel], remote[rel])
+            if reason:
+                actions.append(SyncAction(verb, rel, s.size, reason, where))
+            else:
+                unchanged += 1
+        if delete:
+            for rel in sorted(set(target) - set(source)):
+                actions.append(
+                    SyncAction("delete", rel, target[rel].size, "gone from the source", where)
+                )
+        # finish hashing what the plan did not wait for, so the cache is complete
+        for rel in local:
+            with contextlib.suppress(OSError):
+                hasher.result(rel)
+    finally:
+        hasher.close()
+        engine.close()
+    if cache is not None:
+        cache.save()
+    return SyncPlan(
+        direction, root, remote_prefix, actions, unchanged, skipped, local, remote, cache
+    )
+
+
+def _difference(engine: _UploadEngine, hasher: _Hasher, f: _LocalFile, obj: _RemoteObject) -> str:
+    """Why the two sides differ, or ``""`` when their content is the same."""
+    if f.size != obj.size:
+        return "changed (size)"
+    digests = hasher.result(f.rel)
+    if _MD5_HEX.fullmatch(obj.etag):
+        return "" if obj.etag == digests.md5 else "changed (content)"
+    recorded = _remote_sha256(engine, obj.full_key)
+    if recorded is None:
+        return "no recorded checksum"
+    return "" if recorded == digests.sha256 else "changed (content)"
+
+
+# ----------------------------------------------------------------- execution
+class _Tracker:
+    """Serialises progress for the callback."""
+
+    def __init__(self, plan: SyncPlan, callback: SyncProgress | None) -> None:
+        self.status = SyncStatus(len(plan.actions), plan.bytes)
+        self.callback = callback
+        self.lock = threading.Lock()
+
+    def add(self, actions: int = 0, nbytes: int = 0, failed: int = 0) -> None:
+        with self.lock:
+            self.status.actions_done += actions
+            self.status.bytes_done += nbytes
+            self.status.failed += failed
+            if self.callback is not None:
+                self.callback(self.status)
+
+
+def run_sync(
+    ws: Any,
+    plan: SyncPlan,
+    *,
+    progress: SyncProgress | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    files_at_once: int = DEFAULT_SMALL_FILE_CONCURRENCY,
+) -> SyncReport:
+    """Carry out ``plan`` (from :func:`plan_sync`); return what was done.
+
+    Small files go ``files_at_once`` at a time; a large file goes alone with
+    ``concurrency`` parts (or ranges) in flight.
+
+    Transfers and deletes go on after a failure of one object; the failures
+    are in :attr:`SyncReport.failed` (run again to retry them). Ctrl-C
+    stops at once; running the same sync again resumes it.
+    """
+    report = SyncReport(unchanged=plan.unchanged)
+    tracker = _Tracker(plan, progress)
+    transfers = [a for a in plan.actions if a.action != "delete"]
+    deletes = plan.deletes
+    try:
+        if plan.direction == "upload":
+            _run_uploads(ws, plan, transfers, report, tracker, concurrency, files_at_once)
+            _run_remote_deletes(ws, plan, deletes, report, tracker)
+        else:
+            _run_downloads(ws, plan, transfers, report, tracker, concurrency, files_at_once)
+            _run_local_deletes(plan, deletes, report, tracker)
+    finally:
+        if plan._cache is not None:
+            plan._cache.save()
+    return report
+
+
+def _run_uploads(
+    ws: Any,
+    plan: SyncPlan,
+    actions: list[SyncAction],
+    report: SyncReport,
+    tracker: _Tracker,
+    concurrency: int,
+    files_at_once: int,
+) -> None:
+    if not actions:
+        return
+    engine = _engine(ws)
+    engine.concurrency = max(1, concurrency)
+
+    def one(action: SyncAction) -> None:
+        f = plan._local[action.key]
+        key = plan.remote_prefix + action.key
+        spec = _UploadSpec(
+            source=f.path,
+            stream=None,
+            key=key,
+            full_key=workspace_key(ws.prefix, key),
+            size=f.size,
+            content_type=guess_content_type(key),
+            metadata={},
+        )
+        moved = [0]
+
+        def count(done: int, total: int | None) -> None:
+            tracker.add(nbytes=done - moved[0])
+            moved[0] = done
+
+        try:
+            result: UploadResult = engine.upload_file(spec, _Progress(count, f.size))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            report.failed.append((action.key, _message(exc)))
+            tracker.add(failed=1)
+            return
+        report.uploaded.append(action.key)
+        report.bytes += result.size
+        tracker.add(actions=1)
+
+    small = [a for a in actions if a.size < engine.threshold]
+    large = [a for a in actions if a.size >= engine.threshold]
+    try:
+        if small:
+            with cf.ThreadPoolExecutor(
+                min(max(1, files_at_once), len(small)), thread_name_prefix="sts-bridge-put"
+            ) as pool:
+                futures = [pool.submit(one, a) for a in small]
+                try:
+                    for fut in cf.as_completed(futures):
+                        fut.result()
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+        for a in large:
+            one(a)
+    finally:
+        engine.close()
+
+
+def _run_remote_deletes(
+    ws: Any, plan: SyncPlan, actions: list[SyncAction], report: SyncReport, tracker: _Tracker
+) -> None:
+    if not actions:
+        return
+    engine = _engine(ws)
+
+    def one(action: SyncAction) -> None:
+        full_key = plan._remote[action.key].full_key
+        try:
+            engine.call("DELETE", full_key, f"deleting {action.key!r}", ok=frozenset({200, 204}))
+        except Exception as exc:
+            report.failed.append((action.key, _message(exc)))
+            tracker.add(failed=1)
+            return
+        report.deleted.append(action.key)
+        tracker.add(actions=1)
+
+    try:
+        with cf.ThreadPoolExecutor(
+            min(DEFAULT_SMALL_FILE_CONCURRENCY, len(actions)),
+            thread_name_prefix="sts-bridge-delete",
+        ) as pool:
+            list(pool.map(one, actions))
+    finally:
+        engine.close()
+
+
+def _run_downloads(
+    ws: Any,
+    plan: SyncPlan,
+    actions: list[SyncAction],
+    report: SyncReport,
+    tracker: _Tracker,
+    concurrency: int,
+    files_at_once: int,
+) -> None:
+    if not actions:
+        return
+    engine = _DownloadEngine(
+        ws,
+        concurrency=max(1, concurrency),
+        part_size=DEFAULT_DOWNLOAD_RANGE,
+        multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
+        resumable=False,
+        small_concurrency=max(1, files_at_once),
+    )
+    root = plan.local_root
+
+    def one(action: SyncAction) -> None:
+        obj = plan._remote[action.key]
+        target = root.joinpath(*action.key.split("/"))
+        moved = [0]
+
+        def count(done: int, total: int | None) -> None:
+            tracker.add(nbytes=done - moved[0])
+            moved[0] = done
+
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            engine.download(obj.full_key, plan.remote_prefix + action.key, target, count)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            report.failed.append((action.key, _message(exc)))
+            tracker.add(failed=1)
+            return
+        report.downloaded.append(action.key)
+        report.bytes += obj.size
+        tracker.add(actions=1)
+
+    small = [a for a in actions if a.size < engine.part_size]
+    large = [a for a in actions if a.size >= engine.part_size]
+    try:
+        if small:
+            with cf.ThreadPoolExecutor(
+                min(max(1, files_at_once), len(small)),
+                thread_name_prefix="sts-bridge-get-many",
+            ) as pool:
+                futures = [pool.submit(one, a) for a in small]
+                try:
+                    for fut in cf.as_completed(futures):
+                        fut.result()
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+        for a in large:
+            one(a)
+    finally:
+        engine.close()
+
+
+def _run_local_deletes(
+    plan: SyncPlan, actions: list[SyncAction], report: SyncReport, tracker: _Tracker
+) -> None:
+    for action in actions:
+        path = plan._local[action.key].path
+        try:
+            path.unlink()
+        except OSError as exc:
+            report.failed.append((action.key, f"could not delete {path}: {exc.strerror}"))
+            tracker.add(failed=1)
+            continue
+        report.deleted.append(action.key)
+        tracker.add(actions=1)
+
+
+def _message(exc: BaseException) -> str:
+    from sts_bridge.errors import StsBridgeError
+
+    if isinstance(exc, StsBridgeError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
