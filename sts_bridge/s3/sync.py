@@ -26,7 +26,9 @@ content, without a request per object where the listing already tells it:
    the next sync compares it by rule 3.
 
 Local files are hashed (MD5 and SHA-256 in one streamed read) in a thread
-pool while the listing pages arrive. The hashes are cached per tree in the
+pool while the listing pages arrive; hashing that the comparison turns out
+not to need (a file missing on the other side, another size) is cancelled
+when it has not started. The hashes are cached per tree in the
 cache directory (one 0600 file written atomically), keyed by the relative
 path and checked against ``(device, inode, size, mtime_ns, ctime_ns)``: a
 rewrite changes ``ctime``, which no user tool can set back, so a same-size
@@ -482,10 +484,9 @@ def plan_sync(
                 actions.append(
                     SyncAction("delete", rel, target[rel].size, "gone from the source", where)
                 )
-        # finish hashing what the plan did not wait for, so the cache is complete
-        for rel in local:
-            with contextlib.suppress(OSError):
-                hasher.result(rel)
+        # The hashes the plan did not need (new files, other sizes) are
+        # cancelled when not started: a first sync of a large tree reads each
+        # file once, to upload it, not once more to hash it.
     finally:
         hasher.close()
         engine.close()

@@ -134,3 +134,26 @@ def test_help_imports_nothing_heavy(tmp_path: Path) -> None:
         assert heavy_imports(modules) == [], args
         # --help does not even open a workspace
         assert "sts_bridge.client" not in names and "sts_bridge.auth" not in names, args
+
+
+def test_warm_sync_makes_no_api_request_and_no_heavy_import(
+    env: dict[str, str], local_platform: Any, tmp_path: Path
+) -> None:
+    _warm_up(env)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_bytes(b"a")
+    (tree / "sub" / "b.txt").write_bytes(b"b")
+    url = f"workspace://{WORKSPACE}/warm/sync-{os.getpid()}/"
+    local_platform.reset_stats()
+    for args in (["sync", str(tree), url], ["sync", str(tree), url, "--dry-run"]):
+        modules = tmp_path / "modules.json"
+        result = run(args, env, modules)
+        assert result.returncode == 0, (args, result.stderr)
+        assert heavy_imports(modules) == [], args
+    assert local_platform.api_stats()["total"] == 0
+    assert local_platform.idp_stats()["total"] == 0
+    back = run(["sync", url, str(tmp_path / "back")], env, tmp_path / "modules.json")
+    assert back.returncode == 0, back.stderr
+    assert heavy_imports(tmp_path / "modules.json") == []
+    assert (tmp_path / "back" / "sub" / "b.txt").read_bytes() == b"b"
