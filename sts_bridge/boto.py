@@ -16,7 +16,7 @@ botocore decides to refresh, ``RefreshingS3Credentials`` agrees and
 really refreshes (once, under its own lock), and botocore never sees
 credentials it still considers stale. For very short credentials ours
 scale with the lifetime, so botocore's follow after each refresh: that is
-the one place touching botocore private attributes (:func:`_set_windows`).
+the one place touching botocore private attributes (:func:`set_refresh_windows`).
 """
 
 from __future__ import annotations
@@ -41,30 +41,33 @@ if TYPE_CHECKING:
     import boto3
 
 __all__ = [
+    "BOTOCORE_WINDOW_FRACTION",
     "DEFAULT_MAX_POOL_CONNECTIONS",
     "boto3_session",
     "botocore_credentials",
     "botocore_session",
     "s3_client",
     "s3_config",
+    "set_refresh_windows",
 ]
 
 METHOD = "sts-bridge"
 #: Enough connections for parallel multipart transfers (s3transfer uses 10 threads).
 DEFAULT_MAX_POOL_CONNECTIONS = 16
-#: botocore's windows are this fraction of ours, so that our check agrees with botocore's.
-_BOTOCORE_FRACTION = 0.9
+#: botocore's (and aiobotocore's) windows are this fraction of ours, so that our
+#: check agrees with botocore's.
+BOTOCORE_WINDOW_FRACTION = 0.9
 
 
 class StsBridgeCredentials(DeferredRefreshableCredentials):  # type: ignore[misc]
     """botocore credentials fetched on first use and refreshed within our windows."""
 
-    _advisory_refresh_timeout = DEFAULT_ADVISORY_WINDOW * _BOTOCORE_FRACTION
-    _mandatory_refresh_timeout = DEFAULT_MANDATORY_WINDOW * _BOTOCORE_FRACTION
+    _advisory_refresh_timeout = DEFAULT_ADVISORY_WINDOW * BOTOCORE_WINDOW_FRACTION
+    _mandatory_refresh_timeout = DEFAULT_MANDATORY_WINDOW * BOTOCORE_WINDOW_FRACTION
 
 
-def _set_windows(credentials: Any, advisory: float, mandatory: float) -> None:
-    """Set botocore's refresh windows on one credentials object.
+def set_refresh_windows(credentials: Any, advisory: float, mandatory: float) -> None:
+    """Set botocore's (or aiobotocore's) refresh windows on one credentials object.
 
     PRIVATE botocore attributes (``RefreshableCredentials._advisory_refresh_timeout``
     and ``_mandatory_refresh_timeout``, read by ``refresh_needed``/``_refresh``;
@@ -84,13 +87,17 @@ def botocore_credentials(refreshing: RefreshingS3Credentials) -> StsBridgeCreden
         creds = refreshing.get()
         advisory, mandatory = refreshing.windows_for(creds)
         if holder:
-            _set_windows(holder[0], advisory * _BOTOCORE_FRACTION, mandatory * _BOTOCORE_FRACTION)
+            set_refresh_windows(
+                holder[0], advisory * BOTOCORE_WINDOW_FRACTION, mandatory * BOTOCORE_WINDOW_FRACTION
+            )
         return creds.to_botocore_metadata()
 
     credentials = StsBridgeCredentials(refresh_using=refresh_using, method=METHOD)
     holder.append(credentials)
     advisory, mandatory = refreshing.windows_for(refreshing.current)
-    _set_windows(credentials, advisory * _BOTOCORE_FRACTION, mandatory * _BOTOCORE_FRACTION)
+    set_refresh_windows(
+        credentials, advisory * BOTOCORE_WINDOW_FRACTION, mandatory * BOTOCORE_WINDOW_FRACTION
+    )
     return credentials
 
 

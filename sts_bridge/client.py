@@ -210,7 +210,7 @@ class Client:
             store=store,
             initial=initial,
         )
-        return Workspace(point, refreshing, verify=self.settings.verify)
+        return Workspace(point, refreshing, verify=self.settings.verify, api_url=self.api_url)
 
     def _store(self, name: str) -> CredentialCache | None:
         if not self.cache:

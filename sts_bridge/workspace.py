@@ -10,12 +10,17 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from sts_bridge.credentials.sources import workspace_by_reference
+from sts_bridge.keys import workspace_prefix
 from sts_bridge.s3_credentials import RefreshingS3Credentials, S3Credentials
 from sts_bridge.storage_point import StoragePoint
 from sts_bridge.transfers import WorkspaceTransfers
+from sts_bridge.urls import format_workspace_url
 
 if TYPE_CHECKING:
     import boto3
+
+    from sts_bridge.interop.filesystem import WorkspaceFileSystem
 
 __all__ = ["Workspace"]
 
@@ -31,6 +36,12 @@ class Workspace(WorkspaceTransfers):
     :param credentials: the refreshing credentials of this workspace.
     :param verify: TLS verification for S3: ``True``, ``False`` or a CA bundle path.
     :param max_pool_connections: HTTP connections of the S3 client.
+    :param api_url: the TerrAPI URL the workspace came from (what a pickle
+        carries to find it again; ``None`` when unknown).
+
+    It pickles by reference (its name and ``api_url``, never credentials):
+    unpickled, it is :func:`~sts_bridge.credentials.sources.resolve_workspace`
+    of that name.
     """
 
     def __init__(
@@ -40,13 +51,16 @@ class Workspace(WorkspaceTransfers):
         *,
         verify: bool | str = True,
         max_pool_connections: int = 16,
+        api_url: str | None = None,
     ) -> None:
         self.storage_point = storage_point
+        self.api_url = api_url
         self.refreshing = credentials
         self._verify = verify
         self.max_pool_connections = max_pool_connections
         self._lock = threading.Lock()
         self._client: Any = None
+        self._filesystem: WorkspaceFileSystem | None = None
 
     # -- where ---------------------------------------------------------------
 
@@ -80,10 +94,25 @@ class Workspace(WorkspaceTransfers):
     def verify(self) -> bool | str:
         return self._verify
 
-    @property
-    def url(self) -> str:
-        """``s3://bucket/prefix``."""
-        return self.storage_point.url
+    def url(self, key: str = "") -> str:
+        """``workspace://<name>/<key>``: the URL fsspec, xarray, pandas... open.
+
+        Raises :class:`~sts_bridge.errors.InvalidKeyError` for an unsafe key.
+        """
+        return format_workspace_url(self.name, key)
+
+    def s3_url(self, key: str = "") -> str:
+        """``s3://<bucket>/<prefix><key>`` (for tools given S3 credentials).
+
+        Raises :class:`~sts_bridge.errors.InvalidKeyError` for an unsafe key.
+        """
+        if not key:
+            return self.storage_point.url
+        return f"s3://{self.bucket}/{workspace_prefix(self.prefix, key)}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By reference: never the credentials, the session or the client.
+        return (workspace_by_reference, (self.name, self.api_url))
 
     def __repr__(self) -> str:
         return (
@@ -97,7 +126,8 @@ class Workspace(WorkspaceTransfers):
             "name": self.name,
             "bucket": self.bucket,
             "prefix": self.prefix,
-            "url": self.url,
+            "url": self.url(),
+            "s3_url": self.s3_url(),
             "endpoint_url": self.endpoint_url,
             "region": self.region,
             "addressing_style": self.addressing_style,
@@ -144,6 +174,20 @@ class Workspace(WorkspaceTransfers):
                     max_pool_connections=self.max_pool_connections,
                 )
             return self._client
+
+    def filesystem(self) -> WorkspaceFileSystem:
+        """This workspace as an fsspec filesystem (``workspace://`` paths), made once.
+
+        It uses this workspace's refreshing credentials for ``self.name``
+        (other workspace names in paths resolve through the configuration
+        chain). Needs the ``fsspec`` extra (``pip install 'sts-bridge[fsspec]'``).
+        """
+        with self._lock:
+            if self._filesystem is None:
+                from sts_bridge.interop.filesystem import WorkspaceFileSystem
+
+                self._filesystem = WorkspaceFileSystem(self, skip_instance_cache=True)
+            return self._filesystem
 
     def session(self) -> boto3.Session:
         """A new ``boto3.Session`` over the same refreshing credentials.

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 from sts_bridge.boto import (
     StsBridgeCredentials,
-    _set_windows,
     boto3_session,
     botocore_credentials,
     s3_client,
+    set_refresh_windows,
 )
 from sts_bridge.s3_credentials import RefreshingS3Credentials, S3Credentials
 
@@ -34,7 +34,7 @@ class Fetcher:
 def test_set_windows_private_attributes_still_drive_botocore() -> None:
     """Guards the one private-attribute use: botocore must honour the instance windows."""
     creds = StsBridgeCredentials(refresh_using=lambda: {}, method="x")
-    _set_windows(creds, 42.0, 21.0)
+    set_refresh_windows(creds, 42.0, 21.0)
     assert creds._advisory_refresh_timeout == 42.0
     assert creds._mandatory_refresh_timeout == 21.0
     creds._expiry_time = _now() + timedelta(seconds=30)

@@ -1,0 +1,136 @@
+"""Where a filesystem finds one workspace: the ``WorkspaceSource`` hook.
+
+Anything that reaches a workspace by *name* (the ``workspace://`` filesystem,
+a pickled :class:`~sts_bridge.Workspace`, a Dask worker) asks
+:func:`resolve_workspace`. It answers with, in this order:
+
+1. a source registered in this process with :func:`register_workspace_source`
+   (a Dask worker registers the one its scheduler hands out, a test
+   registers a fake), or
+2. the configuration chain: ``Client.from_env().workspace(name)``, built
+   once per process and per platform URL and then reused, so every
+   filesystem, pickle and task of a process shares one
+   :class:`~sts_bridge.credentials.RefreshingS3Credentials` (one STS
+   exchange at a time).
+
+:class:`~sts_bridge.Workspace` satisfies :class:`WorkspaceSource`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sts_bridge.config import Settings
+    from sts_bridge.s3_credentials import S3Credentials
+
+__all__ = [
+    "WorkspaceSource",
+    "register_workspace_source",
+    "resolve_workspace",
+    "workspace_by_reference",
+]
+
+
+@runtime_checkable
+class WorkspaceSource(Protocol):
+    """What a filesystem needs to reach one workspace.
+
+    ``prefix`` ends with ``/`` or is empty; ``addressing_style`` is ``path``
+    or ``virtual``; ``verify`` is TLS verification (``True``, ``False`` or a
+    CA bundle path).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def endpoint_url(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def addressing_style(self) -> str: ...
+
+    @property
+    def verify(self) -> bool | str: ...
+
+    def credentials(self) -> S3Credentials:
+        """A valid frozen snapshot; raises a :class:`~sts_bridge.errors.StsBridgeError`."""
+        ...
+
+
+_lock = threading.Lock()
+_registered: dict[str, list[WorkspaceSource]] = {}
+_from_chain: dict[tuple[Settings, str], WorkspaceSource] = {}
+
+
+def register_workspace_source(source: WorkspaceSource) -> Callable[[], None]:
+    """Make :func:`resolve_workspace` answer ``source`` for ``source.name`` in this process.
+
+    The newest registration of a name wins; the returned callable
+    unregisters exactly this one (calling it twice is harmless). Thread-safe.
+    """
+    name = source.name
+    with _lock:
+        _registered.setdefault(name, []).append(source)
+
+    def unregister() -> None:
+        with _lock:
+            stack = _registered.get(name)
+            if stack is None:
+                return
+            for index in range(len(stack) - 1, -1, -1):
+                if stack[index] is source:
+                    del stack[index]
+                    break
+            if not stack:
+                del _registered[name]
+
+    return unregister
+
+
+def resolve_workspace(name: str, *, api_url: str | None = None) -> WorkspaceSource:
+    """The source of workspace ``name``: a registered one, else the configuration chain.
+
+    ``api_url`` (the TerrAPI URL a pickle carries) overrides ``TERRAPI_URL``
+    for the configuration chain; a registered source wins regardless.
+    The chain's workspace is built once per process (per resolved settings
+    and name) and reused. Raises
+    :class:`~sts_bridge.errors.ConfigurationError` when the chain names no
+    platform, and the errors of :meth:`sts_bridge.Client.workspace`
+    (``WorkspaceNotFoundError``, auth and API errors).
+    """
+    with _lock:
+        stack = _registered.get(name)
+        if stack:
+            return stack[-1]
+    from sts_bridge.client import Client
+    from sts_bridge.config import load_settings
+
+    settings = load_settings(**({"api_url": api_url} if api_url else {}))
+    with _lock:
+        known = _from_chain.get((settings, name))
+    if known is not None:
+        return known
+    # Built outside the lock: it may log in or call the API.
+    workspace = Client(settings).workspace(name)
+    with _lock:
+        return _from_chain.setdefault((settings, name), workspace)
+
+
+def workspace_by_reference(name: str, api_url: str | None) -> WorkspaceSource:
+    """What an unpickled :class:`~sts_bridge.Workspace` becomes: :func:`resolve_workspace`.
+
+    Raises what :func:`resolve_workspace` raises.
+    """
+    return resolve_workspace(name, api_url=api_url)

@@ -1,0 +1,1 @@
+"""sts-bridge inside other tools: fsspec (``filesystem``), boto3, credential formats."""

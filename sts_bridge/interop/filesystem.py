@@ -1,0 +1,372 @@
+"""``workspace://<workspace>/<key>``: a workspace as an fsspec filesystem.
+
+Registered under the protocol ``workspace`` (the ``fsspec.specs`` entry
+point), so fsspec, xarray/zarr, pandas, pyarrow (through fsspec), Dask and
+universal_pathlib take the URLs unchanged.
+
+Paths are ``<workspace>/<key>``, the key relative to the workspace prefix
+and confined exactly as every other key (:mod:`sts_bridge.keys`): a path
+with ``..``, ``.`` or an empty segment is refused with
+:class:`~sts_bridge.errors.InvalidKeyError` before any request.
+
+Each workspace is served by an ``s3fs.S3FileSystem`` that this filesystem
+owns (composition: s3fs does the S3 work, this class translates paths and
+confines keys). The s3fs instance runs over an aiobotocore session whose
+only credential provider asks the workspace's
+:class:`~sts_bridge.credentials.sources.WorkspaceSource` for a snapshot, so
+credentials refresh per request for as long as the filesystem lives,
+through the same refreshing credentials as the rest of the SDK (one STS
+exchange at a time, from threads and from asyncio alike).
+
+A filesystem pickles by reference: the TerrAPI URL and its options, never
+a source, credentials or tokens. Unpickled, it finds each workspace again
+with :func:`~sts_bridge.credentials.sources.resolve_workspace`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from fsspec.asyn import AsyncFileSystem
+
+from sts_bridge.credentials.sources import WorkspaceSource, resolve_workspace
+from sts_bridge.keys import relative_key, workspace_key, workspace_prefix
+from sts_bridge.urls import SCHEME, parse_workspace_url
+
+if TYPE_CHECKING:
+    from s3fs import S3FileSystem
+
+__all__ = ["WorkspaceFileSystem"]
+
+_S3_PREFIX = "s3://"
+#: DELETEs in flight when a server refuses bulk deletes.
+_DELETE_CONCURRENCY = 16
+
+
+class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
+    """fsspec filesystem for ``workspace://<workspace>/<key>`` URLs (async-capable).
+
+    :param source: a workspace (a :class:`~sts_bridge.Workspace` or any
+        :class:`WorkspaceSource`) this filesystem uses for ``source.name``;
+        other names are found with ``resolve_workspace``.
+    :param api_url: the TerrAPI URL that ``resolve_workspace`` uses instead
+        of ``TERRAPI_URL`` (default: the source's, else the configuration chain).
+    :param s3_options: extra keyword arguments of ``s3fs.S3FileSystem``
+        (``default_block_size``, ``max_concurrency``, ...); credentials,
+        endpoint and session are set here and cannot be given.
+    :param kwargs: fsspec options (``asynchronous``, ``loop``, ``skip_instance_cache``, ...).
+
+    Raises :class:`~sts_bridge.errors.InvalidKeyError` for an unsafe path
+    and the errors of ``resolve_workspace`` for a workspace it cannot find;
+    S3 errors arrive as s3fs raises them (``FileNotFoundError``,
+    ``PermissionError``, ...).
+    """
+
+    protocol = (SCHEME,)
+    root_marker = ""
+    # Listing caches would hide objects another process writes; s3fs's own is used.
+    cachable = True
+
+    def __init__(
+        self,
+        source: WorkspaceSource | None = None,
+        *,
+        api_url: str | None = None,
+        s3_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        forbidden = {"key", "secret", "token", "session", "endpoint_url", "anon", "asynchronous"}
+        given = forbidden & set(s3_options or {})
+        if given:
+            raise TypeError(f"s3_options cannot set {', '.join(sorted(given))}")
+        self._sources: dict[str, WorkspaceSource] = {}
+        if source is not None:
+            self._sources[source.name] = source
+            api_url = api_url or getattr(source, "api_url", None)
+        self.api_url = api_url
+        self._s3_options = dict(s3_options or {})
+        self._lock = threading.Lock()
+        self._stores: dict[str, S3FileSystem] = {}
+        self._bulk_refused: set[str] = set()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By reference: names and the platform URL; sources, sessions and
+        # credentials stay behind.
+        return (_rebuild, (self.api_url, self._s3_options, self.asynchronous))
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkspaceFileSystem(workspaces={sorted(self._sources)!r}, api_url={self.api_url!r})"
+        )
+
+    # -- paths -----------------------------------------------------------------
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = str(path)
+        prefix = SCHEME + "://"
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+        # A folder may be written with a trailing '/'; empty segments inside stay
+        # and are refused by the key checks.
+        if path.endswith("/") and not path.endswith("//"):
+            path = path[:-1]
+        return path
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        return {}
+
+    def _split(self, path: str) -> tuple[str, str]:
+        """``(workspace, relative key or "")`` of a stripped or full path (keys checked)."""
+        stripped = self._strip_protocol(path)
+        url = parse_workspace_url(stripped, allow_bare=True)
+        return url.workspace, url.key
+
+    def source(self, name: str) -> WorkspaceSource:
+        """The source serving workspace ``name`` (resolved on first use)."""
+        with self._lock:
+            known = self._sources.get(name)
+        if known is not None:
+            return known
+        found = resolve_workspace(name, api_url=self.api_url)
+        with self._lock:
+            return self._sources.setdefault(name, found)
+
+    def _object(self, path: str) -> tuple[S3FileSystem, str, str]:
+        """``(store, s3 path "bucket/full key", workspace)`` of an object path."""
+        name, key = self._split(path)
+        source = self.source(name)
+        full = workspace_key(source.prefix, key)
+        return self._store(source), f"{source.bucket}/{full}", name
+
+    def _folder(self, path: str) -> tuple[S3FileSystem, str, str]:
+        """Like :meth:`_object` for a folder (the workspace root included)."""
+        name, key = self._split(path)
+        source = self.source(name)
+        full = workspace_prefix(source.prefix, key).rstrip("/")
+        s3_path = f"{source.bucket}/{full}" if full else source.bucket
+        return self._store(source), s3_path, name
+
+    def _back(self, name: str, s3_path: str) -> str:
+        """The ``<workspace>/<key>`` path of an s3fs path inside workspace ``name``."""
+        source = self.source(name)
+        bucket_part = source.bucket + "/"
+        s3_path = s3_path.removeprefix(_S3_PREFIX)
+        if s3_path == source.bucket or s3_path + "/" == bucket_part + source.prefix:
+            return name
+        key = relative_key(source.prefix, s3_path[len(bucket_part) :])
+        return f"{name}/{key}".rstrip("/")
+
+    def _back_info(self, name: str, info: dict[str, Any]) -> dict[str, Any]:
+        out = dict(info)
+        out["name"] = self._back(name, info["name"])
+        if "Key" in out:
+            out["Key"] = out["name"]
+        return out
+
+    # -- the s3fs instance of each workspace --------------------------------
+
+    def _store(self, source: WorkspaceSource) -> S3FileSystem:
+        with self._lock:
+            store = self._stores.get(source.name)
+            if store is None:
+                store = self._stores[source.name] = self._new_store(source)
+            return store
+
+    def _new_store(self, source: WorkspaceSource) -> S3FileSystem:
+        from s3fs import S3FileSystem
+
+        from sts_bridge.interop.aiobotocore_session import refreshing_session
+
+        store = S3FileSystem(
+            session=refreshing_session(source),
+            endpoint_url=source.endpoint_url,
+            client_kwargs={"region_name": source.region, "verify": source.verify},
+            config_kwargs={
+                "s3": {"addressing_style": source.addressing_style},
+                "signature_version": "s3v4",
+                # radosgw refuses the CRC trailers aiobotocore sends by default.
+                "request_checksum_calculation": "when_required",
+                "response_checksum_validation": "when_required",
+            },
+            asynchronous=self.asynchronous,
+            loop=self._loop,
+            # One s3fs per workspace per filesystem: this object is the cache.
+            skip_instance_cache=True,
+            **self._s3_options,
+        )
+        if self.asynchronous:
+            # s3fs registers no finalizer for asynchronous instances.
+            weakref.finalize(self, _close_quietly, store)
+        return store
+
+    # -- the fsspec primitives, delegated ------------------------------------
+
+    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        name, key = self._split(path)
+        if not key:
+            return {"name": name, "size": 0, "type": "directory"}
+        store, s3_path, name = self._object(path)
+        info = await store._info(s3_path, **kwargs)
+        return self._back_info(name, info)
+
+    async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        store, s3_path, name = self._folder(path)
+        found = await store._ls(s3_path, detail=detail, **kwargs)
+        if detail:
+            return [self._back_info(name, info) for info in found]
+        return [self._back(name, p) for p in found]
+
+    async def _find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool | None = None,
+        detail: bool = False,
+        prefix: str = "",
+        **kwargs: Any,
+    ) -> Any:
+        store, s3_path, name = self._folder(path)
+        found = await store._find(
+            s3_path, maxdepth=maxdepth, withdirs=withdirs, detail=True, prefix=prefix, **kwargs
+        )
+        out = {}
+        for s3_name, info in found.items():
+            path_back = self._back(name, s3_name)
+            if path_back == name and s3_name.rstrip("/") != s3_path:
+                continue  # the workspace prefix itself, listed as a folder
+            out[path_back] = self._back_info(name, info)
+        return out if detail else sorted(out)
+
+    async def _exists(self, path: str, **kwargs: Any) -> bool:
+        _, key = self._split(path)
+        if not key:
+            return True
+        store, s3_path, _ = self._object(path)
+        return bool(await store._exists(s3_path, **kwargs))
+
+    async def _cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        store, s3_path, _ = self._object(path)
+        return bytes(await store._cat_file(s3_path, start=start, end=end, **kwargs))
+
+    async def _pipe_file(self, path: str, data: bytes, **kwargs: Any) -> Any:
+        store, s3_path, _ = self._object(path)
+        return await store._pipe_file(s3_path, data, **kwargs)
+
+    async def _put_file(self, lpath: str, rpath: str, **kwargs: Any) -> Any:
+        store, s3_path, _ = self._object(rpath)
+        return await store._put_file(lpath, s3_path, **kwargs)
+
+    async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> Any:
+        store, s3_path, _ = self._object(rpath)
+        return await store._get_file(s3_path, lpath, **kwargs)
+
+    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> Any:
+        store1, s3_path1, name1 = self._object(path1)
+        store2, s3_path2, name2 = self._object(path2)
+        if name1 == name2:
+            return await store1._cp_file(s3_path1, s3_path2, **kwargs)
+        # Two workspaces have two sets of credentials: no server-side copy.
+        await store2._pipe_file(s3_path2, await store1._cat_file(s3_path1))
+
+    async def _rm_file(self, path: str, **kwargs: Any) -> Any:
+        store, s3_path, _ = self._object(path)
+        return await store._rm_file(s3_path, **kwargs)
+
+    async def _rm(
+        self,
+        path: str | list[str],
+        recursive: bool = False,
+        maxdepth: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        paths = await self._expand_path(path, recursive=recursive, maxdepth=maxdepth)
+        by_workspace: dict[str, tuple[S3FileSystem, list[str]]] = {}
+        for one in paths:
+            name, key = self._split(one)
+            if not key:
+                continue  # the workspace itself is not an object
+            try:
+                store, s3_path, name = self._object(one)
+            except ValueError:
+                continue  # a folder found while expanding (``results``): nothing to delete
+            by_workspace.setdefault(name, (store, []))[1].append(s3_path)
+        for name, (store, s3_paths) in by_workspace.items():
+            await self._delete(name, store, s3_paths)
+
+    async def _delete(self, name: str, store: S3FileSystem, s3_paths: list[str]) -> None:
+        if name not in self._bulk_refused:
+            try:
+                await store._rm(s3_paths)
+                return
+            except PermissionError:
+                # radosgw 16 answers 403 to DeleteObjects under a prefix-scoped
+                # session policy that allows DeleteObject: one DELETE per key,
+                # whose own errors are then the real answer.
+                self._bulk_refused.add(name)
+        for start in range(0, len(s3_paths), _DELETE_CONCURRENCY):
+            batch = s3_paths[start : start + _DELETE_CONCURRENCY]
+            await asyncio.gather(*(store._rm_file(p) for p in batch))
+
+    async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        # S3 has no folders; the path is still checked (and s3fs's _mkdir would create buckets).
+        self._folder(path)
+
+    async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
+        self._folder(path)
+
+    async def _rmdir(self, path: str) -> None:
+        self._folder(path)
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        store, s3_path, _ = self._object(path)
+        return store._open(s3_path, mode=mode, **kwargs)
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        with self._lock:
+            stores = list(self._stores.items())
+        if path is None:
+            for _, store in stores:
+                store.invalidate_cache()
+            return
+        name, _ = self._split(path)
+        for store_name, store in stores:
+            if store_name == name:
+                _, s3_path, _ = self._folder(path)
+                store.invalidate_cache(s3_path)
+
+    def stores(self) -> Iterable[tuple[str, S3FileSystem]]:
+        """``(workspace, s3fs filesystem)`` pairs created so far (for diagnostics)."""
+        with self._lock:
+            return list(self._stores.items())
+
+
+def _rebuild(
+    api_url: str | None, s3_options: dict[str, Any], asynchronous: bool
+) -> WorkspaceFileSystem:
+    # fsspec's instance cache: the tasks of one Dask worker share one filesystem
+    # (and its HTTP connections); workspaces are resolved on first use.
+    return WorkspaceFileSystem(api_url=api_url, s3_options=s3_options, asynchronous=asynchronous)
+
+
+def _close_quietly(store: S3FileSystem) -> None:
+    creator = getattr(store, "_s3creator", None)
+    if creator is None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    from s3fs import S3FileSystem
+
+    S3FileSystem.close_session(loop, creator)

@@ -1,0 +1,179 @@
+"""workspace:// through fsspec and the data stack, against the local platform.
+
+The short-lived platform issues 5-second tokens and STS credentials, so a
+test that spans more than three lifetimes proves the credentials refresh
+inside the filesystem (a snapshot dies at the first expiry: radosgw
+answers AccessDenied).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sts_bridge import Client
+from sts_bridge.credentials.sources import resolve_workspace
+from sts_bridge.errors import InvalidKeyError
+from sts_bridge.interop.filesystem import WorkspaceFileSystem
+
+pytestmark = pytest.mark.integration
+
+SERVICE_WS = "gep-processing-results-a2s-service-workspace"
+
+
+@pytest.fixture(autouse=True)
+def fresh_filesystems() -> Iterator[None]:
+    """Each test builds its own filesystems (fsspec caches instances per process,
+    and every test runs against a platform of its own configuration)."""
+    WorkspaceFileSystem.clear_instance_cache()
+    yield
+    WorkspaceFileSystem.clear_instance_cache()
+
+
+def _base() -> str:
+    return f"workspace://{SERVICE_WS}/fs-tests/{uuid.uuid4().hex}"
+
+
+def test_one_filesystem_keeps_writing_over_more_than_three_lifetimes(
+    short_lived_platform_env: dict[str, str], short_lived_platform: Any
+) -> None:
+    ws = Client.from_env().workspace(SERVICE_WS)
+    fs = ws.filesystem()
+    base = _base()
+    lifetime = short_lived_platform.sts_duration
+    short_lived_platform.reset_stats()
+    deadline = time.monotonic() + 3.3 * lifetime
+    written = 0
+    while time.monotonic() < deadline and written < 500:
+        fs.pipe_file(f"{base}/n/{written}", str(written).encode())
+        assert fs.cat_file(f"{base}/n/{written}") == str(written).encode()
+        written += 1
+        time.sleep(0.1)
+    exchanges = short_lived_platform.api_stats()["sts_exchanges"]
+    assert exchanges >= 3, exchanges  # the credentials really were renewed ...
+    assert written > 3 * exchanges  # ... but not per request
+    assert len(fs.ls(f"{base}/n")) == written
+    fs.rm(base, recursive=True)
+    assert not fs.exists(f"{base}/n/0")
+
+
+def test_xarray_zarr_with_dask_chunks_over_three_lifetimes(
+    short_lived_platform_env: dict[str, str], short_lived_platform: Any
+) -> None:
+    np = pytest.importorskip("numpy")
+    xr = pytest.importorskip("xarray")
+    url = f"{_base()}/cube.zarr"
+    lifetime = short_lived_platform.sts_duration
+    rng = np.random.default_rng(12)
+    full = xr.Dataset(
+        {"t2m": (("time", "y", "x"), rng.random((8, 64, 64)).astype("float32"))},
+        coords={"time": np.arange(8), "y": np.arange(64), "x": np.arange(64)},
+    ).chunk({"time": 2, "y": 32, "x": 32})
+    short_lived_platform.reset_stats()
+    started = time.monotonic()
+    for step in range(4):  # one append per lifetime: four lifetimes in all
+        part = full.isel(time=slice(2 * step, 2 * step + 2))
+        if step == 0:
+            part.to_zarr(url, mode="w", consolidated=False)
+        else:
+            part.to_zarr(url, append_dim="time", consolidated=False)
+        time.sleep(max(0.0, started + (step + 1) * lifetime - time.monotonic()))
+    back = xr.open_zarr(url, consolidated=False).load()
+    xr.testing.assert_equal(back, full.compute())
+    assert short_lived_platform.api_stats()["sts_exchanges"] >= 3
+    WorkspaceFileSystem().rm(url, recursive=True)
+
+
+def test_pandas_parquet_round_trip(platform_env: dict[str, str]) -> None:
+    pd = pytest.importorskip("pandas")
+    url = f"{_base()}/table.parquet"
+    df = pd.DataFrame({"station": ["a", "b", "c"], "value": [1.5, 2.5, None]})
+    df.to_parquet(url)
+    pd.testing.assert_frame_equal(pd.read_parquet(url), df)
+    WorkspaceFileSystem().rm(url)
+
+
+def test_pyarrow_dataset_through_fsspec(platform_env: dict[str, str]) -> None:
+    pa = pytest.importorskip("pyarrow")
+    ds = pytest.importorskip("pyarrow.dataset")
+    fs = WorkspaceFileSystem()
+    base = _base().removeprefix("workspace://")
+    table = pa.table({"year": [2024, 2024, 2025], "x": [1, 2, 3]})
+    ds.write_dataset(table, f"{base}/ds", filesystem=fs, format="parquet", partitioning=["year"])
+    back = ds.dataset(f"{base}/ds", filesystem=fs, format="parquet", partitioning=["year"])
+    assert back.to_table().sort_by("x").to_pydict() == table.to_pydict()
+    fs.rm(base, recursive=True)
+
+
+def test_universal_pathlib_and_fsspec_open(platform_env: dict[str, str]) -> None:
+    upath = pytest.importorskip("upath")
+    import fsspec
+
+    base = _base()
+    path = upath.UPath(f"{base}/notes/readme.txt")
+    assert type(path).__name__ != "PosixUPath"  # not silently a local path
+    path.write_text("hello workspace")
+    assert path.read_text() == "hello workspace"
+    assert [p.name for p in path.parent.iterdir()] == ["readme.txt"]
+    with fsspec.open(f"{base}/raw.bin", "wb") as f:
+        f.write(b"\x00\x01" * 1000)
+    with fsspec.open(f"{base}/raw.bin", "rb") as f:
+        assert f.read() == b"\x00\x01" * 1000
+    fs = WorkspaceFileSystem()
+    assert fs.size(f"{base}/raw.bin") == 2000
+    fs.rm(base, recursive=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../escape.txt", "a/../../b", "a//b", "./a", "a/./b", "/abs"],
+)
+def test_unsafe_keys_are_refused_through_fsspec(platform_env: dict[str, str], path: str) -> None:
+    import fsspec
+
+    url = f"workspace://{SERVICE_WS}/{path}"
+    with pytest.raises(InvalidKeyError), fsspec.open(url, "wb") as f:
+        f.write(b"x")
+    with pytest.raises(InvalidKeyError):
+        WorkspaceFileSystem().cat_file(url)
+
+
+def test_a_pickled_filesystem_and_workspace_hold_no_secret(
+    platform_env: dict[str, str], local_platform: Any
+) -> None:
+    client = Client.from_env()
+    ws = client.workspace(SERVICE_WS)
+    fs = ws.filesystem()
+    base = _base()
+    fs.pipe_file(f"{base}/x", b"x")  # credentials are live inside the filesystem
+    sts = ws.credentials()
+    secrets = {
+        "client secret": platform_env["TERRAPI_CLIENT_SECRET"],
+        "access token": client.credentials.token(),
+        "STS access key": sts.access_key,
+        "STS secret key": sts.secret_key,
+        "STS session token": sts.token or "",
+    }
+    for name, obj in {"filesystem": fs, "workspace": ws}.items():
+        data = pickle.dumps(obj)
+        for what, secret in secrets.items():
+            assert secret and secret.encode() not in data, f"{what} in the pickled {name}"
+    # unpickled, they resolve the workspace again and work
+    again = pickle.loads(pickle.dumps(fs))  # noqa: S301 - our own bytes
+    assert again.cat_file(f"{base}/x") == b"x"
+    assert pickle.loads(pickle.dumps(ws)).name == SERVICE_WS  # noqa: S301
+    fs.rm(base, recursive=True)
+
+
+def test_resolve_workspace_through_the_configuration_chain(
+    platform_env: dict[str, str],
+) -> None:
+    source = resolve_workspace(SERVICE_WS)
+    assert source.bucket == "gep-processing-results" and source.prefix == "a2s/"
+    assert resolve_workspace(SERVICE_WS) is source  # once per process
+    assert source.credentials().remaining() > 0

@@ -1,0 +1,90 @@
+"""The WorkspaceSource hook: registration, resolution order, thread safety."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sts_bridge.credentials.sources import (
+    WorkspaceSource,
+    register_workspace_source,
+    resolve_workspace,
+)
+from sts_bridge.errors import ConfigurationError
+from sts_bridge.s3_credentials import S3Credentials
+
+
+@dataclass
+class FakeSource:
+    name: str
+    bucket: str = "bkt"
+    prefix: str = "p/"
+    endpoint_url: str = "http://127.0.0.1:1"
+    region: str = "us-east-1"
+    addressing_style: str = "path"
+    verify: bool | str = True
+
+    def credentials(self) -> S3Credentials:
+        return S3Credentials("AK", "SK")
+
+
+def test_a_fake_satisfies_the_protocol() -> None:
+    assert isinstance(FakeSource("ws"), WorkspaceSource)
+
+
+def test_a_registered_source_wins_and_unregistering_restores_the_previous_one() -> None:
+    first, second = FakeSource("unit-ws"), FakeSource("unit-ws", bucket="other")
+    undo_first = register_workspace_source(first)
+    try:
+        assert resolve_workspace("unit-ws") is first
+        undo_second = register_workspace_source(second)
+        assert resolve_workspace("unit-ws") is second
+        undo_second()
+        undo_second()  # harmless twice
+        assert resolve_workspace("unit-ws") is first
+    finally:
+        undo_first()
+
+
+@pytest.fixture
+def no_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An environment that names no platform (so the chain must fail)."""
+    for name in list(os.environ):
+        if name.startswith(("TERRAPI_", "STS_BRIDGE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("STS_BRIDGE_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("STS_BRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_without_registration_the_configuration_chain_is_asked(no_platform: None) -> None:
+    with pytest.raises(ConfigurationError):
+        resolve_workspace("unit-not-registered")
+
+
+def test_registration_from_many_threads(no_platform: None) -> None:
+    sources = [FakeSource(f"unit-thread-{i % 4}") for i in range(64)]
+    undos: list[Callable[[], None]] = []
+    barrier = threading.Barrier(16)
+
+    def work(chunk: list[FakeSource]) -> None:
+        barrier.wait()
+        for source in chunk:
+            undos.append(register_workspace_source(source))
+            assert resolve_workspace(source.name).name == source.name
+
+    threads = [threading.Thread(target=work, args=(sources[i::16],)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(undos) == 64
+    for undo in undos:
+        undo()
+    for i in range(4):  # every registration is gone: the (empty) chain is asked
+        with pytest.raises(ConfigurationError):
+            resolve_workspace(f"unit-thread-{i}")
