@@ -41,10 +41,11 @@ import os
 import random
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sts_bridge._s3http import _ATTEMPTS, MiB, _S3Http, _strip_etag
+from sts_bridge._s3http import _ATTEMPTS, MiB, _S3Http, _strip_etag, describe_failure
 from sts_bridge._transfer_types import ProgressCallback, _Progress
 from sts_bridge.errors import NotFoundError, TransferError
 
@@ -101,6 +102,115 @@ def _pwrite_all(fd: int, view: memoryview, offset: int, what: str) -> None:
             written += os.pwrite(fd, view[written:], offset + written)
     except OSError as exc:  # a local problem (disk full...): not worth a retry
         raise TransferError(f"{what}: writing the file failed: {exc}") from exc
+
+
+def part_file(target: Path) -> Path:
+    """The temp file a download into ``target`` writes before the rename."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{random.getrandbits(32):08x}.part")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def clean_stale_parts(target: Path) -> int:
+    """Remove temp files of earlier downloads into ``target`` whose process is gone.
+
+    A killed download (kill -9, power loss) leaves ``.NAME.PID-XXXXXXXX.part``
+    next to its destination; the next download to the same destination
+    removes those whose process no longer runs (on this machine). Returns
+    how many were removed.
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)(?:-[0-9a-f]{{8}})?\.part")
+    removed = 0
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed += 1
+        except OSError as exc:
+            log.debug("cannot remove the stale part file %s: %s", entry.path, exc)
+    if removed:
+        log.info("removed %d stale part file(s) of %s", removed, target)
+    return removed
+
+
+def resolve_target(key: str, dest: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+    """Where a download of ``key`` into ``dest`` writes, and whether it streams there.
+
+    ``dest``: ``None`` (the key's name here), a directory (the key's name in
+    it; also a path ending with ``/``, created), or a file. A symlink is
+    followed to its final target, which is what gets written (replaced when
+    it is a regular file). A FIFO or a character device (``/dev/stdout``, a
+    terminal, ``/dev/null``) is streamed into (``True``), never replaced.
+    Raises :class:`TransferError`, before any request, when the destination
+    is a directory, a block device or a socket.
+    """
+    import stat
+
+    name = key.rsplit("/", 1)[-1]
+    if dest is None:
+        target = Path(name)
+    else:
+        target = Path(os.fspath(dest))
+        if target.is_dir() or os.fspath(dest).endswith(("/", os.sep)):
+            target = target / name
+    try:
+        mode: int | None = os.stat(target).st_mode  # through symlinks
+    except FileNotFoundError:
+        mode = None  # nothing there yet (maybe a dangling symlink: its target is created)
+    except OSError as exc:
+        raise TransferError(f"cannot download {key!r} to {target}: {exc.strerror}") from exc
+    if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+        # opened by this very path: /dev/stdout -> /proc/self/fd/1 -> "pipe:[...]"
+        # has no real path to resolve
+        return target, True
+    if mode is None or stat.S_ISREG(mode):
+        if target.is_symlink():
+            target = Path(os.path.realpath(target))
+        return target, False
+    kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file, FIFO or character device"
+    raise TransferError(
+        f"cannot download {key!r} to {target}: it is {kind}",
+        hint="give a file name (or a directory without an entry of that name) as the destination",
+    )
+
+
+def fd_writer(fd: int, target: object) -> Callable[[memoryview], None]:
+    """``write(view)`` writing all of ``view`` to ``fd`` (pipes take it in pieces).
+
+    A closed reader raises ``BrokenPipeError`` as is (``download KEY - | head``
+    is no failure); other write errors raise :class:`TransferError`.
+    """
+
+    def write(view: memoryview) -> None:
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise TransferError(f"writing to {target} failed: {exc.strerror or exc}") from exc
+
+    return write
+
+
+def _network_error(exc: OSError) -> bool:
+    """Whether an OSError while reading a response came from the socket (retry it)."""
+    return isinstance(exc, (TimeoutError, ConnectionError)) and not isinstance(exc, BrokenPipeError)
 
 
 def _file_md5(fd: int, size: int) -> str:
@@ -186,18 +296,12 @@ class _DownloadEngine(_S3Http):
                 resp.release_conn()
                 resp = self.call("GET", full_key, what, stream=True)
         except NotFoundError as exc:
-            raise NotFoundError(
-                f"no object {key!r} in workspace {getattr(self.ws, 'name', '')!r}".replace(
-                    " ''", ""
-                ),
-                status=404,
-                hint="list the workspace with `sts-bridge ls`",
-            ) from exc
+            raise self._not_found(key) from exc
         size = _total_size(resp)
         etag = _strip_etag(resp.headers.get("ETag"))
         md5_hex, reason = _etag_md5(etag, resp.headers)
         tracker = _Progress(progress, size)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}-{random.getrandbits(32):08x}.part")
+        tmp = part_file(target)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         direct: builtins.list[int | None] = [None]  # the O_DIRECT descriptor, None once given up
         opened: int | None = None
@@ -249,6 +353,112 @@ class _DownloadEngine(_S3Http):
             else:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+
+    # ---------------------------------------------------------- streaming
+    def download_stream(
+        self,
+        full_key: str,
+        key: str,
+        write: Callable[[memoryview], None],
+        progress: ProgressCallback | None,
+    ) -> int:
+        """GET ``full_key`` in order, handing every byte once to ``write``; returns the size.
+
+        For destinations that cannot be written at an offset or replaced (a
+        pipe, a terminal, a character device, a file object): one ranged GET
+        at a time, each later one carrying ``If-Match: <etag>``, a broken
+        connection resumed from the first byte not yet written. The checks
+        of :meth:`download` (size, MD5 of a single-part ETag) run as the bytes
+        pass; since bytes already handed over cannot be taken back, a failed
+        check raises after the data was written.
+        """
+        import http.client
+
+        import urllib3
+
+        what = f"downloading {key!r}"
+        step = self.part_size
+        etag = ""
+        size: int | None = None
+        md5: Any = None
+        md5_hex: str | None = None
+        tracker: _Progress | None = None
+        pos = 0
+        failures = 0
+        buf = _buffer()
+        while size is None or pos < size:
+            headers = {"Range": f"bytes={pos}-{pos + step - 1}"}
+            if etag:
+                headers["If-Match"] = f'"{etag}"'
+            try:
+                resp = self.call(
+                    "GET",
+                    full_key,
+                    what,
+                    headers=headers,
+                    ok=frozenset({206, 200, 416}),
+                    stream=True,
+                )
+            except NotFoundError as exc:
+                raise self._not_found(key) from exc
+            if resp.status == 416 and size is None:  # an empty object has no byte 0
+                resp.release_conn()
+                resp = self.call("GET", full_key, what, stream=True)
+            if size is None:
+                size = _total_size(resp)
+                etag = _strip_etag(resp.headers.get("ETag"))
+                md5_hex, reason = _etag_md5(etag, resp.headers)
+                md5 = hashlib.md5(usedforsecurity=False) if md5_hex else None
+                if md5_hex is None:
+                    log.debug("%s: ETag not compared (%s); size checked", what, reason)
+                tracker = _Progress(progress, size)
+            elif _total_size(resp) != size or _range_start(resp) != pos:
+                resp.release_conn()
+                raise TransferError(f"{what}: the object changed during the download")
+            end = size if resp.status == 200 else min(pos + step, size)
+            fp = getattr(resp, "_fp", None)
+            readinto = fp.readinto if fp is not None else resp.readinto
+            try:
+                while pos < end:
+                    n = readinto(buf[: min(len(buf), end - pos)])
+                    if not n:
+                        raise http.client.IncompleteRead(b"", end - pos)
+                    view = buf[:n]
+                    write(view)
+                    if md5 is not None:
+                        md5.update(view)
+                    pos += n
+                    assert tracker is not None
+                    tracker.add(n)
+            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
+                resp.close()
+                resp.release_conn()
+                if isinstance(exc, OSError) and not _network_error(exc):
+                    raise  # the destination failed (a closed pipe...): not worth a retry
+                failures += 1
+                if failures >= _ATTEMPTS:
+                    raise TransferError(
+                        f"{what} failed after {_ATTEMPTS} attempts: "
+                        f"{describe_failure(exc, self.stall)}",
+                        hint="the storage endpoint is unreachable or too slow; check the "
+                        "network and try again",
+                    ) from exc
+                log.debug("%s: broke at byte %d (%s); resuming", what, pos, exc)
+                continue
+            resp.release_conn()
+        if md5 is not None and md5.hexdigest() != md5_hex:
+            raise TransferError(
+                f"{what}: the data does not match the object's ETag (MD5)",
+                hint="try again; the object may have changed or been corrupted",
+            )
+        return size
+
+    def _not_found(self, key: str) -> NotFoundError:
+        return NotFoundError(
+            f"no object {key!r} in workspace {getattr(self.ws, 'name', '')!r}".replace(" ''", ""),
+            status=404,
+            hint="list the workspace with `sts-bridge ls`",
+        )
 
     def _fetch_range(
         self,
@@ -327,7 +537,12 @@ class _DownloadEngine(_S3Http):
                 resp = None
                 failures += 1
                 if failures >= _ATTEMPTS:
-                    raise TransferError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+                    raise TransferError(
+                        f"{what} failed after {_ATTEMPTS} attempts: "
+                        f"{describe_failure(exc, self.stall)}",
+                        hint="the storage endpoint is unreachable or too slow; check the "
+                        "network and try again",
+                    ) from exc
                 log.debug("%s: range broke at byte %d (%s); resuming", what, pos, exc)
                 continue
         if resp is not None:

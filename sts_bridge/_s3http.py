@@ -38,8 +38,45 @@ log = logging.getLogger("sts_bridge.transfers")
 
 MiB = 1024 * 1024
 _ATTEMPTS = 4
+#: Seconds without a byte moving (connect, send or receive) after which a
+#: request to the store counts as stalled and is retried; with 4 attempts and
+#: backoff a dead endpoint is reported in about two minutes.
+DEFAULT_STALL_TIMEOUT = 25.0
+STALL_TIMEOUT_ENV = "STS_BRIDGE_STALL_TIMEOUT"
+#: S3 error codes meaning "these credentials are bad" rather than "not allowed":
+#: the cached set is dropped, a new one fetched and the request retried once.
+REFUSED_CREDENTIAL_CODES = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccessDenied"}
+)
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
 _OK = frozenset({200})
+
+
+def stall_timeout() -> float:
+    """Seconds of no progress before a request to the store is retried.
+
+    ``STS_BRIDGE_STALL_TIMEOUT`` overrides :data:`DEFAULT_STALL_TIMEOUT` (the
+    fault tests use 2 s); a value that is not a positive number is ignored.
+    """
+    import math
+    import os
+
+    text = os.environ.get(STALL_TIMEOUT_ENV, "").strip()
+    if text:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if math.isfinite(value) and value > 0:
+            return value
+        log.warning("ignoring %s=%r: not a positive number of seconds", STALL_TIMEOUT_ENV, text)
+    return DEFAULT_STALL_TIMEOUT
+
+
+def credentials_refused(code: str, status: int | None) -> bool:
+    """Whether an S3 error says the credentials themselves are bad (see
+    :data:`REFUSED_CREDENTIAL_CODES`; a 403 without a body, as HEAD gets, too)."""
+    return code in REFUSED_CREDENTIAL_CODES or (status == 403 and not code)
 
 
 def _strip_etag(etag: str | None) -> str:
@@ -115,7 +152,11 @@ class _S3Http:
         self.part_size = part_size
         self.threshold = max(multipart_threshold, 1)
         self.resumable = resumable
-        self.timeout = urllib3.Timeout(connect=15.0, read=300.0)
+        stall = stall_timeout()
+        # urllib3's read timeout bounds every socket operation, sends included:
+        # a request that moves no byte for `stall` seconds fails and is retried.
+        self.timeout = urllib3.Timeout(connect=min(15.0, stall), read=stall)
+        self.stall = stall
         self._signer_lock = threading.Lock()
         self._signer: tuple[CredentialsLike, Signer] | None = None
         # One connection pool for the one host every request of the engine
@@ -143,10 +184,13 @@ class _S3Http:
 
     # ---------------------------------------------------------- plumbing
     def signer(self) -> Signer:
+        return self.signer_and_credentials()[0]
+
+    def signer_and_credentials(self) -> tuple[Signer, CredentialsLike]:
         creds = self.ws.credentials()
         current = self._signer  # a cheap read: same snapshot, same signer
         if current is not None and current[0] is creds:
-            return current[1]
+            return current[1], creds
         with self._signer_lock:
             if self._signer is None or self._signer[0] is not creds:
                 ws = self.ws
@@ -160,7 +204,7 @@ class _S3Http:
                 if self.http is None:
                     self.http = self._make_pool(signer.base_url)
                 self._signer = (creds, signer)
-            return self._signer[1]
+            return self._signer[1], self._signer[0]
 
     def call(
         self,
@@ -188,10 +232,14 @@ class _S3Http:
         if payload_sha256 is None:
             payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         last = ""
-        for attempt in range(_ATTEMPTS):
+        replaced = False
+        attempt = 0
+        while attempt < _ATTEMPTS:
             if attempt:
                 time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
-            url, signed = self.signer().sign_request(
+            attempt += 1
+            signer, creds = self.signer_and_credentials()
+            url, signed = signer.sign_request(
                 method, full_key, query=query, headers=headers, payload_sha256=payload_sha256
             )
             try:
@@ -207,8 +255,8 @@ class _S3Http:
                     preload_content=not stream,
                 )
             except urllib3.exceptions.HTTPError as exc:
-                last = f"{type(exc).__name__}"
-                log.debug("%s %s attempt %d failed: %s", method, full_key, attempt + 1, last)
+                last = describe_failure(exc, self.stall)
+                log.debug("%s %s attempt %d failed: %s", method, full_key, attempt, last)
                 continue
             if resp.status in ok:
                 return resp
@@ -219,10 +267,22 @@ class _S3Http:
             last = f"HTTP {resp.status} {code}".strip()
             if resp.status in _RETRY_STATUS or code in ("RequestTimeout", "SlowDown"):
                 continue
-            if code in ("ExpiredToken", "InvalidToken") and attempt == 0:
-                continue  # credentials() refreshes on the next call when they expired
+            replace = getattr(self.ws, "credentials_refused", None)
+            if not replaced and replace is not None and credentials_refused(code, resp.status):
+                # Dropped, fetched once, retried once (no backoff: nothing is overloaded).
+                replaced = True
+                log.info(
+                    "%s: the store refused the credentials (%s); fetching new ones", what, last
+                )
+                replace(creds)
+                attempt -= 1
+                continue
             raise _map_error(_FakeClientError(code, resp.status), what)
-        raise TransferError(f"{what} failed after {_ATTEMPTS} attempts: {last}")
+        raise TransferError(
+            f"{what} failed after {_ATTEMPTS} attempts: {last}",
+            hint="the storage endpoint is unreachable or too slow; check the network and "
+            "try again (an interrupted upload resumes)",
+        )
 
     def put(
         self,
@@ -248,6 +308,24 @@ class _S3Http:
     def head_etag(self, full_key: str) -> str:
         resp = self.call("HEAD", full_key, f"HeadObject {full_key!r}")
         return _strip_etag(resp.headers.get("ETag"))
+
+
+def describe_failure(exc: Exception, stall: float) -> str:
+    """A short, secret-free reason for a failed request to the store."""
+    import urllib3
+
+    causes = [exc, *[a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]]
+    if any(
+        isinstance(c, (urllib3.exceptions.TimeoutError, TimeoutError))
+        and not isinstance(c, urllib3.exceptions.ConnectTimeoutError)
+        for c in causes
+    ):
+        return f"no progress for {stall:g} s (the storage endpoint stalled)"
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return "the connection to the storage endpoint broke"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return "cannot connect to the storage endpoint"
+    return type(exc).__name__
 
 
 class _FakeClientError(Exception):

@@ -124,6 +124,46 @@ def matches_filters(
     return not (exclude and any(hit(p) for p in exclude))
 
 
+def check_pattern(pattern: str) -> str:
+    """Return ``pattern`` when it is a usable include/exclude glob; else raise ``ValueError``.
+
+    fnmatch reads an unclosed ``[`` as a literal character, so ``--include '['``
+    would quietly match nothing; an empty pattern matches nothing either.
+    """
+    if not pattern:
+        raise ValueError("an empty include/exclude pattern matches nothing")
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern[i] == "[":
+            j = i + 1
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                raise ValueError(
+                    f"pattern {pattern!r} has a '[' without its ']' (write '[[]' for a literal '[')"
+                )
+            i = j
+        i += 1
+    return pattern
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes when a file is rewritten, appended to or replaced: inode,
+    size, mtime and ctime (ns; ctime also moves when mtime is set back)."""
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _changed(source: Path) -> TransferError:
+    return TransferError(
+        f"{source} changed while it was being uploaded; nothing was stored",
+        hint="upload it again once it is no longer being written",
+    )
+
+
 def guess_content_type(key: str) -> str:
     return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
 
@@ -266,17 +306,20 @@ class _UploadEngine(_S3Http):
             raise TransferError(f"starting the upload of {spec.key!r}: no UploadId in the answer")
         return upload_id
 
-    def abort(self, full_key: str, upload_id: str) -> None:
+    def abort(self, full_key: str, upload_id: str) -> bool:
+        """Abort a multipart upload; ``False`` (logged) when the store did not confirm it."""
         try:
             self.call(
                 "DELETE",
                 full_key,
                 f"aborting the upload of {full_key!r}",
                 query={"uploadId": upload_id},
-                ok=frozenset({200, 204}),
+                ok=frozenset({200, 204, 404}),  # 404: already gone
             )
         except Exception as exc:  # the original error matters more
             log.warning("could not abort the multipart upload of %s: %s", full_key, exc)
+            return False
+        return True
 
     def complete(
         self, spec: _UploadSpec, upload_id: str, parts: Mapping[int, tuple[str, bytes]], size: int
@@ -416,24 +459,37 @@ class _UploadEngine(_S3Http):
             self.run_parts(spec, upload_id, jobs(), done, progress)
             return self.complete(spec, upload_id, done, total[0])
         except BaseException as exc:
+            # A stream cannot be read again: its parts are never resumable,
+            # so an interruption aborts them too (and stays an interruption).
             self.abort(spec.full_key, upload_id)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
             raise _as_transfer_error(exc, spec.key) from exc
 
     # ---------------------------------------------------------- files
     def upload_file(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
         assert spec.source is not None and spec.size is not None
         if spec.size < self.threshold:
+            before = file_identity(os.stat(spec.source))
             data = _read_small(spec.source, spec.size)
-            if len(data) != spec.size:
-                raise TransferError(f"{spec.source} changed while it was being uploaded")
+            if len(data) != spec.size or file_identity(os.stat(spec.source)) != before:
+                raise _changed(spec.source)
             return self.put_object(spec, data, progress)
         return self.upload_file_multipart(spec, progress)
 
-    def state_path(self, spec: _UploadSpec, mtime_ns: int) -> Path:
+    def state_path(self, spec: _UploadSpec) -> Path:
+        """The resume state file of uploading this source to this object.
+
+        Keyed by destination and source path, not by size or mtime: a run
+        after the file was touched or rewritten finds the earlier upload and
+        adopts it (every kept part is checked against the file's bytes) or
+        aborts it, instead of orphaning it.
+        """
         from sts_bridge.config import default_cache_dir
 
+        assert spec.source is not None
         ident = "\n".join(
-            [self.ws.endpoint_url, self.ws.bucket, spec.full_key, str(spec.size), str(mtime_ns)]
+            [self.ws.endpoint_url, self.ws.bucket, spec.full_key, os.path.abspath(spec.source)]
         )
         name = hashlib.sha256(ident.encode()).hexdigest()[:40]
         return default_cache_dir() / "uploads" / f"{name}.json"
@@ -444,7 +500,7 @@ class _UploadEngine(_S3Http):
         assert spec.source is not None and spec.size is not None
         size = spec.size
         mtime_ns = spec.source.stat().st_mtime_ns
-        state_path = self.state_path(spec, mtime_ns)
+        state_path = self.state_path(spec)
         try:
             with file_lock(state_path.with_suffix(".lock"), timeout=0.0):
                 return self._upload_file_multipart(spec, progress, size, mtime_ns, state_path)
@@ -461,6 +517,9 @@ class _UploadEngine(_S3Http):
         assert spec.source is not None
         fd = os.open(spec.source, os.O_RDONLY)
         try:
+            before = file_identity(os.fstat(fd))
+            if before[2] != size:
+                raise _changed(spec.source)
             resumed = self.resume(spec, fd, size, state_path) if self.resumable else None
             done: dict[int, tuple[str, bytes]] = {}
             part_size = (
@@ -502,13 +561,17 @@ class _UploadEngine(_S3Http):
             jobs = ((n, reader(n)) for n in range(1, count + 1) if n not in done)
             try:
                 self.run_parts(spec, upload_id, jobs, done, progress, digests)
+                if file_identity(os.fstat(fd)) != before:
+                    raise _changed(spec.source)
                 result = self.complete(spec, upload_id, done, size)
             except (KeyboardInterrupt, SystemExit):
                 raise  # keep the upload and the state file: run again to resume
             except BaseException as exc:
-                self.abort(spec.full_key, upload_id)
-                with contextlib.suppress(OSError):
-                    state_path.unlink()
+                # When the store cannot be reached to abort, the state file
+                # stays: the next run of the same upload adopts or aborts it.
+                if self.abort(spec.full_key, upload_id) or not self.resumable:
+                    with contextlib.suppress(OSError):
+                        state_path.unlink()
                 raise _as_transfer_error(exc, spec.key) from exc
             with contextlib.suppress(OSError):
                 state_path.unlink()
@@ -538,9 +601,16 @@ class _UploadEngine(_S3Http):
             not isinstance(upload_id, str)
             or not isinstance(part_size, int)
             or state.get("key") != spec.full_key
-            or state.get("size") != size
             or part_size < MIN_PART_SIZE
         ):
+            return None
+        if state.get("size") != size:
+            # The file changed size since that run: none of its parts can be
+            # kept; abort it rather than leave it (and its storage) behind.
+            log.info("the file changed since the interrupted upload of %s; aborting it", spec.key)
+            self.abort(spec.full_key, upload_id)
+            with contextlib.suppress(OSError):
+                state_path.unlink()
             return None
         try:
             if not self._upload_in_progress(spec.full_key, upload_id):

@@ -142,15 +142,20 @@ def s3_config(
     region: str,
     addressing_style: str = "path",
     max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
-    max_attempts: int = 5,
+    max_attempts: int = 4,
 ) -> Config:
     """The botocore ``Config`` for a workspace's S3 endpoint.
 
     Checksums only "when required": S3-compatible servers (radosgw, MinIO)
     reject or ignore the CRC32 trailers botocore >= 1.36 sends by default.
     """
+    from sts_bridge._s3http import stall_timeout
+
     s3_options: Any = {"addressing_style": addressing_style}
+    stall = stall_timeout()
     return Config(
+        connect_timeout=min(15.0, stall),
+        read_timeout=stall,
         region_name=region,
         signature_version="s3v4",
         s3=s3_options,

@@ -22,6 +22,7 @@ from sts_bridge.errors import InvalidKeyError
 __all__ = [
     "MAX_KEY_BYTES",
     "check_relative_key",
+    "folder_prefix",
     "relative_key",
     "workspace_key",
     "workspace_prefix",
@@ -142,6 +143,20 @@ def workspace_prefix(prefix: str, sub: str = "") -> str:
     full = prefix + sub
     _check_length(full, sub)
     return full
+
+
+def folder_prefix(folder: str) -> str:
+    """The relative prefix of a folder for recursive operations: ``""`` for the
+    workspace root (only ``""`` or ``"/"``), else ``folder`` with one trailing ``/``.
+
+    Raises :class:`InvalidKeyError` for anything :func:`check_relative_key`
+    refuses: ``"//"``, ``"a//"`` or ``"/a"`` never silently become the root.
+    """
+    if folder in ("", "/"):
+        return ""
+    sub = folder if folder.endswith("/") else folder + "/"
+    check_relative_key(sub, allow_trailing_slash=True)
+    return sub
 
 
 def relative_key(prefix: str, full_key: str) -> str:

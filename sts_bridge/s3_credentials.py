@@ -356,6 +356,36 @@ class RefreshingS3Credentials:
                 mandatory=True, min_lifetime=min_lifetime if min_lifetime is not None else -1.0
             )
 
+    def replace_refused(self, refused: S3Credentials) -> S3Credentials:
+        """New credentials instead of ``refused``, which the store has just rejected.
+
+        The store says "these credentials are bad" (an unknown access key, a
+        signature it cannot check, a token it calls expired) although by our
+        clock they are valid: radosgw restarted and forgot them, or a cached
+        set was damaged. They are dropped here and in the cross-process store
+        (unless another process has already replaced them), and one new set is
+        fetched. When another thread has already replaced ``refused``, its
+        replacement is returned without another exchange. Raises
+        :class:`CredentialsError` (or the API/auth error behind it) when the
+        exchange fails.
+        """
+        with self._lock:
+            current = self._current
+            if current is not None and current != refused:
+                return current  # another thread replaced them already
+            try:
+                new = self._replacement(refused)
+            except StsBridgeError:
+                raise
+            except Exception as exc:
+                raise CredentialsError(
+                    f"could not obtain STS credentials: {type(exc).__name__}: {exc}",
+                    hint="check the workspace name and your login, then try again",
+                ) from exc
+            logger.info("the store refused the cached S3 credentials; using new ones")
+            self._current = new
+            return new
+
     def credentials_for(self, min_lifetime: float) -> S3Credentials:
         """Valid credentials that, if at all possible, live ``min_lifetime`` more seconds.
 
@@ -367,6 +397,18 @@ class RefreshingS3Credentials:
         if self.lives_long_enough(creds, min_lifetime):
             return creds
         return self.refresh(min_lifetime)
+
+    def _replacement(self, refused: S3Credentials) -> S3Credentials:
+        store = self.store
+        if store is None:
+            return self._fetch()
+        with store.locked():
+            cached = store.load()
+            if cached is not None and cached != refused and not self._needs(cached, 0):
+                return cached  # another process replaced them already
+            new = self._fetch()
+            store.save(new)
+            return new
 
     def lives_long_enough(self, creds: S3Credentials, min_lifetime: float) -> bool:
         """Whether ``creds`` may serve a request for ``min_lifetime`` more seconds.

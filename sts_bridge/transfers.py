@@ -56,17 +56,17 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Union
+from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
 
 from sts_bridge._download import (
     DEFAULT_DOWNLOAD_CONCURRENCY,
     DEFAULT_DOWNLOAD_RANGE,
     _DownloadEngine,
 )
-from sts_bridge._s3http import _error_code, _map_error, _strip_etag
+from sts_bridge._s3http import _error_code, _map_error, _strip_etag, credentials_refused
 from sts_bridge._transfer_types import (
     ObjectInfo,
     PresignedUrl,
@@ -81,6 +81,7 @@ from sts_bridge._upload import (
     DEFAULT_SMALL_FILE_CONCURRENCY,
     _UploadEngine,
     _UploadSpec,
+    check_pattern,
     choose_part_size,
     composite_checksum,
     guess_content_type,
@@ -92,7 +93,7 @@ from sts_bridge.errors import (
     NotFoundError,
     TransferError,
 )
-from sts_bridge.keys import relative_key, workspace_key, workspace_prefix
+from sts_bridge.keys import folder_prefix, relative_key, workspace_key, workspace_prefix
 from sts_bridge.presign import MAX_EXPIRES, Signer
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 Source = Union[str, "os.PathLike[str]", IO[bytes], bytes, bytearray, memoryview]
@@ -196,8 +198,11 @@ class WorkspaceTransfers:
         Large files go multipart (``part_size`` parts, ``concurrency`` at a
         time) and resume after an interruption (see :mod:`sts_bridge._upload`).
         ``progress(done, total)`` reports bytes. Raises
-        :class:`InvalidKeyError` (before any request), :class:`TransferError`
-        (nothing left behind), :class:`PermissionDeniedError`.
+        :class:`InvalidKeyError` (before any request), ``ValueError`` for an
+        invalid include/exclude pattern (e.g. ``"["``), :class:`TransferError`
+        (nothing left behind; also, before any request, for a folder that
+        cannot be read anywhere in the tree, or patterns that leave no file),
+        :class:`PermissionDeniedError`.
         """
         meta = dict(metadata or {})
         for name, value in meta.items():
@@ -258,6 +263,8 @@ class WorkspaceTransfers:
                 raise InvalidKeyError("uploading a stream needs a key")
             return [spec(None, source, key, None)], True  # type: ignore[arg-type]
         path = Path(os.fspath(source))  # type: ignore[arg-type]
+        for pattern in (*(include or ()), *(exclude or ())):
+            check_pattern(pattern)
         if path.is_dir():
             if key is None:
                 base = path.resolve().name + "/"
@@ -266,12 +273,15 @@ class WorkspaceTransfers:
             else:
                 base = key.rstrip("/") + "/"
             found: builtins.list[_UploadSpec] = []
-            for root, dirs, files in os.walk(path):
+            unreadable: builtins.list[OSError] = []
+            filtered_out = 0
+            for root, dirs, files in os.walk(path, onerror=unreadable.append):
                 dirs.sort()
                 for fname in sorted(files):
                     full_path = Path(root, fname)
                     rel = full_path.relative_to(path).as_posix()
                     if not matches_filters(rel, include, exclude):
+                        filtered_out += 1
                         continue
                     try:  # one stat per file (is_file() + stat() made two)
                         st = os.stat(full_path)
@@ -282,6 +292,21 @@ class WorkspaceTransfers:
                     if not stat.S_ISREG(st.st_mode):
                         continue
                     found.append(spec(full_path, None, base + rel, st.st_size))
+            if unreadable:
+                first = unreadable[0]
+                more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+                raise TransferError(
+                    f"cannot read the folder {first.filename}: {first.strerror}{more}; "
+                    "nothing was uploaded",
+                    hint="fix its permissions, or upload the readable folders one by one",
+                )
+            if not found and filtered_out:
+                raise TransferError(
+                    f"none of the {filtered_out} file(s) under {path} passes the include/"
+                    "exclude patterns; nothing was uploaded",
+                    hint="check the patterns: a pattern without '/' matches file names "
+                    "('*.tif'), one with '/' the path relative to the folder",
+                )
             return found, False
         if not path.is_file():
             raise TransferError(f"{path} is not a file or directory", hint="check the path")
@@ -322,20 +347,21 @@ class WorkspaceTransfers:
         """Download ``key`` to ``dest`` (a file, or a directory to put it in).
 
         Ranged GETs of ``part_size`` bytes, ``concurrency`` at a time, each
-        signed with fresh credentials. The file appears complete or not at
-        all (temp file + rename). Checked: the size, and the MD5 when the
-        ETag is one (single-part objects). Raises :class:`NotFoundError`
-        when there is no such object.
+        signed with fresh credentials. A regular file appears complete or not
+        at all (temp file + rename); temp files that killed downloads into the
+        same destination left are removed first. A symlink is written
+        through: its target is what gets replaced. A FIFO or a character
+        device (``/dev/stdout``, ``/dev/null``) is streamed into in order and
+        never replaced (see also :meth:`download_fileobj`). Checked: the
+        size, and the MD5 when the ETag is one (single-part objects). Returns
+        the path written. Raises :class:`NotFoundError` when there is no
+        such object, :class:`TransferError` when the destination is a
+        directory (before any request) or the transfer failed.
         """
+        from sts_bridge._download import clean_stale_parts, fd_writer, resolve_target
+
         full = workspace_key(self.prefix, key)
-        name = key.rsplit("/", 1)[-1]
-        if dest is None:
-            target = Path(name)
-        else:
-            target = Path(os.fspath(dest))
-            if target.is_dir() or os.fspath(dest).endswith(("/", os.sep)):
-                target = target / name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target, streamed = resolve_target(key, dest)
         engine = _DownloadEngine(
             self,
             concurrency=concurrency,
@@ -344,10 +370,52 @@ class WorkspaceTransfers:
             resumable=False,
         )
         try:
-            engine.download(full, key, target, progress)
+            if streamed:
+                fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    engine.download_stream(full, key, fd_writer(fd, target), progress)
+                finally:
+                    os.close(fd)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                clean_stale_parts(target)
+                engine.download(full, key, target, progress)
         finally:
             engine.close()
         return target
+
+    def download_fileobj(
+        self,
+        key: str,
+        fileobj: IO[bytes],
+        *,
+        progress: ProgressCallback | None = None,
+        part_size: int = DEFAULT_DOWNLOAD_RANGE,
+    ) -> int:
+        """Write object ``key`` into the binary file object ``fileobj``, in order.
+
+        One ranged GET at a time (``part_size`` bytes), resumed where a
+        connection broke; the size and a single-part MD5 are checked as the
+        bytes pass, so a failed check raises after the bytes were written.
+        Returns the size. Raises :class:`NotFoundError`, :class:`TransferError`.
+        """
+        full = workspace_key(self.prefix, key)
+        engine = _DownloadEngine(
+            self,
+            concurrency=1,
+            part_size=part_size,
+            multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
+            resumable=False,
+        )
+        try:
+            # bytes(): the engine reuses its buffer, a file object may keep what it gets
+
+            def write(view: memoryview) -> None:
+                fileobj.write(bytes(view))
+
+            return engine.download_stream(full, key, write, progress)
+        finally:
+            engine.close()
 
     # ------------------------------------------------------------------ list
     def list(
@@ -359,7 +427,6 @@ class WorkspaceTransfers:
         come as ``ObjectInfo(is_prefix=True)``.
         """
         full_prefix = workspace_prefix(self.prefix, prefix)
-        s3 = self.s3_client()
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,
             "Prefix": full_prefix,
@@ -367,9 +434,10 @@ class WorkspaceTransfers:
         }
         if not recursive:
             kwargs["Delimiter"] = "/"
+        s3 = self.s3_client()
         while True:
             try:
-                resp = s3.list_objects_v2(**kwargs)
+                resp, s3 = self._s3_call(lambda c: c.list_objects_v2(**kwargs), s3)
             except Exception as exc:
                 raise _map_error(exc, f"listing {prefix or 'the workspace'!r}") from exc
             for cp in resp.get("CommonPrefixes", []):
@@ -388,21 +456,37 @@ class WorkspaceTransfers:
                 return
             kwargs["ContinuationToken"] = token
 
+    def _s3_call(self, operation: Callable[[Any], _T], client: Any = None) -> tuple[_T, Any]:
+        """``(operation(client), client)``; once more with new credentials (and
+        the new client) when the store refuses the current ones (see
+        :func:`credentials_refused`). ``client`` defaults to ``s3_client()``."""
+        client = client if client is not None else self.s3_client()
+        try:
+            return operation(client), client
+        except Exception as exc:
+            replace = getattr(self, "credentials_refused", None)
+            if replace is None or not credentials_refused(*_error_code(exc)):
+                raise
+            log.info("the store refused the credentials (%s); fetching new ones", exc)
+            replace(self.credentials())
+        client = self.s3_client()
+        return operation(client), client
+
     # ---------------------------------------------------------------- delete
     def delete(self, key_or_prefix: str, *, recursive: bool = False) -> int:
         """Delete one object, or with ``recursive=True`` everything under a folder.
 
         ``recursive`` treats ``key_or_prefix`` as a folder (``results`` means
-        ``results/``; ``""`` means the whole workspace) and also aborts
-        unfinished multipart uploads there. Returns how many objects were
-        deleted. Raises :class:`NotFoundError` for a missing single key.
+        ``results/``; only ``""`` or ``"/"`` mean the whole workspace) and also
+        aborts unfinished multipart uploads there. Returns how many objects
+        were deleted. Raises :class:`NotFoundError` for a missing single key,
+        :class:`InvalidKeyError` (before any request) for an unsafe key or
+        folder, e.g. one with an empty segment (``"//"``, ``"a//"``).
         """
-        s3 = None
         if not recursive:
             full = workspace_key(self.prefix, key_or_prefix)
-            s3 = self.s3_client()
             try:
-                s3.head_object(Bucket=self.bucket, Key=full)
+                _, s3 = self._s3_call(lambda c: c.head_object(Bucket=self.bucket, Key=full))
             except Exception as exc:
                 err = _map_error(exc, f"deleting {key_or_prefix!r}")
                 if not isinstance(err, NotFoundError):
@@ -419,22 +503,19 @@ class WorkspaceTransfers:
             except Exception as exc:
                 raise _map_error(exc, f"deleting {key_or_prefix!r}") from exc
             return 1
-        sub = key_or_prefix if key_or_prefix in ("", "/") else key_or_prefix.rstrip("/") + "/"
-        if sub == "/":
-            sub = ""
+        sub = folder_prefix(key_or_prefix)
         full_prefix = workspace_prefix(self.prefix, sub)
-        s3 = self.s3_client()
         deleted = 0
         bulk = [True]
         batch: builtins.list[str] = []
         for info in self.list(sub):
             batch.append(self.prefix + info.key)
             if len(batch) == 1000:
-                deleted += self._delete_batch(s3, batch, bulk)
+                deleted += self._delete_batch(self.s3_client(), batch, bulk)
                 batch = []
         if batch:
-            deleted += self._delete_batch(s3, batch, bulk)
-        self._abort_uploads_under(s3, full_prefix)
+            deleted += self._delete_batch(self.s3_client(), batch, bulk)
+        self._abort_uploads_under(self.s3_client(), full_prefix)
         return deleted
 
     def _delete_batch(

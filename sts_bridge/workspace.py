@@ -156,6 +156,15 @@ class Workspace(WorkspaceTransfers):
         """
         return self.refreshing.credentials_for(min_lifetime)
 
+    def credentials_refused(self, refused: S3Credentials) -> S3Credentials:
+        """New credentials after the store rejected ``refused`` (see
+        :meth:`RefreshingS3Credentials.replace_refused`); the S3 client made
+        with the refused ones is dropped. Raises :class:`CredentialsError`."""
+        new = self.refreshing.replace_refused(refused)
+        with self._lock:
+            self._client = None
+        return new
+
     def s3_client(self) -> Any:
         """The workspace's botocore S3 client (shared, thread-safe, self-refreshing)."""
         client = self._client

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import importlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sts_bridge.errors import (
@@ -35,6 +38,30 @@ class ExitStatus(enum.IntEnum):
     NOT_FOUND = 6  # no such workspace or object
     API = 7  # API unavailable or failed
     INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM (cleaned up like Ctrl-C)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C:
+    multipart uploads of streams are aborted, file uploads keep their resume
+    state, downloads remove their temp file."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while a command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # Modules that contribute commands; each has register(subparsers).
@@ -127,11 +154,16 @@ def main(argv: Sequence[str] | None = None) -> ExitStatus:
         parser.print_help(sys.stderr)
         return ExitStatus.USAGE
     try:
-        result = handler(args)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            result = handler(args)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
         print("", file=sys.stderr)
-        error("interrupted")
-        return ExitStatus.INTERRUPTED
+        error(
+            "terminated" if terminated else "interrupted",
+            "run the same command again: an interrupted file upload resumes",
+        )
+        return ExitStatus.TERMINATED if terminated else ExitStatus.INTERRUPTED
     except StsBridgeError as exc:
         if args.debug:
             raise

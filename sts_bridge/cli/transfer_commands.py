@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -51,15 +52,24 @@ def register(sub: Any) -> None:
         help="destination key (one file) or folder (ends with '/', directories, several paths)",
     )
     add_workspace_argument(p)
-    p.add_argument("--include", action="append", metavar="GLOB", help="only matching files")
-    p.add_argument("--exclude", action="append", metavar="GLOB", help="skip matching files")
+    p.add_argument(
+        "--include", action="append", metavar="GLOB", type=_glob, help="only matching files"
+    )
+    p.add_argument(
+        "--exclude", action="append", metavar="GLOB", type=_glob, help="skip matching files"
+    )
     p.add_argument("--content-type", help="Content-Type (default: guessed from the name)")
     p.add_argument("--json", action="store_true", help="JSON list of the uploaded objects")
     p.set_defaults(handler=run_upload)
 
     p = sub.add_parser("download", help="download an object")
     p.add_argument("key", metavar="KEY")
-    p.add_argument("dest", nargs="?", metavar="DEST", help="file or directory (default: here)")
+    p.add_argument(
+        "dest",
+        nargs="?",
+        metavar="DEST",
+        help="file or directory (default: here); - = stdout; a FIFO or device is streamed into",
+    )
     add_workspace_argument(p)
     p.set_defaults(handler=run_download)
 
@@ -76,6 +86,16 @@ def register(sub: Any) -> None:
     p.add_argument("-r", "--recursive", action="store_true", help="delete everything under it")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(handler=run_rm)
+
+
+def _glob(text: str) -> str:
+    """argparse type of --include/--exclude: a bad pattern is a usage error (exit 2)."""
+    from sts_bridge._upload import check_pattern
+
+    try:
+        return check_pattern(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _open(args: argparse.Namespace, *keys: str | None, folders: bool = False) -> Any:
@@ -184,6 +204,8 @@ def run_upload(args: argparse.Namespace) -> int:
                 exclude=args.exclude,
                 progress=bar,
             )
+            if isinstance(res, list) and not res:
+                _note(args, f"{path} holds no file: nothing uploaded from it")
             results.extend(res if isinstance(res, list) else [res])
     finally:
         if bar is not None:
@@ -212,12 +234,26 @@ def run_download(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() and not getattr(args, "quiet", False)
     bar = _Bar() if show else None
     try:
+        if args.dest == "-":
+            ws.download_fileobj(args.key, sys.stdout.buffer, progress=bar)
+            sys.stdout.buffer.flush()
+            return 0
         path = ws.download(args.key, args.dest, progress=bar)
     finally:
         if bar is not None:
             bar.close()
-    print(path)
+    if _is_regular_file(path):  # not when the data itself went to stdout or a device
+        print(path)
     return 0
+
+
+def _is_regular_file(path: Any) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- ls
