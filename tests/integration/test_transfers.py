@@ -903,7 +903,7 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
         "mtime_ns": (tmp_path / "s.bin").stat().st_mtime_ns,
         "source": str(tmp_path / "s.bin"),
     }
-    path = engine.state_path(spec, state["mtime_ns"])  # type: ignore[arg-type]
+    path = engine.state_path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(state))
     path.chmod(0o600)
