@@ -1,0 +1,197 @@
+"""WorkspaceFileSystem without the platform: paths, confinement, credentials, pickling.
+
+A loopback HTTP server counts the requests that reach "S3", so "refused
+before any request" is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import pickle
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import fsspec
+import pytest
+
+from sts_bridge.credentials.sources import register_workspace_source
+from sts_bridge.errors import InvalidKeyError
+from sts_bridge.interop.aiobotocore_session import aio_credentials
+from sts_bridge.interop.filesystem import WorkspaceFileSystem
+from sts_bridge.s3_credentials import S3Credentials
+
+
+class _Counter(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def _answer(self) -> None:
+        type(self).hits.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def s3_endpoint() -> Iterator[tuple[str, list[str]]]:
+    hits: list[str] = []
+    handler = type("Handler", (_Counter,), {"hits": hits})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@dataclass
+class CountingSource:
+    name: str
+    endpoint_url: str
+    bucket: str = "bkt"
+    prefix: str = "team/"
+    region: str = "us-east-1"
+    addressing_style: str = "path"
+    verify: bool | str = True
+    lifetime: float = 900.0
+    delay: float = 0.0
+    calls: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def credentials(self) -> S3Credentials:
+        with self.lock:
+            self.calls += 1
+            n = self.calls
+        time.sleep(self.delay)
+        now = datetime.now(timezone.utc)
+        return S3Credentials(
+            f"AK{n}", "secret-key-value", "session-token-value",
+            now + timedelta(seconds=self.lifetime), now,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def registered(s3_endpoint: tuple[str, list[str]]) -> Iterator[CountingSource]:
+    source = CountingSource("unit-fs-ws", s3_endpoint[0])
+    undo = register_workspace_source(source)
+    WorkspaceFileSystem.clear_instance_cache()
+    try:
+        yield source
+    finally:
+        undo()
+        WorkspaceFileSystem.clear_instance_cache()
+
+
+def test_the_protocol_is_registered_with_fsspec() -> None:
+    assert fsspec.get_filesystem_class("workspace") is WorkspaceFileSystem
+
+
+def test_paths_strip_and_map_to_the_workspace_prefix(registered: CountingSource) -> None:
+    fs = WorkspaceFileSystem()
+    assert fs._strip_protocol("workspace://unit-fs-ws/a/b/") == "unit-fs-ws/a/b"
+    assert fs.unstrip_protocol("unit-fs-ws/a/b") == "workspace://unit-fs-ws/a/b"
+    _, s3_path, name = fs._object("workspace://unit-fs-ws/a/b")
+    assert (s3_path, name) == ("bkt/team/a/b", "unit-fs-ws")
+    assert fs._folder("workspace://unit-fs-ws")[1] == "bkt/team"
+    assert fs._back("unit-fs-ws", "bkt/team/a/b") == "unit-fs-ws/a/b"
+    assert fs._back("unit-fs-ws", "bkt/team") == "unit-fs-ws"
+    with pytest.raises(InvalidKeyError):
+        fs._back("unit-fs-ws", "bkt/other/a")  # a path outside the prefix never comes back
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../x", "a/../../x", "a//b", "./a", "a/./b", "/abs", "a\\b", "a/\nb"],
+)
+def test_unsafe_paths_are_refused_before_any_request(
+    registered: CountingSource, s3_endpoint: tuple[str, list[str]], path: str
+) -> None:
+    _, hits = s3_endpoint
+    url = f"workspace://unit-fs-ws/{path}"
+    fs = WorkspaceFileSystem()
+    for call in (
+        lambda: fs.cat_file(url),
+        lambda: fs.pipe_file(url, b"x"),
+        lambda: fs.info(url),
+        lambda: fs.rm(url),
+        lambda: fsspec.open(url, "wb").open(),
+    ):
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert hits == []
+    assert registered.calls == 0  # not even credentials were asked for
+
+
+def test_a_safe_path_does_reach_the_server(
+    registered: CountingSource, s3_endpoint: tuple[str, list[str]]
+) -> None:
+    """The counterpart of the test above: the counting server does see requests."""
+    _, hits = s3_endpoint
+    with pytest.raises(FileNotFoundError):
+        WorkspaceFileSystem().cat_file("workspace://unit-fs-ws/results/x.bin")
+    assert any("/bkt/team/results/x.bin" in hit for hit in hits)
+    assert registered.calls == 1
+
+
+def test_a_pickled_filesystem_carries_no_credentials(
+    registered: CountingSource, s3_endpoint: tuple[str, list[str]]
+) -> None:
+    fs = WorkspaceFileSystem(api_url="http://api.example/core")
+    with pytest.raises(FileNotFoundError):
+        fs.cat_file("workspace://unit-fs-ws/x")  # credentials live inside now
+    data = pickle.dumps(fs)
+    for secret in (b"secret-key-value", b"session-token-value", b"AK1"):
+        assert secret not in data
+    again = pickle.loads(data)  # noqa: S301 - our own bytes
+    assert again.api_url == "http://api.example/core"
+    assert again.source("unit-fs-ws") is registered  # resolved again, by name
+
+
+def test_concurrent_coroutines_and_threads_share_one_exchange(
+    s3_endpoint: tuple[str, list[str]],
+) -> None:
+    """32 coroutines needing credentials at once call the source once (the
+    call runs in a worker thread, so the event loop is not blocked meanwhile)."""
+    source = CountingSource("unit-fs-ws", s3_endpoint[0], delay=0.2)
+    creds = aio_credentials(source)
+
+    async def many() -> set[str]:
+        frozen = await asyncio.gather(*(creds.get_frozen_credentials() for _ in range(32)))
+        return {f.access_key for f in frozen}
+
+    assert asyncio.run(many()) == {"AK1"}
+    assert source.calls == 1
+
+
+def test_short_credentials_are_refreshed_before_they_expire(
+    s3_endpoint: tuple[str, list[str]],
+) -> None:
+    source = CountingSource("unit-fs-ws", s3_endpoint[0], lifetime=3.0)
+    creds = aio_credentials(source)
+
+    async def keys_over(seconds: float) -> list[str]:
+        seen = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            frozen = await creds.get_frozen_credentials()
+            seen.append(frozen.access_key)
+            await asyncio.sleep(0.05)
+        return seen
+
+    seen = asyncio.run(keys_over(7.0))
+    assert 3 <= source.calls <= 8  # once per ~2/3 lifetime, not per call
+    assert len(seen) > 3 * source.calls
