@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sts_bridge.errors import (
@@ -90,13 +91,29 @@ def _error_code(exc: BaseException) -> tuple[str, int | None]:
     return code, status
 
 
-def _map_error(exc: Exception, what: str) -> StsBridgeError:
-    """A botocore error -> our tree (never includes credentials)."""
+def _map_error(
+    exc: Exception, what: str, *, signed_until: datetime | None = None
+) -> StsBridgeError:
+    """A botocore error -> our tree (never includes credentials).
+
+    ``signed_until`` is the expiry of the credentials that signed the
+    failed request, when known: radosgw answers ``AccessDenied`` (not
+    ``ExpiredToken``) to expired credentials, and a user must hear that
+    they expired, not that they lack a permission.
+    """
     code, status = _error_code(exc)
     text = f"{what} failed: {code or type(exc).__name__}" + (f" (HTTP {status})" if status else "")
     if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
         return CredentialsError(text, hint="the storage credentials expired; try again")
-    if status == 403 or code == "AccessDenied":
+    denied = status == 403 or code == "AccessDenied"
+    if denied and signed_until is not None and signed_until <= datetime.now(timezone.utc):
+        return CredentialsError(
+            f"{what} failed: the workspace credentials had expired "
+            f"(at {signed_until:%Y-%m-%d %H:%M:%S} UTC; the store said {code or status})",
+            hint="use credentials that refresh (the workspace, its filesystem, "
+            "or `sts-bridge credentials --serve`), not a snapshot",
+        )
+    if denied:
         return PermissionDeniedError(
             text, status=403, hint="your workspace credentials do not allow this"
         )
@@ -277,7 +294,11 @@ class _S3Http:
                 replace(creds)
                 attempt -= 1
                 continue
-            raise _map_error(_FakeClientError(code, resp.status), what)
+            raise _map_error(
+                _FakeClientError(code, resp.status),
+                what,
+                signed_until=getattr(creds, "expiry", None),
+            )
         raise TransferError(
             f"{what} failed after {_ATTEMPTS} attempts: {last}",
             hint="the storage endpoint is unreachable or too slow; check the network and "

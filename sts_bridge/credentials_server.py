@@ -7,6 +7,11 @@ never see the user's refresh token: the delegation a background job needs.
 
 Every answer is a valid snapshot of the workspace's refreshing credentials,
 so a child that runs longer than one STS lifetime keeps working.
+
+- :class:`CredentialsEndpoint` serves documents from any zero-argument
+  source (the GDAL relay's helper process serves the snapshots its parent
+  pushes, see :mod:`sts_bridge.interop.credentials_relay`).
+- :class:`ContainerCredentialsServer` serves one workspace's credentials.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import json
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from sts_bridge.errors import StsBridgeError
-from sts_bridge.tool_credentials import _iso, endpoint_assignments
+from sts_bridge.tool_credentials import container_credentials_document, endpoint_assignments
 
 if TYPE_CHECKING:
     from sts_bridge.workspace import Workspace
@@ -29,21 +35,30 @@ log = logging.getLogger(__name__)
 
 CREDENTIALS_PATH = "/credentials"
 
+DocumentSource = Callable[[], dict[str, Any]]
 
-class ContainerCredentialsServer:
-    """Serve ``workspace``'s credentials on ``http://127.0.0.1:<port>/credentials``.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`.
-    ``env()`` is what a child process needs in its environment.
+class CredentialsEndpoint:
+    """Serve ``source()`` on ``http://127.0.0.1:<port>/credentials`` to bearers of ``auth_token``.
+
+    ``source`` returns a container-credentials document; it may raise
+    :class:`~sts_bridge.errors.StsBridgeError`, answered as HTTP 503.
     """
 
-    def __init__(self, workspace: Workspace, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        source: DocumentSource,
+        *,
+        auth_token: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             # botocore only accepts plain http from loopback addresses, and the
             # credentials must never be served to the network.
             raise ValueError("the credentials endpoint only listens on loopback")
-        self._workspace = workspace
-        self._auth_token = secrets.token_urlsafe(32)
+        self._source = source
+        self.auth_token = auth_token or secrets.token_urlsafe(32)
         self.requests_served = 0
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
@@ -56,16 +71,7 @@ class ContainerCredentialsServer:
             host = host.decode()
         return f"http://{host}:{port}{CREDENTIALS_PATH}"
 
-    def env(self) -> dict[str, str]:
-        """Environment for a child process: credentials endpoint, endpoint, region."""
-        env = {
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.url,
-            "AWS_CONTAINER_AUTHORIZATION_TOKEN": self._auth_token,
-        }
-        env.update(endpoint_assignments(self._workspace))
-        return env
-
-    def start(self) -> ContainerCredentialsServer:
+    def start(self) -> CredentialsEndpoint:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="sts-bridge-credentials", daemon=True
         )
@@ -78,26 +84,8 @@ class ContainerCredentialsServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> ContainerCredentialsServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
-        return f"ContainerCredentialsServer(workspace={self._workspace.name!r}, url={self.url!r})"
-
-    def _document(self) -> dict[str, Any]:
-        creds = self._workspace.credentials()
-        doc: dict[str, Any] = {
-            "AccessKeyId": creds.access_key,
-            "SecretAccessKey": creds.secret_key,
-        }
-        if creds.token:
-            doc["Token"] = creds.token
-        if creds.expiry is not None:
-            doc["Expiration"] = _iso(creds.expiry)
-        return doc
+        return f"CredentialsEndpoint(url={self.url!r})"
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         outer = self
@@ -110,11 +98,11 @@ class ContainerCredentialsServer:
                     self._send(404, {"message": "not found"})
                     return
                 given = self.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), outer._auth_token.encode()):
+                if not hmac.compare_digest(given.encode(), outer.auth_token.encode()):
                     self._send(403, {"message": "missing or wrong authorization token"})
                     return
                 try:
-                    doc = outer._document()
+                    doc = outer._source()
                 except StsBridgeError as exc:
                     log.warning("could not refresh workspace credentials: %s", exc.message)
                     self._send(503, {"message": exc.message})
@@ -137,3 +125,50 @@ class ContainerCredentialsServer:
                 log.debug("credentials endpoint: " + format, *args)
 
         return Handler
+
+
+class ContainerCredentialsServer:
+    """Serve ``workspace``'s credentials on ``http://127.0.0.1:<port>/credentials``.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    ``env()`` is what a child process needs in its environment.
+    """
+
+    def __init__(self, workspace: Workspace, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._workspace = workspace
+        self._endpoint = CredentialsEndpoint(
+            lambda: container_credentials_document(workspace.credentials()), host=host, port=port
+        )
+
+    @property
+    def url(self) -> str:
+        return self._endpoint.url
+
+    @property
+    def requests_served(self) -> int:
+        return self._endpoint.requests_served
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process: credentials endpoint, endpoint, region."""
+        env = {
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.url,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": self._endpoint.auth_token,
+        }
+        env.update(endpoint_assignments(self._workspace))
+        return env
+
+    def start(self) -> ContainerCredentialsServer:
+        self._endpoint.start()
+        return self
+
+    def stop(self) -> None:
+        self._endpoint.stop()
+
+    def __enter__(self) -> ContainerCredentialsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ContainerCredentialsServer(workspace={self._workspace.name!r}, url={self.url!r})"

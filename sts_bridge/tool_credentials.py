@@ -6,7 +6,8 @@
 - ``env_assignments``: ``AWS_*`` variables (plus endpoint and region) for tools
   that only read the environment. A snapshot: it does not refresh.
 - ``json_payload``: everything a script needs, in one document.
-- ``storage_options``: fsspec / s3fs keyword arguments (a snapshot).
+- ``storage_options``: fsspec / s3fs keyword arguments (a snapshot, with its
+  ``expiry``).
 - ``obstore_credential_provider``: a refreshing credential provider for
   obstore's ``S3Store(credential_provider=...)``.
 
@@ -45,6 +46,20 @@ def credential_process_payload(creds: S3Credentials) -> dict[str, Any]:
         # ask again; with it they call the process again before expiry.
         payload["Expiration"] = expiration
     return payload
+
+
+def container_credentials_document(creds: S3Credentials) -> dict[str, Any]:
+    """The document of the AWS container-credentials protocol (what the endpoint answers)."""
+    doc: dict[str, Any] = {
+        "AccessKeyId": creds.access_key,
+        "SecretAccessKey": creds.secret_key,
+    }
+    if creds.token:
+        doc["Token"] = creds.token
+    expiration = _iso(creds.expiry)
+    if expiration:
+        doc["Expiration"] = expiration
+    return doc
 
 
 def endpoint_assignments(workspace: Workspace) -> dict[str, str]:
@@ -93,23 +108,51 @@ def json_payload(workspace: Workspace, creds: S3Credentials) -> dict[str, Any]:
     }
 
 
-def storage_options(workspace: Workspace) -> dict[str, Any]:
-    """Keyword arguments for ``fsspec.filesystem("s3", **options)`` (s3fs).
+class SnapshotStorageOptions(dict[str, Any]):
+    """fsspec / s3fs keyword arguments holding a credentials snapshot.
 
-    A snapshot of the current credentials: s3fs has no hook to refresh them,
-    so open a new filesystem (``skip_instance_cache=True``) for long jobs, or
-    use the refreshing ``credentials --serve`` endpoint instead.
+    A plain ``dict`` to pass as ``**options``, plus :attr:`expiry`: the
+    moment the credentials inside stop working (tz-aware UTC, ``None`` for
+    static keys). Nothing refreshes them.
+    """
+
+    expiry: dt.datetime | None
+
+    def __init__(self, options: dict[str, Any], expiry: dt.datetime | None) -> None:
+        super().__init__(options)
+        self.expiry = expiry
+
+    def __repr__(self) -> str:
+        # never the secret or the session token
+        shown = {k: v for k, v in self.items() if k not in ("secret", "token")}
+        return f"SnapshotStorageOptions({shown!r}, expiry={self.expiry!r})"
+
+
+def storage_options(workspace: Workspace) -> SnapshotStorageOptions:
+    """Keyword arguments for ``fsspec.filesystem("s3", **options)`` (s3fs): a SNAPSHOT.
+
+    The credentials inside are the workspace's current ones and stop
+    working at ``options.expiry`` (15 minutes at most in production); every
+    request after that is refused. For work that may outlive them, use the
+    workspace's fsspec filesystem (``workspace://`` URLs, refreshing per
+    request), or run the job under ``sts-bridge credentials --serve``.
+
+    Raises :class:`~sts_bridge.errors.CredentialsError` (or the error
+    behind it) when no credentials can be obtained.
     """
     creds = workspace.credentials()
-    return {
-        "key": creds.access_key,
-        "secret": creds.secret_key,
-        "token": creds.token,
-        "endpoint_url": workspace.endpoint_url,
-        "client_kwargs": {"region_name": workspace.region},
-        "config_kwargs": {"s3": {"addressing_style": workspace.addressing_style}},
-        "skip_instance_cache": True,
-    }
+    return SnapshotStorageOptions(
+        {
+            "key": creds.access_key,
+            "secret": creds.secret_key,
+            "token": creds.token,
+            "endpoint_url": workspace.endpoint_url,
+            "client_kwargs": {"region_name": workspace.region},
+            "config_kwargs": {"s3": {"addressing_style": workspace.addressing_style}},
+            "skip_instance_cache": True,
+        },
+        creds.expiry,
+    )
 
 
 def obstore_credential_provider(workspace: Workspace) -> Callable[[], dict[str, Any]]:

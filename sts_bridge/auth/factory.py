@@ -21,6 +21,7 @@ from sts_bridge.auth.authenticator import AuthenticatorCredentials, load_authent
 from sts_bridge.auth.base import Clock, TokenCredentials
 from sts_bridge.auth.cache import TokenCache
 from sts_bridge.auth.client_credentials import ClientCredentials
+from sts_bridge.auth.delegation import refuse_login_in_delegated_process
 from sts_bridge.auth.refresh import RefreshTokenCredentials, UserCredentials
 from sts_bridge.auth.static import StaticToken
 from sts_bridge.config import Settings, require
@@ -74,8 +75,9 @@ def credentials_from_settings(
     No network call happens here. Raises :class:`ConfigurationError` when a
     required setting is missing (naming every place looked at) and
     :class:`LoginRequiredError` when only a login would help but
-    ``interactive`` is false.
+    ``interactive`` is false, or in a process started by ``credentials --serve``.
     """
+    refuse_login_in_delegated_process()
     flow = (settings.flow or "auto").strip()
     user_kwargs: dict[str, Any] = {"prompt": prompt, "sleep": sleep, "interactive": interactive}
 
@@ -160,8 +162,10 @@ def logout(settings: Settings) -> tuple[bool, bool]:
     """Forget the cached login of these settings: ``(cache_deleted, revoked)``.
 
     The refresh token is revoked when the provider has a revocation endpoint;
-    an unreachable provider does not stop the local logout.
+    an unreachable provider does not stop the local logout. Raises
+    :class:`LoginRequiredError` in a process started by ``credentials --serve``.
     """
+    refuse_login_in_delegated_process()
     require(settings, "issuer")
     assert settings.issuer is not None
     cache = token_cache_for(settings)

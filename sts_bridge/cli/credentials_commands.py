@@ -82,7 +82,6 @@ def run_credentials(args: argparse.Namespace) -> int:
 
 def _serve(workspace: Any, port: int, child: list[str]) -> int:
     import contextlib
-    import os
     import shlex
     import signal
     import subprocess
@@ -92,27 +91,25 @@ def _serve(workspace: Any, port: int, child: list[str]) -> int:
 
     with ContainerCredentialsServer(workspace, port=port) as server:
         if child:
-            env = dict(os.environ)
-            # The child gets the endpoint, never the user's tokens or secrets.
-            for name in (
-                "TERRAPI_CLIENT_SECRET",
-                "TERRAPI_TOKEN",
-                "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN",
-                "AWS_PROFILE",
-            ):
-                env.pop(name, None)
-            env.update(server.env())
+            from sts_bridge.interop.child_env import served_child_environment
+
+            served = server.env()
             print(
                 f"sts-bridge: serving {workspace.name} credentials at {server.url}", file=sys.stderr
             )
-            try:
-                return subprocess.call(child, env=env)
-            except FileNotFoundError:
-                from sts_bridge.errors import ConfigurationError
+            # The child gets the endpoint and an AWS configuration of its own,
+            # never the user's tokens or secrets (see interop.child_env).
+            with served_child_environment(
+                workspace,
+                credentials_url=served["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+                auth_token=served["AWS_CONTAINER_AUTHORIZATION_TOKEN"],
+            ) as env:
+                try:
+                    return subprocess.call(child, env=env)
+                except FileNotFoundError:
+                    from sts_bridge.errors import ConfigurationError
 
-                raise ConfigurationError(f"command not found: {child[0]}") from None
+                    raise ConfigurationError(f"command not found: {child[0]}") from None
         for name, value in server.env().items():
             print(f"export {name}={shlex.quote(value)}")
         sys.stdout.flush()

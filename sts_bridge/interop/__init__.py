@@ -1,1 +1,2 @@
-"""sts-bridge inside other tools: fsspec (``filesystem``), boto3, credential formats."""
+"""sts-bridge inside other tools: fsspec (``filesystem``), GDAL (``gdal``), boto3, credential formats,
+the environment of a ``credentials --serve`` child (``child_env``, ``delegated``)."""

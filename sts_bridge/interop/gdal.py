@@ -1,0 +1,164 @@
+"""GDAL and rasterio on a workspace, with credentials that refresh for hours.
+
+GDAL (3.10, as bundled in rasterio's wheels) has no ``credential_process``
+and takes no credentials callback; it does refresh from the AWS
+container-credentials endpoint (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` plus
+``AWS_CONTAINER_AUTHORIZATION_TOKEN``), both when it opens a file and while
+a dataset stays open. :func:`gdal_env` serves that endpoint from a helper
+process (see :mod:`sts_bridge.interop.credentials_relay` for why not from a
+thread) and gives GDAL its own endpoint options, which it reads instead of
+``AWS_ENDPOINT_URL``::
+
+    from sts_bridge.interop.gdal import gdal_env
+
+    with gdal_env(ws) as gdal_ws:              # also enters rasterio.Env(...)
+        with rasterio.open(gdal_ws.path("run-42/out.tif"), "w", **profile) as dst:
+            dst.write(array)
+
+    # osgeo.gdal instead of rasterio:
+    with gdal_env(ws, rasterio_env=False) as gdal_ws:
+        for name, value in gdal_ws.options.items():
+            gdal.SetConfigOption(name, value)
+        ...
+
+The helper process ends with the context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sts_bridge.interop.credentials_relay import CredentialsRelay
+from sts_bridge.keys import check_relative_key
+
+if TYPE_CHECKING:
+    from sts_bridge.workspace import Workspace
+
+__all__ = ["GdalWorkspace", "gdal_endpoint_options", "gdal_env"]
+
+# GDAL reads these profile files before the container endpoint: pointing
+# them at an empty file keeps a personal ``[default]`` from winning.
+_NO_PROFILE_FILES = {"CPL_AWS_CREDENTIALS_FILE": os.devnull, "AWS_CONFIG_FILE": os.devnull}
+# Static keys win over everything in GDAL's chain; set empty, GDAL skips them
+# (and an empty config option hides the process environment's). rasterio
+# also reads their presence: with them set it opens ``s3://`` URLs as they
+# are, instead of building a boto3 session that would put the keys of
+# ``~/.aws`` (or none) in front of the endpoint.
+_NO_STATIC_KEYS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": ""}
+
+
+# /vsis3/ writes sequentially; GeoTIFF (and the COG driver's temporary
+# files) need random writes: stage them in a local temporary file, uploaded
+# when the dataset is closed.
+_RANDOM_WRITES = {"CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES"}
+
+
+def gdal_endpoint_options(workspace: Workspace) -> dict[str, str]:
+    """GDAL's own names for where the workspace lives (it ignores ``AWS_ENDPOINT_URL``).
+
+    ``AWS_S3_ENDPOINT`` is ``host:port`` (plus any path), ``AWS_HTTPS`` says
+    the scheme, ``AWS_VIRTUAL_HOSTING`` the addressing style; TLS settings
+    follow the workspace's ``verify``.
+    """
+    parts = urlsplit(workspace.endpoint_url)
+    options = {
+        "AWS_S3_ENDPOINT": parts.netloc + parts.path.rstrip("/"),
+        "AWS_HTTPS": "YES" if parts.scheme == "https" else "NO",
+        "AWS_VIRTUAL_HOSTING": "TRUE" if workspace.addressing_style == "virtual" else "FALSE",
+        "AWS_REGION": workspace.region,
+        "AWS_DEFAULT_REGION": workspace.region,
+    }
+    verify = workspace.verify
+    if verify is False:
+        options["GDAL_HTTP_UNSAFESSL"] = "YES"
+    elif isinstance(verify, str):
+        options["CURL_CA_BUNDLE"] = verify
+    return options
+
+
+@dataclass(frozen=True)
+class GdalWorkspace:
+    """What :func:`gdal_env` yields: GDAL config options and workspace paths.
+
+    ``options`` holds the credentials endpoint's bearer token (not a
+    workspace credential, but keep it out of logs all the same); the repr
+    does not show it.
+    """
+
+    bucket: str
+    prefix: str
+    options: dict[str, str] = field(repr=False)
+
+    def path(self, key: str = "") -> str:
+        """``/vsis3/<bucket>/<prefix><key>``; ``key`` is confined like every workspace key.
+
+        Raises :class:`~sts_bridge.errors.InvalidKeyError` for an unsafe key.
+        """
+        if key:
+            check_relative_key(key, allow_trailing_slash=True)
+        return f"/vsis3/{self.bucket}/{self.prefix}{key}"
+
+    def s3_url(self, key: str = "") -> str:
+        """``s3://<bucket>/<prefix><key>`` (rasterio maps it to ``/vsis3/``).
+
+        Raises :class:`~sts_bridge.errors.InvalidKeyError` for an unsafe key.
+        """
+        if key:
+            check_relative_key(key, allow_trailing_slash=True)
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+
+@contextlib.contextmanager
+def gdal_env(workspace: Workspace, *, rasterio_env: bool = True) -> Iterator[GdalWorkspace]:
+    """Make GDAL's ``/vsis3/`` (and rasterio's ``s3://``) read and write ``workspace``.
+
+    Starts a helper process serving the workspace's refreshing credentials
+    on a loopback container-credentials URL and yields a
+    :class:`GdalWorkspace` whose ``options`` point GDAL at it. With
+    ``rasterio_env`` (the default, when rasterio is installed) the options
+    are applied through ``rasterio.Env`` for the duration of the block;
+    otherwise apply them yourself (``gdal.SetConfigOption``). The helper
+    process is stopped when the block ends.
+
+    Raises :class:`~sts_bridge.errors.CredentialsError` (or the error behind
+    it) when the first credentials cannot be obtained or the helper does not
+    start.
+    """
+    with CredentialsRelay(workspace.credentials) as relay:
+        options = {
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": relay.url,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": relay.auth_token,
+            **_NO_PROFILE_FILES,
+            **_NO_STATIC_KEYS,
+            **_RANDOM_WRITES,
+            **gdal_endpoint_options(workspace),
+        }
+        gdal_ws = GdalWorkspace(workspace.bucket, workspace.prefix, options)
+        if not rasterio_env:
+            yield gdal_ws
+            return
+        with _rasterio_env(options):
+            yield gdal_ws
+
+
+@contextlib.contextmanager
+def _rasterio_env(options: dict[str, str]) -> Iterator[Any]:
+    try:
+        import rasterio  # type: ignore[import-untyped]
+    except ImportError:
+        yield None
+        return
+    from rasterio.env import setenv  # type: ignore[import-untyped]
+
+    # rasterio.Env refuses the static-key options (EnvError): set them once
+    # its environment is in place; it clears them on exit.
+    static = {name: options[name] for name in _NO_STATIC_KEYS}
+    others = {name: value for name, value in options.items() if name not in static}
+    with rasterio.Env(**others) as env:
+        setenv(**static)
+        yield env
