@@ -42,7 +42,7 @@ from sts_bridge.errors import CredentialsError, StsBridgeError
 from sts_bridge.s3_credentials import S3Credentials
 from sts_bridge.tool_credentials import container_credentials_document
 
-__all__ = ["CredentialsRelay", "main"]
+__all__ = ["CredentialsRelay", "main", "serve_relay"]
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ def _read_url(process: subprocess.Popen[str], timeout: float) -> str:
 # -- the helper process --------------------------------------------------------
 
 
-def _serve(stdin: TextIO, stdout: TextIO) -> int:
+def serve_relay(stdin: TextIO, stdout: TextIO) -> int:
+    """The helper side: serve what arrives on ``stdin`` until it closes; the exit status."""
     from sts_bridge.credentials_server import CredentialsEndpoint
 
     first = json.loads(stdin.readline() or "null")
@@ -235,7 +236,7 @@ def main() -> int:
     # Nothing but the URL line goes to stdout; never a secret to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
-        return _serve(sys.stdin, sys.stdout)
+        return serve_relay(sys.stdin, sys.stdout)
     except (ValueError, OSError) as exc:
         print(f"sts-bridge credentials helper: {type(exc).__name__}", file=sys.stderr)
         return 1
