@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 STS_IDS = ("stsb-sdk", "stsb-cli", "stsb-cli-10m")
-TRANSFERS = ("up", "down", "many")
+TRANSFERS = ("up", "down", "up_small", "down_small", "many", "few", "resync")
 MARK_START = "<!-- bench:start -->"
 MARK_END = "<!-- bench:end -->"
 
@@ -70,6 +70,10 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 add(f"{s['label']}: {mine['label']} wall / s5cmd", r, "<= 1.00", r <= 1.0)
                 r = c / _med(s5, "cpu")  # type: ignore[operator]
                 add(f"{s['label']}: {mine['label']} client CPU / s5cmd", r, "<= 1.00", r <= 1.0)
+            aws = res.get("aws") if sid == "resync" else None
+            if aws and _med(aws, "wall"):
+                r = w / _med(aws, "wall")  # type: ignore[operator]
+                add(f"{s['label']}: {mine['label']} wall / aws s3 sync", r, "<= 1.00", r <= 1.0)
             for bid in ("boto3", "boto3-32t"):
                 b = res.get(bid)
                 if b and _med(b, "wall"):
@@ -236,6 +240,8 @@ def markdown(doc: dict[str, Any]) -> str:
             thr = f"{s['bytes'] / w / 1e6:,.0f} MB/s"
             if s["kind"] == "upload_many":
                 thr = f"{s['objects'] / w:,.0f} obj/s"
+            elif s["kind"] == "resync":
+                thr = f"{s['objects'] / w:,.0f} files checked/s"
             cpu = _med(r, "cpu") or 0.0
             label = f"**{r['label']}**" if r.get("sts") else r["label"]
             lines.append(

@@ -83,13 +83,15 @@ class Contender:
     upload_many: Callable[[str, str], list[str]] | None = None  # (dir, key prefix) -> argv
     presign: Callable[[str], list[str]] | None = None  # (key) -> argv
     presign_label: str = ""
+    sync: Callable[[str, str], list[str]] | None = None  # (dir, key prefix) -> argv
+    sync_label: str = ""
 
 
 @dataclass
 class Scenario:
     id: str
     label: str
-    kind: str  # upload | download | upload_many | presign
+    kind: str  # upload | download | upload_many | resync | presign
     size: int = 0  # bytes moved per run
     objects: int = 1
 
@@ -178,6 +180,8 @@ def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
             ],
             presign=lambda k: [str(aws), "s3", "presign", s3url(k), "--endpoint-url", t.endpoint],
             presign_label="aws s3 presign (SigV2 default)",
+            sync=lambda d, p: [str(aws), "s3", "sync", d, s3url(p), *aws_common],
+            sync_label="aws s3 sync (size + mtime)",
         ),
         Contender(
             "s5cmd",
@@ -187,6 +191,8 @@ def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
             upload=lambda f, k: [*s5_common, "cp", f, s3url(k)],
             download=lambda k, f: [*s5_common, "cp", s3url(k), f],
             upload_many=lambda d, p: [*s5_common, "cp", d.rstrip("/") + "/*", s3url(p)],
+            sync=lambda d, p: [*s5_common, "sync", d.rstrip("/") + "/", s3url(p)],
+            sync_label="s5cmd sync (size + mtime)",
         ),
     ]
     return out
@@ -223,6 +229,8 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             upload_many=lambda d, p: [cli, "-q", "upload", d, "--to", p, "--workspace", ws],
             presign=lambda k: [cli, "presign", k, "--workspace", ws],
             presign_label="sts-bridge presign (SigV4, cached credentials, default 1h)",
+            sync=lambda d, p: [cli, "-q", "sync", d, f"workspace://{ws}/{p}"],
+            sync_label="sts-bridge sync (by content, hash cache)",
         ),
         # the platform's STS credentials live 15 min: a 1 h URL makes the CLI try a
         # refresh first; this variant shows the cost of signing alone
@@ -395,6 +403,49 @@ def run_scenario(
     return results
 
 
+def run_resync(
+    sc: Scenario, cs: list[Contender], t: Target, src: Path, warmup: int, reps: int
+) -> dict[str, list[Sample]]:
+    """Re-sync an unchanged tree: each contender first syncs ``src`` to its own folder
+    (not measured), then the measured rounds sync it again (nothing to transfer)."""
+    active = [c for c in cs if c.sync is not None]
+    results: dict[str, list[Sample]] = {c.id: [] for c in active}
+    folders = {c.id: f"bench/{sc.id}/{c.id}/" for c in active}
+    try:
+        for c in active:
+            first = measured_run(t, c, c.sync(str(src), folders[c.id]))  # type: ignore[misc]
+            n, size = _count_prefix(t, folders[c.id])
+            _say(f"  {sc.id:<14} {c.id:<10} first sync wall {first.wall:7.3f} s ({n} objects)")
+            if n != sc.objects or size != sc.size:
+                _say(f"  {sc.id} {c.id}: first sync left {n} objects / {size} bytes")
+        for rnd in range(warmup + reps):
+            counted = rnd >= warmup
+            for c in _order(active, rnd):
+                argv = c.sync(str(src), folders[c.id])  # type: ignore[misc]
+                try:
+                    s = measured_run(t, c, argv)
+                except CommandFailed as exc:
+                    _say(f"  {sc.id} {c.id} round {rnd}: FAILED {exc}")
+                    results[c.id].append(Sample(float("nan"), float("nan"), 0, exc.sample.rc))
+                    continue
+                n, size = _count_prefix(t, folders[c.id])
+                if n != sc.objects or size != sc.size:
+                    _say(f"  {sc.id} {c.id} round {rnd}: WRONG RESULT (not counted)")
+                    s.rc = -999
+                tag = "" if counted else " (warm-up)"
+                _say(
+                    f"  {sc.id:<14} {c.id:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s  "
+                    f"rss {s.rss / 1e6:6.1f} MB{tag}"
+                )
+                if counted:
+                    results[c.id].append(s)
+    finally:
+        for folder in folders.values():
+            _delete_prefix(t, folder)
+        t.gc()
+    return results
+
+
 def run_presign_cli(
     cs: list[Contender], t: Target, warmup: int, reps: int
 ) -> dict[str, list[Sample]]:
@@ -510,12 +561,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size-mib", type=int, help="the large file (default 1024; quick 64)")
     p.add_argument("--small-size-mib", type=int, help="the RSS-flatness file (default 100)")
     p.add_argument("--small-count", type=int, help="number of 64 KiB files (default 2000)")
+    p.add_argument("--few-count", type=int, help="the smaller file set (default 500)")
     p.add_argument("--presign-n", type=int, help="keys for presign_many (default 10000)")
     p.add_argument(
         "--only",
         default="",
-        help="comma list of scenarios: up,down,up_small,down_small,many,presign,presign_many,"
-        "requests,profile",
+        help="comma list of scenarios: up,down,up_small,down_small,many,few,resync,presign,"
+        "presign_many,requests,profile",
+    )
+    p.add_argument(
+        "--contenders",
+        default="",
+        help="comma list of contender ids (stsb-sdk,stsb-cli,boto3,boto3-32t,aws,s5cmd): "
+        "a shorter run on a busy machine (default: all)",
     )
     p.add_argument("--out", default=str(HERE / "results"), help="results folder")
     a = p.parse_args(argv)
@@ -525,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     big = (a.size_mib or (64 if quick else 1024)) * MiB
     mid = (a.small_size_mib or (16 if quick else 100)) * MiB
     count = a.small_count or (200 if quick else 2000)
+    few = a.few_count or (50 if quick else 500)
     presign_n = a.presign_n or (2000 if quick else 10000)
     only = {x.strip() for x in a.only.split(",") if x.strip()}
 
@@ -548,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             "large_bytes": big,
             "mid_bytes": mid,
             "small_count": count,
+            "few_count": few,
             "small_bytes": 64 * KiB,
             "presign_n": presign_n,
         },
@@ -559,24 +619,42 @@ def main(argv: list[str] | None = None) -> int:
         Scenario("many", f"upload {count:,} x 64 KiB", "upload_many", count * 64 * KiB, count),
         Scenario("up_small", f"upload {_report.human(mid)}", "upload", mid),
         Scenario("down_small", f"download {_report.human(mid)}", "download", mid),
+        Scenario("few", f"upload {few:,} x 64 KiB", "upload_many", few * 64 * KiB, few),
+        Scenario(
+            "resync",
+            f"re-sync an unchanged {count:,}-file tree",
+            "resync",
+            count * 64 * KiB,
+            count,
+        ),
     ]
     memstore = max(4 << 30, 3 * big + count * 64 * KiB + (512 << 20))
     tmp = Path(tempfile.mkdtemp(prefix="sts-bridge-bench-"))
     t0 = time.monotonic()
     try:
         _say(f"bench: making test files in {tmp}")
-        files = {"big": tmp / "big.bin", "mid": tmp / "mid.bin", "small": tmp / "small"}
+        files = {
+            "big": tmp / "big.bin",
+            "mid": tmp / "mid.bin",
+            "small": tmp / "small",
+            "few": tmp / "few",
+        }
         if want("up") or want("down"):
             make_file(files["big"], big)
         if want("up_small") or want("down_small"):
             make_file(files["mid"], mid)
-        if want("many"):
+        if want("many") or want("resync"):
             make_small_files(files["small"], count, 64 * KiB)
+        if want("few"):
+            make_small_files(files["few"], few, 64 * KiB)
         work = tmp / "work"
         work.mkdir()
         ctx = platform_target(tmp, memstore) if mode == "platform" else plain_target(tmp, memstore)
         with ctx as t:
             cs = contenders(t, tmp, aws, s5)
+            picked = {x.strip() for x in a.contenders.split(",") if x.strip()}
+            if picked:
+                cs = [c for c in cs if c.id in picked]
             base = _base_env(tmp)
             src_of = {
                 "up": "big",
@@ -584,12 +662,17 @@ def main(argv: list[str] | None = None) -> int:
                 "many": "small",
                 "up_small": "mid",
                 "down_small": "mid",
+                "few": "few",
+                "resync": "small",
             }
             for sc in scenarios:
                 if not want(sc.id):
                     continue
                 _say(f"bench: {sc.label} ({warmup} warm-up + {reps} rounds)")
-                res = run_scenario(sc, cs, t, files[src_of[sc.id]], work, warmup, reps)
+                if sc.kind == "resync":
+                    res = run_resync(sc, cs, t, files[src_of[sc.id]], warmup, reps)
+                else:
+                    res = run_scenario(sc, cs, t, files[src_of[sc.id]], work, warmup, reps)
                 report["scenarios"].append(
                     {
                         "id": sc.id,
@@ -598,7 +681,11 @@ def main(argv: list[str] | None = None) -> int:
                         "bytes": sc.size,
                         "objects": sc.objects,
                         "results": {
-                            c.id: {"label": c.label, "sts": c.sts, **summarize(res[c.id])}
+                            c.id: {
+                                "label": (c.sync_label if sc.kind == "resync" else "") or c.label,
+                                "sts": c.sts,
+                                **summarize(res[c.id]),
+                            }
                             for c in cs
                             if c.id in res
                         },
