@@ -59,6 +59,7 @@ test-unit: python-deps
 lint: python-deps
 	$(VENV)/bin/ruff check sts_bridge devstack tests bench
 	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_import_rules.py
 
 # Regenerate the client from scratch: stale files must disappear.
 generate: $(VENV)/bin/openapi-generator-cli

@@ -40,14 +40,13 @@ from sts_bridge.errors import (
 )
 
 if TYPE_CHECKING:
-    from sts_bridge.client import Client
-    from sts_bridge.s3_credentials import S3Credentials
-    from sts_bridge.transfers import (
+    from sts_bridge.client import Client, upload_to_workspace
+    from sts_bridge.credentials.refreshing import S3Credentials
+    from sts_bridge.s3.transfers import (
         ObjectInfo,
         PresignClampedWarning,
         PresignedUrl,
         UploadResult,
-        upload_to_workspace,
     )
     from sts_bridge.workspace import Workspace
 
@@ -56,12 +55,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "Client": "sts_bridge.client",
     "Workspace": "sts_bridge.workspace",
-    "S3Credentials": "sts_bridge.s3_credentials",
-    "upload_to_workspace": "sts_bridge.transfers",
-    "UploadResult": "sts_bridge.transfers",
-    "ObjectInfo": "sts_bridge.transfers",
-    "PresignedUrl": "sts_bridge.transfers",
-    "PresignClampedWarning": "sts_bridge.transfers",
+    "S3Credentials": "sts_bridge.credentials.refreshing",
+    "upload_to_workspace": "sts_bridge.client",
+    "UploadResult": "sts_bridge.s3.transfers",
+    "ObjectInfo": "sts_bridge.s3.transfers",
+    "PresignedUrl": "sts_bridge.s3.transfers",
+    "PresignClampedWarning": "sts_bridge.s3.transfers",
 }
 
 

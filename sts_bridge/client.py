@@ -11,7 +11,7 @@ info), else the principal's only workspace.
 
 With ``cache=True`` (default) the STS credentials *and* the workspace
 description are kept in ``<cache_dir>/sts/`` (see
-:mod:`sts_bridge.credential_cache`), so a warm run of a named workspace
+:mod:`sts_bridge.credentials.cache`), so a warm run of a named workspace
 contacts neither the identity provider nor the API.
 """
 
@@ -28,21 +28,22 @@ from typing import TYPE_CHECKING, Any
 
 from sts_bridge._files import atomic_write, read_private_json
 from sts_bridge.config import Settings, load_settings, require
-from sts_bridge.credential_cache import CredentialCache
-from sts_bridge.errors import NotFoundError, WorkspaceError, WorkspaceNotFoundError
-from sts_bridge.s3_credentials import (
+from sts_bridge.credentials.cache import CredentialCache
+from sts_bridge.credentials.refreshing import (
     DEFAULT_ADVISORY_WINDOW,
     DEFAULT_MANDATORY_WINDOW,
     RefreshingS3Credentials,
     S3Credentials,
     StsFetcher,
 )
-from sts_bridge.storage_point import StoragePoint
+from sts_bridge.errors import NotFoundError, WorkspaceError, WorkspaceNotFoundError
+from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.workspace import Workspace
 
 if TYPE_CHECKING:
-    from sts_bridge.api import TerrapiApi
     from sts_bridge.auth import TokenCredentials
+    from sts_bridge.s3.transfers import Source, UploadResult
+    from sts_bridge.terrapi.api import TerrapiApi
 
 __all__ = ["Client"]
 
@@ -57,7 +58,7 @@ class Client:
     :param settings: resolved :class:`~sts_bridge.config.Settings` (default: ``load_settings()``).
     :param credentials: a :class:`~sts_bridge.auth.TokenCredentials` (default:
         ``credentials_from_settings(settings, interactive=...)``).
-    :param api: a :class:`~sts_bridge.api.TerrapiApi` (default: built from the settings).
+    :param api: a :class:`~sts_bridge.terrapi.api.TerrapiApi` (default: built from the settings).
     :param cache: share STS credentials between processes through ``settings.cache_dir``.
     :param interactive: allow a browser/device login when no token is available.
     :param advisory_window: / :param mandatory_window: STS refresh windows (seconds).
@@ -114,7 +115,7 @@ class Client:
         """The TerrAPI client (built on first use)."""
         with self._lock:
             if self._api is None:
-                from sts_bridge.api import TerrapiApi
+                from sts_bridge.terrapi.api import TerrapiApi
 
                 require(self.settings, "api_url")
                 assert self.settings.api_url is not None
@@ -386,3 +387,28 @@ def choose_default_workspace(
         f"cannot choose a default workspace among {len(names)}: {', '.join(names)}",
         hint="set TERRAPI_WORKSPACE or pass --workspace NAME",
     )
+
+
+def upload_to_workspace(
+    source: Source,
+    key: str | None = None,
+    *,
+    workspace: Workspace | str | None = None,
+    client: Client | None = None,
+    **kwargs: Any,
+) -> UploadResult | list[UploadResult]:
+    """One call: resolve the workspace (from the environment) and upload.
+
+    ``workspace`` is a ``Workspace`` object, a workspace name, or ``None``
+    (TERRAPI_WORKSPACE or your default workspace); ``client`` a
+    :class:`Client` (default ``Client.from_env()``). Other keyword arguments
+    go to :meth:`Workspace.upload`. Raises what :meth:`Client.from_env`,
+    :meth:`Client.workspace` and :meth:`Workspace.upload` raise.
+    """
+    if isinstance(workspace, Workspace):
+        ws = workspace
+    else:
+        if client is None:
+            client = Client.from_env()
+        ws = client.workspace(workspace)
+    return ws.upload(source, key, **kwargs)

@@ -3,7 +3,7 @@
 The same URL works in the CLI (``sts-bridge sync``), in fsspec and in every
 library that speaks fsspec (xarray, zarr, pandas, pyarrow, Dask,
 universal_pathlib). The key is relative to the workspace prefix and is
-confined exactly as every other key (see :mod:`sts_bridge.keys`): the URL
+confined exactly as every other key (see :mod:`sts_bridge.s3.keys`): the URL
 names an object *inside* the workspace or nothing at all.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from sts_bridge.errors import InvalidKeyError
-from sts_bridge.keys import check_relative_key
+from sts_bridge.s3.keys import check_relative_key
 
 __all__ = ["SCHEME", "WorkspaceUrl", "format_workspace_url", "parse_workspace_url"]
 

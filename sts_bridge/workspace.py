@@ -1,7 +1,7 @@
 """``Workspace``: one S3 workspace with self-refreshing credentials.
 
 It is the concrete side of the contract in ``docs/architecture.md``: the
-:class:`~sts_bridge.transfers.WorkspaceTransfers` mixin (upload, download,
+:class:`~sts_bridge.s3.transfers.WorkspaceTransfers` mixin (upload, download,
 list, delete, presign) relies only on the members defined here.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.credentials.sources import workspace_by_reference
-from sts_bridge.keys import workspace_prefix
-from sts_bridge.s3_credentials import RefreshingS3Credentials, S3Credentials
-from sts_bridge.storage_point import StoragePoint
-from sts_bridge.transfers import WorkspaceTransfers
+from sts_bridge.s3.keys import workspace_prefix
+from sts_bridge.s3.transfers import WorkspaceTransfers
+from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.urls import format_workspace_url
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class Workspace(WorkspaceTransfers):
             return client
         with self._lock:
             if self._client is None:
-                from sts_bridge.boto import s3_client
+                from sts_bridge.interop.boto import s3_client
 
                 self._client = s3_client(
                     self.refreshing,
@@ -202,8 +202,8 @@ class Workspace(WorkspaceTransfers):
         """A new ``boto3.Session`` over the same refreshing credentials.
 
         Create clients from it with ``endpoint_url=ws.endpoint_url`` (and
-        ``config=sts_bridge.boto.s3_config(...)`` for the same addressing).
+        ``config=sts_bridge.interop.boto.s3_config(...)`` for the same addressing).
         """
-        from sts_bridge.boto import boto3_session
+        from sts_bridge.interop.boto import boto3_session
 
         return boto3_session(self.refreshing, region=self.region)

@@ -1,4 +1,4 @@
-"""Access tokens for TerrAPI: one :class:`TokenCredentials` abstraction, every flow.
+"""Access tokens for TerrAPI: every OIDC flow, the token cache. Imports: config, errors, base.
 
 >>> from sts_bridge.config import load_settings
 >>> from sts_bridge.auth import credentials_from_settings

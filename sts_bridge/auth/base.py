@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from sts_bridge.errors import ClockSkewError
-
-if TYPE_CHECKING:
-    from sts_bridge.auth.cache import TokenCache
 
 __all__ = [
     "DEFAULT_LEEWAY",
@@ -37,6 +36,7 @@ __all__ = [
     "Token",
     "TokenCredentials",
     "TokenState",
+    "TokenStore",
     "unverified_claims",
     "utc_now",
 ]
@@ -182,6 +182,29 @@ class Token:
         )
 
 
+class TokenStore(Protocol):
+    """A cross-process store of one principal's token (see :mod:`sts_bridge.auth.cache`)."""
+
+    #: Where the token is kept (shown to the user after a login).
+    path: Path
+
+    def locked(self, timeout: float = ...) -> contextlib.AbstractContextManager[None]:
+        """Hold the store's cross-process lock (raises TokenCacheError on timeout)."""
+        ...
+
+    def load(self) -> Token | None:
+        """The stored token, or ``None`` when there is none or it is unreadable."""
+        ...
+
+    def save(self, token: Token) -> None:
+        """Store ``token`` atomically."""
+        ...
+
+    def delete(self) -> bool:
+        """Forget the stored token; ``True`` when there was one."""
+        ...
+
+
 class TokenCredentials:
     """Base class: a source of valid access tokens.
 
@@ -201,7 +224,7 @@ class TokenCredentials:
         *,
         leeway: float = DEFAULT_LEEWAY,
         clock: Clock | None = None,
-        cache: TokenCache | None = None,
+        cache: TokenStore | None = None,
         lock_timeout: float = 120.0,
     ) -> None:
         if leeway < 0:

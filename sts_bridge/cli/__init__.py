@@ -1,4 +1,4 @@
-"""The ``sts-bridge`` command line.
+"""The ``sts-bridge`` command line, one module per command group. Imports: any package.
 
 ``main(argv)`` returns an :class:`ExitStatus`; ``run()`` is the console
 script. Commands live in small modules (``auth_commands``, ``transfer_commands``

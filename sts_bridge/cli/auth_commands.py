@@ -183,9 +183,9 @@ def _whoami(args: argparse.Namespace) -> int:
 
 def _api_user_info(settings: Any, creds: Any) -> Any:
     """The API's view of the principal, when the API client and TERRAPI_URL exist."""
-    if not settings.api_url or importlib.util.find_spec("sts_bridge.api") is None:
+    if not settings.api_url or importlib.util.find_spec("sts_bridge.terrapi.api") is None:
         return None
-    from sts_bridge import api
+    from sts_bridge.terrapi import api
 
     client_cls = getattr(api, "TerrapiApi", None)
     if client_cls is None:

@@ -55,7 +55,7 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def run_credentials(args: argparse.Namespace) -> int:
-    from sts_bridge import tool_credentials as tc
+    from sts_bridge.interop import tool_credentials as tc
 
     child = list(args.passthrough)
     if child and not args.serve:
@@ -87,7 +87,7 @@ def _serve(workspace: Any, port: int, child: list[str]) -> int:
     import subprocess
     import threading
 
-    from sts_bridge.credentials_server import ContainerCredentialsServer
+    from sts_bridge.interop.container_credentials import ContainerCredentialsServer
 
     with ContainerCredentialsServer(workspace, port=port) as server:
         if child:

@@ -90,7 +90,7 @@ def register(sub: Any) -> None:
 
 def _glob(text: str) -> str:
     """argparse type of --include/--exclude: a bad pattern is a usage error (exit 2)."""
-    from sts_bridge._upload import check_pattern
+    from sts_bridge.s3.upload import check_pattern
 
     try:
         return check_pattern(text)
@@ -100,7 +100,7 @@ def _glob(text: str) -> str:
 
 def _open(args: argparse.Namespace, *keys: str | None, folders: bool = False) -> Any:
     """Check ``keys`` (refused before any request is made), then open the workspace."""
-    from sts_bridge.keys import check_relative_key
+    from sts_bridge.s3.keys import check_relative_key
 
     for key in keys:
         if key:  # empty / None: the workspace root or a default
@@ -125,7 +125,7 @@ def _human(n: float) -> str:
 
 # ---------------------------------------------------------------- presign
 def run_presign(args: argparse.Namespace) -> int:
-    from sts_bridge.transfers import PresignClampedWarning, parse_duration
+    from sts_bridge.s3.transfers import PresignClampedWarning, parse_duration
 
     try:
         seconds = parse_duration(args.expires_in)

@@ -1,1 +1,1 @@
-"""Refreshing S3 credentials and where a workspace's credentials come from (``sources``)."""
+"""Refreshing S3 credentials, STS fetcher, cache, workspace sources. Imports: terrapi/ and below."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from sts_bridge.config import Settings
-    from sts_bridge.s3_credentials import S3Credentials
+    from sts_bridge.credentials.refreshing import S3Credentials
 
 __all__ = [
     "WorkspaceSource",

@@ -1,3 +1,2 @@
-"""sts-bridge inside other tools: fsspec (``filesystem``), GDAL (``gdal``), boto3,
-credential formats, the environment of a ``credentials --serve`` child (``child_env``,
-``delegated``)."""
+"""sts-bridge inside other tools: fsspec (``filesystem``), GDAL (``gdal``), boto3, credential
+formats, a ``credentials --serve`` child (``child_env``, ``delegated``). Imports: client, below."""

@@ -10,7 +10,7 @@ caller is a thread or a coroutine. The callback runs in a worker thread
 (``asyncio.to_thread``) so that an exchange never blocks the event loop.
 
 aiobotocore refreshes when its own windows say so; they are set (through
-:func:`sts_bridge.boto.set_refresh_windows`, as for boto3) to 90 % of
+:func:`sts_bridge.interop.boto.set_refresh_windows`, as for boto3) to 90 % of
 ours, so whenever aiobotocore asks, the source really has new credentials
 to give, and 5-second test credentials are not fetched on every request.
 """
@@ -24,16 +24,16 @@ from aiobotocore.credentials import AioCredentialResolver, AioDeferredRefreshabl
 from aiobotocore.session import AioSession
 from botocore.credentials import CredentialProvider
 
-from sts_bridge.boto import BOTOCORE_WINDOW_FRACTION, set_refresh_windows
-from sts_bridge.s3_credentials import (
+from sts_bridge.credentials.refreshing import (
     DEFAULT_ADVISORY_WINDOW,
     DEFAULT_MANDATORY_WINDOW,
     refresh_windows,
 )
+from sts_bridge.interop.boto import BOTOCORE_WINDOW_FRACTION, set_refresh_windows
 
 if TYPE_CHECKING:
+    from sts_bridge.credentials.refreshing import S3Credentials
     from sts_bridge.credentials.sources import WorkspaceSource
-    from sts_bridge.s3_credentials import S3Credentials
 
 __all__ = ["aio_credentials", "refreshing_session"]
 

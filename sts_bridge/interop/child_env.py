@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from sts_bridge._files import atomic_write
 from sts_bridge.auth.delegation import DELEGATED_ENV
 from sts_bridge.interop.gdal import gdal_endpoint_options
-from sts_bridge.tool_credentials import endpoint_assignments
+from sts_bridge.interop.tool_credentials import endpoint_assignments
 from sts_bridge.urls import format_workspace_url
 
 if TYPE_CHECKING:

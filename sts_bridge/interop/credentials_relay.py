@@ -38,9 +38,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from sts_bridge.credentials.refreshing import S3Credentials
 from sts_bridge.errors import CredentialsError, StsBridgeError
-from sts_bridge.s3_credentials import S3Credentials
-from sts_bridge.tool_credentials import container_credentials_document
+from sts_bridge.interop.tool_credentials import container_credentials_document
 
 __all__ = ["CredentialsRelay", "main", "serve_relay"]
 
@@ -58,7 +58,7 @@ class CredentialsRelay:
     """A helper process serving ``credentials()`` on a loopback container-credentials URL.
 
     ``credentials`` is a zero-argument callable returning a valid
-    :class:`~sts_bridge.s3_credentials.S3Credentials` snapshot (e.g.
+    :class:`~sts_bridge.credentials.refreshing.S3Credentials` snapshot (e.g.
     ``workspace.credentials``). Use as a context manager; :attr:`url` and
     :attr:`auth_token` are what a client needs. Not reusable once stopped.
     """
@@ -204,7 +204,7 @@ def _read_url(process: subprocess.Popen[str], timeout: float) -> str:
 
 def serve_relay(stdin: TextIO, stdout: TextIO) -> int:
     """The helper side: serve what arrives on ``stdin`` until it closes; the exit status."""
-    from sts_bridge.credentials_server import CredentialsEndpoint
+    from sts_bridge.interop.container_credentials import CredentialsEndpoint
 
     first = json.loads(stdin.readline() or "null")
     if not isinstance(first, dict) or "auth_token" not in first:

@@ -19,9 +19,9 @@ import urllib.request
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.errors import ConfigurationError, CredentialsError
-from sts_bridge.s3_credentials import RefreshingS3Credentials, S3Credentials
-from sts_bridge.storage_point import DEFAULT_REGION, StoragePoint, normalise_prefix
+from sts_bridge.terrapi.storage_point import DEFAULT_REGION, StoragePoint, normalise_prefix
 from sts_bridge.workspace import Workspace
 
 __all__ = ["delegated_workspace", "fetch_served_credentials"]

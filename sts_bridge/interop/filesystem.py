@@ -5,7 +5,7 @@ point), so fsspec, xarray/zarr, pandas, pyarrow (through fsspec), Dask and
 universal_pathlib take the URLs unchanged.
 
 Paths are ``<workspace>/<key>``, the key relative to the workspace prefix
-and confined exactly as every other key (:mod:`sts_bridge.keys`): a path
+and confined exactly as every other key (:mod:`sts_bridge.s3.keys`): a path
 with ``..``, ``.`` or an empty segment is refused with
 :class:`~sts_bridge.errors.InvalidKeyError` before any request.
 
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.asyn import AsyncFileSystem
 
 from sts_bridge.credentials.sources import WorkspaceSource, resolve_workspace
-from sts_bridge.keys import relative_key, workspace_key, workspace_prefix
+from sts_bridge.s3.keys import relative_key, workspace_key, workspace_prefix
 from sts_bridge.urls import SCHEME, parse_workspace_url
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sts_bridge.interop.credentials_relay import CredentialsRelay
-from sts_bridge.keys import check_relative_key
+from sts_bridge.s3.keys import check_relative_key
 
 if TYPE_CHECKING:
     from sts_bridge.workspace import Workspace

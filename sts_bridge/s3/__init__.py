@@ -1,1 +1,1 @@
-"""The S3 side of sts-bridge: signing, transfers, listing, sync (never imports the API)."""
+"""Our S3 engine: signer, signed HTTP, transfers, object keys. Imports: config, errors, base."""

@@ -39,7 +39,7 @@ ctime may not have ticked yet: git's "racily clean" problem).
 Filters
 -------
 ``include`` / ``exclude`` are globs on the path relative to the synced
-folder (see :func:`sts_bridge._upload.matches_filters`): a pattern without
+folder (see :func:`sts_bridge.s3.upload.matches_filters`): a pattern without
 ``/`` also matches the file name alone; an exclude wins over an include; no
 include means everything. They apply to both sides, so ``--delete`` never
 touches what the filters leave out.
@@ -49,7 +49,7 @@ Resuming
 A sync that stops (Ctrl-C, a killed process, a failure) is resumed by
 running it again: what was transferred compares unchanged, and a large file
 interrupted half-way continues its multipart upload (see
-:mod:`sts_bridge._upload`). Every request is signed with fresh credentials,
+:mod:`sts_bridge.s3.upload`). Every request is signed with fresh credentials,
 so a sync may outlive any number of STS credential lifetimes.
 """
 
@@ -69,25 +69,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sts_bridge._download import (
+from sts_bridge.errors import InvalidKeyError, TransferError
+from sts_bridge.s3.download import (
     DEFAULT_DOWNLOAD_RANGE,
-    _DownloadEngine,
+    DownloadEngine,
 )
-from sts_bridge._s3http import MiB, _strip_etag, _xml_blocks, _xml_text
-from sts_bridge._transfer_types import UploadResult, _Progress
-from sts_bridge._upload import (
+from sts_bridge.s3.keys import check_relative_key, workspace_key, workspace_prefix
+from sts_bridge.s3.signed_http import MiB, strip_etag, xml_blocks, xml_text
+from sts_bridge.s3.transfer_types import Progress, UploadResult
+from sts_bridge.s3.upload import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
     DEFAULT_PART_SIZE,
     DEFAULT_SMALL_FILE_CONCURRENCY,
     SHA256_METADATA,
-    _UploadEngine,
-    _UploadSpec,
+    UploadEngine,
+    UploadSpec,
     guess_content_type,
     matches_filters,
 )
-from sts_bridge.errors import InvalidKeyError, TransferError
-from sts_bridge.keys import check_relative_key, workspace_key, workspace_prefix
 
 __all__ = [
     "RACY_WINDOW_NS",
@@ -105,7 +105,7 @@ log = logging.getLogger(__name__)
 RACY_WINDOW_NS = 2_000_000_000
 _HASH_CHUNK = 1 * MiB
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
-# the temp files of an interrupted download (see sts_bridge._download)
+# the temp files of an interrupted download (see sts_bridge.s3.download)
 _PARTIAL_DOWNLOAD = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.part$")
 
 SyncProgress = Callable[["SyncStatus"], None]
@@ -368,7 +368,7 @@ class _Hasher:
 
 
 # ------------------------------------------------------------ remote side
-def _list_remote(engine: _UploadEngine, full_prefix: str) -> Iterator[list[tuple[str, int, str]]]:
+def _list_remote(engine: UploadEngine, full_prefix: str) -> Iterator[list[tuple[str, int, str]]]:
     """ListObjectsV2 pages under ``full_prefix``: ``(full key, size, etag)`` per object."""
     query = {"list-type": "2", "prefix": full_prefix, "max-keys": "1000"}
     while True:
@@ -376,27 +376,27 @@ def _list_remote(engine: _UploadEngine, full_prefix: str) -> Iterator[list[tuple
         data = resp.data
         page = [
             (
-                _xml_text(block, "Key"),
-                int(_xml_text(block, "Size") or 0),
-                _strip_etag(_xml_text(block, "ETag")),
+                xml_text(block, "Key"),
+                int(xml_text(block, "Size") or 0),
+                strip_etag(xml_text(block, "ETag")),
             )
-            for block in _xml_blocks(data, "Contents")
+            for block in xml_blocks(data, "Contents")
         ]
         yield page
-        token = _xml_text(data, "NextContinuationToken")
-        if _xml_text(data, "IsTruncated") != "true" or not token:
+        token = xml_text(data, "NextContinuationToken")
+        if xml_text(data, "IsTruncated") != "true" or not token:
             return
         query = {**query, "continuation-token": token}
 
 
-def _remote_sha256(engine: _UploadEngine, full_key: str) -> str | None:
+def _remote_sha256(engine: UploadEngine, full_key: str) -> str | None:
     resp = engine.call("HEAD", full_key, f"HeadObject {full_key!r}")
     value = resp.headers.get(f"x-amz-meta-{SHA256_METADATA}")
     return value.lower() if isinstance(value, str) and value else None
 
 
-def _engine(ws: Any) -> _UploadEngine:
-    return _UploadEngine(
+def _engine(ws: Any) -> UploadEngine:
+    return UploadEngine(
         ws,
         concurrency=DEFAULT_CONCURRENCY,
         part_size=DEFAULT_PART_SIZE,
@@ -497,7 +497,7 @@ def plan_sync(
     )
 
 
-def _difference(engine: _UploadEngine, hasher: _Hasher, f: _LocalFile, obj: _RemoteObject) -> str:
+def _difference(engine: UploadEngine, hasher: _Hasher, f: _LocalFile, obj: _RemoteObject) -> str:
     """Why the two sides differ, or ``""`` when their content is the same."""
     if f.size != obj.size:
         return "changed (size)"
@@ -579,7 +579,7 @@ def _run_uploads(
     def one(action: SyncAction) -> None:
         f = plan._local[action.key]
         key = plan.remote_prefix + action.key
-        spec = _UploadSpec(
+        spec = UploadSpec(
             source=f.path,
             stream=None,
             key=key,
@@ -595,7 +595,7 @@ def _run_uploads(
             moved[0] = done
 
         try:
-            result: UploadResult = engine.upload_file(spec, _Progress(count, f.size))
+            result: UploadResult = engine.upload_file(spec, Progress(count, f.size))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -666,7 +666,7 @@ def _run_downloads(
 ) -> None:
     if not actions:
         return
-    engine = _DownloadEngine(
+    engine = DownloadEngine(
         ws,
         concurrency=max(1, concurrency),
         part_size=DEFAULT_DOWNLOAD_RANGE,

@@ -1,7 +1,7 @@
 """``sts-bridge sync`` on the local platform: both ways, by content.
 
 S3 requests are counted by wrapping the engine's one request method
-(``_S3Http.call``): the requests still reach radosgw.
+(``S3Http.call``): the requests still reach radosgw.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 import sts_bridge
-from sts_bridge import _s3http, _upload
+from sts_bridge.s3 import signed_http as _s3http
 from sts_bridge.s3 import sync as sync_module
+from sts_bridge.s3 import upload as _upload
 from sts_bridge.s3.sync import plan_sync, run_sync
 
 pytestmark = pytest.mark.integration
@@ -37,13 +38,13 @@ WS = "gep-processing-results-a2s-service-workspace"
 def requests_made(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Every S3 request of the transfer engine, by method (HEAD, GET, PUT, POST, DELETE)."""
     seen: Counter[str] = Counter()
-    original = _s3http._S3Http.call
+    original = _s3http.S3Http.call
 
     def counting(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         seen[method] += 1
         return original(self, method, *args, **kwargs)
 
-    monkeypatch.setattr(_s3http._S3Http, "call", counting)
+    monkeypatch.setattr(_s3http.S3Http, "call", counting)
     return seen
 
 
@@ -279,14 +280,14 @@ def test_interrupted_sync_resumes_and_large_files_continue_their_upload(
     assert not any(o.key == folder + "big.bin" for o in ws.list(folder))
 
     sent: list[int] = []
-    original = _upload._UploadEngine.put_part
+    original = _upload.UploadEngine.put_part
 
     def recording(self: Any, full_key: str, uid: str, number: int, *rest: Any) -> Any:
         sent.append(number)
         return original(self, full_key, uid, number, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_upload._UploadEngine, "put_part", recording)
+        mp.setattr(_upload.UploadEngine, "put_part", recording)
         plan = plan_sync(ws, "upload", src, folder)
         assert [a.key for a in plan.actions] == ["big.bin"]  # the small files are done
         report = run_sync(ws, plan)

@@ -93,9 +93,7 @@ def test_aws_cli_through_credential_process(
         f"{sys.executable} -m sts_bridge credentials {workspace_info['workspace']}"
         " --format credential-process"
     )
-    config.write_text(
-        f"[profile workspace]\nregion = us-east-1\ncredential_process = {command}\n"
-    )
+    config.write_text(f"[profile workspace]\nregion = us-east-1\ncredential_process = {command}\n")
     env.update(
         AWS_CONFIG_FILE=str(config),
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
@@ -253,7 +251,7 @@ def test_container_endpoint_refuses_a_wrong_token(platform_env: dict[str, str]) 
     import urllib.request
 
     import sts_bridge
-    from sts_bridge.credentials_server import ContainerCredentialsServer
+    from sts_bridge.interop.container_credentials import ContainerCredentialsServer
 
     ws = sts_bridge.Client.from_env().workspace()
     with ContainerCredentialsServer(ws) as server:
@@ -277,7 +275,7 @@ def test_obstore_provider_refreshes(
     from obstore.store import S3Store
 
     import sts_bridge
-    from sts_bridge.tool_credentials import obstore_credential_provider
+    from sts_bridge.interop.tool_credentials import obstore_credential_provider
 
     ws = sts_bridge.Client.from_env().workspace()
     store = S3Store(

@@ -212,7 +212,7 @@ def test_file_changed_during_multipart_upload_fails_and_leaves_nothing(
 def test_small_file_changed_during_upload_is_refused(
     ws: Any, base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sts_bridge import _upload
+    from sts_bridge.s3 import upload as _upload
 
     src = tmp_path / "small.txt"
     src.write_bytes(b"first version")

@@ -38,9 +38,10 @@ from sts_bridge_devstack.s3 import (
 )
 from sts_bridge_devstack.static_issuer import StaticIssuer
 
-from sts_bridge import _download, _upload
 from sts_bridge.errors import InvalidKeyError, NotFoundError, TransferError
-from sts_bridge.transfers import (
+from sts_bridge.s3 import download as _download
+from sts_bridge.s3 import upload as _upload
+from sts_bridge.s3.transfers import (
     PresignClampedWarning,
     UploadResult,
     WorkspaceTransfers,
@@ -254,7 +255,7 @@ def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_pa
     seen: list[int] = []
     lock = threading.Lock()
     active = [0, 0]  # current, max concurrent part uploads
-    original = _upload._UploadEngine.put_part
+    original = _upload.UploadEngine.put_part
 
     def counting(self: Any, *a: Any) -> Any:
         with lock:
@@ -268,7 +269,7 @@ def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_pa
                 active[0] -= 1
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_upload._UploadEngine, "put_part", counting)
+        mp.setattr(_upload.UploadEngine, "put_part", counting)
         res = ws.upload(
             tmp_path / "big.bin",
             "mp/big.bin",
@@ -362,7 +363,7 @@ def test_upload_stream_unknown_length(ws: FakeWorkspace, admin: Any) -> None:
 
 
 def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
-    engine = _upload._UploadEngine(
+    engine = _upload.UploadEngine(
         ws, concurrency=1, part_size=5 * MiB, multipart_threshold=5 * MiB, resumable=False
     )
     with pytest.raises(TransferError, match="XAmzContentSHA256Mismatch"):
@@ -372,7 +373,7 @@ def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
 
 def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
     _file(tmp_path / "fail.bin", 11 * MiB)
-    original = _upload._UploadEngine.put_part
+    original = _upload.UploadEngine.put_part
 
     def failing(self: Any, full_key: str, upload_id: str, number: int, *rest: Any) -> Any:
         if number == 2:
@@ -380,7 +381,7 @@ def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_p
         return original(self, full_key, upload_id, number, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_upload._UploadEngine, "put_part", failing)
+        mp.setattr(_upload.UploadEngine, "put_part", failing)
         with pytest.raises(TransferError, match="disk on fire"):
             ws.upload(tmp_path / "fail.bin", "fail.bin", part_size=5 * MiB, multipart_threshold=1)
     assert _uploads(admin) == []
@@ -393,8 +394,8 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from dataclasses import dataclass
-    from sts_bridge import _upload
-    from sts_bridge.transfers import WorkspaceTransfers
+    from sts_bridge.s3 import upload as _upload
+    from sts_bridge.s3.transfers import WorkspaceTransfers
 
     @dataclass(frozen=True)
     class Creds:
@@ -420,13 +421,13 @@ KILLER = textwrap.dedent(
                 config=Config(s3={"addressing_style": "path"},
                               request_checksum_calculation="when_required"))
 
-    original = _upload._UploadEngine.put_part
+    original = _upload.UploadEngine.put_part
     def put_part(self, full_key, upload_id, number, *rest):
         result = original(self, full_key, upload_id, number, *rest)
         if number == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # like a crash or an OOM kill
         return result
-    _upload._UploadEngine.put_part = put_part
+    _upload.UploadEngine.put_part = put_part
     WS().upload(sys.argv[4], sys.argv[5], part_size=5 * 1024 * 1024, concurrency=1)
     """
 )
@@ -478,7 +479,7 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
     )
 
     sent: list[int] = []
-    original = _upload._UploadEngine.put_part
+    original = _upload.UploadEngine.put_part
 
     def recording(self: Any, full_key: str, uid: str, number: int, *rest: Any) -> Any:
         assert uid == upload_id
@@ -486,7 +487,7 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
         return original(self, full_key, uid, number, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_upload._UploadEngine, "put_part", recording)
+        mp.setattr(_upload.UploadEngine, "put_part", recording)
         res = ws.upload(tmp_path / "resume.bin", "resume.bin", part_size=5 * MiB)
     assert isinstance(res, UploadResult)
     assert sorted(sent) == [1, 3, 4]
@@ -786,7 +787,7 @@ def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how:
     """
     data = _file(tmp_path / "src.bin", 5 * MiB + 777, seed=6)
     ws.upload(tmp_path / "src.bin", "rg/direct.bin", part_size=5 * MiB, multipart_threshold=1)
-    original = _download._DownloadEngine._write_direct
+    original = _download.DownloadEngine._write_direct
     direct_writes: list[int] = []
     broke: list[int] = []
 
@@ -812,7 +813,7 @@ def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how:
     fds = _open_fds()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_download, "DIRECT_IO_MIN_SIZE", 0)
-        mp.setattr(_download._DownloadEngine, "_write_direct", staticmethod(spy))
+        mp.setattr(_download.DownloadEngine, "_write_direct", staticmethod(spy))
         if how == "refused":
             mp.setattr(os, "pwrite", pwrite)
         out = ws.download("rg/direct.bin", tmp_path / "o.bin", part_size=2 * MiB, concurrency=2)
@@ -842,10 +843,10 @@ def test_upload_and_resume_never_build_a_boto3_client(
     data = _file(tmp_path / "r.bin", 11 * MiB, seed=5)
     full = PREFIX + "nb/r.bin"
     # an interrupted upload (as a killed process leaves it), then resumed
-    engine = _upload._UploadEngine(
+    engine = _upload.UploadEngine(
         ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
     )
-    spec = _upload._UploadSpec(
+    spec = _upload.UploadSpec(
         tmp_path / "r.bin", None, "nb/r.bin", full, len(data), "application/octet-stream", {}
     )
     upload_id = engine.create_multipart(spec)
@@ -883,10 +884,10 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
     # the state file matches, but the upload records another SHA-256.
     data = _file(tmp_path / "s.bin", 11 * MiB, seed=6)
     full = PREFIX + "nb/s.bin"
-    engine = _upload._UploadEngine(
+    engine = _upload.UploadEngine(
         ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
     )
-    spec = _upload._UploadSpec(
+    spec = _upload.UploadSpec(
         tmp_path / "s.bin", None, "nb/s.bin", full, len(data), "application/octet-stream", {}
     )
     old_sha = hashlib.sha256(b"the file before").hexdigest()

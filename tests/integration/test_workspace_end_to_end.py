@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import sts_bridge
-from sts_bridge.transfers import PresignClampedWarning
+from sts_bridge.s3.transfers import PresignClampedWarning
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import urllib3
 
-from sts_bridge.api import TerrapiApi, _retry_after
 from sts_bridge.errors import (
     ApiError,
     ApiUnavailableError,
@@ -17,6 +16,7 @@ from sts_bridge.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from sts_bridge.terrapi.api import TerrapiApi, _retry_after
 
 SEED_STS = {
     "storage": {
@@ -230,7 +230,7 @@ def test_generated_client_is_not_imported_until_first_call() -> None:
     import sys
 
     code = (
-        "import sys; from sts_bridge.api import TerrapiApi; "
+        "import sys; from sts_bridge.terrapi.api import TerrapiApi; "
         "TerrapiApi('http://x', object()); print('terrapi_client' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.errors import (
     ConfigurationError,
     CredentialsError,
@@ -17,8 +18,7 @@ from sts_bridge.errors import (
     LoginRequiredError,
     PermissionDeniedError,
 )
-from sts_bridge.s3_credentials import RefreshingS3Credentials, S3Credentials
-from sts_bridge.storage_point import StoragePoint
+from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.workspace import Workspace
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -148,7 +148,7 @@ def test_delegated_workspace_is_only_the_served_one() -> None:
 
 
 def test_storage_options_is_a_snapshot_with_its_expiry() -> None:
-    from sts_bridge.tool_credentials import storage_options
+    from sts_bridge.interop.tool_credentials import storage_options
 
     options = storage_options(_workspace())
     assert options.expiry == CREDS.expiry
@@ -158,16 +158,16 @@ def test_storage_options_is_a_snapshot_with_its_expiry() -> None:
 
 
 def test_access_denied_on_expired_credentials_says_they_expired() -> None:
-    from sts_bridge._s3http import _FakeClientError, _map_error
+    from sts_bridge.s3.signed_http import RawS3Error, map_s3_error
 
-    denied = _FakeClientError("AccessDenied", 403)
+    denied = RawS3Error("AccessDenied", 403)
     past = NOW - dt.timedelta(seconds=1)
-    err = _map_error(denied, "uploading 'a.txt'", signed_until=past)
+    err = map_s3_error(denied, "uploading 'a.txt'", signed_until=past)
     assert isinstance(err, CredentialsError)
     assert "had expired" in err.message
-    fresh = _map_error(denied, "uploading 'a.txt'", signed_until=NOW + dt.timedelta(minutes=5))
+    fresh = map_s3_error(denied, "uploading 'a.txt'", signed_until=NOW + dt.timedelta(minutes=5))
     assert isinstance(fresh, PermissionDeniedError)
-    assert isinstance(_map_error(denied, "uploading 'a.txt'"), PermissionDeniedError)
+    assert isinstance(map_s3_error(denied, "uploading 'a.txt'"), PermissionDeniedError)
 
 
 def test_relay_helper_refuses_a_missing_handshake() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sts_bridge.errors import InvalidKeyError
-from sts_bridge.keys import (
+from sts_bridge.s3.keys import (
     MAX_KEY_BYTES,
     check_relative_key,
     relative_key,

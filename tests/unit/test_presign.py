@@ -15,7 +15,7 @@ import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
-from sts_bridge.presign import MAX_EXPIRES, Signer
+from sts_bridge.s3.signer import MAX_EXPIRES, Signer
 
 NOW = datetime(2026, 3, 1, 23, 59, 58, tzinfo=timezone.utc)
 ACCESS = "AKIDEXAMPLE"

@@ -9,10 +9,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sts_bridge.credential_cache import CredentialCache
+from sts_bridge.credentials.cache import CredentialCache
+from sts_bridge.credentials.refreshing import (
+    RefreshingS3Credentials,
+    S3Credentials,
+    refresh_windows,
+)
 from sts_bridge.errors import ApiUnavailableError, CredentialsError
-from sts_bridge.s3_credentials import RefreshingS3Credentials, S3Credentials, refresh_windows
-from sts_bridge.storage_point import StoragePoint
+from sts_bridge.terrapi.storage_point import StoragePoint
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -100,7 +104,7 @@ def test_advisory_failure_keeps_old_credentials_and_warns(caplog: pytest.LogCapt
     first = rc.get()
     clock.advance(900 - 90)  # 90 s left: advisory, not mandatory
     fetcher.fail = ApiUnavailableError("API down")
-    with caplog.at_level(logging.WARNING, logger="sts_bridge.s3_credentials"):
+    with caplog.at_level(logging.WARNING, logger="sts_bridge.credentials.refreshing"):
         assert rc.get() is first
     assert "using the current ones" in caplog.text
     assert "secret1" not in caplog.text and "token1" not in caplog.text

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sts_bridge.boto import (
+from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
+from sts_bridge.interop.boto import (
     StsBridgeCredentials,
     boto3_session,
     botocore_credentials,
     s3_client,
     set_refresh_windows,
 )
-from sts_bridge.s3_credentials import RefreshingS3Credentials, S3Credentials
 
 
 def _now() -> datetime:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sts_bridge.errors import WorkspaceError
-from sts_bridge.storage_point import StoragePoint, normalise_prefix
+from sts_bridge.terrapi.storage_point import StoragePoint, normalise_prefix
 
 SEED: dict[str, Any] = {
     "storage_type": "s3",

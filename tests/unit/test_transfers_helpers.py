@@ -10,10 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from sts_bridge._s3http import MiB
-from sts_bridge._upload import MAX_PARTS, guess_content_type
 from sts_bridge.errors import CredentialsError, InvalidKeyError
-from sts_bridge.transfers import (
+from sts_bridge.s3.signed_http import MiB
+from sts_bridge.s3.transfers import (
     PresignClampedWarning,
     WorkspaceTransfers,
     choose_part_size,
@@ -21,6 +20,7 @@ from sts_bridge.transfers import (
     matches_filters,
     parse_duration,
 )
+from sts_bridge.s3.upload import MAX_PARTS, guess_content_type
 
 
 @pytest.mark.parametrize(
@@ -167,7 +167,7 @@ def test_presign_many_checks_every_key_before_credentials() -> None:
 
 
 def test_etag_md5_only_for_plain_md5_etags() -> None:
-    from sts_bridge._download import _etag_md5
+    from sts_bridge.s3.download import _etag_md5
 
     md5 = "0" * 31 + "a"
     assert _etag_md5(md5, {}) == (md5, "")
@@ -181,7 +181,7 @@ def test_etag_md5_only_for_plain_md5_etags() -> None:
 
 
 def test_small_xml_answers() -> None:
-    from sts_bridge._s3http import _xml_blocks, _xml_text
+    from sts_bridge.s3.signed_http import xml_blocks, xml_text
 
     data = (
         b'<?xml version="1.0"?><ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
@@ -190,18 +190,18 @@ def test_small_xml_answers() -> None:
         b"<Part><PartNumber>2</PartNumber><ETag>\"def\"</ETag><Size>6</Size></Part>"
         b"</ListPartsResult>"
     )
-    assert _xml_text(data, "IsTruncated") == "true"
-    assert _xml_text(data, "NextPartNumberMarker") == "2"
-    parts = _xml_blocks(data, "Part")
-    assert [_xml_text(p, "PartNumber") for p in parts] == ["1", "2"]
-    assert [_xml_text(p, "ETag") for p in parts] == ['"abc"', '"def"']
-    assert _xml_text(data, "Missing") == ""
-    assert _xml_text(b"<Error><Code>NoSuchUpload</Code></Error>", "Code") == "NoSuchUpload"
+    assert xml_text(data, "IsTruncated") == "true"
+    assert xml_text(data, "NextPartNumberMarker") == "2"
+    parts = xml_blocks(data, "Part")
+    assert [xml_text(p, "PartNumber") for p in parts] == ["1", "2"]
+    assert [xml_text(p, "ETag") for p in parts] == ['"abc"', '"def"']
+    assert xml_text(data, "Missing") == ""
+    assert xml_text(b"<Error><Code>NoSuchUpload</Code></Error>", "Code") == "NoSuchUpload"
 
 
 def test_content_range() -> None:
-    from sts_bridge._download import _range_start, _total_size
     from sts_bridge.errors import TransferError
+    from sts_bridge.s3.download import _range_start, _total_size
 
     @dataclass
     class R:
@@ -216,7 +216,7 @@ def test_content_range() -> None:
 
 
 def test_read_small_reads_exactly_and_sees_growth_and_shrinking(tmp_path: Any) -> None:
-    from sts_bridge._upload import _read_small
+    from sts_bridge.s3.upload import _read_small
 
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 1000)

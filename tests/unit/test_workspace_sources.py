@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from sts_bridge.credentials.refreshing import S3Credentials
 from sts_bridge.credentials.sources import (
     WorkspaceSource,
     register_workspace_source,
     resolve_workspace,
 )
 from sts_bridge.errors import ConfigurationError
-from sts_bridge.s3_credentials import S3Credentials
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """The signed HTTP client of a transfer: SigV4 requests over one urllib3 pool.
 
 Every request of an upload or a download (data and control plane) goes
-through :class:`_S3Http`, signed with :class:`~sts_bridge.presign.Signer`
+through :class:`S3Http`, signed with :class:`~sts_bridge.s3.signer.Signer`
 from a fresh ``credentials()`` snapshot (a transfer may outlive one set of
 STS credentials) and sent over one urllib3 connection pool; no boto3 client
 is built. Also here: the few regular expressions that read S3's small XML
 answers, and the mapping of S3 errors (raw HTTP or botocore) to our
-exception tree. See :mod:`sts_bridge.transfers` for why not s3transfer.
+exception tree. See :mod:`sts_bridge.s3.transfers` for why not s3transfer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sts_bridge.errors import (
     CredentialsError,
@@ -29,16 +29,13 @@ from sts_bridge.errors import (
     StsBridgeError,
     TransferError,
 )
-from sts_bridge.presign import EMPTY_SHA256, CredentialsLike, Signer
+from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
 
-if TYPE_CHECKING:
-    from sts_bridge.transfers import WorkspaceTransfers
-
-# The engine logs under the public module's name, as before the split.
-log = logging.getLogger("sts_bridge.transfers")
+# The engine logs under the public module's name.
+log = logging.getLogger("sts_bridge.s3.transfers")
 
 MiB = 1024 * 1024
-_ATTEMPTS = 4
+ATTEMPTS = 4
 #: Seconds without a byte moving (connect, send or receive) after which a
 #: request to the store counts as stalled and is retried; with 4 attempts and
 #: backoff a dead endpoint is reported in about two minutes.
@@ -80,18 +77,18 @@ def credentials_refused(code: str, status: int | None) -> bool:
     return code in REFUSED_CREDENTIAL_CODES or (status == 403 and not code)
 
 
-def _strip_etag(etag: str | None) -> str:
+def strip_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"')
 
 
-def _error_code(exc: BaseException) -> tuple[str, int | None]:
+def error_code(exc: BaseException) -> tuple[str, int | None]:
     response = getattr(exc, "response", None) or {}
     code = str(response.get("Error", {}).get("Code", "") or "")
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return code, status
 
 
-def _map_error(
+def map_s3_error(
     exc: Exception, what: str, *, signed_until: datetime | None = None
 ) -> StsBridgeError:
     """A botocore error -> our tree (never includes credentials).
@@ -101,7 +98,7 @@ def _map_error(
     ``ExpiredToken``) to expired credentials, and a user must hear that
     they expired, not that they lack a permission.
     """
-    code, status = _error_code(exc)
+    code, status = error_code(exc)
     text = f"{what} failed: {code or type(exc).__name__}" + (f" (HTTP {status})" if status else "")
     if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
         return CredentialsError(text, hint="the storage credentials expired; try again")
@@ -122,7 +119,7 @@ def _map_error(
     return TransferError(text)
 
 
-def _xml_text(data: bytes | None, tag: str) -> str:
+def xml_text(data: bytes | None, tag: str) -> str:
     """The text of the first ``<tag>`` in a small S3 XML answer ("" when absent)."""
     match = re.search(rb"<" + tag.encode() + rb">([^<]*)</", data or b"")
     if not match:
@@ -135,25 +132,50 @@ def _xml_text(data: bytes | None, tag: str) -> str:
     return text
 
 
-def _xml_blocks(data: bytes | None, tag: str) -> builtins.list[bytes]:
+def xml_blocks(data: bytes | None, tag: str) -> builtins.list[bytes]:
     """The inner XML of every ``<tag>...</tag>`` (not nested in itself) of an S3 answer."""
     t = re.escape(tag.encode())
     return re.findall(rb"<" + t + rb">(.*?)</" + t + rb">", data or b"", re.DOTALL)
 
 
-class _S3Http:
+class BucketTarget(Protocol):
+    """What the engine needs to know about where it sends requests.
+
+    ``prefix`` is not here: the callers confine keys before they reach the
+    engine (:mod:`sts_bridge.s3.keys`).
+    """
+
+    @property
+    def endpoint_url(self) -> str: ...
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def addressing_style(self) -> str: ...
+
+    @property
+    def verify(self) -> bool | str: ...
+
+    def credentials(self) -> CredentialsLike: ...
+
+
+class S3Http:
     """The data plane of one transfer: signed requests over a urllib3 pool.
 
     Every request (data and control plane: PUT, UploadPart, create /
     complete / abort multipart, ListMultipartUploads, ListParts, HEAD,
-    ranged GETs) is signed with :class:`~sts_bridge.presign.Signer` from a
+    ranged GETs) is signed with :class:`~sts_bridge.s3.signer.Signer` from a
     fresh ``credentials()`` snapshot, so a transfer longer than one
     credentials lifetime keeps working, and no boto3 client is built.
     """
 
     def __init__(
         self,
-        ws: WorkspaceTransfers,
+        ws: BucketTarget,
         *,
         concurrency: int,
         part_size: int,
@@ -242,7 +264,7 @@ class _S3Http:
         by ``x-amz-content-sha256`` (computed here unless given). With
         ``stream=True`` the body of an ``ok`` response is left unread (the
         caller reads it and releases the connection). Any other status
-        raises (mapped by :func:`_map_error`).
+        raises (mapped by :func:`map_s3_error`).
         """
         import urllib3
 
@@ -251,7 +273,7 @@ class _S3Http:
         last = ""
         replaced = False
         attempt = 0
-        while attempt < _ATTEMPTS:
+        while attempt < ATTEMPTS:
             if attempt:
                 time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
             attempt += 1
@@ -280,7 +302,7 @@ class _S3Http:
             data = resp.data if method != "HEAD" else b""
             if stream:
                 resp.release_conn()
-            code = _xml_text(data, "Code")
+            code = xml_text(data, "Code")
             last = f"HTTP {resp.status} {code}".strip()
             if resp.status in _RETRY_STATUS or code in ("RequestTimeout", "SlowDown"):
                 continue
@@ -294,13 +316,13 @@ class _S3Http:
                 replace(creds)
                 attempt -= 1
                 continue
-            raise _map_error(
-                _FakeClientError(code, resp.status),
+            raise map_s3_error(
+                RawS3Error(code, resp.status),
                 what,
                 signed_until=getattr(creds, "expiry", None),
             )
         raise TransferError(
-            f"{what} failed after {_ATTEMPTS} attempts: {last}",
+            f"{what} failed after {ATTEMPTS} attempts: {last}",
             hint="the storage endpoint is unreachable or too slow; check the network and "
             "try again (an interrupted upload resumes)",
         )
@@ -324,11 +346,11 @@ class _S3Http:
             body=body,
             payload_sha256=sha256_hex,
         )
-        return _strip_etag(resp.headers.get("ETag"))
+        return strip_etag(resp.headers.get("ETag"))
 
     def head_etag(self, full_key: str) -> str:
         resp = self.call("HEAD", full_key, f"HeadObject {full_key!r}")
-        return _strip_etag(resp.headers.get("ETag"))
+        return strip_etag(resp.headers.get("ETag"))
 
 
 def describe_failure(exc: Exception, stall: float) -> str:
@@ -349,8 +371,8 @@ def describe_failure(exc: Exception, stall: float) -> str:
     return type(exc).__name__
 
 
-class _FakeClientError(Exception):
-    """A raw HTTP error shaped like botocore's ClientError for :func:`_map_error`."""
+class RawS3Error(Exception):
+    """A raw HTTP error shaped like botocore's ClientError for :func:`map_s3_error`."""
 
     def __init__(self, code: str, status: int) -> None:
         super().__init__(code)

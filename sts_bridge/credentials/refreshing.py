@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sts_bridge.errors import CredentialsError, StsBridgeError
 
 if TYPE_CHECKING:
-    from sts_bridge.api import TerrapiApi
-    from sts_bridge.storage_point import StoragePoint
+    from sts_bridge.terrapi.api import TerrapiApi
+    from sts_bridge.terrapi.storage_point import StoragePoint
 
 __all__ = [
     "DEFAULT_ADVISORY_WINDOW",
@@ -59,7 +59,7 @@ __all__ = [
     "refresh_windows",
 ]
 
-logger = logging.getLogger("sts_bridge.s3_credentials")
+logger = logging.getLogger("sts_bridge.credentials.refreshing")
 
 #: Refresh in the background this many seconds before expiry (15-minute credentials).
 DEFAULT_ADVISORY_WINDOW = 120.0
@@ -207,7 +207,7 @@ class StsFetcher:
         return f"StsFetcher(workspace={self.workspace!r})"
 
     def __call__(self) -> S3Credentials:
-        from sts_bridge.storage_point import StoragePoint
+        from sts_bridge.terrapi.storage_point import StoragePoint
 
         self.calls += 1
         answer = self.api.storage_sts(self.workspace)
@@ -218,7 +218,7 @@ class StsFetcher:
 
 
 class CredentialStore(Protocol):
-    """A cross-process store of one workspace's credentials (see ``credential_cache``)."""
+    """A cross-process store of one workspace's credentials (see credentials.cache)."""
 
     def locked(self) -> contextlib.AbstractContextManager[None]: ...
 

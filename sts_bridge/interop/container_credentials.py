@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from sts_bridge.errors import StsBridgeError
-from sts_bridge.tool_credentials import container_credentials_document, endpoint_assignments
+from sts_bridge.interop.tool_credentials import container_credentials_document, endpoint_assignments
 
 if TYPE_CHECKING:
     from sts_bridge.workspace import Workspace

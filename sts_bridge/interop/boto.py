@@ -1,4 +1,4 @@
-"""boto3 / botocore over :class:`~sts_bridge.s3_credentials.RefreshingS3Credentials`.
+"""boto3 / botocore over :class:`~sts_bridge.credentials.refreshing.RefreshingS3Credentials`.
 
 botocore refreshes credentials itself when they are a
 ``RefreshableCredentials``: before signing each request it checks two
@@ -31,7 +31,7 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 
-from sts_bridge.s3_credentials import (
+from sts_bridge.credentials.refreshing import (
     DEFAULT_ADVISORY_WINDOW,
     DEFAULT_MANDATORY_WINDOW,
     RefreshingS3Credentials,
@@ -149,7 +149,7 @@ def s3_config(
     Checksums only "when required": S3-compatible servers (radosgw, MinIO)
     reject or ignore the CRC32 trailers botocore >= 1.36 sends by default.
     """
-    from sts_bridge._s3http import stall_timeout
+    from sts_bridge.s3.signed_http import stall_timeout
 
     s3_options: Any = {"addressing_style": addressing_style}
     stall = stall_timeout()

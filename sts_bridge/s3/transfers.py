@@ -12,7 +12,7 @@ spends it badly on plain http: botocore SHA-256s every body byte for the
 signature *and*, since 1.36, adds a CRC32 (``aws-chunked`` trailer) that
 some S3-compatible servers reject; s3transfer then copies the data through
 several Python file wrappers. Here every request of a transfer is our own,
-signed with :class:`~sts_bridge.presign.Signer` from a fresh
+signed with :class:`~sts_bridge.s3.signer.Signer` from a fresh
 ``credentials()`` snapshot (a transfer may outlive one set of STS
 credentials) and sent over one urllib3 pool; no boto3 client is built (it
 cost about 0.2 CPU-s and 25 MB to import and make):
@@ -26,23 +26,23 @@ cost about 0.2 CPU-s and 25 MB to import and make):
   other ranges follow in parallel, each streamed with ``readinto`` into one
   reused buffer per thread and written with ``os.pwrite`` at its offset in a temp file
   that is renamed into place only when complete and checked; large
-  downloads write with ``O_DIRECT`` on Linux (why: see :mod:`sts_bridge._download`).
+  downloads write with ``O_DIRECT`` on Linux (why: see :mod:`sts_bridge.s3.download`).
 
 Listing and deletes still use the workspace's boto3 client.
 
 Modules
 -------
-This module is the public face (the mixin, :func:`upload_to_workspace`,
-the result types, :class:`PresignClampedWarning`, :func:`parse_duration`);
-the engine lives in private modules, each with one job:
+This module is the public face (the mixin, the result types,
+:class:`PresignClampedWarning`, :func:`parse_duration`); the engine lives in
+the other modules of :mod:`sts_bridge.s3`, each with one job:
 
-- :mod:`sts_bridge._s3http`: the signed HTTP client over urllib3, S3's XML
+- :mod:`sts_bridge.s3.signed_http`: the signed HTTP client over urllib3, S3's XML
   answers, error mapping;
-- :mod:`sts_bridge._upload`: upload helpers, single PUTs, multipart
+- :mod:`sts_bridge.s3.upload`: upload helpers, single PUTs, multipart
   uploads and resume (integrity and resume are described there);
-- :mod:`sts_bridge._download`: ranged parallel GETs, O_DIRECT writes and
+- :mod:`sts_bridge.s3.download`: ranged parallel GETs, O_DIRECT writes and
   the checks of a download;
-- :mod:`sts_bridge._transfer_types`: the result and progress types.
+- :mod:`sts_bridge.s3.transfer_types`: the result and progress types.
 """
 
 from __future__ import annotations
@@ -61,40 +61,40 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
 
-from sts_bridge._download import (
-    DEFAULT_DOWNLOAD_CONCURRENCY,
-    DEFAULT_DOWNLOAD_RANGE,
-    _DownloadEngine,
-)
-from sts_bridge._s3http import _error_code, _map_error, _strip_etag, credentials_refused
-from sts_bridge._transfer_types import (
-    ObjectInfo,
-    PresignedUrl,
-    ProgressCallback,
-    UploadResult,
-    _Progress,
-)
-from sts_bridge._upload import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_PART_SIZE,
-    DEFAULT_SMALL_FILE_CONCURRENCY,
-    _UploadEngine,
-    _UploadSpec,
-    check_pattern,
-    choose_part_size,
-    composite_checksum,
-    guess_content_type,
-    matches_filters,
-)
 from sts_bridge.errors import (
     CredentialsError,
     InvalidKeyError,
     NotFoundError,
     TransferError,
 )
-from sts_bridge.keys import folder_prefix, relative_key, workspace_key, workspace_prefix
-from sts_bridge.presign import MAX_EXPIRES, Signer
+from sts_bridge.s3.download import (
+    DEFAULT_DOWNLOAD_CONCURRENCY,
+    DEFAULT_DOWNLOAD_RANGE,
+    DownloadEngine,
+)
+from sts_bridge.s3.keys import folder_prefix, relative_key, workspace_key, workspace_prefix
+from sts_bridge.s3.signed_http import credentials_refused, error_code, map_s3_error, strip_etag
+from sts_bridge.s3.signer import MAX_EXPIRES, Signer
+from sts_bridge.s3.transfer_types import (
+    ObjectInfo,
+    PresignedUrl,
+    Progress,
+    ProgressCallback,
+    UploadResult,
+)
+from sts_bridge.s3.upload import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    DEFAULT_SMALL_FILE_CONCURRENCY,
+    UploadEngine,
+    UploadSpec,
+    check_pattern,
+    choose_part_size,
+    composite_checksum,
+    guess_content_type,
+    matches_filters,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -113,7 +113,6 @@ __all__ = [
     "composite_checksum",
     "matches_filters",
     "parse_duration",
-    "upload_to_workspace",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ def parse_duration(text: str) -> int:
 class WorkspaceTransfers:
     """Data operations of a ``Workspace`` (see ``docs/architecture.md``).
 
-    Every relative key is checked by :func:`sts_bridge.keys.workspace_key`
+    Every relative key is checked by :func:`sts_bridge.s3.keys.workspace_key`
     before any request: an unsafe key raises :class:`InvalidKeyError`.
     """
 
@@ -196,7 +195,7 @@ class WorkspaceTransfers:
           be unknown (multipart once it exceeds one part).
 
         Large files go multipart (``part_size`` parts, ``concurrency`` at a
-        time) and resume after an interruption (see :mod:`sts_bridge._upload`).
+        time) and resume after an interruption (see :mod:`sts_bridge.s3.upload`).
         ``progress(done, total)`` reports bytes. Raises
         :class:`InvalidKeyError` (before any request), ``ValueError`` for an
         invalid include/exclude pattern (e.g. ``"["``), :class:`TransferError`
@@ -209,7 +208,7 @@ class WorkspaceTransfers:
             if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or not value.isascii():
                 raise TransferError(f"metadata {name!r} is not a valid header name/ASCII value")
         specs, single = self._plan_upload(source, key, content_type, meta, include, exclude)
-        engine = _UploadEngine(
+        engine = UploadEngine(
             self,
             concurrency=concurrency,
             part_size=part_size,
@@ -219,7 +218,7 @@ class WorkspaceTransfers:
         )
         sizes = [s.size for s in specs]
         total = None if builtins.any(s is None for s in sizes) else sum(s or 0 for s in sizes)
-        tracker = _Progress(progress, total)
+        tracker = Progress(progress, total)
         try:
             if single:
                 spec = specs[0]
@@ -238,15 +237,15 @@ class WorkspaceTransfers:
         metadata: Mapping[str, str],
         include: Sequence[str] | None,
         exclude: Sequence[str] | None,
-    ) -> tuple[builtins.list[_UploadSpec], bool]:
+    ) -> tuple[builtins.list[UploadSpec], bool]:
         """Every object to write, keys checked, before any request."""
         import io
 
         def spec(
             path: Path | None, stream: IO[bytes] | None, rel: str, size: int | None
-        ) -> _UploadSpec:
+        ) -> UploadSpec:
             full = workspace_key(self.prefix, rel)
-            return _UploadSpec(
+            return UploadSpec(
                 source=path,
                 stream=stream,
                 key=rel,
@@ -272,7 +271,7 @@ class WorkspaceTransfers:
                 base = ""
             else:
                 base = key.rstrip("/") + "/"
-            found: builtins.list[_UploadSpec] = []
+            found: builtins.list[UploadSpec] = []
             unreadable: builtins.list[OSError] = []
             filtered_out = 0
             for root, dirs, files in os.walk(path, onerror=unreadable.append):
@@ -317,7 +316,7 @@ class WorkspaceTransfers:
         return [spec(path, None, key, path.stat().st_size)], True
 
     def _upload_many(
-        self, engine: _UploadEngine, specs: Sequence[_UploadSpec], tracker: _Progress
+        self, engine: UploadEngine, specs: Sequence[UploadSpec], tracker: Progress
     ) -> builtins.list[UploadResult]:
         # Small files go several at a time (latency-bound); large files one
         # after the other, each with its own concurrent parts.
@@ -358,11 +357,11 @@ class WorkspaceTransfers:
         such object, :class:`TransferError` when the destination is a
         directory (before any request) or the transfer failed.
         """
-        from sts_bridge._download import clean_stale_parts, fd_writer, resolve_target
+        from sts_bridge.s3.download import clean_stale_parts, fd_writer, resolve_target
 
         full = workspace_key(self.prefix, key)
         target, streamed = resolve_target(key, dest)
-        engine = _DownloadEngine(
+        engine = DownloadEngine(
             self,
             concurrency=concurrency,
             part_size=part_size,
@@ -400,7 +399,7 @@ class WorkspaceTransfers:
         Returns the size. Raises :class:`NotFoundError`, :class:`TransferError`.
         """
         full = workspace_key(self.prefix, key)
-        engine = _DownloadEngine(
+        engine = DownloadEngine(
             self,
             concurrency=1,
             part_size=part_size,
@@ -439,7 +438,7 @@ class WorkspaceTransfers:
             try:
                 resp, s3 = self._s3_call(lambda c: c.list_objects_v2(**kwargs), s3)
             except Exception as exc:
-                raise _map_error(exc, f"listing {prefix or 'the workspace'!r}") from exc
+                raise map_s3_error(exc, f"listing {prefix or 'the workspace'!r}") from exc
             for cp in resp.get("CommonPrefixes", []):
                 yield ObjectInfo(
                     key=relative_key(self.prefix, cp["Prefix"]), size=0, is_prefix=True
@@ -448,7 +447,7 @@ class WorkspaceTransfers:
                 yield ObjectInfo(
                     key=relative_key(self.prefix, obj["Key"]),
                     size=int(obj.get("Size", 0)),
-                    etag=_strip_etag(obj.get("ETag")) or None,
+                    etag=strip_etag(obj.get("ETag")) or None,
                     last_modified=obj.get("LastModified"),
                 )
             token = resp.get("NextContinuationToken")
@@ -465,7 +464,7 @@ class WorkspaceTransfers:
             return operation(client), client
         except Exception as exc:
             replace = getattr(self, "credentials_refused", None)
-            if replace is None or not credentials_refused(*_error_code(exc)):
+            if replace is None or not credentials_refused(*error_code(exc)):
                 raise
             log.info("the store refused the credentials (%s); fetching new ones", exc)
             replace(self.credentials())
@@ -488,7 +487,7 @@ class WorkspaceTransfers:
             try:
                 _, s3 = self._s3_call(lambda c: c.head_object(Bucket=self.bucket, Key=full))
             except Exception as exc:
-                err = _map_error(exc, f"deleting {key_or_prefix!r}")
+                err = map_s3_error(exc, f"deleting {key_or_prefix!r}")
                 if not isinstance(err, NotFoundError):
                     raise err from exc
                 if builtins.any(True for _ in self.list(key_or_prefix + "/", page_size=1)):
@@ -501,7 +500,7 @@ class WorkspaceTransfers:
             try:
                 s3.delete_object(Bucket=self.bucket, Key=full)
             except Exception as exc:
-                raise _map_error(exc, f"deleting {key_or_prefix!r}") from exc
+                raise map_s3_error(exc, f"deleting {key_or_prefix!r}") from exc
             return 1
         sub = folder_prefix(key_or_prefix)
         full_prefix = workspace_prefix(self.prefix, sub)
@@ -538,7 +537,7 @@ class WorkspaceTransfers:
                 # DeleteObjects under a prefix-scoped session policy that allows
                 # DeleteObject: fall back to one DELETE per object, whose own
                 # errors are then the real answer.
-                code, status = _error_code(exc)
+                code, status = error_code(exc)
                 log.info("DeleteObjects refused (%s, HTTP %s); deleting one by one", code, status)
                 bulk[0] = False
             else:
@@ -557,7 +556,7 @@ class WorkspaceTransfers:
             try:
                 s3.delete_object(Bucket=self.bucket, Key=k)
             except Exception as exc:
-                raise _map_error(exc, f"deleting {k!r}") from exc
+                raise map_s3_error(exc, f"deleting {k!r}") from exc
 
         with cf.ThreadPoolExecutor(DEFAULT_CONCURRENCY) as pool:
             builtins.list(pool.map(one, keys))
@@ -650,29 +649,3 @@ class WorkspaceTransfers:
             PresignedUrl(url=u, method=method, key=k, expires_at=expires_at)
             for u, k in zip(urls, key_list, strict=True)
         ]
-
-
-def upload_to_workspace(
-    source: Source,
-    key: str | None = None,
-    *,
-    workspace: Any = None,
-    client: Any = None,
-    **kwargs: Any,
-) -> UploadResult | builtins.list[UploadResult]:
-    """One call: resolve the workspace (from the environment) and upload.
-
-    ``workspace`` is a ``Workspace`` object, a workspace name, or ``None``
-    (TERRAPI_WORKSPACE or your default workspace); ``client`` a
-    ``sts_bridge.Client`` (default ``Client.from_env()``). Other keyword
-    arguments go to :meth:`WorkspaceTransfers.upload`.
-    """
-    if isinstance(workspace, WorkspaceTransfers):
-        ws = workspace
-    else:
-        if client is None:
-            from sts_bridge.client import Client  # type: ignore[import-not-found,unused-ignore]
-
-            client = Client.from_env()
-        ws = client.workspace(workspace)
-    return ws.upload(source, key, **kwargs)

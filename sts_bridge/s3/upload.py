@@ -57,20 +57,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sts_bridge._s3http import (
-    MiB,
-    _FakeClientError,
-    _map_error,
-    _S3Http,
-    _strip_etag,
-    _xml_blocks,
-    _xml_text,
-)
-from sts_bridge._transfer_types import UploadResult, _Progress
 from sts_bridge.errors import StsBridgeError, TransferError
+from sts_bridge.s3.signed_http import (
+    MiB,
+    RawS3Error,
+    S3Http,
+    map_s3_error,
+    strip_etag,
+    xml_blocks,
+    xml_text,
+)
+from sts_bridge.s3.transfer_types import Progress, UploadResult
 
 # The engine logs under the public module's name, as before the split.
-log = logging.getLogger("sts_bridge.transfers")
+log = logging.getLogger("sts_bridge.s3.transfers")
 
 # Tuned on a 2-core machine against radosgw on the same host (128 MiB
 # upload): 8 MiB parts, 4 in flight was fastest (0.42-0.60 s, 0.12 s client
@@ -238,7 +238,7 @@ def file_digests(fd: int, size: int, part_size: int) -> tuple[str, list[bytes]]:
 
 
 @dataclass(frozen=True)
-class _UploadSpec:
+class UploadSpec:
     source: Path | None
     stream: IO[bytes] | None
     key: str  # relative
@@ -248,11 +248,11 @@ class _UploadSpec:
     metadata: Mapping[str, str]
 
 
-class _UploadEngine(_S3Http):
-    """Uploads over :class:`~sts_bridge._s3http._S3Http`: PUT, multipart, resume."""
+class UploadEngine(S3Http):
+    """Uploads over :class:`~sts_bridge.s3.signed_http.S3Http`: PUT, multipart, resume."""
 
     # ---------------------------------------------------------- single PUT
-    def put_object(self, spec: _UploadSpec, body: bytes, progress: _Progress) -> UploadResult:
+    def put_object(self, spec: UploadSpec, body: bytes, progress: Progress) -> UploadResult:
         sha = hashlib.sha256(body).hexdigest()
         headers = {"Content-Type": spec.content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
@@ -289,7 +289,7 @@ class _UploadEngine(_S3Http):
         return number, etag, digest
 
     # ---------------------------------------------------------- multipart
-    def create_multipart(self, spec: _UploadSpec, sha256_hex: str | None = None) -> str:
+    def create_multipart(self, spec: UploadSpec, sha256_hex: str | None = None) -> str:
         headers = {"Content-Type": spec.content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
         if sha256_hex:
@@ -301,7 +301,7 @@ class _UploadEngine(_S3Http):
             query={"uploads": ""},
             headers=headers,
         )
-        upload_id = _xml_text(resp.data, "UploadId")
+        upload_id = xml_text(resp.data, "UploadId")
         if not upload_id:
             raise TransferError(f"starting the upload of {spec.key!r}: no UploadId in the answer")
         return upload_id
@@ -322,7 +322,7 @@ class _UploadEngine(_S3Http):
         return True
 
     def complete(
-        self, spec: _UploadSpec, upload_id: str, parts: Mapping[int, tuple[str, bytes]], size: int
+        self, spec: UploadSpec, upload_id: str, parts: Mapping[int, tuple[str, bytes]], size: int
     ) -> UploadResult:
         numbers = sorted(parts)
         body = (
@@ -344,10 +344,10 @@ class _UploadEngine(_S3Http):
         )
         data = resp.data or b""
         if b"<Error>" in data:  # S3 may answer 200 and fail in the body
-            code = _xml_text(data, "Code")
-            raise _map_error(_FakeClientError(code, 500 if code == "InternalError" else 400), what)
+            code = xml_text(data, "Code")
+            raise map_s3_error(RawS3Error(code, 500 if code == "InternalError" else 400), what)
         # radosgw answers CompleteMultipartUpload with an empty ETag.
-        etag = _strip_etag(_xml_text(data, "ETag"))
+        etag = strip_etag(xml_text(data, "ETag"))
         etag = etag or self.head_etag(spec.full_key)
         return UploadResult(
             key=spec.key,
@@ -360,11 +360,11 @@ class _UploadEngine(_S3Http):
 
     def run_parts(
         self,
-        spec: _UploadSpec,
+        spec: UploadSpec,
         upload_id: str,
         jobs: Iterable[tuple[int, Callable[[], bytes]]],
         done: dict[int, tuple[str, bytes]],
-        progress: _Progress,
+        progress: Progress,
         expected: Sequence[bytes] | None = None,
     ) -> None:
         """Upload parts concurrently; at most ``concurrency`` bodies in memory.
@@ -426,7 +426,7 @@ class _UploadEngine(_S3Http):
                     raise failure[0] from None
                 raise
 
-    def upload_stream(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
+    def upload_stream(self, spec: UploadSpec, progress: Progress) -> UploadResult:
         assert spec.stream is not None
         stream = spec.stream
         part_size = max(self.part_size, MIN_PART_SIZE)
@@ -467,7 +467,7 @@ class _UploadEngine(_S3Http):
             raise _as_transfer_error(exc, spec.key) from exc
 
     # ---------------------------------------------------------- files
-    def upload_file(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
+    def upload_file(self, spec: UploadSpec, progress: Progress) -> UploadResult:
         assert spec.source is not None and spec.size is not None
         if spec.size < self.threshold:
             before = file_identity(os.stat(spec.source))
@@ -477,7 +477,7 @@ class _UploadEngine(_S3Http):
             return self.put_object(spec, data, progress)
         return self.upload_file_multipart(spec, progress)
 
-    def state_path(self, spec: _UploadSpec) -> Path:
+    def state_path(self, spec: UploadSpec) -> Path:
         """The resume state file of uploading this source to this object.
 
         Keyed by destination and source path, not by size or mtime: a run
@@ -494,7 +494,7 @@ class _UploadEngine(_S3Http):
         name = hashlib.sha256(ident.encode()).hexdigest()[:40]
         return default_cache_dir() / "uploads" / f"{name}.json"
 
-    def upload_file_multipart(self, spec: _UploadSpec, progress: _Progress) -> UploadResult:
+    def upload_file_multipart(self, spec: UploadSpec, progress: Progress) -> UploadResult:
         from sts_bridge._files import file_lock
 
         assert spec.source is not None and spec.size is not None
@@ -510,7 +510,7 @@ class _UploadEngine(_S3Http):
             ) from exc
 
     def _upload_file_multipart(
-        self, spec: _UploadSpec, progress: _Progress, size: int, mtime_ns: int, state_path: Path
+        self, spec: UploadSpec, progress: Progress, size: int, mtime_ns: int, state_path: Path
     ) -> UploadResult:
         from sts_bridge._files import atomic_write
 
@@ -580,7 +580,7 @@ class _UploadEngine(_S3Http):
             os.close(fd)
 
     def resume(
-        self, spec: _UploadSpec, fd: int, size: int, state_path: Path
+        self, spec: UploadSpec, fd: int, size: int, state_path: Path
     ) -> tuple[str, int, dict[int, tuple[str, bytes]], str | None] | None:
         """The in-progress upload to continue, its part size, the parts to keep and its SHA-256.
 
@@ -642,15 +642,15 @@ class _UploadEngine(_S3Http):
         while True:
             resp = self.call("GET", "", "ListMultipartUploads", query=query)
             data = resp.data
-            for up in _xml_blocks(data, "Upload"):
-                if _xml_text(up, "Key") == full_key and _xml_text(up, "UploadId") == upload_id:
+            for up in xml_blocks(data, "Upload"):
+                if xml_text(up, "Key") == full_key and xml_text(up, "UploadId") == upload_id:
                     return True
-            if _xml_text(data, "IsTruncated") != "true":
+            if xml_text(data, "IsTruncated") != "true":
                 return False
             query = {
                 **query,
-                "key-marker": _xml_text(data, "NextKeyMarker"),
-                "upload-id-marker": _xml_text(data, "NextUploadIdMarker"),
+                "key-marker": xml_text(data, "NextKeyMarker"),
+                "upload-id-marker": xml_text(data, "NextUploadIdMarker"),
             }
 
     def _list_parts(self, full_key: str, upload_id: str) -> dict[int, tuple[str, int]]:
@@ -659,13 +659,13 @@ class _UploadEngine(_S3Http):
         while True:
             resp = self.call("GET", full_key, "ListParts", query=query)
             data = resp.data
-            for p in _xml_blocks(data, "Part"):
-                parts[int(_xml_text(p, "PartNumber"))] = (
-                    _strip_etag(_xml_text(p, "ETag")),
-                    int(_xml_text(p, "Size") or -1),
+            for p in xml_blocks(data, "Part"):
+                parts[int(xml_text(p, "PartNumber"))] = (
+                    strip_etag(xml_text(p, "ETag")),
+                    int(xml_text(p, "Size") or -1),
                 )
-            marker = _xml_text(data, "NextPartNumberMarker")
-            if _xml_text(data, "IsTruncated") != "true" or not marker:
+            marker = xml_text(data, "NextPartNumberMarker")
+            if xml_text(data, "IsTruncated") != "true" or not marker:
                 return parts
             query = {"uploadId": upload_id, "part-number-marker": marker}
 

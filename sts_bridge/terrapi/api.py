@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_RETRIES", "TerrapiApi"]
 
-logger = logging.getLogger("sts_bridge.api")
+logger = logging.getLogger("sts_bridge.terrapi.api")
 
 T = TypeVar("T")
 

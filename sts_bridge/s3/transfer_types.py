@@ -1,7 +1,7 @@
 """Result and progress types shared by the transfer modules.
 
 :class:`UploadResult`, :class:`ObjectInfo` and :class:`PresignedUrl` are
-public (re-exported by :mod:`sts_bridge.transfers`); :class:`_Progress`
+public (re-exported by :mod:`sts_bridge.s3.transfers`); :class:`Progress`
 serialises progress callbacks for the upload and download engines.
 """
 
@@ -64,7 +64,7 @@ class PresignedUrl:
         return self.url
 
 
-class _Progress:
+class Progress:
     """Serialises progress callbacks from worker threads (monotonic totals)."""
 
     def __init__(self, callback: ProgressCallback | None, total: int | None) -> None:

@@ -45,17 +45,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sts_bridge._s3http import _ATTEMPTS, MiB, _S3Http, _strip_etag, describe_failure
-from sts_bridge._transfer_types import ProgressCallback, _Progress
 from sts_bridge.errors import NotFoundError, TransferError
+from sts_bridge.s3.signed_http import ATTEMPTS, MiB, S3Http, describe_failure, strip_etag
+from sts_bridge.s3.transfer_types import Progress, ProgressCallback
 
 # The engine logs under the public module's name, as before the split.
-log = logging.getLogger("sts_bridge.transfers")
+log = logging.getLogger("sts_bridge.s3.transfers")
 
 DEFAULT_DOWNLOAD_CONCURRENCY = 4
 DEFAULT_DOWNLOAD_RANGE = 16 * MiB
 _READ_BUFFER = 1 * MiB
-# Downloads at least this large write with O_DIRECT (Linux), see _DownloadEngine.download.
+# Downloads at least this large write with O_DIRECT (Linux), see DownloadEngine.download.
 DIRECT_IO_MIN_SIZE: int | None = 64 * MiB
 _DIRECT_ALIGN = 4096  # offsets and lengths of O_DIRECT writes (covers 512 and 4K sectors)
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
@@ -263,8 +263,8 @@ def _range_start(resp: Any) -> int:
     return _content_range(resp)[0] if resp.status == 206 else 0
 
 
-class _DownloadEngine(_S3Http):
-    """Downloads over :class:`~sts_bridge._s3http._S3Http`: ranged GETs, checks, O_DIRECT."""
+class DownloadEngine(S3Http):
+    """Downloads over :class:`~sts_bridge.s3.signed_http.S3Http`: ranged GETs, checks, O_DIRECT."""
 
     # ---------------------------------------------------------- download
     def download(
@@ -298,9 +298,9 @@ class _DownloadEngine(_S3Http):
         except NotFoundError as exc:
             raise self._not_found(key) from exc
         size = _total_size(resp)
-        etag = _strip_etag(resp.headers.get("ETag"))
+        etag = strip_etag(resp.headers.get("ETag"))
         md5_hex, reason = _etag_md5(etag, resp.headers)
-        tracker = _Progress(progress, size)
+        tracker = Progress(progress, size)
         tmp = part_file(target)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         direct: builtins.list[int | None] = [None]  # the O_DIRECT descriptor, None once given up
@@ -382,7 +382,7 @@ class _DownloadEngine(_S3Http):
         size: int | None = None
         md5: Any = None
         md5_hex: str | None = None
-        tracker: _Progress | None = None
+        tracker: Progress | None = None
         pos = 0
         failures = 0
         buf = _buffer()
@@ -406,12 +406,12 @@ class _DownloadEngine(_S3Http):
                 resp = self.call("GET", full_key, what, stream=True)
             if size is None:
                 size = _total_size(resp)
-                etag = _strip_etag(resp.headers.get("ETag"))
+                etag = strip_etag(resp.headers.get("ETag"))
                 md5_hex, reason = _etag_md5(etag, resp.headers)
                 md5 = hashlib.md5(usedforsecurity=False) if md5_hex else None
                 if md5_hex is None:
                     log.debug("%s: ETag not compared (%s); size checked", what, reason)
-                tracker = _Progress(progress, size)
+                tracker = Progress(progress, size)
             elif _total_size(resp) != size or _range_start(resp) != pos:
                 resp.release_conn()
                 raise TransferError(f"{what}: the object changed during the download")
@@ -436,9 +436,9 @@ class _DownloadEngine(_S3Http):
                 if isinstance(exc, OSError) and not _network_error(exc):
                     raise  # the destination failed (a closed pipe...): not worth a retry
                 failures += 1
-                if failures >= _ATTEMPTS:
+                if failures >= ATTEMPTS:
                     raise TransferError(
-                        f"{what} failed after {_ATTEMPTS} attempts: "
+                        f"{what} failed after {ATTEMPTS} attempts: "
                         f"{describe_failure(exc, self.stall)}",
                         hint="the storage endpoint is unreachable or too slow; check the "
                         "network and try again",
@@ -467,7 +467,7 @@ class _DownloadEngine(_S3Http):
         what: str,
         etag: str,
         size: int,
-        tracker: _Progress,
+        tracker: Progress,
         start: int,
         end: int,
         resp: Any,
@@ -536,9 +536,9 @@ class _DownloadEngine(_S3Http):
                 resp.release_conn()
                 resp = None
                 failures += 1
-                if failures >= _ATTEMPTS:
+                if failures >= ATTEMPTS:
                     raise TransferError(
-                        f"{what} failed after {_ATTEMPTS} attempts: "
+                        f"{what} failed after {ATTEMPTS} attempts: "
                         f"{describe_failure(exc, self.stall)}",
                         hint="the storage endpoint is unreachable or too slow; check the "
                         "network and try again",

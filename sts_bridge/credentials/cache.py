@@ -2,7 +2,7 @@
 
 One private file (0600, written atomically) per (API URL, workspace,
 principal subject) under ``<cache_dir>/sts/``. It holds the unexpired
-credentials *and* the :class:`~sts_bridge.storage_point.StoragePoint`, so a
+credentials *and* the :class:`~sts_bridge.terrapi.storage_point.StoragePoint`, so a
 warm CLI run (``sts-bridge presign ...``) needs neither the identity
 provider nor the API: the principal is known from the cached access token's
 ``sub`` claim, the workspace from the file, the credentials too.
@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from sts_bridge._files import atomic_write, file_lock, read_cache_document
+from sts_bridge.credentials.refreshing import S3Credentials
 from sts_bridge.errors import CredentialsError
-from sts_bridge.s3_credentials import S3Credentials
-from sts_bridge.storage_point import StoragePoint
+from sts_bridge.terrapi.storage_point import StoragePoint
 
 __all__ = ["CredentialCache"]
 
-logger = logging.getLogger("sts_bridge.credential_cache")
+logger = logging.getLogger("sts_bridge.credentials.cache")
 
 _FORMAT = "sts-bridge/sts-credentials"
 _VERSION = 1
@@ -44,7 +44,7 @@ class CredentialCache:
     """The cache file of one workspace for one principal on one API.
 
     Implements the ``CredentialStore`` protocol of
-    :class:`~sts_bridge.s3_credentials.RefreshingS3Credentials`
+    :class:`~sts_bridge.credentials.refreshing.RefreshingS3Credentials`
     (``locked()``, ``load()``, ``save()``). :attr:`storage_point` is written
     alongside the credentials; set it before the first :meth:`save`.
     """

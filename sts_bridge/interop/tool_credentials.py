@@ -11,7 +11,7 @@
 - ``obstore_credential_provider``: a refreshing credential provider for
   obstore's ``S3Store(credential_provider=...)``.
 
-The refreshing delegation for child processes is in ``credentials_server``.
+The refreshing delegation for child processes is in :mod:`sts_bridge.interop.container_credentials`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sts_bridge.s3_credentials import S3Credentials
+    from sts_bridge.credentials.refreshing import S3Credentials
     from sts_bridge.workspace import Workspace
 
 
-def _iso(expiry: dt.datetime | None) -> str | None:
+def iso_timestamp(expiry: dt.datetime | None) -> str | None:
     if expiry is None:
         return None
     return expiry.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -40,7 +40,7 @@ def credential_process_payload(creds: S3Credentials) -> dict[str, Any]:
     }
     if creds.token:
         payload["SessionToken"] = creds.token
-    expiration = _iso(creds.expiry)
+    expiration = iso_timestamp(creds.expiry)
     if expiration:
         # Without Expiration the SDKs treat the keys as static and never
         # ask again; with it they call the process again before expiry.
@@ -56,7 +56,7 @@ def container_credentials_document(creds: S3Credentials) -> dict[str, Any]:
     }
     if creds.token:
         doc["Token"] = creds.token
-    expiration = _iso(creds.expiry)
+    expiration = iso_timestamp(creds.expiry)
     if expiration:
         doc["Expiration"] = expiration
     return doc
@@ -84,7 +84,7 @@ def env_assignments(workspace: Workspace, creds: S3Credentials) -> dict[str, str
     }
     if creds.token:
         env["AWS_SESSION_TOKEN"] = creds.token
-    expiration = _iso(creds.expiry)
+    expiration = iso_timestamp(creds.expiry)
     if expiration:
         env["AWS_CREDENTIAL_EXPIRATION"] = expiration
     env.update(endpoint_assignments(workspace))
@@ -104,7 +104,7 @@ def json_payload(workspace: Workspace, creds: S3Credentials) -> dict[str, Any]:
         "access_key_id": creds.access_key,
         "secret_access_key": creds.secret_key,
         "session_token": creds.token,
-        "expiration": _iso(creds.expiry),
+        "expiration": iso_timestamp(creds.expiry),
     }
 
 

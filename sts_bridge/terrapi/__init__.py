@@ -1,0 +1,1 @@
+"""The TerrAPI adapter: API client, storage point. Imports: auth/, config, errors, base."""
