@@ -405,7 +405,7 @@ def upload_to_workspace(
     go to :meth:`Workspace.upload`. Raises what :meth:`Client.from_env`,
     :meth:`Client.workspace` and :meth:`Workspace.upload` raise.
     """
-    if isinstance(workspace, Workspace):
+    if workspace is not None and not isinstance(workspace, str):
         ws = workspace
     else:
         if client is None:

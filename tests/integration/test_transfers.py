@@ -38,6 +38,7 @@ from sts_bridge_devstack.s3 import (
 )
 from sts_bridge_devstack.static_issuer import StaticIssuer
 
+from sts_bridge.client import upload_to_workspace
 from sts_bridge.errors import InvalidKeyError, NotFoundError, TransferError
 from sts_bridge.s3 import download as _download
 from sts_bridge.s3 import upload as _upload
@@ -45,7 +46,6 @@ from sts_bridge.s3.transfers import (
     PresignClampedWarning,
     UploadResult,
     WorkspaceTransfers,
-    upload_to_workspace,
 )
 
 pytestmark = [
