@@ -84,9 +84,9 @@ def _filesystem_and_root(contender: str, key: str, asynchronous: bool) -> tuple[
         return fs, f"{bucket}/{prefix}{key}"
     if contender == "obstore":
         from obstore.fsspec import FsspecStore
-        from sts_bridge.tool_credentials import obstore_credential_provider
 
         from sts_bridge import Client
+        from sts_bridge.interop.tool_credentials import obstore_credential_provider
 
         ws = Client.from_env().workspace(WORKSPACE)
         fs = FsspecStore(

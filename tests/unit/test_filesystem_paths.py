@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 
 import fsspec
 import pytest
-from sts_bridge.s3_credentials import S3Credentials
 
+from sts_bridge.credentials.refreshing import S3Credentials
 from sts_bridge.credentials.sources import register_workspace_source
 from sts_bridge.errors import InvalidKeyError
 from sts_bridge.interop.aiobotocore_session import aio_credentials
