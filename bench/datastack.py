@@ -18,7 +18,7 @@ that is not counted), each as its own process measured from outside
   sts-bridge's refreshing ``credential_provider``, wrapped by ``zarr``'s
   ``FsspecStore``.
 
-Scenarios: ``zarr-write`` / ``zarr-read`` of a float32 array of
+Scenarios: ``zarr-write`` / ``zarr-read`` of an int32 array of
 ``--size-mib`` MiB in 4 MiB chunks, uncompressed, written and read in
 slabs of 16 chunks (so the data held in memory is 64 MiB whatever the
 size, and RSS says what the store costs); ``small-write`` / ``small-read``
@@ -121,19 +121,19 @@ def worker(contender: str, scenario: str, key: str, size: int, count: int) -> No
                 store,
                 shape=(n,),
                 chunks=(chunk,),
-                dtype="float32",
+                dtype="int32",
                 compressors=None,
                 overwrite=True,
             )
             for start in range(0, n, slab):
                 stop = min(start + slab, n)
-                array[start:stop] = np.arange(start, stop, dtype=np.float32)
+                array[start:stop] = np.arange(start, stop, dtype=np.int32)
         else:
             array = zarr.open_array(store, mode="r")
             for start in range(0, n, slab):
                 stop = min(start + slab, n)
                 got = array[start:stop]
-                if got[0] != np.float32(start) or got[-1] != np.float32(stop - 1):
+                if got[0] != start or got[-1] != stop - 1:
                     raise SystemExit(f"wrong data at {start}")
         return
     paths = [f"{root}/small/{i:05d}" for i in range(count)]

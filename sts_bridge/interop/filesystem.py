@@ -45,6 +45,8 @@ __all__ = ["WorkspaceFileSystem"]
 _S3_PREFIX = "s3://"
 #: DELETEs in flight when a server refuses bulk deletes.
 _DELETE_CONCURRENCY = 16
+#: Seconds to wait for an HTTP session to close on its event loop.
+_CLOSE_TIMEOUT = 2.0
 
 
 class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
@@ -204,8 +206,14 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             **self._s3_options,
         )
         if self.asynchronous:
-            # s3fs registers no finalizer for asynchronous instances.
-            weakref.finalize(self, _close_quietly, store)
+            # s3fs leaves closing an asynchronous instance to its owner: close its
+            # HTTP session on the loop that uses it when this filesystem goes away
+            # (at the latest at interpreter exit), so aiohttp reports no leak.
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            weakref.finalize(self, _close_store, store, loop)
         return store
 
     # -- the fsspec primitives, delegated ------------------------------------
@@ -359,14 +367,22 @@ def _rebuild(
     return WorkspaceFileSystem(api_url=api_url, s3_options=s3_options, asynchronous=asynchronous)
 
 
-def _close_quietly(store: S3FileSystem) -> None:
-    creator = getattr(store, "_s3creator", None)
-    if creator is None:
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
+def _close_store(store: S3FileSystem, loop: asyncio.AbstractEventLoop | None) -> None:
     from s3fs import S3FileSystem
 
-    S3FileSystem.close_session(loop, creator)
+    creator = getattr(store, "_s3creator", None)
+    if creator is None:
+        return  # never connected
+    if loop is not None and loop.is_running() and not loop.is_closed():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            future = asyncio.run_coroutine_threadsafe(creator.__aexit__(None, None, None), loop)
+            try:
+                future.result(timeout=_CLOSE_TIMEOUT)
+                return
+            except Exception:  # the loop is stopping: close the sockets below
+                future.cancel()
+    S3FileSystem.close_session(None, creator)
