@@ -340,13 +340,18 @@ class S3Http:
         resp = self.call(
             "PUT",
             full_key,
-            f"uploading {full_key!r}",
+            f"uploading {self.user_key(full_key)!r}",
             query=query,
             headers=headers,
             body=body,
             payload_sha256=sha256_hex,
         )
         return strip_etag(resp.headers.get("ETag"))
+
+    def user_key(self, full_key: str) -> str:
+        """``full_key`` as the user names it: without the workspace prefix."""
+        prefix = self.ws.prefix
+        return full_key[len(prefix) :] if prefix and full_key.startswith(prefix) else full_key
 
     def head_etag(self, full_key: str) -> str:
         resp = self.call("HEAD", full_key, f"HeadObject {full_key!r}")

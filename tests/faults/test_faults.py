@@ -1,0 +1,360 @@
+"""The fault suite: the CLI against the local platform behind fault proxies.
+
+For every fault the outcome is either success with byte-identical data or a
+one-line error within a stated bound, and afterwards: no object lost,
+corrupted, mixed or outside the prefix, no multipart upload left once the
+same command ran again, no stray local file. The stall timeout is
+``STS_BRIDGE_STALL_TIMEOUT=2`` (conftest.STALL) so that stalls resolve in
+seconds. Bounds are generous (the machine is shared); they are not timings.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import STALL, Checker, MiB, Proxied, one_line_error, pattern_file, run_cli
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.requires_radosgw("multipart uploads, ListMultipartUploads and STS expiry"),
+]
+
+#: a request to a dead store: 4 attempts of STALL s, backoff (at most 1.5+3+6 s)
+STALL_BOUND = 4 * STALL + 11 + 15  # + CLI start and the API round trips
+
+
+def _env(faults: Proxied) -> dict[str, str]:
+    return faults.env_for_test  # type: ignore[attr-defined,no-any-return]
+
+
+def _assert_clean(checker: Checker, expected: dict[str, bytes]) -> None:
+    assert checker.objects() == {k: len(v) for k, v in expected.items()}
+    for key, data in expected.items():
+        assert checker.data(key) == data
+    assert checker.uploads() == []
+    assert checker.outside() == []
+
+
+def _strays(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("the fault never happened")
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------
+# transient faults of the store: the transfer succeeds
+# --------------------------------------------------------------------------
+TRANSIENT = {
+    "reset mid-part": {"mode": "reset", "after": 2 * MiB, "count": 2},
+    "stall mid-part": {"mode": "stall", "after": 2 * MiB, "count": 1},
+    "503 SlowDown": {"mode": "slowdown", "count": 3},
+    "500 InternalError": {"mode": "http500", "count": 2},
+}
+#: the download side of the same faults (500 takes the 503 path: not repeated)
+DOWNLOAD_FAULTS = ["reset mid-part", "stall mid-part", "503 SlowDown", "trickle"]
+
+
+@pytest.mark.parametrize("fault", list(TRANSIENT), ids=list(TRANSIENT))
+def test_upload_survives_transient_store_faults(
+    faults: Proxied, checker: Checker, tmp_path: Path, fault: str
+) -> None:
+    data = pattern_file(tmp_path / "big.bin", 20 * MiB, seed=1)  # 3 parts
+    faults.s3.set(**TRANSIENT[fault])
+    result, seconds = run_cli(
+        ["upload", str(tmp_path / "big.bin"), "--to", checker.base], _env(faults)
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert faults.s3.hits >= 1
+    _assert_clean(checker, {checker.base + "big.bin": data})
+    print(f"FAULT upload {fault}: success in {seconds:.1f} s")
+
+
+@pytest.mark.parametrize("fault", DOWNLOAD_FAULTS)
+def test_download_survives_transient_store_faults(
+    faults: Proxied, checker: Checker, tmp_path: Path, fault: str
+) -> None:
+    size = 1 * MiB if fault == "trickle" else 20 * MiB
+    data = pattern_file(tmp_path / "src.bin", size, seed=2)
+    key = checker.base + "obj.bin"
+    checker.put(key, data)
+    spec = {"trickle": {"mode": "trickle", "rate": 2 * MiB}}.get(fault) or TRANSIENT[fault]
+    faults.s3.set(**spec)
+    out = tmp_path / "out"
+    out.mkdir()
+    result, seconds = run_cli(["download", key, str(out / "obj.bin")], _env(faults))
+    assert result.returncode == 0, result.stderr.decode()
+    assert (out / "obj.bin").read_bytes() == data
+    assert _strays(out) == []
+    _assert_clean(checker, {key: data})
+    print(f"FAULT download {fault}: success in {seconds:.1f} s")
+
+
+def test_store_down_for_seconds_mid_upload(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """radosgw 'restarting': every connection refused for 3 s, then back."""
+    data = pattern_file(tmp_path / "big.bin", 20 * MiB, seed=3)
+    faults.s3.set("stall", after=3 * MiB)  # hold the upload mid-part ...
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sts_bridge", "upload", str(tmp_path / "big.bin"), "--to",
+         checker.base],
+        env=_env(faults), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: faults.s3.hits >= 1)
+        faults.s3.set("down")  # ... then the store goes away
+        faults.s3.release_stalled()
+        time.sleep(3)
+        faults.s3.heal()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()
+    _assert_clean(checker, {checker.base + "big.bin": data})
+
+
+# --------------------------------------------------------------------------
+# persistent faults: a one-line error within a bound, then a clean re-run
+# --------------------------------------------------------------------------
+def test_dead_store_upload_fails_in_bound_then_rerun_is_clean(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    data = pattern_file(tmp_path / "big.bin", 20 * MiB, seed=4)
+    faults.s3.set("stall", after=1 * MiB)  # every part stalls; small requests pass
+    args = ["upload", str(tmp_path / "big.bin"), "--to", checker.base]
+    result, seconds = run_cli(args, _env(faults))
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert "stalled" in line and "storage" in line, line
+    assert "API" not in line
+    assert seconds < STALL_BOUND, seconds
+    faults.s3.heal()
+    again, _ = run_cli(args, _env(faults))
+    assert again.returncode == 0, again.stderr.decode()
+    _assert_clean(checker, {checker.base + "big.bin": data})
+    print(f"FAULT upload dead store: error in {seconds:.1f} s: {line}")
+
+
+def test_dead_store_download_fails_in_bound_and_leaves_nothing(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    data = pattern_file(tmp_path / "src.bin", 20 * MiB, seed=5)
+    key = checker.base + "obj.bin"
+    checker.put(key, data)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "obj.bin").write_bytes(b"previous")
+    faults.s3.set("stall", after=1 * MiB)
+    result, seconds = run_cli(["download", key, str(out / "obj.bin")], _env(faults))
+    line = one_line_error(result)
+    assert "stalled" in line, line
+    assert seconds < STALL_BOUND, seconds
+    assert (out / "obj.bin").read_bytes() == b"previous"
+    assert _strays(out) == []
+    _assert_clean(checker, {key: data})
+    print(f"FAULT download dead store: error in {seconds:.1f} s: {line}")
+
+
+def test_api_down_is_one_line_error(faults: Proxied, checker: Checker) -> None:
+    faults.api.set("down")
+    result, seconds = run_cli(["ls", checker.base], _env(faults))
+    line = one_line_error(result)
+    assert result.returncode == 7, line
+    assert seconds < 60, seconds
+    print(f"FAULT API down: exit 7 in {seconds:.1f} s: {line}")
+
+
+# --------------------------------------------------------------------------
+# the process dies mid-transfer
+# --------------------------------------------------------------------------
+def _start_upload(faults: Proxied, checker: Checker, source: str, **kw: Any) -> Any:
+    to = checker.base + ("stdin.bin" if source == "-" else "")
+    return subprocess.Popen(
+        [sys.executable, "-m", "sts_bridge", "upload", source, "--to", to],
+        env=_env(faults),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("how", ["kill -9 then touch", "SIGTERM"])
+def test_killed_upload_rerun_adopts_and_leaves_nothing(
+    faults: Proxied, checker: Checker, tmp_path: Path, how: str
+) -> None:
+    src = tmp_path / "big.bin"
+    data = pattern_file(src, 20 * MiB, seed=6)
+    faults.s3.set("stall", after=3 * MiB, count=1)  # hold one part so the kill lands mid-upload
+    proc = _start_upload(faults, checker, str(src))
+    try:
+        _wait_for(lambda: faults.s3.hits >= 1)
+        proc.send_signal(signal.SIGKILL if how.startswith("kill") else signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    faults.s3.heal()
+    if how == "SIGTERM":
+        assert proc.returncode == 143, err.decode()
+        assert err.decode().splitlines()[-2].startswith("sts-bridge: error: terminated")
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        os.utime(src)  # a new mtime: the earlier upload must still be found
+    assert len(checker.uploads()) == 1  # resumable, until the same command runs again
+    again, _ = run_cli(["upload", str(src), "--to", checker.base], _env(faults))
+    assert again.returncode == 0, again.stderr.decode()
+    _assert_clean(checker, {checker.base + "big.bin": data})
+    assert not list((tmp_path / "cache" / "uploads").glob("*.json"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_interrupted_stdin_upload_aborts_its_parts(
+    faults: Proxied, checker: Checker, sig: int
+) -> None:
+    proc = _start_upload(faults, checker, "-", stdin=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
+        proc.stdin.flush()
+        _wait_for(lambda: len(checker.uploads()) == 1)
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err.decode()
+    assert "Traceback" not in err.decode()
+    _assert_clean(checker, {})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM"])
+def test_killed_download_leaves_no_stray_file_after_rerun(
+    faults: Proxied, checker: Checker, tmp_path: Path, sig: int
+) -> None:
+    data = pattern_file(tmp_path / "src.bin", 20 * MiB, seed=7)
+    key = checker.base + "obj.bin"
+    checker.put(key, data)
+    out = tmp_path / "out"
+    out.mkdir()
+    faults.s3.set("stall", after=3 * MiB, count=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sts_bridge", "download", key, str(out / "obj.bin")],
+        env=_env(faults), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: faults.s3.hits >= 1)
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    faults.s3.heal()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143
+        assert _strays(out) == []  # cleaned up on the way out
+    assert not (out / "obj.bin").exists()
+    again, _ = run_cli(["download", key, str(out / "obj.bin")], _env(faults))
+    assert again.returncode == 0, again.stderr.decode()
+    assert (out / "obj.bin").read_bytes() == data
+    assert _strays(out) == []
+
+
+# --------------------------------------------------------------------------
+# credentials and disks
+# --------------------------------------------------------------------------
+@pytest.fixture
+def short_faults(proxied_short: Proxied, tmp_path: Path) -> Any:
+    from conftest import cli_env
+
+    proxied_short.heal()
+    proxied_short.env_for_test = cli_env(proxied_short, tmp_path)  # type: ignore[attr-defined]
+    yield proxied_short
+    proxied_short.heal()
+
+
+def test_credentials_expiring_mid_part(
+    short_faults: Proxied, short_lived_platform_env: dict[str, str], tmp_path: Path
+) -> None:
+    """5 s STS credentials, parts slowed to ~3 MiB/s: parts outlive the
+    credentials that signed them."""
+    from conftest import make_checker
+
+    checker = make_checker(short_faults.platform)
+    data = pattern_file(tmp_path / "slow.bin", 17 * MiB, seed=8)  # parts of 8, 8, 1 MiB
+    short_faults.s3.set("trickle", rate=2 * MiB)  # ~4 s per 8 MiB part
+    args = ["upload", str(tmp_path / "slow.bin"), "--to", checker.base]
+    # bytes the kernel buffers count as sent: a 2 s stall timeout would fire
+    # while they drain at 2 MiB/s
+    env = {**_env(short_faults), "STS_BRIDGE_STALL_TIMEOUT": "10"}
+    result, seconds = run_cli(args, env)
+    assert result.returncode == 0, result.stderr.decode()
+    _assert_clean(checker, {checker.base + "slow.bin": data})
+    print(f"FAULT credentials expire mid-part: success in {seconds:.1f} s")
+
+
+def test_store_refusing_cached_credentials_fetches_new_ones(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    import json
+
+    env = _env(faults)
+    first, _ = run_cli(["ls", checker.base], env)
+    assert first.returncode == 0, first.stderr.decode()
+    (cache,) = [
+        p
+        for p in (tmp_path / "cache" / "sts").glob("*.json")
+        if json.loads(p.read_text()).get("credentials")
+    ]
+    doc = json.loads(cache.read_text())
+    doc["credentials"]["secret_key"] = "x" * len(doc["credentials"]["secret_key"])
+    cache.write_text(json.dumps(doc))  # the store answers SignatureDoesNotMatch
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"after a refusal")
+    for args in (["ls", checker.base], ["upload", str(src), "--to", checker.base]):
+        result, _ = run_cli(args, env)
+        assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(cache.read_text())["credentials"]["secret_key"] != "x" * 40
+    _assert_clean(checker, {checker.base + "a.txt": b"after a refusal"})
+
+
+def test_full_disk_download_is_one_line_error_and_leaves_nothing(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    import shutil
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root for a private tmpfs")
+    data = pattern_file(tmp_path / "src.bin", 4 * MiB, seed=9)
+    key = checker.base + "obj.bin"
+    checker.put(key, data)
+    small = tmp_path / "small"
+    small.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {small} && "
+        f"{sys.executable} -m sts_bridge download {key} {small}/obj.bin; "
+        f"echo EXIT=$?; ls -A {small}"
+    )
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        env=_env(faults),
+        capture_output=True,
+        timeout=120,
+    )
+    out = result.stdout.decode()
+    assert "EXIT=1" in out, (out, result.stderr.decode())
+    assert out.strip().endswith("EXIT=1"), out  # ls printed nothing: no stray file
+    errors = [ln for ln in result.stderr.decode().splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "No space left" in errors[0], result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+    assert list(small.iterdir()) == []  # the private mount never reached this namespace
