@@ -14,8 +14,9 @@ It relays bytes both ways and, when told, misbehaves on the next connections:
 
 A fault applies to the next ``count`` connections (``None``: until
 :meth:`heal`). ``connections`` counts accepted connections, ``faulted`` the
-ones given a fault, ``hits`` the faults that struck. Everything runs in daemon threads and is bounded: a stalled
-connection is released by :meth:`heal` or :meth:`stop`.
+ones given a fault, ``hits`` the faults that struck. Everything runs in
+daemon threads and is bounded: a stalled connection is released by
+:meth:`heal` or :meth:`stop`.
 """
 
 from __future__ import annotations
