@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in args.only.split(",") if s]
     size = args.size_mib * MiB
     results: dict[str, dict[str, list[Any]]] = {s: {c: [] for c in CONTENDERS} for s in scenarios}
+    failures: dict[str, dict[str, list[int]]] = {s: {c: [] for c in CONTENDERS} for s in scenarios}
     with tempfile.TemporaryDirectory(prefix="bench-datastack-") as tmp, LocalPlatform() as plat:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TERRAPI_"))}
         env.update(plat.env())
@@ -223,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
                         str(size),
                         str(args.small_count),
                     ]
-                    sample = run_measured(argv_, env=env, timeout=1800)
+                    sample = run_measured(argv_, env=env, timeout=1800, check=False)
+                    if sample.rc != 0:  # say so, count it, and try once more
+                        failures[scenario][contender].append(sample.rc)
+                        tail = (sample.stderr or sample.stdout).strip()[-300:]
+                        _say(f"round {rnd} {contender} {scenario} FAILED rc={sample.rc}: {tail}")
+                        sample = run_measured(argv_, env=env, timeout=1800)
                     tag = " (warm-up)" if rnd == 0 else ""
                     _say(
                         f"round {rnd} {contender:12s} {scenario:12s} wall {sample.wall:7.2f} s  "
@@ -233,12 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                     if rnd:
                         results[scenario][contender].append(sample)
                 _cleanup(env, key)
-    report = _report(results, args, scenarios)
+    report = _report(results, failures, args, scenarios)
     print(report)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "datastack.md").write_text(report)
-    (out / "datastack.json").write_text(json.dumps(_as_json(results, args), indent=2) + "\n")
+    doc = _as_json(results, args)
+    doc["failures"] = failures
+    (out / "datastack.json").write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 
@@ -263,14 +271,20 @@ def _as_json(results: dict[str, dict[str, list[Any]]], args: Any) -> dict[str, A
     }
 
 
-def _report(results: dict[str, dict[str, list[Any]]], args: Any, scenarios: list[str]) -> str:
+def _report(
+    results: dict[str, dict[str, list[Any]]],
+    failures: dict[str, dict[str, list[int]]],
+    args: Any,
+    scenarios: list[str],
+) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"### Data stack, {when}: zarr {args.size_mib} MiB in 4 MiB chunks, "
         f"{args.small_count} x 16 KiB objects, median of {args.reps} interleaved rounds",
         "",
-        "| scenario | contender | wall s | x anchor | CPU s | x anchor | peak RSS MB | load |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | contender | wall s | x anchor | CPU s | x anchor | peak RSS MB | load "
+        "| failed runs (exit status) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for scenario in scenarios:
         anchor = _medians(results[scenario]["s3fs-static"])
@@ -279,7 +293,7 @@ def _report(results: dict[str, dict[str, list[Any]]], args: Any, scenarios: list
             lines.append(
                 f"| {scenario} | {contender} | {m['wall']:.2f} | {m['wall'] / anchor['wall']:.2f} "
                 f"| {m['cpu']:.2f} | {m['cpu'] / anchor['cpu']:.2f} | {m['rss_mb']:.0f} "
-                f"| {m['load']:.1f} |"
+                f"| {m['load']:.1f} | {', '.join(map(str, failures[scenario][contender])) or '-'} |"
             )
     lines.append("")
     lines.append(

@@ -89,12 +89,15 @@ def test_xarray_zarr_with_dask_chunks_over_three_lifetimes(
     WorkspaceFileSystem().rm(url, recursive=True)
 
 
-def test_pandas_parquet_round_trip(platform_env: dict[str, str]) -> None:
+def test_pandas_parquet_round_trip_and_dask_reads_it(platform_env: dict[str, str]) -> None:
     pd = pytest.importorskip("pandas")
     url = f"{_base()}/table.parquet"
     df = pd.DataFrame({"station": ["a", "b", "c"], "value": [1.5, 2.5, None]})
     df.to_parquet(url)
     pd.testing.assert_frame_equal(pd.read_parquet(url), df)
+    dd = pytest.importorskip("dask.dataframe")  # Dask's readers take the URL unchanged
+    back = dd.read_parquet(url).compute().reset_index(drop=True)
+    pd.testing.assert_frame_equal(back, df, check_dtype=False)
     WorkspaceFileSystem().rm(url)
 
 
