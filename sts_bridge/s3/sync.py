@@ -75,7 +75,7 @@ from sts_bridge.s3.download import (
     DownloadEngine,
 )
 from sts_bridge.s3.keys import check_relative_key, workspace_key, workspace_prefix
-from sts_bridge.s3.signed_http import MiB, strip_etag, xml_blocks, xml_text
+from sts_bridge.s3.signed_http import MiB, strip_etag, xml_text
 from sts_bridge.s3.transfer_types import Progress, UploadResult
 from sts_bridge.s3.upload import (
     DEFAULT_CONCURRENCY,
@@ -341,18 +341,16 @@ class _Hasher:
     def __init__(self, cache: _HashCache | None, threads: int) -> None:
         self.cache = cache
         self.pool = cf.ThreadPoolExecutor(threads, thread_name_prefix="sts-bridge-hash")
+        self.known: dict[str, LocalDigests] = {}  # cache hits: no future, no lock
         self.futures: dict[str, cf.Future[LocalDigests]] = {}
 
     def submit(self, files: dict[str, _LocalFile]) -> None:
         for rel, f in files.items():
             hit = self.cache.get(f) if self.cache is not None else None
-            fut: cf.Future[LocalDigests]
             if hit is not None:
-                fut = cf.Future()
-                fut.set_result(hit)
+                self.known[rel] = hit
             else:
-                fut = self.pool.submit(self._hash, f)
-            self.futures[rel] = fut
+                self.futures[rel] = self.pool.submit(self._hash, f)
 
     def _hash(self, f: _LocalFile) -> LocalDigests:
         digests = hash_file(f.path)
@@ -361,7 +359,8 @@ class _Hasher:
         return digests
 
     def result(self, rel: str) -> LocalDigests:
-        return self.futures[rel].result()
+        hit = self.known.get(rel)
+        return hit if hit is not None else self.futures[rel].result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -374,19 +373,38 @@ def _list_remote(engine: UploadEngine, full_prefix: str) -> Iterator[list[tuple[
     while True:
         resp = engine.call("GET", "", f"listing {full_prefix!r}", query=query)
         data = resp.data
-        page = [
-            (
-                xml_text(block, "Key"),
-                int(xml_text(block, "Size") or 0),
-                strip_etag(xml_text(block, "ETag")),
-            )
-            for block in xml_blocks(data, "Contents")
-        ]
-        yield page
+        yield [_listed(block) for block in _CONTENTS.findall(data or b"")]
         token = xml_text(data, "NextContinuationToken")
         if xml_text(data, "IsTruncated") != "true" or not token:
             return
         query = {**query, "continuation-token": token}
+
+
+_CONTENTS = re.compile(rb"<Contents>(.*?)</Contents>", re.DOTALL)
+_KEY = re.compile(rb"<Key>([^<]*)</Key>")
+_SIZE = re.compile(rb"<Size>(\d+)</Size>")
+_ETAG = re.compile(rb"<ETag>([^<]*)</ETag>")
+
+
+def _listed(block: bytes) -> tuple[str, int, str]:
+    """``(key, size, etag)`` of one ``<Contents>`` block (a page holds up to 1,000)."""
+    key = _KEY.search(block)
+    size = _SIZE.search(block)
+    etag = _ETAG.search(block)
+    return (
+        _unescape(key.group(1) if key else b""),
+        int(size.group(1)) if size else 0,
+        strip_etag(_unescape(etag.group(1) if etag else b"")),
+    )
+
+
+def _unescape(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    if "&" in text:
+        import html
+
+        text = html.unescape(text)
+    return text
 
 
 def _remote_sha256(engine: UploadEngine, full_key: str) -> str | None:

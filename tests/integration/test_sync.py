@@ -88,6 +88,7 @@ def _tree(root: Path) -> dict[str, bytes]:
         "a.txt": b"alpha\n" * 10,
         "sub/b.bin": os.urandom(70_000),
         "sub/deeper/c.json": b'{"c": 1}',
+        "odd name & <co>.txt": b"escaped in the listing's XML",
         "skip.tmp": b"excluded",
         "big.bin": os.urandom(17 * MiB),  # multipart (threshold 16 MiB)
     }
@@ -112,7 +113,7 @@ def test_sync_both_ways_by_content(
     url = f"workspace://{WS}/{folder}"
     status, out, err = cli("sync", str(src), url, "--exclude", "*.tmp")
     assert status == 0, err
-    assert out.startswith("uploaded 4 ") and "unchanged 0" in out
+    assert out.startswith("uploaded 5 ") and "unchanged 0" in out
     ws = sts_bridge.Client.from_env().workspace(WS)
     listed = {o.key: o.size for o in ws.list(folder)}
     assert listed == {folder + k: len(v) for k, v in files.items() if k != "skip.tmp"}
@@ -121,7 +122,7 @@ def test_sync_both_ways_by_content(
     requests_made.clear()
     status, out, err = cli("sync", str(src), url, "--exclude", "*.tmp")
     assert status == 0, err
-    assert "uploaded 0 " in out and "unchanged 4" in out
+    assert "uploaded 0 " in out and "unchanged 5" in out
     assert requests_made["PUT"] == requests_made["POST"] == requests_made["DELETE"] == 0
     assert requests_made["HEAD"] == 1
 
@@ -145,7 +146,7 @@ def test_sync_both_ways_by_content(
     dst = tmp_path / "dst"
     status, out, err = cli("sync", url, str(dst))
     assert status == 0, err
-    assert out.startswith("downloaded 4 ")
+    assert out.startswith("downloaded 5 ")
     expected = {k: v for k, v in _local(src).items() if k != "skip.tmp"}
     assert _local(dst) == expected
     status, out, err = cli("sync", url, str(dst), "--json")
