@@ -20,7 +20,7 @@ from typing import Any
 
 logger = logging.getLogger("sts_bridge")
 
-__all__ = ["atomic_write", "file_lock", "read_private_json"]
+__all__ = ["atomic_write", "file_lock", "private_directory", "read_private_json"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -36,15 +36,59 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def private_directory(directory: str | os.PathLike[str]) -> Path:
+    """Create ``directory`` (and missing parents) 0700; tighten it and its parent.
+
+    Every cache file lives in ``<cache dir>/<kind>/`` (``tokens``, ``sts``,
+    ``uploads``), so the file's directory and the one above it are the
+    cache's own: both end up 0700 when they belong to this user, even if an
+    older version or a permissive umask made them 0755. Directories above
+    the cache dir (``~/.cache``) are never touched.
+    """
+    target = Path(directory)
+    missing = []
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+    for folder in (target, target.parent):
+        _tighten(folder, 0o700, "directory")
+    return target
+
+
+def _tighten(path: Path, mode: int, what: str) -> None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return
+    if hasattr(os, "getuid") and stat.st_uid != os.getuid():
+        return
+    current = stat.st_mode & 0o777
+    if current & ~mode & 0o077:
+        with contextlib.suppress(OSError):
+            os.chmod(path, current & mode)
+            logger.warning(
+                "%s %s was readable by others (mode %04o): tightened to %04o",
+                what,
+                path,
+                current,
+                current & mode,
+            )
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` atomically, the file ending with ``mode``.
 
-    The parent directory is created (0700) when missing. The temp file is
-    created with mode 0600 from the start (``mkstemp``), so the content is
-    never readable by others, not even for a moment.
+    The parent directory is created (0700) when missing, and tightened (see
+    :func:`private_directory`). The temp file is created with mode 0600
+    from the start (``mkstemp``), so the content is never readable by
+    others, not even for a moment.
     """
     target = Path(path)
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(target.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -70,7 +114,7 @@ def file_lock(path: str | os.PathLike[str], timeout: float = 60.0) -> Iterator[N
     import filelock  # here, not at import time: a warm run reads caches without locking
 
     lock_path = Path(path)
-    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(lock_path.parent)
     lock = filelock.FileLock(str(lock_path), timeout=timeout, mode=0o600)
     with lock:
         yield
@@ -110,6 +154,11 @@ def read_cache_document(
     if hasattr(os, "getuid") and stat.st_uid != os.getuid():
         logger.warning("ignoring %s %s: owned by another user", what, path)
         return None
+    # A cache readable by others (copied around, restored from a backup,
+    # written by a tool with a loose umask) is repaired rather than refused:
+    # refusing would only make the user log in again into a 0600 file.
+    _tighten(path, 0o600, what)
+    _tighten(path.parent, 0o700, "directory")
     try:
         data = read_private_json(path)
     except (OSError, ValueError, UnicodeDecodeError):

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import math
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 
 import platformdirs
 
+from sts_bridge._redact import remember_secret
 from sts_bridge.errors import ConfigurationError
 
 __all__ = [
@@ -45,6 +48,8 @@ __all__ = [
 APP_NAME = "sts-bridge"
 DEFAULT_CLIENT_ID = "sts-bridge-cli"
 DEFAULT_LEEWAY = 60.0
+#: Refreshing a token more than a day before it expires is a typo, not a setting.
+MAX_LEEWAY = 86400.0
 #: Values of ``flow`` (TERRAPI_FLOW); ``module:attribute`` names a user authenticator.
 FLOWS = (
     "auto",
@@ -75,11 +80,30 @@ def _parse_scopes(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(parts))
 
 
-def _parse_float(value: str) -> float:
+def _parse_leeway(value: str) -> float:
     number = float(value)
-    if number < 0:
-        raise ValueError("must not be negative")
+    if not math.isfinite(number) or not 0 <= number <= MAX_LEEWAY:
+        raise ValueError(f"{value!r} is not a number of seconds between 0 and {MAX_LEEWAY:.0f}")
     return number
+
+
+def _parse_url(value: str) -> str | None:
+    """An ``http(s)://host[:port][/path]`` URL, or ``None`` when empty."""
+    url = value.strip()
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(f"{url!r} contains spaces or control characters")
+    try:
+        host, _ = parts.hostname, parts.port  # .port checks the range
+    except ValueError as exc:
+        raise ValueError(f"{url!r} has an invalid host or port ({exc})") from None
+    if not host:
+        raise ValueError(f"{url!r} has no host name")
+    return url
 
 
 def _parse_str(value: str) -> str | None:
@@ -97,8 +121,8 @@ class _Field:
 
 # The one table behind the chain (field, environment variable, profile key, parser).
 _FIELDS: tuple[_Field, ...] = (
-    _Field("api_url", "TERRAPI_URL", "url", _parse_str),
-    _Field("issuer", "TERRAPI_ISSUER", "issuer", _parse_str),
+    _Field("api_url", "TERRAPI_URL", "url", _parse_url),
+    _Field("issuer", "TERRAPI_ISSUER", "issuer", _parse_url),
     _Field("client_id", "TERRAPI_CLIENT_ID", "client_id", _parse_str),
     _Field("client_secret", "TERRAPI_CLIENT_SECRET", "client_secret", _parse_str),
     _Field("scopes", "TERRAPI_SCOPES", "scopes", _parse_scopes),
@@ -110,7 +134,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("token_command", "TERRAPI_TOKEN_COMMAND", "token_command", _parse_str),
     _Field("flow", "TERRAPI_FLOW", "flow", _parse_str),
     _Field("cache_dir", "STS_BRIDGE_CACHE_DIR", "cache_dir", lambda v: Path(v).expanduser()),
-    _Field("leeway", "STS_BRIDGE_LEEWAY", "leeway", _parse_float),
+    _Field("leeway", "STS_BRIDGE_LEEWAY", "leeway", _parse_leeway),
     _Field("token_cache", "STS_BRIDGE_TOKEN_CACHE", "token_cache", _parse_bool),
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
@@ -158,6 +182,9 @@ class Settings:
     token_cache: bool = True
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        remember_secret(self.client_secret, self.token)
 
     @property
     def verify(self) -> bool | str:
@@ -226,11 +253,25 @@ def require(settings: Settings, *names: str) -> None:
 
 def _read_profile(path: Path, profile: str, explicit_profile: bool) -> dict[str, str]:
     parser = configparser.ConfigParser(interpolation=None)
+    origin = " (STS_BRIDGE_CONFIG_FILE)" if os.environ.get("STS_BRIDGE_CONFIG_FILE") else ""
+    read = False
     try:
-        read = parser.read(path, encoding="utf-8")
+        # configparser.read() skips files it cannot open without a word: a
+        # directory or an unreadable file would silently mean "no profile".
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+        read = True
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the configuration file {path}{origin} cannot be read: "
+            f"{exc.strerror or type(exc).__name__}",
+            hint="point STS_BRIDGE_CONFIG_FILE at a readable INI file, or unset it",
+        ) from exc
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise ConfigurationError(
-            f"the configuration file {path} cannot be parsed: {exc.__class__.__name__}",
+            f"the configuration file {path}{origin} cannot be parsed: {exc.__class__.__name__}",
             hint="fix the file (INI format: [default] or [profile NAME] sections)",
         ) from exc
     if not read:
@@ -321,6 +362,8 @@ def load_settings(**explicit: Any) -> Settings:
             )
         if ":" not in settings.flow:
             settings = dataclasses.replace(settings, flow=flow)
+    _check_ca_bundle(settings)
+    _check_cache_dir(settings)
     if settings.client_secret and "client_id" not in sources:
         raise ConfigurationError(
             "a client secret is configured but no client id "
@@ -328,3 +371,53 @@ def load_settings(**explicit: Any) -> Settings:
             hint="set TERRAPI_CLIENT_ID to the id of the confidential client",
         )
     return settings
+
+
+def _origin(settings: Settings, name: str) -> str:
+    spec = _BY_NAME[name]
+    source = settings.source(name)
+    if source.startswith("env ") and spec.env:
+        return spec.env
+    if source.startswith("profile") and spec.ini:
+        return f"{spec.ini} ({source})"
+    return name
+
+
+def _check_ca_bundle(settings: Settings) -> None:
+    """A CA bundle that is missing or not PEM certificates fails here, not as a TLS error later."""
+    if not settings.ca_bundle or settings.insecure:
+        return
+    import ssl
+
+    where = _origin(settings, "ca_bundle")
+    path = Path(settings.ca_bundle).expanduser()
+    hint = "point it at a PEM file of CA certificates (-----BEGIN CERTIFICATE-----)"
+    if not path.is_file():
+        state = "is not a file" if path.exists() else "does not exist"
+        raise ConfigurationError(f"the CA bundle {path} from {where} {state}", hint=hint)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"the CA bundle {path} from {where} holds no usable PEM certificate "
+            f"({type(exc).__name__})",
+            hint=hint,
+        ) from exc
+
+
+def _check_cache_dir(settings: Settings) -> None:
+    """The cache dir (or the first existing folder above it) must be a writable directory."""
+    path = Path(settings.cache_dir)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        return
+    where = _origin(settings, "cache_dir")
+    if where == "cache_dir":
+        where = "the default cache directory"
+    problem = "is not a directory" if not probe.is_dir() else "is not writable"
+    raise ConfigurationError(
+        f"cannot use {path} as the cache directory ({where}): {probe} {problem}",
+        hint="point STS_BRIDGE_CACHE_DIR at a directory you can write to",
+    )

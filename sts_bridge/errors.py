@@ -21,6 +21,7 @@ The tree (catch the level you care about)::
     ├── WorkspaceError              a workspace that sts-bridge cannot use (not S3, ...)
     ├── CredentialsError            STS credentials could not be obtained or refreshed
     ├── InvalidKeyError             an object key that would leave the workspace prefix
+    ├── InvalidArgumentError        an argument that cannot be sent (e.g. a header with CR/LF)
     └── TransferError               an upload/download failed (parts were cleaned up)
 
 Messages say what happened and what to do next; they never contain tokens,
@@ -237,3 +238,13 @@ class TokenExpiredError(AuthError):
 
 
 __all__ += ["LoginRequiredError", "TokenExpiredError"]
+
+
+# --- added for bad input (issue 11) -----------------------------------------
+
+
+class InvalidArgumentError(StsBridgeError, ValueError):
+    """An argument sts-bridge cannot send (a header value with a line break, ...)."""
+
+
+__all__ += ["InvalidArgumentError"]

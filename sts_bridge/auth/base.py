@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from sts_bridge._redact import remember_secret
 from sts_bridge.errors import ClockSkewError
 
 __all__ = [
@@ -95,6 +96,9 @@ class Token:
     scope: str | None = None
     token_type: str = "Bearer"  # noqa: S105 (a token type, not a secret)
     obtained_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        remember_secret(self.access_token, self.refresh_token, self.id_token)
 
     def __repr__(self) -> str:
         return (

@@ -146,7 +146,8 @@ class OAuthClient:
             raise unreachable(what, url, exc) from None
         except ValueError as exc:
             raise ProviderUnreachableError(
-                f"the identity provider sent an unexpected answer ({what}: {redact(str(exc))})"
+                f"the identity provider sent an answer sts-bridge cannot read "
+                f"({what}: {redact(str(exc))})"
             ) from None
 
     def request_token(self, grant_type: str, *, now: datetime, **params: Any) -> Token:

@@ -12,12 +12,14 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from sts_bridge.cli._text import printable
 from sts_bridge.errors import (
     ApiError,
     AuthError,
     ConfigurationError,
+    InvalidArgumentError,
     InvalidKeyError,
     NotAuthenticatedError,
     NotFoundError,
@@ -77,8 +79,20 @@ COMMAND_MODULES = (
 Handler = Callable[[argparse.Namespace], "int | ExitStatus | None"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one ``error:`` line, one ``hint:`` line, exit 2.
+
+    Sub-command parsers are made from the same class, so the hint names
+    the sub-command's own ``--help``.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        error(message, f"see `{self.prog} --help`")
+        self.exit(int(ExitStatus.USAGE))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sts-bridge",
         description=(
             "Put data into your TerrAPI storage workspace and share it. "
@@ -112,18 +126,34 @@ def _exit_status_for(exc: StsBridgeError) -> ExitStatus:
         return ExitStatus.FORBIDDEN
     if isinstance(exc, NotFoundError):
         return ExitStatus.NOT_FOUND
-    if isinstance(exc, InvalidKeyError):
+    if isinstance(exc, (InvalidKeyError, InvalidArgumentError)):
         return ExitStatus.USAGE
     if isinstance(exc, ApiError):
         return ExitStatus.API
     return ExitStatus.ERROR
 
 
+#: The hint of an error that brings none of its own: every error gets a next step.
+FALLBACK_HINTS = {
+    ExitStatus.ERROR: "run again with --debug for details",
+    ExitStatus.USAGE: "see `sts-bridge --help`",
+    ExitStatus.CONFIG: "check the configuration (see the README, section Configuration)",
+    ExitStatus.AUTH: "run `sts-bridge login`",
+    ExitStatus.FORBIDDEN: "check that the workspace is yours, or ask its owner for access",
+    ExitStatus.NOT_FOUND: "check the name: `sts-bridge workspaces` and `sts-bridge ls` list them",
+    ExitStatus.API: "check TERRAPI_URL and try again later",
+}
+
+
 def error(message: str, hint: str | None = None) -> None:
-    """Print one ``sts-bridge: error: ...`` line (and a hint) on stderr."""
-    print(f"sts-bridge: error: {message}", file=sys.stderr)
+    """Print one ``sts-bridge: error: ...`` line (and a hint) on stderr.
+
+    Line breaks and control characters in either (from a server's answer,
+    an object key, a user's argument) are escaped: one line each, always.
+    """
+    print(f"sts-bridge: error: {printable(message)}", file=sys.stderr)
     if hint:
-        print(f"sts-bridge: hint: {hint}", file=sys.stderr)
+        print(f"sts-bridge: hint: {printable(hint)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> ExitStatus:
@@ -139,20 +169,19 @@ def main(argv: Sequence[str] | None = None) -> ExitStatus:
     args = parser.parse_args(argv)
     args.passthrough = passthrough
     if passthrough and not getattr(args, "accepts_passthrough", False):
-        parser.error("unexpected arguments after '--'")
+        parser.error("arguments after '--' are only for `credentials --serve -- CMD ...`")
     if args.profile:
         os.environ["TERRAPI_PROFILE"] = args.profile
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="sts-bridge: %(levelname)s: %(name)s: %(message)s",
-    )
-    # urllib3's DEBUG lines carry full URLs, e.g. the login callback with its
-    # authorization code: keep them out even with --debug.
-    logging.getLogger("urllib3").setLevel(logging.INFO)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help(sys.stderr)
+        error("no command given", "run `sts-bridge --help` for the list of commands")
         return ExitStatus.USAGE
+    with _cli_logging(debug=args.debug):
+        return _run(handler, args)
+
+
+def _run(handler: Handler, args: argparse.Namespace) -> ExitStatus:
+    """Run one command: the only place where exceptions become exit codes."""
     try:
         with _sigterm_as_interrupt():
             result = handler(args)
@@ -167,12 +196,24 @@ def main(argv: Sequence[str] | None = None) -> ExitStatus:
     except StsBridgeError as exc:
         if args.debug:
             raise
-        error(exc.message, exc.hint)
-        return _exit_status_for(exc)
+        status = _exit_status_for(exc)
+        error(exc.message, exc.hint or FALLBACK_HINTS[status])
+        return status
     except BrokenPipeError:
         # e.g. `sts-bridge presign ... | head -1`: not an error for the user.
         _silence_stdout()
         return ExitStatus.SUCCESS
+    except OSError as exc:
+        # A local file problem (a missing folder, no space left, a
+        # permission): the system's own words name it well enough.
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        error(
+            f"{exc.strerror or type(exc).__name__}{where}",
+            "check the path, its permissions and the free space",
+        )
+        return ExitStatus.ERROR
     except Exception as exc:
         if args.debug:
             raise
@@ -182,6 +223,40 @@ def main(argv: Sequence[str] | None = None) -> ExitStatus:
         )
         return ExitStatus.ERROR
     return ExitStatus(int(result or 0))
+
+
+#: Libraries whose DEBUG records are noise for a user and carry signed headers
+#: (botocore: ``X-Amz-Security-Token``, ``Credential=<access key id>``) or
+#: full URLs (urllib3: the login callback with its authorization code).
+QUIET_LIBRARIES = ("urllib3", "botocore", "boto3", "s3transfer", "authlib")
+
+
+@contextlib.contextmanager
+def _cli_logging(*, debug: bool) -> Iterator[None]:
+    """Log to stderr through one handler that redacts every record, for one command.
+
+    With ``--debug`` our own loggers speak at DEBUG; the libraries stay at
+    INFO, and whatever they still say passes the same redaction. Levels and
+    handlers are put back afterwards (``main`` also runs inside programs
+    and tests).
+    """
+    from sts_bridge._redact import RedactingFilter
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sts-bridge: %(levelname)s: %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    saved = {name: logging.getLogger(name).level for name in ("", *QUIET_LIBRARIES)}
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _safe_text(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from typing import Any
 
@@ -42,10 +43,20 @@ def register(sub: Any) -> None:
         action="store_true",
         help="serve refreshing credentials on loopback (AWS container-credentials protocol)",
     )
-    parser.add_argument("--port", type=int, default=0, help="port for --serve (default: free)")
+    parser.add_argument(
+        "--port", type=port_number, default=0, help="port for --serve (default: a free one)"
+    )
     # with --serve, a command after "--" runs with the endpoint in its
     # environment (see cli._app.main for how "--" is split off)
     parser.set_defaults(handler=run_credentials, accepts_passthrough=True)
+
+
+def port_number(text: str) -> int:
+    """A TCP port number, 0 meaning "any free port" (argparse turns ValueError into usage)."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(text)
+    return port
 
 
 def _open(args: argparse.Namespace) -> Any:
@@ -59,10 +70,17 @@ def run_credentials(args: argparse.Namespace) -> int:
 
     child = list(args.passthrough)
     if child and not args.serve:
-        from sts_bridge.errors import ConfigurationError
+        from sts_bridge.errors import InvalidArgumentError
 
-        raise ConfigurationError(
+        raise InvalidArgumentError(
             "a command to run needs --serve", hint="sts-bridge credentials W --serve -- CMD ..."
+        )
+    if child and shutil.which(child[0]) is None:
+        from sts_bridge.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            f"cannot run {child[0]!r}: not found, or not executable",
+            hint="give the command to run after '--' (a program on PATH, or its path)",
         )
     workspace = _open(args)
     if args.serve:
@@ -106,10 +124,13 @@ def _serve(workspace: Any, port: int, child: list[str]) -> int:
             ) as env:
                 try:
                     return subprocess.call(child, env=env)
-                except FileNotFoundError:
-                    from sts_bridge.errors import ConfigurationError
+                except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+                    from sts_bridge.errors import InvalidArgumentError
 
-                    raise ConfigurationError(f"command not found: {child[0]}") from None
+                    raise InvalidArgumentError(
+                        f"cannot run {child[0]!r}: {exc.strerror}",
+                        hint="give the command to run after '--' (a program on PATH, or its path)",
+                    ) from None
         for name, value in server.env().items():
             print(f"export {name}={shlex.quote(value)}")
         sys.stdout.flush()

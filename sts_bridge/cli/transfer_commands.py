@@ -125,12 +125,17 @@ def _human(n: float) -> str:
 
 # ---------------------------------------------------------------- presign
 def run_presign(args: argparse.Namespace) -> int:
+    from sts_bridge.s3.signer import MAX_EXPIRES
     from sts_bridge.s3.transfers import PresignClampedWarning, parse_duration
 
+    hint = "give a duration between 1s and 7d, e.g. 900, 15m, 1h, 7d"
     try:
         seconds = parse_duration(args.expires_in)
     except ValueError as exc:
-        error(str(exc))
+        error(f"--expires-in: {exc}", hint)
+        return ExitStatus.USAGE
+    if not 1 <= seconds <= MAX_EXPIRES:
+        error(f"--expires-in {args.expires_in!r} is {seconds} s, outside 1 s .. 7 days", hint)
         return ExitStatus.USAGE
     ws = _open(args, *args.keys)
     with warnings.catch_warnings(record=True) as caught:
@@ -185,6 +190,15 @@ class _Bar:
 
 
 def run_upload(args: argparse.Namespace) -> int:
+    import os
+
+    from sts_bridge.errors import InvalidArgumentError
+
+    for path in args.paths:
+        if path != "-" and not os.path.exists(path):
+            raise InvalidArgumentError(
+                f"no such file or directory: {path}", hint="check the path to upload"
+            )
     ws = _open(args, args.to, folders=True)
     show = sys.stderr.isatty() and not getattr(args, "quiet", False)
     bar = _Bar() if show else None
@@ -258,6 +272,8 @@ def _is_regular_file(path: Any) -> bool:
 
 # ---------------------------------------------------------------- ls
 def run_ls(args: argparse.Namespace) -> int:
+    from sts_bridge.cli._text import printable
+
     ws = _open(args, args.prefix, folders=True)
     for info in ws.list(args.prefix, recursive=args.recursive):
         if args.json:
@@ -275,10 +291,10 @@ def run_ls(args: argparse.Namespace) -> int:
                 )
             )
         elif info.is_prefix:
-            print(f"{'PRE':>12}  {'':19}  {info.key}")
+            print(f"{'PRE':>12}  {'':19}  {printable(info.key)}")
         else:
             when = info.last_modified.strftime("%Y-%m-%d %H:%M:%S") if info.last_modified else ""
-            print(f"{info.size:>12}  {when:19}  {info.key}")
+            print(f"{info.size:>12}  {when:19}  {printable(info.key)}")
     return 0
 
 

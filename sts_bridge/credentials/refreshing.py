@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sts_bridge._redact import remember_secret
 from sts_bridge.errors import CredentialsError, StsBridgeError
 
 if TYPE_CHECKING:
@@ -98,11 +99,12 @@ class S3Credentials:
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"S3Credentials.{name} must be timezone-aware")
+        remember_secret(self.access_key, self.secret_key, self.token)
 
     def __repr__(self) -> str:
         expiry = self.expiry.isoformat() if self.expiry else None
         return (
-            f"S3Credentials(access_key={self.access_key!r}, secret_key='***', "
+            f"S3Credentials(access_key='***{self.access_key[-4:]}', secret_key='***', "
             f"token={'***' if self.token else None}, expiry={expiry!r})"
         )
 

@@ -31,6 +31,7 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 
+from sts_bridge._redact import guard_library_loggers
 from sts_bridge.credentials.refreshing import (
     DEFAULT_ADVISORY_WINDOW,
     DEFAULT_MANDATORY_WINDOW,
@@ -184,7 +185,7 @@ def s3_client(
     import boto3
 
     session = session or botocore_session(refreshing, region=region)
-    return boto3.Session(botocore_session=session, region_name=region).client(
+    client = boto3.Session(botocore_session=session, region_name=region).client(
         "s3",
         region_name=region,
         endpoint_url=endpoint_url,
@@ -195,3 +196,7 @@ def s3_client(
             max_pool_connections=max_pool_connections,
         ),
     )
+    # botocore's DEBUG records carry the signed headers (session token, key
+    # id): redact them, now that every botocore module has its logger.
+    guard_library_loggers()
+    return client

@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,22 @@ log = logging.getLogger(__name__)
 CREDENTIALS_PATH = "/credentials"
 
 DocumentSource = Callable[[], dict[str, Any]]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """The stdlib server, minus its habit of printing a traceback per failed request.
+
+    ``socketserver`` writes a full traceback to stderr whenever a handler
+    raises, e.g. a broken pipe from a local client that hung up, so any
+    local process could flood the job's stderr. One short log line instead.
+    """
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("credentials endpoint: client went away (%s)", type(exc).__name__)
+        else:
+            log.warning("credentials endpoint: request failed (%s)", type(exc).__name__)
 
 
 class CredentialsEndpoint:
@@ -60,7 +77,7 @@ class CredentialsEndpoint:
         self._source = source
         self.auth_token = auth_token or secrets.token_urlsafe(32)
         self.requests_served = 0
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server = _QuietServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

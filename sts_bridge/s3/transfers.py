@@ -63,6 +63,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
 
 from sts_bridge.errors import (
     CredentialsError,
+    InvalidArgumentError,
     InvalidKeyError,
     NotFoundError,
     TransferError,
@@ -136,7 +137,15 @@ def parse_duration(text: str) -> int:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 900, 15m, 1h, 7d)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not math.isfinite(seconds) or seconds > 2**62:  # "9...9w" would overflow int()
+        raise ValueError(f"not a duration: {text!r} is far too long (at most 7d)")
+    return int(seconds)
+
+
+def _header_safe(value: str) -> bool:
+    """Printable ASCII only: a CR/LF would split the HTTP header it goes into."""
+    return value.isascii() and value.isprintable()
 
 
 # --------------------------------------------------------------------- mixin
@@ -205,8 +214,16 @@ class WorkspaceTransfers:
         """
         meta = dict(metadata or {})
         for name, value in meta.items():
-            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or not value.isascii():
-                raise TransferError(f"metadata {name!r} is not a valid header name/ASCII value")
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or not _header_safe(value):
+                raise InvalidArgumentError(
+                    f"metadata {name!r} is not a valid header name/ASCII value",
+                    hint="use letters, digits and -_. in names, printable ASCII in values",
+                )
+        if content_type is not None and not _header_safe(content_type):
+            raise InvalidArgumentError(
+                f"content type {content_type!r} is not printable ASCII on one line",
+                hint="give a MIME type such as 'text/csv' or 'application/octet-stream'",
+            )
         specs, single = self._plan_upload(source, key, content_type, meta, include, exclude)
         engine = UploadEngine(
             self,

@@ -338,6 +338,14 @@ class TerrapiApi:
             return PermissionDeniedError(
                 f"{what}: you may not use {target} (403){suffix}", status=status, detail=detail
             )
+        if status == 404 and resource is None:
+            # Every TerrAPI server has this path: the URL is not a TerrAPI base.
+            return ApiError(
+                f"{what}: {self.api_url} has no such endpoint (404){suffix}",
+                status=status,
+                detail=detail,
+                hint="check TERRAPI_URL: the TerrAPI base URL, e.g. https://terrapi.example.org/core",
+            )
         if status == 404:
             target = resource or "the resource"
             return NotFoundError(
@@ -369,5 +377,8 @@ def _tls_failure(exc: BaseException) -> str | None:
             return redact(current.verify_message or str(current))
         if isinstance(current, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(current):
             return redact(str(current))
-        current = getattr(current, "reason", None) or current.__cause__ or current.__context__
+        reason = getattr(current, "reason", None)  # urllib3 errors: an exception or a str
+        if not isinstance(reason, BaseException):
+            reason = None
+        current = reason or current.__cause__ or current.__context__
     return None

@@ -303,6 +303,34 @@ def test_sts_credentials_are_confined_to_the_workspace(
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
+@pytest.mark.requires_radosgw("session policies")
+def test_in_progress_uploads_are_listed_only_under_the_workspace_prefix(
+    platform: LocalPlatform, alice_token: str, bob_token: str
+) -> None:
+    def creds(token: str, workspace: str) -> Any:
+        path = f"/v2/storage/token?storagePointId={workspace}"
+        return s3_client(platform, get(platform, path, token).json())
+
+    alice = creds(alice_token, "gep-alice-private-workspace")
+    bob = creds(bob_token, "gep-bob-private-workspace")
+    key = f"alice/{uuid.uuid4().hex}.bin"
+    upload_id = alice.create_multipart_upload(Bucket="gep-workspaces", Key=key)["UploadId"]
+    try:
+        # the owner finds it again (sts-bridge resumes uploads this way)
+        mine = alice.list_multipart_uploads(Bucket="gep-workspaces", Prefix="alice/")
+        assert key in [u["Key"] for u in mine.get("Uploads", [])]
+        bob.list_multipart_uploads(Bucket="gep-workspaces", Prefix="bob/")  # his own: allowed
+        for prefix in ("alice/", "", "a", "bo"):
+            with pytest.raises(ClientError) as err:
+                bob.list_multipart_uploads(Bucket="gep-workspaces", Prefix=prefix)
+            assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, prefix
+        with pytest.raises(ClientError) as err:
+            bob.list_multipart_uploads(Bucket="gep-workspaces")
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    finally:
+        alice.abort_multipart_upload(Bucket="gep-workspaces", Key=key, UploadId=upload_id)
+
+
 def test_default_storage_point_is_the_private_workspace(
     platform: LocalPlatform, alice_token: str
 ) -> None:

@@ -82,9 +82,14 @@ def test_require_names_every_place(_env: Path) -> None:
 
 
 def test_verify_and_insecure(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings(ca_bundle="/ca.pem").verify == "/ca.pem"
+    import certifi
+
+    bundle = certifi.where()
+    assert load_settings(ca_bundle=bundle).verify == bundle
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_settings(ca_bundle="/no/such/ca.pem")
     monkeypatch.setenv("TERRAPI_INSECURE", "yes")
-    assert load_settings(ca_bundle="/ca.pem").verify is False
+    assert load_settings(ca_bundle="/no/such/ca.pem").verify is False  # not read: not used
     monkeypatch.setenv("TERRAPI_INSECURE", "maybe")
     with pytest.raises(ConfigurationError, match="TERRAPI_INSECURE"):
         load_settings()
