@@ -32,9 +32,11 @@ def session_policy_for(point: StoragePoint) -> dict[str, Any]:
             "s3:ListMultipartUploadParts",
         ]
     )
-    bucket_actions = ["s3:GetBucketLocation"]
-    if not point.read_only:
-        bucket_actions.append("s3:ListBucketMultipartUploads")
+    # s3:ListBucketMultipartUploads is not granted: it names the bucket, and
+    # radosgw 16 does not evaluate s3:prefix for it (measured: with the
+    # condition, even the owner's own prefix is AccessDenied; without it,
+    # alice lists bob's upload keys). Resuming needs only ListParts, which
+    # names the object and is confined like every object action.
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -44,7 +46,11 @@ def session_policy_for(point: StoragePoint) -> dict[str, Any]:
                 "Resource": [f"arn:aws:s3:::{b}"],
                 "Condition": {"StringLike": {"s3:prefix": [f"{p}*"]}},
             },
-            {"Effect": "Allow", "Action": bucket_actions, "Resource": [f"arn:aws:s3:::{b}"]},
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketLocation"],
+                "Resource": [f"arn:aws:s3:::{b}"],
+            },
             {"Effect": "Allow", "Action": objects, "Resource": [f"arn:aws:s3:::{b}/{p}*"]},
         ],
     }

@@ -31,8 +31,8 @@ Resume
 A multipart upload from a file writes a small 0600 state file
 (``<cache dir>/uploads/<hash of endpoint, bucket, key, size, mtime>.json``)
 holding the upload id and part size. Run again after the process died, the
-upload is found again (state file + ListMultipartUploads confirms it is
-still in progress), ListParts gives the stored parts, and each is kept only
+upload is found again (state file; ListParts answers NoSuchUpload once it
+was completed or aborted) and ListParts gives the stored parts, and each is kept only
 when its ETag equals the MD5 of the local bytes of that part; the others are
 uploaded again. A failure (an exception) aborts the multipart upload and
 removes the state file, so no parts are left behind; only a killed process
@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sts_bridge.errors import StsBridgeError, TransferError
+from sts_bridge.errors import NotFoundError, StsBridgeError, TransferError
 from sts_bridge.s3.signed_http import (
     MiB,
     RawS3Error,
@@ -613,12 +613,15 @@ class UploadEngine(S3Http):
                 state_path.unlink()
             return None
         try:
-            if not self._upload_in_progress(spec.full_key, upload_id):
-                log.info("the interrupted upload of %s is gone; starting again", spec.key)
-                with contextlib.suppress(OSError):
-                    state_path.unlink()
-                return None
+            # ListParts, not ListMultipartUploads: it names the object, so the
+            # workspace credentials may call it; listing uploads names the
+            # bucket, which a session policy cannot confine to a prefix.
             stored = self._list_parts(spec.full_key, upload_id)
+        except NotFoundError:  # NoSuchUpload: completed or aborted since
+            log.info("the interrupted upload of %s is gone; starting again", spec.key)
+            with contextlib.suppress(OSError):
+                state_path.unlink()
+            return None
         except Exception as exc:
             log.warning("cannot resume the upload of %s (%s); starting again", spec.key, exc)
             return None
@@ -636,22 +639,6 @@ class UploadEngine(S3Http):
                 )
         recorded = state.get("sha256")
         return upload_id, part_size, keep, recorded if isinstance(recorded, str) else None
-
-    def _upload_in_progress(self, full_key: str, upload_id: str) -> bool:
-        query = {"uploads": "", "prefix": full_key}
-        while True:
-            resp = self.call("GET", "", "ListMultipartUploads", query=query)
-            data = resp.data
-            for up in xml_blocks(data, "Upload"):
-                if xml_text(up, "Key") == full_key and xml_text(up, "UploadId") == upload_id:
-                    return True
-            if xml_text(data, "IsTruncated") != "true":
-                return False
-            query = {
-                **query,
-                "key-marker": xml_text(data, "NextKeyMarker"),
-                "upload-id-marker": xml_text(data, "NextUploadIdMarker"),
-            }
 
     def _list_parts(self, full_key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         parts: dict[int, tuple[str, int]] = {}

@@ -304,7 +304,7 @@ def test_sts_credentials_are_confined_to_the_workspace(
 
 
 @pytest.mark.requires_radosgw("session policies")
-def test_in_progress_uploads_are_listed_only_under_the_workspace_prefix(
+def test_workspace_credentials_cannot_list_in_progress_uploads(
     platform: LocalPlatform, alice_token: str, bob_token: str
 ) -> None:
     def creds(token: str, workspace: str) -> Any:
@@ -316,16 +316,22 @@ def test_in_progress_uploads_are_listed_only_under_the_workspace_prefix(
     key = f"alice/{uuid.uuid4().hex}.bin"
     upload_id = alice.create_multipart_upload(Bucket="gep-workspaces", Key=key)["UploadId"]
     try:
-        # the owner finds it again (sts-bridge resumes uploads this way)
-        mine = alice.list_multipart_uploads(Bucket="gep-workspaces", Prefix="alice/")
-        assert key in [u["Key"] for u in mine.get("Uploads", [])]
-        bob.list_multipart_uploads(Bucket="gep-workspaces", Prefix="bob/")  # his own: allowed
-        for prefix in ("alice/", "", "a", "bo"):
+        # the owner finds her upload again by its id (sts-bridge resumes this way)
+        alice.upload_part(
+            Bucket="gep-workspaces", Key=key, UploadId=upload_id, PartNumber=1, Body=b"x"
+        )
+        parts = alice.list_parts(Bucket="gep-workspaces", Key=key, UploadId=upload_id)
+        assert [p["PartNumber"] for p in parts["Parts"]] == [1]
+        # nobody lists the bucket's uploads: radosgw cannot confine that to a prefix
+        for who, prefix in ((bob, "alice/"), (bob, ""), (bob, "a"), (bob, "bob/"), (alice, "")):
             with pytest.raises(ClientError) as err:
-                bob.list_multipart_uploads(Bucket="gep-workspaces", Prefix=prefix)
+                who.list_multipart_uploads(Bucket="gep-workspaces", Prefix=prefix)
             assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, prefix
         with pytest.raises(ClientError) as err:
             bob.list_multipart_uploads(Bucket="gep-workspaces")
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        with pytest.raises(ClientError) as err:  # nor someone else's parts
+            bob.list_parts(Bucket="gep-workspaces", Key=key, UploadId=upload_id)
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     finally:
         alice.abort_multipart_upload(Bucket="gep-workspaces", Key=key, UploadId=upload_id)

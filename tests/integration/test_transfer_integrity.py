@@ -73,8 +73,9 @@ def one_error(result: subprocess.CompletedProcess[bytes], code: int) -> str:
     return lines[0]
 
 
-def uploads_under(ws: Any, base: str) -> list[str]:
-    s3 = ws.s3_client()
+def uploads_under(platform: Any, ws: Any, base: str) -> list[str]:
+    # the platform's admin keys: workspace credentials may not list uploads
+    s3 = platform.s3.client("s3")
     resp = s3.list_multipart_uploads(Bucket=ws.bucket, Prefix=ws.prefix + base)
     return [u["Key"] for u in resp.get("Uploads", [])]
 
@@ -183,7 +184,7 @@ def test_download_removes_stale_part_files_of_the_same_destination(
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("change", ["append", "rewrite in place"])
 def test_file_changed_during_multipart_upload_fails_and_leaves_nothing(
-    ws: Any, base: str, tmp_path: Path, change: str
+    ws: Any, base: str, tmp_path: Path, change: str, local_platform: Any
 ) -> None:
     src = tmp_path / "growing.bin"
     src.write_bytes(b"a" * (12 * MiB))
@@ -206,7 +207,7 @@ def test_file_changed_during_multipart_upload_fails_and_leaves_nothing(
         )  # fmt: skip
     assert changed
     assert keys_under(ws, base) == []
-    assert uploads_under(ws, base) == []
+    assert uploads_under(local_platform, ws, base) == []
 
 
 def test_small_file_changed_during_upload_is_refused(

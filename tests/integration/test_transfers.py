@@ -851,7 +851,6 @@ def test_upload_and_resume_never_build_a_boto3_client(
     )
     upload_id = engine.create_multipart(spec)
     engine.put_part(full, upload_id, 1, data[: 5 * MiB])
-    assert engine._upload_in_progress(full, upload_id)
     assert set(engine._list_parts(full, upload_id)) == {1}
     state = {
         "version": 1,
@@ -915,3 +914,41 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
     assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == res.sha256
     assert _get(admin, full) == data
     assert _uploads(admin) == []  # the old upload was aborted, not left behind
+
+
+def test_resume_state_of_an_upload_aborted_since_starts_again(
+    ws: FakeWorkspace, tmp_path: Path, admin: Any
+) -> None:
+    # The upload of the state file was aborted by someone else: ListParts says
+    # NoSuchUpload, and the upload starts again without listing the bucket.
+    data = _file(tmp_path / "g.bin", 11 * MiB, seed=7)
+    full = PREFIX + "nb/g.bin"
+    engine = _upload.UploadEngine(
+        ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
+    )
+    spec = _upload.UploadSpec(
+        tmp_path / "g.bin", None, "nb/g.bin", full, len(data), "application/octet-stream", {}
+    )
+    upload_id = engine.create_multipart(spec)
+    engine.put_part(full, upload_id, 1, data[: 5 * MiB])
+    state = {
+        "version": 1,
+        "upload_id": upload_id,
+        "part_size": 5 * MiB,
+        "bucket": BUCKET,
+        "key": full,
+        "size": len(data),
+        "mtime_ns": (tmp_path / "g.bin").stat().st_mtime_ns,
+        "source": str(tmp_path / "g.bin"),
+    }
+    path = engine.state_path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+    engine.close()
+    admin.abort_multipart_upload(Bucket=BUCKET, Key=full, UploadId=upload_id)
+    res = ws.upload(tmp_path / "g.bin", "nb/g.bin", part_size=5 * MiB, multipart_threshold=1)
+    assert isinstance(res, UploadResult) and res.resumed_parts == 0 and res.parts == 3
+    assert _get(admin, full) == data
+    assert _uploads(admin) == []
+    assert not path.exists()
