@@ -37,9 +37,7 @@ from typing import TYPE_CHECKING
 
 from sts_bridge._files import atomic_write
 from sts_bridge.auth.delegation import DELEGATED_ENV
-from sts_bridge.interop.gdal import gdal_endpoint_options
 from sts_bridge.interop.tool_credentials import endpoint_assignments
-from sts_bridge.urls import format_workspace_url
 
 if TYPE_CHECKING:
     from sts_bridge.workspace import Workspace
@@ -111,15 +109,12 @@ def served_child_environment(
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI": credentials_url,
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN": auth_token,
                 "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED",
-                "AWS_RESPONSE_CHECKSUM_VALIDATION": "WHEN_REQUIRED",
-                "STS_BRIDGE_WORKSPACE_URL": format_workspace_url(workspace.name),
                 DELEGATED_ENV: "1",
                 "STS_BRIDGE_CACHE_DIR": str(cache),
             }
         )
+        # endpoint (AWS and GDAL names), checksums, the workspace URLs
         env.update(endpoint_assignments(workspace))
-        env.update(gdal_endpoint_options(workspace))
         yield env
     finally:
         shutil.rmtree(private, ignore_errors=True)

@@ -31,9 +31,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from sts_bridge.interop.credentials_relay import CredentialsRelay
+from sts_bridge.interop.tool_credentials import gdal_endpoint_options
 from sts_bridge.s3.keys import check_relative_key
 
 if TYPE_CHECKING:
@@ -56,29 +56,6 @@ _NO_STATIC_KEYS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SE
 # files) need random writes: stage them in a local temporary file, uploaded
 # when the dataset is closed.
 _RANDOM_WRITES = {"CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES"}
-
-
-def gdal_endpoint_options(workspace: Workspace) -> dict[str, str]:
-    """GDAL's own names for where the workspace lives (it ignores ``AWS_ENDPOINT_URL``).
-
-    ``AWS_S3_ENDPOINT`` is ``host:port`` (plus any path), ``AWS_HTTPS`` says
-    the scheme, ``AWS_VIRTUAL_HOSTING`` the addressing style; TLS settings
-    follow the workspace's ``verify``.
-    """
-    parts = urlsplit(workspace.endpoint_url)
-    options = {
-        "AWS_S3_ENDPOINT": parts.netloc + parts.path.rstrip("/"),
-        "AWS_HTTPS": "YES" if parts.scheme == "https" else "NO",
-        "AWS_VIRTUAL_HOSTING": "TRUE" if workspace.addressing_style == "virtual" else "FALSE",
-        "AWS_REGION": workspace.region,
-        "AWS_DEFAULT_REGION": workspace.region,
-    }
-    verify = workspace.verify
-    if verify is False:
-        options["GDAL_HTTP_UNSAFESSL"] = "YES"
-    elif isinstance(verify, str):
-        options["CURL_CA_BUNDLE"] = verify
-    return options
 
 
 @dataclass(frozen=True)

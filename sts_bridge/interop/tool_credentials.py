@@ -19,6 +19,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sts_bridge.urls import format_workspace_url
 
 if TYPE_CHECKING:
     from sts_bridge.credentials.refreshing import S3Credentials
@@ -62,8 +65,44 @@ def container_credentials_document(creds: S3Credentials) -> dict[str, Any]:
     return doc
 
 
+def gdal_endpoint_options(workspace: Workspace) -> dict[str, str]:
+    """GDAL's own names for where the workspace lives (it ignores ``AWS_ENDPOINT_URL``).
+
+    ``AWS_S3_ENDPOINT`` is ``host:port`` (plus any path), ``AWS_HTTPS`` says
+    the scheme, ``AWS_VIRTUAL_HOSTING`` the addressing style; TLS settings
+    follow the workspace's ``verify``.
+    """
+    parts = urlsplit(workspace.endpoint_url)
+    options = {
+        "AWS_S3_ENDPOINT": parts.netloc + parts.path.rstrip("/"),
+        "AWS_HTTPS": "YES" if parts.scheme == "https" else "NO",
+        "AWS_VIRTUAL_HOSTING": "TRUE" if workspace.addressing_style == "virtual" else "FALSE",
+        "AWS_REGION": workspace.region,
+        "AWS_DEFAULT_REGION": workspace.region,
+    }
+    verify = workspace.verify
+    if verify is False:
+        options["GDAL_HTTP_UNSAFESSL"] = "YES"
+    elif isinstance(verify, str):
+        options["CURL_CA_BUNDLE"] = verify
+    return options
+
+
+# With the AWS SDKs' default checksums (``when_supported``) radosgw answers
+# pyarrow's UploadPart with HTTP 411 MissingContentLength.
+CHECKSUMS_WHEN_REQUIRED = {
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "WHEN_REQUIRED",
+}
+
+
 def endpoint_assignments(workspace: Workspace) -> dict[str, str]:
-    """Where the workspace lives, in the names the AWS tools and s5cmd read."""
+    """Where the workspace lives, in the names the AWS tools, s5cmd and GDAL read.
+
+    Also ``when_required`` checksums, and the workspace as
+    ``STS_BRIDGE_WORKSPACE`` (name), ``STS_BRIDGE_WORKSPACE_URL``
+    (``workspace://<name>/``) and ``STS_BRIDGE_S3_URI`` (``s3://<bucket>/<prefix>``).
+    """
     return {
         "AWS_ENDPOINT_URL_S3": workspace.endpoint_url,
         # s5cmd reads S3_ENDPOINT_URL; older AWS SDKs only AWS_ENDPOINT_URL.
@@ -71,7 +110,10 @@ def endpoint_assignments(workspace: Workspace) -> dict[str, str]:
         "S3_ENDPOINT_URL": workspace.endpoint_url,
         "AWS_REGION": workspace.region,
         "AWS_DEFAULT_REGION": workspace.region,
+        **gdal_endpoint_options(workspace),
+        **CHECKSUMS_WHEN_REQUIRED,
         "STS_BRIDGE_WORKSPACE": workspace.name,
+        "STS_BRIDGE_WORKSPACE_URL": format_workspace_url(workspace.name),
         "STS_BRIDGE_S3_URI": f"s3://{workspace.bucket}/{workspace.prefix}",
     }
 
