@@ -8,7 +8,9 @@ One run starts the local platform (production lifetimes: 900 s STS
 credentials) and, on the same radosgw and workspace, runs three contenders
 interleaved (A B C, the first rotating each round, a warm-up round first
 that is not counted), each as its own process measured from outside
-(wall, CPU user+sys, peak RSS; see ``_measure.py``):
+(wall, CPU user+sys, peak RSS; see ``_measure.py``), and each reports the
+seconds of its data phase (after imports and building the filesystem;
+the first request, with its connection and credentials, is included):
 
 - ``workspace``: ``zarr`` given ``workspace://<ws>/<key>`` (sts-bridge's
   fsspec filesystem: s3fs over a refreshing aiobotocore session);
@@ -105,9 +107,16 @@ def _filesystem_and_root(contender: str, key: str, asynchronous: bool) -> tuple[
 
 
 def worker(contender: str, scenario: str, key: str, size: int, count: int) -> None:
+    """Run one scenario; print the seconds of its data phase (after imports and setup)."""
     import numpy as np
 
     fs, root = _filesystem_and_root(contender, key, asynchronous=scenario.startswith("zarr"))
+    started = time.perf_counter()
+    _run(fs, root, np, scenario, size, count)
+    print(json.dumps({"data_seconds": time.perf_counter() - started}))
+
+
+def _run(fs: Any, root: str, np: Any, scenario: str, size: int, count: int) -> None:
     if scenario.startswith("zarr"):
         import zarr
         from zarr.storage import FsspecStore
@@ -165,6 +174,7 @@ def _credentials(env: dict[str, str]) -> dict[str, Any]:
 
 def _medians(samples: list[Any]) -> dict[str, float]:
     return {
+        "data": statistics.median(s.data_seconds for s in samples),
         "wall": statistics.median(s.wall for s in samples),
         "cpu": statistics.median(s.cpu for s in samples),
         "rss_mb": max(s.rss for s in samples) / 1e6,
@@ -230,9 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                         tail = (sample.stderr or sample.stdout).strip()[-300:]
                         _say(f"round {rnd} {contender} {scenario} FAILED rc={sample.rc}: {tail}")
                         sample = run_measured(argv_, env=env, timeout=1800)
+                    sample.data_seconds = json.loads(sample.stdout.strip().splitlines()[-1])[
+                        "data_seconds"
+                    ]
                     tag = " (warm-up)" if rnd == 0 else ""
                     _say(
                         f"round {rnd} {contender:12s} {scenario:12s} wall {sample.wall:7.2f} s  "
+                        f"data {sample.data_seconds:7.2f} s  "
                         f"cpu {sample.cpu:6.2f} s  rss {sample.rss / 1e6:7.1f} MB  "
                         f"load {sample.load:4.1f}{tag}"
                     )
@@ -265,7 +279,10 @@ def _as_json(results: dict[str, dict[str, list[Any]]], args: Any) -> dict[str, A
         "small_count": args.small_count,
         "reps": args.reps,
         "results": {
-            s: {c: [x.as_dict() for x in samples] for c, samples in by.items()}
+            s: {
+                c: [{**x.as_dict(), "data_seconds": x.data_seconds} for x in samples]
+                for c, samples in by.items()
+            }
             for s, by in results.items()
         },
     }
@@ -282,16 +299,17 @@ def _report(
         f"### Data stack, {when}: zarr {args.size_mib} MiB in 4 MiB chunks, "
         f"{args.small_count} x 16 KiB objects, median of {args.reps} interleaved rounds",
         "",
-        "| scenario | contender | wall s | x anchor | CPU s | x anchor | peak RSS MB | load "
-        "| failed runs (exit status) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| scenario | contender | data s | x anchor | process wall s | x anchor | CPU s "
+        "| x anchor | peak RSS MB | load | failed runs (exit status) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for scenario in scenarios:
         anchor = _medians(results[scenario]["s3fs-static"])
         for contender in CONTENDERS:
             m = _medians(results[scenario][contender])
             lines.append(
-                f"| {scenario} | {contender} | {m['wall']:.2f} | {m['wall'] / anchor['wall']:.2f} "
+                f"| {scenario} | {contender} | {m['data']:.2f} | {m['data'] / anchor['data']:.2f} "
+                f"| {m['wall']:.2f} | {m['wall'] / anchor['wall']:.2f} "
                 f"| {m['cpu']:.2f} | {m['cpu'] / anchor['cpu']:.2f} | {m['rss_mb']:.0f} "
                 f"| {m['load']:.1f} | {', '.join(map(str, failures[scenario][contender])) or '-'} |"
             )

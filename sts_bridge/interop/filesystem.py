@@ -70,8 +70,6 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     protocol = (SCHEME,)
     root_marker = ""
-    # Listing caches would hide objects another process writes; s3fs's own is used.
-    cachable = True
 
     def __init__(
         self,
