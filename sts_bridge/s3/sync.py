@@ -177,7 +177,6 @@ class SyncPlan:
     skipped: list[str] = field(default_factory=list)  # remote keys unsafe as local paths
     _local: dict[str, _LocalFile] = field(default_factory=dict, repr=False)
     _remote: dict[str, _RemoteObject] = field(default_factory=dict, repr=False)
-    _cache: _HashCache | None = field(default=None, repr=False)
 
     @property
     def bytes(self) -> int:
@@ -328,6 +327,8 @@ class _HashCache:
         recent = time.time_ns() - RACY_WINDOW_NS
         with self._lock:
             files = {rel: e for rel, e in self._new.items() if e[4] < recent}
+        if files == self._old:
+            return  # nothing new: no write, no fsync
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             atomic_write(self.path, json.dumps({"version": 1, "files": files}).encode())
@@ -510,9 +511,7 @@ def plan_sync(
         engine.close()
     if cache is not None:
         cache.save()
-    return SyncPlan(
-        direction, root, remote_prefix, actions, unchanged, skipped, local, remote, cache
-    )
+    return SyncPlan(direction, root, remote_prefix, actions, unchanged, skipped, local, remote)
 
 
 def _difference(engine: UploadEngine, hasher: _Hasher, f: _LocalFile, obj: _RemoteObject) -> str:
@@ -567,16 +566,12 @@ def run_sync(
     tracker = _Tracker(plan, progress)
     transfers = [a for a in plan.actions if a.action != "delete"]
     deletes = plan.deletes
-    try:
-        if plan.direction == "upload":
-            _run_uploads(ws, plan, transfers, report, tracker, concurrency, files_at_once)
-            _run_remote_deletes(ws, plan, deletes, report, tracker)
-        else:
-            _run_downloads(ws, plan, transfers, report, tracker, concurrency, files_at_once)
-            _run_local_deletes(plan, deletes, report, tracker)
-    finally:
-        if plan._cache is not None:
-            plan._cache.save()
+    if plan.direction == "upload":
+        _run_uploads(ws, plan, transfers, report, tracker, concurrency, files_at_once)
+        _run_remote_deletes(ws, plan, deletes, report, tracker)
+    else:
+        _run_downloads(ws, plan, transfers, report, tracker, concurrency, files_at_once)
+        _run_local_deletes(plan, deletes, report, tracker)
     return report
 
 
