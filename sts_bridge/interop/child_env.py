@@ -15,7 +15,8 @@ endpoint in every AWS credential chain) cannot take over:
   ``=WHEN_REQUIRED`` (pyarrow's UploadPart gets HTTP 411 from radosgw
   otherwise);
 - the endpoint in the AWS names (``AWS_ENDPOINT_URL_S3``, ...) and GDAL's
-  (``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING``);
+  (``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING``), and
+  ``CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE=YES`` so GDAL can write GeoTIFFs;
 - the workspace: ``STS_BRIDGE_WORKSPACE`` (name), ``STS_BRIDGE_WORKSPACE_URL``
   (``workspace://<name>/``), ``STS_BRIDGE_S3_URI`` (``s3://<bucket>/<prefix>``);
 - :data:`~sts_bridge.auth.delegation.DELEGATED_ENV`, so that sts-bridge in
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from sts_bridge._files import atomic_write
 from sts_bridge.auth.delegation import DELEGATED_ENV
-from sts_bridge.interop.tool_credentials import endpoint_assignments
+from sts_bridge.interop.tool_credentials import GDAL_RANDOM_WRITES, endpoint_assignments
 
 if TYPE_CHECKING:
     from sts_bridge.workspace import Workspace
@@ -109,6 +110,7 @@ def served_child_environment(
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI": credentials_url,
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN": auth_token,
                 "AWS_EC2_METADATA_DISABLED": "true",
+                **GDAL_RANDOM_WRITES,
                 DELEGATED_ENV: "1",
                 "STS_BRIDGE_CACHE_DIR": str(cache),
             }

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sts_bridge.interop.credentials_relay import CredentialsRelay
-from sts_bridge.interop.tool_credentials import gdal_endpoint_options
+from sts_bridge.interop.tool_credentials import GDAL_RANDOM_WRITES, gdal_endpoint_options
 from sts_bridge.s3.keys import check_relative_key
 
 if TYPE_CHECKING:
@@ -50,12 +50,6 @@ _NO_PROFILE_FILES = {"CPL_AWS_CREDENTIALS_FILE": os.devnull, "AWS_CONFIG_FILE": 
 # are, instead of building a boto3 session that would put the keys of
 # ``~/.aws`` (or none) in front of the endpoint.
 _NO_STATIC_KEYS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": ""}
-
-
-# /vsis3/ writes sequentially; GeoTIFF (and the COG driver's temporary
-# files) need random writes: stage them in a local temporary file, uploaded
-# when the dataset is closed.
-_RANDOM_WRITES = {"CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +106,7 @@ def gdal_env(workspace: Workspace, *, rasterio_env: bool = True) -> Iterator[Gda
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": relay.auth_token,
             **_NO_PROFILE_FILES,
             **_NO_STATIC_KEYS,
-            **_RANDOM_WRITES,
+            **GDAL_RANDOM_WRITES,
             **gdal_endpoint_options(workspace),
         }
         gdal_ws = GdalWorkspace(workspace.bucket, workspace.prefix, options)

@@ -65,6 +65,12 @@ def container_credentials_document(creds: S3Credentials) -> dict[str, Any]:
     return doc
 
 
+# /vsis3/ writes sequentially; GeoTIFF (and the COG driver's temporary
+# files) need random writes: GDAL stages them in a local temporary file,
+# uploaded when the dataset is closed.
+GDAL_RANDOM_WRITES = {"CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES"}
+
+
 def gdal_endpoint_options(workspace: Workspace) -> dict[str, str]:
     """GDAL's own names for where the workspace lives (it ignores ``AWS_ENDPOINT_URL``).
 

@@ -1,7 +1,8 @@
 """``sts-bridge credentials --serve -- CMD`` as the zero-code route, against
 the real local platform: the child has an AWS configuration of its own (a
-hostile personal ``[default]`` cannot win), writes with boto3 and pyarrow,
-and its sts-bridge uses the served credentials, never the parent's login."""
+hostile personal ``[default]`` cannot win), writes with boto3, pyarrow and
+GDAL, and its sts-bridge uses the served credentials, never the parent's
+login."""
 
 from __future__ import annotations
 
@@ -67,6 +68,21 @@ CHILD = textwrap.dedent(
     pq.write_table(table, f"{bucket}/{prefix}{run}/arrow.parquet", filesystem=arrow)
     back = pq.read_table(f"{bucket}/{prefix}{run}/arrow.parquet", filesystem=arrow)
     assert back.equals(table)
+    # GDAL (rasterio's wheel) through the same endpoint: a COG written and read
+    import numpy as np
+    import rasterio
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+
+    pixels = np.arange(128 * 128, dtype="uint16").reshape(128, 128)
+    cog = f"/vsis3/{bucket}/{prefix}{run}/gdal.tif"
+    with MemoryFile() as memory:
+        with memory.open(driver="GTiff", width=128, height=128, count=1, dtype="uint16") as tmp:
+            tmp.write(pixels, 1)
+        with memory.open() as src:
+            rasterio.shutil.copy(src, cog, driver="COG")
+    with rasterio.open(cog) as src:
+        assert (src.read(1) == pixels).all()
     names = [
         "STS_BRIDGE_WORKSPACE", "STS_BRIDGE_WORKSPACE_URL", "STS_BRIDGE_S3_URI",
         "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_CONFIG_FILE",
@@ -83,7 +99,7 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_child_writes_with_boto3_and_pyarrow_despite_a_hostile_default(
+def test_child_writes_with_boto3_pyarrow_and_gdal_despite_a_hostile_default(
     local_platform: Any, hostile_env: dict[str, str], tmp_path: Path
 ) -> None:
     pytest.importorskip("pyarrow")
@@ -109,6 +125,7 @@ def test_child_writes_with_boto3_and_pyarrow_despite_a_hostile_default(
     assert {o["Key"] for o in listed.get("Contents", [])} == {
         f"a2s/{run}/boto3.txt",
         f"a2s/{run}/arrow.parquet",
+        f"a2s/{run}/gdal.tif",
     }
 
 
