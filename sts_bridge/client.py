@@ -211,7 +211,13 @@ class Client:
             store=store,
             initial=initial,
         )
-        return Workspace(point, refreshing, verify=self.settings.verify, api_url=self.api_url)
+        return Workspace(
+            point,
+            refreshing,
+            verify=self.settings.verify,
+            api_url=self.api_url,
+            cache_dir=self.settings.cache_dir,
+        )
 
     def _store(self, name: str) -> CredentialCache | None:
         if not self.cache:

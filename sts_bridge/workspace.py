@@ -1,19 +1,31 @@
 """``Workspace``: one S3 workspace with self-refreshing credentials.
 
-It is the concrete side of the contract in ``docs/architecture.md``: the
-:class:`~sts_bridge.s3.transfers.WorkspaceTransfers` mixin (upload, download,
-list, delete, presign) relies only on the members defined here.
+Its data operations (upload, download, list, delete, presign) are defined
+here and carried out by the :class:`~sts_bridge.s3.transfers.TransferEngine`
+it owns, which knows the workspace only as a
+:class:`~sts_bridge.s3.transfers.TransferTarget`.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.credentials.sources import workspace_by_reference
+from sts_bridge.s3.download import DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_DOWNLOAD_RANGE
 from sts_bridge.s3.keys import workspace_prefix
-from sts_bridge.s3.transfers import WorkspaceTransfers
+from sts_bridge.s3.transfer_types import ObjectInfo, PresignedUrl, ProgressCallback, UploadResult
+from sts_bridge.s3.transfers import Source, TransferEngine
+from sts_bridge.s3.upload import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+)
 from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.urls import format_workspace_url
 
@@ -25,7 +37,13 @@ if TYPE_CHECKING:
 __all__ = ["Workspace"]
 
 
-class Workspace(WorkspaceTransfers):
+#: The result of uploading a directory (one per file).
+UploadResults = list[UploadResult]
+#: Presigned URLs of :meth:`Workspace.presign_many`, in the order of the keys.
+PresignedUrls = list[PresignedUrl]
+
+
+class Workspace:
     """A storage workspace: where (bucket, prefix, endpoint) and with what (credentials).
 
     Build it with :meth:`sts_bridge.Client.workspace`. Thread-safe: one
@@ -38,6 +56,8 @@ class Workspace(WorkspaceTransfers):
     :param max_pool_connections: HTTP connections of the S3 client.
     :param api_url: the TerrAPI URL the workspace came from (what a pickle
         carries to find it again; ``None`` when unknown).
+    :param cache_dir: the configured cache directory (the resume state of
+        multipart uploads goes to its ``uploads/``; ``None``: the default one).
 
     It pickles by reference (its name and ``api_url``, never credentials):
     unpickled, it is :func:`~sts_bridge.credentials.sources.resolve_workspace`
@@ -52,6 +72,7 @@ class Workspace(WorkspaceTransfers):
         verify: bool | str = True,
         max_pool_connections: int = 16,
         api_url: str | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.storage_point = storage_point
         self.api_url = api_url
@@ -61,6 +82,9 @@ class Workspace(WorkspaceTransfers):
         self._lock = threading.Lock()
         self._client: Any = None
         self._filesystem: WorkspaceFileSystem | None = None
+        self.engine = TransferEngine(
+            self, state_dir=None if cache_dir is None else Path(cache_dir) / "uploads"
+        )
 
     # -- where ---------------------------------------------------------------
 
@@ -134,6 +158,125 @@ class Workspace(WorkspaceTransfers):
             "platform_id": self.storage_point.platform_id,
             "scopes": list(self.storage_point.scopes),
         }
+
+    # -- data operations (carried out by the engine) --------------------------
+
+    def upload(
+        self,
+        source: Source,
+        key: str | None = None,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        part_size: int = DEFAULT_PART_SIZE,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        resumable: bool = True,
+    ) -> UploadResult | UploadResults:
+        """Upload a file, a directory (recursively) or a binary stream.
+
+        See :meth:`TransferEngine.upload <sts_bridge.s3.transfers.TransferEngine.upload>`
+        for the keys, filters, multipart and resume. Raises
+        :class:`~sts_bridge.errors.InvalidKeyError` (before any request),
+        ``ValueError`` for an invalid include/exclude pattern,
+        :class:`~sts_bridge.errors.TransferError` (nothing left behind),
+        :class:`~sts_bridge.errors.PermissionDeniedError`.
+        """
+        return self.engine.upload(
+            source,
+            key,
+            content_type=content_type,
+            metadata=metadata,
+            progress=progress,
+            include=include,
+            exclude=exclude,
+            concurrency=concurrency,
+            part_size=part_size,
+            multipart_threshold=multipart_threshold,
+            resumable=resumable,
+        )
+
+    def download(
+        self,
+        key: str,
+        dest: str | os.PathLike[str] | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        concurrency: int = DEFAULT_DOWNLOAD_CONCURRENCY,
+        part_size: int = DEFAULT_DOWNLOAD_RANGE,
+    ) -> Path:
+        """Download ``key`` to ``dest`` (a file, or a directory to put it in); the path written.
+
+        See :meth:`TransferEngine.download <sts_bridge.s3.transfers.TransferEngine.download>`.
+        Raises :class:`~sts_bridge.errors.NotFoundError` when there is no such
+        object, :class:`~sts_bridge.errors.TransferError` when the destination
+        is a directory (before any request) or the transfer failed.
+        """
+        return self.engine.download(
+            key, dest, progress=progress, concurrency=concurrency, part_size=part_size
+        )
+
+    def download_fileobj(
+        self,
+        key: str,
+        fileobj: IO[bytes],
+        *,
+        progress: ProgressCallback | None = None,
+        part_size: int = DEFAULT_DOWNLOAD_RANGE,
+    ) -> int:
+        """Write object ``key`` into the binary file object ``fileobj``, in order; the size.
+
+        Raises :class:`~sts_bridge.errors.NotFoundError`,
+        :class:`~sts_bridge.errors.TransferError`.
+        """
+        return self.engine.download_fileobj(key, fileobj, progress=progress, part_size=part_size)
+
+    def list(
+        self, prefix: str = "", *, recursive: bool = True, page_size: int = 1000
+    ) -> Iterator[ObjectInfo]:
+        """Objects under relative ``prefix`` (S3 prefix semantics), page by page.
+
+        With ``recursive=False`` only one level is listed and sub-folders come
+        as ``ObjectInfo(is_prefix=True)``. Raises
+        :class:`~sts_bridge.errors.InvalidKeyError` for an unsafe prefix and
+        the storage errors of :mod:`sts_bridge.errors`.
+        """
+        return self.engine.list(prefix, recursive=recursive, page_size=page_size)
+
+    def delete(self, key_or_prefix: str, *, recursive: bool = False) -> int:
+        """Delete one object, or with ``recursive=True`` everything under a folder.
+
+        Returns how many objects were deleted. See
+        :meth:`TransferEngine.delete <sts_bridge.s3.transfers.TransferEngine.delete>`.
+        Raises :class:`~sts_bridge.errors.NotFoundError` for a missing single
+        key, :class:`~sts_bridge.errors.InvalidKeyError` (before any request).
+        """
+        return self.engine.delete(key_or_prefix, recursive=recursive)
+
+    def presign(
+        self, key: str, method: str = "GET", expires_in: int | timedelta = 3600
+    ) -> PresignedUrl:
+        """A presigned URL for ``key`` (GET, PUT, HEAD or DELETE), at most 7 days.
+
+        The URL cannot outlive the credentials that sign it: ``expires_in`` is
+        clamped to what they have left, with a
+        :class:`~sts_bridge.s3.transfers.PresignClampedWarning`. Raises
+        ``ValueError`` (method, duration), :class:`~sts_bridge.errors.InvalidKeyError`,
+        :class:`~sts_bridge.errors.CredentialsError`.
+        """
+        return self.engine.presign(key, method, expires_in, warn_stacklevel=4)
+
+    def presign_many(
+        self, keys: Iterable[str], method: str = "GET", expires_in: int | timedelta = 3600
+    ) -> PresignedUrls:
+        """Presigned URLs for many keys at once (one signing key, one instant).
+
+        Raises what :meth:`presign` raises.
+        """
+        return self.engine.presign_many(keys, method, expires_in, warn_stacklevel=4)
 
     # -- with what -------------------------------------------------------------
 

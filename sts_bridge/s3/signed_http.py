@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol
 
 from sts_bridge.errors import (
@@ -141,9 +142,12 @@ def xml_blocks(data: bytes | None, tag: str) -> builtins.list[bytes]:
 class BucketTarget(Protocol):
     """What the engine needs to know about where it sends requests.
 
-    ``prefix`` is not here: the callers confine keys before they reach the
-    engine (:mod:`sts_bridge.s3.keys`).
+    The callers confine keys before they reach the engine
+    (:mod:`sts_bridge.s3.keys`); ``prefix`` names them back to the user.
     """
+
+    @property
+    def prefix(self) -> str: ...
 
     @property
     def endpoint_url(self) -> str: ...
@@ -182,10 +186,12 @@ class S3Http:
         multipart_threshold: int,
         resumable: bool,
         small_concurrency: int | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         import urllib3
 
         self.ws = ws
+        self.state_dir = state_dir
         self.concurrency = max(1, concurrency)
         self.small_concurrency = max(1, small_concurrency or self.concurrency)
         self.part_size = part_size

@@ -1,9 +1,8 @@
 """Uploads, downloads, listing, deletes and presigned URLs for a workspace.
 
-:class:`WorkspaceTransfers` is a mixin of ``Workspace``; it relies only on
-the contract written in ``docs/architecture.md`` (``bucket``, ``prefix``,
-``endpoint_url``, ``region``, ``addressing_style``, ``verify``,
-``credentials()``, ``credentials_for()``, ``s3_client()``).
+:class:`TransferEngine` does the work of ``Workspace``'s data operations; it
+knows a :class:`TransferTarget` (bucket, prefix, endpoint, credentials),
+never the TerrAPI client.
 
 Transfer engine (why not s3transfer)
 ------------------------------------
@@ -32,7 +31,7 @@ Listing and deletes still use the workspace's boto3 client.
 
 Modules
 -------
-This module is the public face (the mixin, the result types,
+This module is the public face (the engine, the result types,
 :class:`PresignClampedWarning`, :func:`parse_duration`); the engine lives in
 the other modules of :mod:`sts_bridge.s3`, each with one job:
 
@@ -59,7 +58,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
 from sts_bridge.errors import (
     CredentialsError,
@@ -108,8 +107,9 @@ __all__ = [
     "PresignClampedWarning",
     "PresignedUrl",
     "ProgressCallback",
+    "TransferEngine",
+    "TransferTarget",
     "UploadResult",
-    "WorkspaceTransfers",
     "choose_part_size",
     "composite_checksum",
     "matches_filters",
@@ -148,33 +148,45 @@ def _header_safe(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
-# --------------------------------------------------------------------- mixin
-class WorkspaceTransfers:
-    """Data operations of a ``Workspace`` (see ``docs/architecture.md``).
+# -------------------------------------------------------------------- engine
+class TransferTarget(Protocol):
+    """What the engine knows of a workspace: where, and with which credentials.
+
+    ``prefix`` ends with ``/`` or is empty; ``credentials()`` returns a valid
+    snapshot, ``credentials_for(n)`` one that lives ``n`` more seconds when
+    a refresh can buy that; ``s3_client()`` is a boto3 S3 client with
+    self-refreshing credentials (listing and deletes).
+    """
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def endpoint_url(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def addressing_style(self) -> str: ...
+    @property
+    def verify(self) -> bool | str: ...
+    def credentials(self) -> Any: ...
+    def credentials_for(self, min_lifetime: float) -> Any: ...
+    def s3_client(self) -> S3Client: ...
+
+
+class TransferEngine:
+    """Uploads, downloads, listing, deletes and presigning for one target.
 
     Every relative key is checked by :func:`sts_bridge.s3.keys.workspace_key`
     before any request: an unsafe key raises :class:`InvalidKeyError`.
+    ``state_dir`` holds the resume state of multipart uploads (default: the
+    default cache directory's ``uploads/``).
     """
 
-    if TYPE_CHECKING:
-
-        @property
-        def name(self) -> str: ...
-        @property
-        def bucket(self) -> str: ...
-        @property
-        def prefix(self) -> str: ...
-        @property
-        def endpoint_url(self) -> str: ...
-        @property
-        def region(self) -> str: ...
-        @property
-        def addressing_style(self) -> str: ...
-        @property
-        def verify(self) -> bool | str: ...
-        def credentials(self) -> Any: ...
-        def credentials_for(self, min_lifetime: float) -> Any: ...
-        def s3_client(self) -> S3Client: ...
+    def __init__(self, target: TransferTarget, *, state_dir: Path | None = None) -> None:
+        self.target = target
+        self.state_dir = state_dir
 
     # ---------------------------------------------------------------- upload
     def upload(
@@ -226,12 +238,13 @@ class WorkspaceTransfers:
             )
         specs, single = self._plan_upload(source, key, content_type, meta, include, exclude)
         engine = UploadEngine(
-            self,
+            self.target,
             concurrency=concurrency,
             part_size=part_size,
             multipart_threshold=multipart_threshold,
             resumable=resumable,
             small_concurrency=max(concurrency, DEFAULT_SMALL_FILE_CONCURRENCY),
+            state_dir=self.state_dir,
         )
         sizes = [s.size for s in specs]
         total = None if builtins.any(s is None for s in sizes) else sum(s or 0 for s in sizes)
@@ -261,7 +274,7 @@ class WorkspaceTransfers:
         def spec(
             path: Path | None, stream: IO[bytes] | None, rel: str, size: int | None
         ) -> UploadSpec:
-            full = workspace_key(self.prefix, rel)
+            full = workspace_key(self.target.prefix, rel)
             return UploadSpec(
                 source=path,
                 stream=stream,
@@ -376,10 +389,10 @@ class WorkspaceTransfers:
         """
         from sts_bridge.s3.download import clean_stale_parts, fd_writer, resolve_target
 
-        full = workspace_key(self.prefix, key)
+        full = workspace_key(self.target.prefix, key)
         target, streamed = resolve_target(key, dest)
         engine = DownloadEngine(
-            self,
+            self.target,
             concurrency=concurrency,
             part_size=part_size,
             multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
@@ -415,9 +428,9 @@ class WorkspaceTransfers:
         bytes pass, so a failed check raises after the bytes were written.
         Returns the size. Raises :class:`NotFoundError`, :class:`TransferError`.
         """
-        full = workspace_key(self.prefix, key)
+        full = workspace_key(self.target.prefix, key)
         engine = DownloadEngine(
-            self,
+            self.target,
             concurrency=1,
             part_size=part_size,
             multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
@@ -442,15 +455,15 @@ class WorkspaceTransfers:
         With ``recursive=False`` only one level is listed and sub-folders
         come as ``ObjectInfo(is_prefix=True)``.
         """
-        full_prefix = workspace_prefix(self.prefix, prefix)
+        full_prefix = workspace_prefix(self.target.prefix, prefix)
         kwargs: dict[str, Any] = {
-            "Bucket": self.bucket,
+            "Bucket": self.target.bucket,
             "Prefix": full_prefix,
             "MaxKeys": page_size,
         }
         if not recursive:
             kwargs["Delimiter"] = "/"
-        s3 = self.s3_client()
+        s3 = self.target.s3_client()
         while True:
             try:
                 resp, s3 = self._s3_call(lambda c: c.list_objects_v2(**kwargs), s3)
@@ -458,11 +471,11 @@ class WorkspaceTransfers:
                 raise map_s3_error(exc, f"listing {prefix or 'the workspace'!r}") from exc
             for cp in resp.get("CommonPrefixes", []):
                 yield ObjectInfo(
-                    key=relative_key(self.prefix, cp["Prefix"]), size=0, is_prefix=True
+                    key=relative_key(self.target.prefix, cp["Prefix"]), size=0, is_prefix=True
                 )
             for obj in resp.get("Contents", []):
                 yield ObjectInfo(
-                    key=relative_key(self.prefix, obj["Key"]),
+                    key=relative_key(self.target.prefix, obj["Key"]),
                     size=int(obj.get("Size", 0)),
                     etag=strip_etag(obj.get("ETag")) or None,
                     last_modified=obj.get("LastModified"),
@@ -476,16 +489,16 @@ class WorkspaceTransfers:
         """``(operation(client), client)``; once more with new credentials (and
         the new client) when the store refuses the current ones (see
         :func:`credentials_refused`). ``client`` defaults to ``s3_client()``."""
-        client = client if client is not None else self.s3_client()
+        client = client if client is not None else self.target.s3_client()
         try:
             return operation(client), client
         except Exception as exc:
-            replace = getattr(self, "credentials_refused", None)
+            replace = getattr(self.target, "credentials_refused", None)
             if replace is None or not credentials_refused(*error_code(exc)):
                 raise
             log.info("the store refused the credentials (%s); fetching new ones", exc)
-            replace(self.credentials())
-        client = self.s3_client()
+            replace(self.target.credentials())
+        client = self.target.s3_client()
         return operation(client), client
 
     # ---------------------------------------------------------------- delete
@@ -500,9 +513,9 @@ class WorkspaceTransfers:
         folder, e.g. one with an empty segment (``"//"``, ``"a//"``).
         """
         if not recursive:
-            full = workspace_key(self.prefix, key_or_prefix)
+            full = workspace_key(self.target.prefix, key_or_prefix)
             try:
-                _, s3 = self._s3_call(lambda c: c.head_object(Bucket=self.bucket, Key=full))
+                _, s3 = self._s3_call(lambda c: c.head_object(Bucket=self.target.bucket, Key=full))
             except Exception as exc:
                 err = map_s3_error(exc, f"deleting {key_or_prefix!r}")
                 if not isinstance(err, NotFoundError):
@@ -515,23 +528,23 @@ class WorkspaceTransfers:
                     ) from exc
                 raise NotFoundError(f"no object {key_or_prefix!r}", status=404) from exc
             try:
-                s3.delete_object(Bucket=self.bucket, Key=full)
+                s3.delete_object(Bucket=self.target.bucket, Key=full)
             except Exception as exc:
                 raise map_s3_error(exc, f"deleting {key_or_prefix!r}") from exc
             return 1
         sub = folder_prefix(key_or_prefix)
-        full_prefix = workspace_prefix(self.prefix, sub)
+        full_prefix = workspace_prefix(self.target.prefix, sub)
         deleted = 0
         bulk = [True]
         batch: builtins.list[str] = []
         for info in self.list(sub):
-            batch.append(self.prefix + info.key)
+            batch.append(self.target.prefix + info.key)
             if len(batch) == 1000:
-                deleted += self._delete_batch(self.s3_client(), batch, bulk)
+                deleted += self._delete_batch(self.target.s3_client(), batch, bulk)
                 batch = []
         if batch:
-            deleted += self._delete_batch(self.s3_client(), batch, bulk)
-        self._abort_uploads_under(self.s3_client(), full_prefix)
+            deleted += self._delete_batch(self.target.s3_client(), batch, bulk)
+        self._abort_uploads_under(self.target.s3_client(), full_prefix)
         return deleted
 
     def _delete_batch(
@@ -545,7 +558,7 @@ class WorkspaceTransfers:
         if bulk[0]:
             try:
                 resp = s3.delete_objects(
-                    Bucket=self.bucket,
+                    Bucket=self.target.bucket,
                     Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
                 )
             except Exception as exc:
@@ -571,7 +584,7 @@ class WorkspaceTransfers:
     def _delete_each(self, s3: S3Client, keys: builtins.list[str]) -> int:
         def one(k: str) -> None:
             try:
-                s3.delete_object(Bucket=self.bucket, Key=k)
+                s3.delete_object(Bucket=self.target.bucket, Key=k)
             except Exception as exc:
                 raise map_s3_error(exc, f"deleting {k!r}") from exc
 
@@ -581,17 +594,22 @@ class WorkspaceTransfers:
 
     def _abort_uploads_under(self, s3: S3Client, full_prefix: str) -> None:
         try:
-            resp = s3.list_multipart_uploads(Bucket=self.bucket, Prefix=full_prefix)
+            resp = s3.list_multipart_uploads(Bucket=self.target.bucket, Prefix=full_prefix)
             for up in resp.get("Uploads", []):
                 s3.abort_multipart_upload(
-                    Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                    Bucket=self.target.bucket, Key=up["Key"], UploadId=up["UploadId"]
                 )
         except Exception as exc:  # best effort: the objects are what was asked
             log.info("could not clean unfinished uploads under %s: %s", full_prefix, exc)
 
     # --------------------------------------------------------------- presign
     def presign(
-        self, key: str, method: str = "GET", expires_in: int | timedelta = 3600
+        self,
+        key: str,
+        method: str = "GET",
+        expires_in: int | timedelta = 3600,
+        *,
+        warn_stacklevel: int = 3,
     ) -> PresignedUrl:
         """A presigned URL for ``key`` (GET, PUT, HEAD or DELETE).
 
@@ -601,13 +619,18 @@ class WorkspaceTransfers:
         :class:`PresignClampedWarning`); ``expires_at`` is the real expiry.
         At most 7 days.
         """
-        return self._presign([key], method, expires_in, stacklevel=3)[0]
+        return self._presign([key], method, expires_in, stacklevel=warn_stacklevel)[0]
 
     def presign_many(
-        self, keys: Iterable[str], method: str = "GET", expires_in: int | timedelta = 3600
+        self,
+        keys: Iterable[str],
+        method: str = "GET",
+        expires_in: int | timedelta = 3600,
+        *,
+        warn_stacklevel: int = 3,
     ) -> builtins.list[PresignedUrl]:
         """Presigned URLs for many keys at once (fast: one signing key, one instant)."""
-        return self._presign(keys, method, expires_in, stacklevel=3)
+        return self._presign(keys, method, expires_in, stacklevel=warn_stacklevel)
 
     def _presign(
         self,
@@ -628,9 +651,9 @@ class WorkspaceTransfers:
         if not 1 <= seconds <= MAX_EXPIRES:
             raise ValueError(f"expires_in must be between 1 second and 7 days, not {seconds}s")
         key_list = builtins.list(keys)
-        prefix = self.prefix
+        prefix = self.target.prefix
         full_keys = [workspace_key(prefix, k) for k in key_list]
-        creds = self.credentials_for(min_lifetime=seconds)
+        creds = self.target.credentials_for(min_lifetime=seconds)
         precise_now = datetime.now(timezone.utc)
         # SigV4 dates have whole seconds; the URL lives from X-Amz-Date for
         # X-Amz-Expires seconds, so measure the clamp from the truncated time,
@@ -654,11 +677,11 @@ class WorkspaceTransfers:
                     stacklevel=stacklevel,
                 )
         signer = Signer(
-            endpoint_url=self.endpoint_url,
-            bucket=self.bucket,
-            region=self.region,
+            endpoint_url=self.target.endpoint_url,
+            bucket=self.target.bucket,
+            region=self.target.region,
             credentials=creds,
-            addressing_style=self.addressing_style,
+            addressing_style=self.target.addressing_style,
         )
         urls = signer.presign_many(full_keys, method, effective, now=now)
         expires_at = now + timedelta(seconds=effective)

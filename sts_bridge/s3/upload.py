@@ -483,16 +483,18 @@ class UploadEngine(S3Http):
         Keyed by destination and source path, not by size or mtime: a run
         after the file was touched or rewritten finds the earlier upload and
         adopts it (every kept part is checked against the file's bytes) or
-        aborts it, instead of orphaning it.
+        aborts it, instead of orphaning it. The file lives in ``state_dir``
+        (the workspace's configured cache), else in the default cache.
         """
         from sts_bridge.config import default_cache_dir
 
+        state_dir = self.state_dir or default_cache_dir() / "uploads"
         assert spec.source is not None
         ident = "\n".join(
             [self.ws.endpoint_url, self.ws.bucket, spec.full_key, os.path.abspath(spec.source)]
         )
         name = hashlib.sha256(ident.encode()).hexdigest()[:40]
-        return default_cache_dir() / "uploads" / f"{name}.json"
+        return state_dir / f"{name}.json"
 
     def upload_file_multipart(self, spec: UploadSpec, progress: Progress) -> UploadResult:
         from sts_bridge._files import file_lock

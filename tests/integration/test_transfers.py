@@ -1,4 +1,4 @@
-"""WorkspaceTransfers against a real radosgw with real STS credentials.
+"""TransferEngine against a real radosgw with real STS credentials.
 
 Until the full ``Workspace`` exists, a small test-only double satisfies the
 contract of ``docs/architecture.md`` with temporary credentials from
@@ -44,8 +44,8 @@ from sts_bridge.s3 import download as _download
 from sts_bridge.s3 import upload as _upload
 from sts_bridge.s3.transfers import (
     PresignClampedWarning,
+    TransferEngine,
     UploadResult,
-    WorkspaceTransfers,
 )
 
 pytestmark = [
@@ -77,8 +77,33 @@ class Creds:
         return f"Creds({self.access_key!r}, expiry={self.expiry})"
 
 
+class EngineFacade:
+    """The data operations of ``Workspace`` over this fake, through the engine as ``Workspace``."""
+
+    def upload(self, *args: Any, **kwargs: Any) -> Any:
+        return TransferEngine(self).upload(*args, **kwargs)  # type: ignore[arg-type]
+
+    def download(self, *args: Any, **kwargs: Any) -> Any:
+        return TransferEngine(self).download(*args, **kwargs)  # type: ignore[arg-type]
+
+    def download_fileobj(self, *args: Any, **kwargs: Any) -> Any:
+        return TransferEngine(self).download_fileobj(*args, **kwargs)  # type: ignore[arg-type]
+
+    def list(self, *args: Any, **kwargs: Any) -> Any:
+        return TransferEngine(self).list(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        return TransferEngine(self).delete(*args, **kwargs)  # type: ignore[arg-type]
+
+    def presign(self, *args: Any, **kwargs: Any) -> Any:
+        return TransferEngine(self).presign(*args, warn_stacklevel=4, **kwargs)  # type: ignore[arg-type]
+
+    def presign_many(self, *args: Any, **kwargs: Any) -> Any:
+        return TransferEngine(self).presign_many(*args, warn_stacklevel=4, **kwargs)  # type: ignore[arg-type]
+
+
 @dataclass
-class FakeWorkspace(WorkspaceTransfers):
+class FakeWorkspace(EngineFacade):
     """The Workspace contract, nothing more; counts every call that could reach S3."""
 
     fetch: Callable[[], Creds]
@@ -395,7 +420,7 @@ KILLER = textwrap.dedent(
     import os, signal, sys
     from dataclasses import dataclass
     from sts_bridge.s3 import upload as _upload
-    from sts_bridge.s3.transfers import WorkspaceTransfers
+    from sts_bridge.s3.transfers import TransferEngine
 
     @dataclass(frozen=True)
     class Creds:
@@ -404,7 +429,7 @@ KILLER = textwrap.dedent(
         token: str
         expiry: None = None
 
-    class WS(WorkspaceTransfers):
+    class WS:
         bucket, prefix, region, addressing_style, verify = (
             sys.argv[2], sys.argv[3], "us-east-1", "path", True)
         endpoint_url = sys.argv[1]
@@ -428,7 +453,7 @@ KILLER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)  # like a crash or an OOM kill
         return result
     _upload.UploadEngine.put_part = put_part
-    WS().upload(sys.argv[4], sys.argv[5], part_size=5 * 1024 * 1024, concurrency=1)
+    TransferEngine(WS()).upload(sys.argv[4], sys.argv[5], part_size=5 * 1024 * 1024, concurrency=1)
     """
 )
 

@@ -131,3 +131,32 @@ def test_s3_client_has_boto3_transfer_methods(platform_env: dict[str, str], tmp_
     s3.upload_file(str(src), ws.bucket, ws.prefix + "e2e/boto3.txt")
     s3.download_file(ws.bucket, ws.prefix + "e2e/boto3.txt", str(tmp_path / "g.txt"))
     assert (tmp_path / "g.txt").read_bytes() == b"boto3 style"
+
+
+def test_upload_resume_state_lives_in_the_configured_cache_dir(
+    platform_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sts_bridge import _files
+    from sts_bridge.config import load_settings
+
+    configured = tmp_path / "configured-cache"
+    elsewhere = tmp_path / "environment-cache"
+    monkeypatch.setenv("STS_BRIDGE_CACHE_DIR", str(elsewhere))
+    written: list[Path] = []
+    original = _files.atomic_write
+
+    def recording(path: Any, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        written.append(Path(path))
+        return original(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(_files, "atomic_write", recording)
+    ws = sts_bridge.Client(load_settings(cache_dir=configured)).workspace()
+    src = tmp_path / "multipart.bin"
+    _file(src, 11 * MiB)
+    key = f"e2e/{uuid.uuid4().hex}/multipart.bin"
+    ws.upload(src, key, part_size=5 * MiB, multipart_threshold=1)
+    ws.delete(key)
+    states = [p for p in written if p.parent.name == "uploads"]
+    assert states, "a multipart upload records its resume state"
+    assert all(p.parent == configured / "uploads" for p in states), states
+    assert not (elsewhere / "uploads").exists()
