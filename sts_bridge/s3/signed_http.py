@@ -117,7 +117,23 @@ def map_s3_error(
         )
     if status == 404 or code in ("NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchUpload"):
         return NotFoundError(text, status=404)
+    if not code and _botocore_network_error(exc):
+        return TransferError(
+            f"{what} failed: the storage endpoint did not answer "
+            f"({type(exc).__name__}; no progress for {stall_timeout():g} s, or no connection)",
+            hint="the storage endpoint is unreachable or too slow; check the network and "
+            "try again",
+        )
     return TransferError(text)
+
+
+def _botocore_network_error(exc: Exception) -> bool:
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:  # pragma: no cover - botocore is a dependency
+        return False
+    return isinstance(exc, (BotoConnectionError, HTTPClientError))
 
 
 def xml_text(data: bytes | None, tag: str) -> str:
@@ -356,7 +372,7 @@ class S3Http:
 
     def user_key(self, full_key: str) -> str:
         """``full_key`` as the user names it: without the workspace prefix."""
-        prefix = self.ws.prefix
+        prefix = str(getattr(self.ws, "prefix", "") or "")  # not part of BucketTarget
         return full_key[len(prefix) :] if prefix and full_key.startswith(prefix) else full_key
 
     def head_etag(self, full_key: str) -> str:
