@@ -37,8 +37,21 @@ class StaticToken(TokenCredentials):
                     {"access_token": access_token, "expires_at": exp}, now=self.now()
                 ).expiry
         self._token = Token(access_token=access_token, expiry=expiry)
+        self._refused = False
+
+    def invalidate(self) -> None:
+        """The API refused the token: nothing can replace it, so say that, not "expired"."""
+        self._refused = True
+        super().invalidate()
 
     def _fetch(self, current: Token | None) -> Token:
+        if self._refused:
+            raise TokenExpiredError(
+                "the API refused the access token given in TERRAPI_TOKEN "
+                "(not a valid token for this API, or revoked)",
+                hint="set TERRAPI_TOKEN to a valid access token, or unset it and "
+                "use `sts-bridge login`",
+            )
         when = current.expiry.isoformat() if current and current.expiry else "an unknown time"
         raise TokenExpiredError(f"the access token given in TERRAPI_TOKEN expired at {when}")
 

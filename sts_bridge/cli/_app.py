@@ -151,9 +151,9 @@ def error(message: str, hint: str | None = None) -> None:
     Line breaks and control characters in either (from a server's answer,
     an object key, a user's argument) are escaped: one line each, always.
     """
-    print(f"sts-bridge: error: {printable(message)}", file=sys.stderr)
+    print(f"sts-bridge: error: {printable(message, backslash=False)}", file=sys.stderr)
     if hint:
-        print(f"sts-bridge: hint: {printable(hint)}", file=sys.stderr)
+        print(f"sts-bridge: hint: {printable(hint, backslash=False)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> ExitStatus:

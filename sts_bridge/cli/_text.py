@@ -9,18 +9,22 @@ __all__ = ["printable"]
 _SHORT = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, backslash: bool = True) -> str:
     """``text`` with every non-printable character escaped (``\\n``, ``\\x1b``, ``\\u2028``).
 
     Object keys are written by other tools and by other members of a
     shared workspace: a key holding terminal escapes or a newline must
     neither recolour the terminal nor forge a line of a listing.
+    ``backslash=False`` leaves backslashes alone, for text that is read,
+    not parsed (messages already quote keys with ``repr``).
     """
-    if text.isprintable() and "\\" not in text:
+    if text.isprintable() and (not backslash or "\\" not in text):
         return text
     out = []
     for char in text:
-        if char in _SHORT:
+        if char == "\\" and not backslash:
+            out.append(char)
+        elif char in _SHORT:
             out.append(_SHORT[char])
         elif char.isprintable():
             out.append(char)

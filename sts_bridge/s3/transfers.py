@@ -139,7 +139,8 @@ def parse_duration(text: str) -> int:
         raise ValueError(f"not a duration: {text!r} (use e.g. 900, 15m, 1h, 7d)")
     seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
     if not math.isfinite(seconds) or seconds > 2**62:  # "9...9w" would overflow int()
-        raise ValueError(f"not a duration: {text!r} is far too long (at most 7d)")
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        raise ValueError(f"not a duration: {shown!r} is far too long (at most 7d)")
     return int(seconds)
 
 

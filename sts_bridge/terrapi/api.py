@@ -291,6 +291,13 @@ class TerrapiApi:
                             "certificate (or TERRAPI_INSECURE=1 to turn verification off)"
                         ),
                     ) from exc
+                handshake = _tls_handshake_failure(exc)
+                if handshake is not None:
+                    # e.g. https:// on a plain-HTTP port: no retry will change that.
+                    raise ApiUnavailableError(
+                        f"{what}: the TLS handshake with {self.api_url} failed: {handshake}",
+                        hint="check TERRAPI_URL: http:// or https://, and the port",
+                    ) from exc
                 reason = type(exc).__name__
                 if idempotent and attempt < self.retries:
                     self._pause(what, attempt, reason, None)
@@ -378,6 +385,24 @@ def _tls_failure(exc: BaseException) -> str | None:
         if isinstance(current, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(current):
             return redact(str(current))
         reason = getattr(current, "reason", None)  # urllib3 errors: an exception or a str
+        if not isinstance(reason, BaseException):
+            reason = None
+        current = reason or current.__cause__ or current.__context__
+    return None
+
+
+def _tls_handshake_failure(exc: BaseException) -> str | None:
+    """The reason of an ``ssl.SSLError`` inside a urllib3 error (not a certificate problem)."""
+    import ssl
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        transient = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+        if isinstance(current, ssl.SSLError) and not isinstance(current, transient):
+            return redact(str(current.reason or current))
+        reason = getattr(current, "reason", None)
         if not isinstance(reason, BaseException):
             reason = None
         current = reason or current.__cause__ or current.__context__

@@ -244,6 +244,7 @@ ENV_CASES = [
         "workspaces",
         code=API,
         env={"TERRAPI_URL": "https://" + PLAIN + "/core"},
+        needle="TLS handshake",
     ),
     case("url-not-terrapi", "workspaces", code=API, env={"TERRAPI_URL": ISSUER}),
     case(
@@ -342,10 +343,24 @@ ENV_CASES = [
         files={"ca.pem": b"\x00\xff\xfe" * 10},
         needle="TERRAPI_CA_BUNDLE",
     ),
-    case("token-garbage", "workspaces", code=AUTH, env={"TERRAPI_TOKEN": "garbage"}),
+    case(
+        "token-garbage", "workspaces", code=AUTH, env={"TERRAPI_TOKEN": "garbage"}, needle="refused"
+    ),
     case("token-expired", "workspaces", code=AUTH, env={"TERRAPI_TOKEN": EXPIRED_JWT}),
-    case("token-unsigned", "workspaces", code=AUTH, env={"TERRAPI_TOKEN": FUTURE_JWT}),
-    case("token-without-exp", "workspaces", code=AUTH, env={"TERRAPI_TOKEN": NO_EXP_JWT}),
+    case(
+        "token-unsigned",
+        "workspaces",
+        code=AUTH,
+        env={"TERRAPI_TOKEN": FUTURE_JWT},
+        needle="refused",
+    ),
+    case(
+        "token-without-exp",
+        "workspaces",
+        code=AUTH,
+        env={"TERRAPI_TOKEN": NO_EXP_JWT},
+        needle="refused",
+    ),
     case(
         "token-command-fails",
         "workspaces",
