@@ -376,7 +376,7 @@ class S3Http:
         return full_key[len(prefix) :] if prefix and full_key.startswith(prefix) else full_key
 
     def head_etag(self, full_key: str) -> str:
-        resp = self.call("HEAD", full_key, f"HeadObject {full_key!r}")
+        resp = self.call("HEAD", full_key, f"checking {self.user_key(full_key)!r}")
         return strip_etag(resp.headers.get("ETag"))
 
 

@@ -577,17 +577,22 @@ class TransferEngine:
                     first = errors[0]
                     raise TransferError(
                         f"{len(errors)} of {len(keys)} objects were not deleted, e.g. "
-                        f"{first.get('Key')!r}: {first.get('Code')}"
+                        f"{self._user_key(str(first.get('Key')))!r}: {first.get('Code')}"
                     )
                 return len(keys)
         return self._delete_each(s3, keys)
+
+    def _user_key(self, full_key: str) -> str:
+        """``full_key`` as the user names it (errors never show the workspace prefix)."""
+        prefix = self.prefix
+        return full_key[len(prefix) :] if prefix and full_key.startswith(prefix) else full_key
 
     def _delete_each(self, s3: S3Client, keys: builtins.list[str]) -> int:
         def one(k: str) -> None:
             try:
                 s3.delete_object(Bucket=self.target.bucket, Key=k)
             except Exception as exc:
-                raise map_s3_error(exc, f"deleting {k!r}") from exc
+                raise map_s3_error(exc, f"deleting {self._user_key(k)!r}") from exc
 
         with cf.ThreadPoolExecutor(DEFAULT_CONCURRENCY) as pool:
             builtins.list(pool.map(one, keys))

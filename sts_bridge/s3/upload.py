@@ -312,7 +312,7 @@ class UploadEngine(S3Http):
             self.call(
                 "DELETE",
                 full_key,
-                f"aborting the upload of {full_key!r}",
+                f"aborting the upload of {self.user_key(full_key)!r}",
                 query={"uploadId": upload_id},
                 ok=frozenset({200, 204, 404}),  # 404: already gone
             )
