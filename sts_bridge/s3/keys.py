@@ -62,11 +62,16 @@ def check_relative_key(key: str, *, allow_trailing_slash: bool = False) -> str:
     if not isinstance(key, str):
         raise InvalidKeyError(f"object key must be a string, not {type(key).__name__}")
     if key == "":
-        raise InvalidKeyError("empty object key")
+        raise InvalidKeyError(
+            "empty object key", hint="name the object, e.g. 'results/run-1/output.tif'"
+        )
     try:
         key.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidKeyError(f"object key {key!r} is not valid Unicode text") from exc
+        raise InvalidKeyError(
+            f"object key {key!r} is not valid Unicode text",
+            hint="use text that encodes to UTF-8 (no lone surrogates)",
+        ) from exc
     bad = _has_control(key)
     if bad is not None:
         raise InvalidKeyError(
@@ -88,6 +93,7 @@ def check_relative_key(key: str, *, allow_trailing_slash: bool = False) -> str:
         if segment == "":
             raise InvalidKeyError(
                 f"object key {key!r} has an empty segment ('//' or a trailing '/')",
+                hint="write each folder once between single '/' and end with a name",
             )
         if segment in (".", ".."):
             raise InvalidKeyError(

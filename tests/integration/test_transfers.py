@@ -854,12 +854,28 @@ def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how:
 
 
 def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
-    assert (
-        _download.DIRECT_IO_MIN_SIZE is None
-        or _download._open_direct(tmp_path, _download.DIRECT_IO_MIN_SIZE - 1, 16 * MiB) is None
-    )
-    # a range size that is not a multiple of the alignment never goes direct
-    assert _download._open_direct(tmp_path, 1 << 40, 16 * MiB + 1) is None
+    """Only a large download whose ranges are aligned asks for O_DIRECT (on a real file)."""
+    direct = getattr(os, "O_DIRECT", 0)
+    if not direct or _download.DIRECT_IO_MIN_SIZE is None:
+        pytest.skip("no O_DIRECT on this platform: every download is buffered")
+    part = tmp_path / "download.part"
+    part.write_bytes(b"")
+    asked: list[bool] = []
+    real_open = os.open
+
+    def recording(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        asked.append(bool(flags & direct))
+        return real_open(path, flags, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "open", recording)
+        small = _download._open_direct(part, _download.DIRECT_IO_MIN_SIZE - 1, 16 * MiB)
+        unaligned = _download._open_direct(part, 1 << 40, 16 * MiB + 1)
+        large = _download._open_direct(part, 1 << 40, 16 * MiB)  # the control
+    if large is not None:
+        os.close(large)
+    assert (small, unaligned) == (None, None)
+    assert asked == [True]  # only the large aligned download tried O_DIRECT
 
 
 def test_upload_and_resume_never_build_a_boto3_client(

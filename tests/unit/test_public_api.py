@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import sts_bridge
 from sts_bridge import errors
@@ -51,3 +53,12 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_readme_python_api_lists_exactly_the_public_names() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    paragraph = section.split("The public names of `sts_bridge`", 1)[1].split("\n\n", 1)[0]
+    listed = re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", paragraph.split(":", 1)[1])
+    assert sorted(listed) == sorted(sts_bridge.__all__)
+    assert len(listed) == len(set(listed))

@@ -55,9 +55,11 @@ def test_seed_notebook_names_resolve() -> None:
         storage = terrapi_client.StorageApi(api_client)
         for name in ("get_workspaces", "get_workspace_by_id", "get_storage_sts", "download"):
             assert callable(getattr(storage, name))
+    from terrapi_client.exceptions import ApiException as CaughtBySdk
     from terrapi_client.rest import ApiException
 
-    assert issubclass(ApiException, Exception)
+    # the notebook's name is the class sts_bridge.terrapi.api catches
+    assert ApiException is CaughtBySdk
     assert AuthResourceType.URN_COLON_RESOURCE_COLON_STORAGE_COLON_WORKSPACE.value == (
         "urn:resource:storage:workspace"
     )
