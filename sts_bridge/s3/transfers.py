@@ -584,7 +584,7 @@ class TransferEngine:
 
     def _user_key(self, full_key: str) -> str:
         """``full_key`` as the user names it (errors never show the workspace prefix)."""
-        prefix = self.prefix
+        prefix = self.target.prefix
         return full_key[len(prefix) :] if prefix and full_key.startswith(prefix) else full_key
 
     def _delete_each(self, s3: S3Client, keys: builtins.list[str]) -> int:
