@@ -20,6 +20,7 @@ The tree (catch the level you care about)::
     │   └── ApiUnavailableError     5xx / 429 / connection errors after retries
     ├── WorkspaceError              a workspace that sts-bridge cannot use (not S3, ...)
     ├── CredentialsError            STS credentials could not be obtained or refreshed
+    │   └── SharedCredentialsExpiredError  a Dask worker's shared credentials ran out
     ├── InvalidKeyError             an object key that would leave the workspace prefix
     ├── InvalidArgumentError        an argument that cannot be sent (e.g. a header with CR/LF)
     └── TransferError               an upload/download failed (parts were cleaned up)
@@ -188,6 +189,10 @@ class CredentialsError(StsBridgeError):
     """STS credentials could not be obtained or refreshed."""
 
 
+class SharedCredentialsExpiredError(CredentialsError):
+    """The credentials a Dask client shared with this worker expired (``sts_bridge.dask``)."""
+
+
 class InvalidKeyError(StsBridgeError, ValueError):
     """An object key is unsafe: it could leave the workspace prefix."""
 
@@ -214,6 +219,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ProviderUnreachableError",
+    "SharedCredentialsExpiredError",
     "StsBridgeError",
     "TokenCacheError",
     "TransferError",
