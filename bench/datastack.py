@@ -208,18 +208,21 @@ def main(argv: list[str] | None = None) -> int:
         env["STS_BRIDGE_CACHE_DIR"] = str(Path(tmp) / "cache")
         env["STS_BRIDGE_CONFIG_FILE"] = str(Path(tmp) / "no-config")
         env["TERRAPI_WORKSPACE"] = WORKSPACE
-        creds = _credentials(env)  # also warms the STS cache every contender starts from
-        env.update(
-            BENCH_BUCKET=creds["bucket"],
-            BENCH_PREFIX=creds["prefix"],
-            BENCH_ENDPOINT=creds["endpoint_url"],
-            BENCH_REGION=creds["region"],
-            BENCH_ACCESS_KEY=creds["access_key_id"],
-            BENCH_SECRET_KEY=creds["secret_access_key"],
-            BENCH_SESSION_TOKEN=creds["session_token"],
-        )
         run_id = uuid.uuid4().hex[:8]
         for rnd in range(args.reps + 1):
+            # The anchor's snapshot dies with the STS credentials (15 minutes):
+            # a fresh one each round (this also warms the cache every contender
+            # starts from).
+            creds = _credentials(env)
+            env.update(
+                BENCH_BUCKET=creds["bucket"],
+                BENCH_PREFIX=creds["prefix"],
+                BENCH_ENDPOINT=creds["endpoint_url"],
+                BENCH_REGION=creds["region"],
+                BENCH_ACCESS_KEY=creds["access_key_id"],
+                BENCH_SECRET_KEY=creds["secret_access_key"],
+                BENCH_SESSION_TOKEN=creds["session_token"],
+            )
             order = CONTENDERS[rnd % 3 :] + CONTENDERS[: rnd % 3]
             for contender in order:
                 key = f"bench-datastack/{run_id}/{rnd}-{contender}"
