@@ -190,6 +190,33 @@ ARGUMENT_CASES = [
     case("workspace-unknown", "workspace", "no-such-workspace", code=NOT_FOUND),
     case("ls-unknown-workspace", "ls", "-w", "no-such-workspace", code=NOT_FOUND),
     case("login-unknown-flow", "login", "--flow", "telepathy", code=USAGE),
+    case("sync-no-args", "sync", code=USAGE),
+    case("sync-two-local", "sync", TMP, TMP + "/other", code=USAGE),
+    case("sync-two-remote", "sync", "workspace://a/x/", "workspace://b/y/", code=USAGE),
+    case(
+        "sync-dotdot",
+        "sync",
+        TMP,
+        "workspace://gep-processing-results-a2s-service-workspace/../x/",
+        code=USAGE,
+    ),
+    case("sync-unknown-workspace", "sync", TMP, "workspace://no-such-workspace/x/", code=NOT_FOUND),
+    case(
+        "sync-missing-local",
+        "sync",
+        TMP + "/missing",
+        "workspace://gep-processing-results-a2s-service-workspace/x/",
+        code=ERROR,
+    ),
+    case(
+        "sync-log-interval-word",
+        "sync",
+        TMP,
+        "workspace://w/x/",
+        "--log-interval",
+        "often",
+        code=USAGE,
+    ),
     case("profile-without-file", "--profile", "nope", "workspaces", code=CONFIG, needle="profile"),
 ]
 

@@ -163,9 +163,12 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 PRINTS_SECRETS = {"token", "credentials", "presign"}
 
 
-def command_lines(tmp: Path, base: str) -> list[list[str]]:
+def command_lines(tmp: Path, base: str, workspace: str) -> list[list[str]]:
     src = tmp / "data.bin"
     src.write_bytes(os.urandom(6 * 1024 * 1024 + 5))
+    (tmp / "tree" / "sub").mkdir(parents=True)
+    (tmp / "tree" / "sub" / "a.txt").write_text("a")
+    (tmp / "tree" / "b.txt").write_text("b")
     return [
         ["whoami"],
         ["whoami", "--json"],
@@ -176,6 +179,8 @@ def command_lines(tmp: Path, base: str) -> list[list[str]]:
         ["ls", base],
         ["ls", base, "--recursive", "--json"],
         ["download", base + "data.bin", str(tmp / "copy.bin")],
+        ["sync", str(tmp / "tree"), f"workspace://{workspace}/{base}tree/"],
+        ["sync", f"workspace://{workspace}/{base}tree/", str(tmp / "tree-copy")],
         ["presign", base + "data.bin", "--expires-in", "10m"],
         ["presign", base + "data.bin", "--json"],
         ["credentials", "--format", "json"],
@@ -212,7 +217,8 @@ def test_every_command_keeps_secrets_out(
             assert code == 0, err
             texts["login"] = out + err
             base = f"sweep/{uuid.uuid4().hex}/"
-            for argv in command_lines(tmp_path, base):
+            workspace = "gep-alice-private-workspace"
+            for argv in command_lines(tmp_path, base, workspace):
                 code, out, err = run_cli([*flag, *argv], capsys)
                 assert code == 0, (argv, err)
                 name = " ".join(argv[:2])
