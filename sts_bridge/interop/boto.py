@@ -74,7 +74,7 @@ def set_refresh_windows(credentials: Any, advisory: float, mandatory: float) -> 
     and ``_mandatory_refresh_timeout``, read by ``refresh_needed``/``_refresh``;
     stable since botocore 1.x and also settable through the constructor's
     ``advisory_timeout``/``mandatory_timeout``). Kept in this one function,
-    covered by ``tests/unit/test_s3_credentials_boto.py``.
+    covered by ``tests/unit/test_interop_boto.py``.
     """
     credentials._advisory_refresh_timeout = advisory
     credentials._mandatory_refresh_timeout = mandatory

@@ -7,14 +7,12 @@ that is renamed into place only when complete and checked. Downloads of
 ``DIRECT_IO_MIN_SIZE`` (64 MiB) or more write with ``O_DIRECT`` on Linux
 (whole 1 MiB page-aligned buffers at aligned offsets; the object's odd
 tail, and everything after a refused direct write, through the page
-cache). Why: on the reference VM (Firecracker, virtio-balloon free page
-reporting) writing 1 GiB through the page cache cost 0.16 s of kernel
-time when the freed pages of a previous write were reused at once, but
-0.85-1.6 s in a fresh process (first touch of pages the host had taken
-back; ``copy_folio_from_iter_atomic`` in perf), with no network involved;
-O_DIRECT took 0.07 s of kernel time and 0.45 s wall, every time. The
-price: the file is not left in the page cache, and on a disk slower than
-the network the download waits for the disk.
+cache). Why: writing a large file through the page cache costs kernel
+time that varies several-fold with the state of the host's memory, while
+O_DIRECT costs little and the same every time (measurements: the commit
+that introduced it, and bench/). The price: the file is not left in the
+page cache, and on a disk slower than the network the download waits for
+the disk.
 
 Checks
 ------
@@ -49,7 +47,7 @@ from sts_bridge.errors import NotFoundError, TransferError
 from sts_bridge.s3.signed_http import ATTEMPTS, MiB, S3Http, describe_failure, strip_etag
 from sts_bridge.s3.transfer_types import Progress, ProgressCallback
 
-# The engine logs under the public module's name, as before the split.
+# The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
 
 DEFAULT_DOWNLOAD_CONCURRENCY = 4

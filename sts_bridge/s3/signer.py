@@ -10,7 +10,7 @@ path is quoted and two SHA-256 operations run.
 
 The output is byte-identical to botocore's (``signature_version="s3v4"``) for
 the same time, credentials, region, endpoint, bucket, addressing style and
-key; ``tests/unit/test_presign.py`` checks that. Rules copied from botocore:
+key; ``tests/unit/test_s3_signer.py`` checks that. Rules copied from botocore:
 
 - the key is percent-encoded from UTF-8 with only ``/`` and ``~`` (plus
   letters, digits and ``_.-``) left as they are, and the S3 path is not

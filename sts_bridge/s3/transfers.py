@@ -313,9 +313,9 @@ class TransferEngine:
                     if not matches_filters(rel, include, exclude):
                         filtered_out += 1
                         continue
-                    try:  # one stat per file (is_file() + stat() made two)
+                    try:  # one stat per file: its type and its size
                         st = os.stat(full_path)
-                    except OSError as exc:  # a broken symlink...: not a file, as is_file() said
+                    except OSError as exc:  # a broken symlink...: not a file
                         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
                             continue
                         raise

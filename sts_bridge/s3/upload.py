@@ -69,7 +69,7 @@ from sts_bridge.s3.signed_http import (
 )
 from sts_bridge.s3.transfer_types import Progress, UploadResult
 
-# The engine logs under the public module's name, as before the split.
+# The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
 
 # Tuned on a 2-core machine against radosgw on the same host (128 MiB
