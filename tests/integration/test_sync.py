@@ -198,9 +198,11 @@ def test_dry_run_changes_nothing_and_delete_needs_yes_off_a_tty(
     ws = sts_bridge.Client.from_env().workspace(WS)
     assert sorted(o.key for o in ws.list(folder)) == [folder + "gone.txt", folder + "keep.txt"]
 
-    status, out, err = cli("sync", str(src), url, "--delete", "--yes")
+    status, out, err = cli("sync", str(src), url, "--delete", "--yes", "--log-interval", "1e-9")
     assert status == 0, err
     assert "deleted 1" in out
+    # off a terminal: one summary line per interval (here: after every action), no \r
+    assert "sts-bridge: sync: 2/2 done, " in err and "\r" not in err
     assert sorted(o.key for o in ws.list(folder)) == [folder + "keep.txt", folder + "new.txt"]
 
 
