@@ -406,7 +406,14 @@ def _check_ca_bundle(settings: Settings) -> None:
 
 
 def _check_cache_dir(settings: Settings) -> None:
-    """The cache dir (or the first existing folder above it) must be a writable directory."""
+    """A configured cache dir (or the first existing folder above it) must be a writable directory.
+
+    Only a cache dir someone configured is checked: the default one may
+    live on a read-only home (a container, a Dask worker) where commands
+    that need no cache still work.
+    """
+    if settings.source("cache_dir") == "default":
+        return
     path = Path(settings.cache_dir)
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -414,8 +421,6 @@ def _check_cache_dir(settings: Settings) -> None:
     if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
         return
     where = _origin(settings, "cache_dir")
-    if where == "cache_dir":
-        where = "the default cache directory"
     problem = "is not a directory" if not probe.is_dir() else "is not writable"
     raise ConfigurationError(
         f"cannot use {path} as the cache directory ({where}): {probe} {problem}",
