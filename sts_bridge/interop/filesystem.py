@@ -184,6 +184,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
     def _new_store(self, source: WorkspaceSource) -> S3FileSystem:
         from s3fs import S3FileSystem
 
+        from sts_bridge._redact import guard_library_loggers
         from sts_bridge.interop.aiobotocore_session import refreshing_session
 
         store = S3FileSystem(
@@ -203,6 +204,8 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             skip_instance_cache=True,
             **self._s3_options,
         )
+        # aiobotocore's DEBUG records carry the signed headers, like botocore's.
+        guard_library_loggers()
         if self.asynchronous:
             # s3fs leaves closing an asynchronous instance to its owner: close its
             # HTTP session on the loop that uses it when this filesystem goes away

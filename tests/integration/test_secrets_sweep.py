@@ -301,6 +301,10 @@ def test_python_api_with_debug_logging_everywhere(sweep: dict[str, Any], tmp_pat
             s3 = ws.s3_client()
             s3.head_object(Bucket=ws.bucket, Key=ws.prefix + base + "small.txt")
             s3.list_objects_v2(Bucket=ws.bucket, Prefix=ws.prefix + base)
+            # the fsspec path (s3fs over aiobotocore, which logs like botocore)
+            fs = ws.filesystem()
+            assert fs.cat_file(ws.url(base + "small.txt")) == b"small"
+            assert len(fs.ls(ws.url(base))) == 2
             creds = ws.credentials()
             reprs.append(repr(creds))
             assert ws.delete(base, recursive=True) == 2
