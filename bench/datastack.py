@@ -9,8 +9,9 @@ credentials) and, on the same radosgw and workspace, runs three contenders
 interleaved (A B C, the first rotating each round, a warm-up round first
 that is not counted), each as its own process measured from outside
 (wall, CPU user+sys, peak RSS; see ``_measure.py``), and each reports the
-seconds of its data phase (after imports and building the filesystem;
-the first request, with its connection and credentials, is included):
+seconds of its data phase (after imports, building the filesystem and
+finding the workspace; the first request, with its connection and
+credentials, is included):
 
 - ``workspace``: ``zarr`` given ``workspace://<ws>/<key>`` (sts-bridge's
   fsspec filesystem: s3fs over a refreshing aiobotocore session);
@@ -65,7 +66,9 @@ def _filesystem_and_root(contender: str, key: str, asynchronous: bool) -> tuple[
     if contender == "workspace":
         from sts_bridge.interop.filesystem import WorkspaceFileSystem
 
-        return WorkspaceFileSystem(asynchronous=asynchronous), f"{WORKSPACE}/{key}"
+        fs = WorkspaceFileSystem(asynchronous=asynchronous)
+        fs.source(WORKSPACE)  # resolved in setup, as the obstore contender's workspace is
+        return fs, f"{WORKSPACE}/{key}"
     bucket, prefix = os.environ["BENCH_BUCKET"], os.environ["BENCH_PREFIX"]
     if contender == "s3fs-static":
         import s3fs
