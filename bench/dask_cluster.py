@@ -11,9 +11,13 @@ tasks twice, in alternating order:
   resolve ``workspace://`` through the source it registered (snapshots pushed
   by the client, refreshed in the advisory window: the platform issues
   ``--sts-duration`` s credentials so that refreshes happen during the run);
-* ``static``: the same filesystem, but each worker holds one fixed snapshot
-  registered for the round (the "copy the keys to the workers" pattern, with
-  keys fresh enough to outlive the round).
+* ``static``: the same filesystem class over one fixed snapshot per worker
+  (the "copy the keys to the workers" pattern, with keys fresh enough to
+  outlive the round).
+
+Each worker makes one filesystem per round and mode (``use_filesystem_of``)
+before the clock starts, so both modes pay the same set-up outside the
+measurement and differ only in where the credentials come from.
 
 Each task writes one object of ``--size-mib`` MiB (random bytes made once per
 worker) with ``fsspec.filesystem("workspace").pipe_file``. A round counts
@@ -49,25 +53,6 @@ def _say(text: str) -> None:
 
 
 # --------------------------------------------------------- on the workers
-
-
-def _hold_static(grant: Any) -> str:
-    """Register a fixed snapshot on this worker (newest registration wins)."""
-    from distributed import get_worker
-
-    from sts_bridge.credentials.sources import register_workspace_source
-    from sts_bridge.dask import SharedWorkspaceSource
-
-    get_worker()._bench_unregister = register_workspace_source(  # type: ignore[attr-defined]
-        SharedWorkspaceSource(grant)
-    )
-    return grant.credentials.access_key
-
-
-def _drop_static() -> None:
-    from distributed import get_worker
-
-    get_worker()._bench_unregister()  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------ the harness
@@ -126,7 +111,7 @@ def _round(client: Any, ws: Any, workers: int, mode: str, tasks: int, size: int)
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     import distributed
-    from sts_bridge_devstack.dask_tasks import make_buffer
+    from sts_bridge_devstack.dask_tasks import make_buffer, use_filesystem_of
     from sts_bridge_devstack.platform import LocalPlatform
 
     from sts_bridge import Client
@@ -173,14 +158,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     order = ["shared", "static"]
                     for rnd in range(args.rounds + 1):
                         for mode in order:
+                            grant = None
                             if mode == "static":
                                 fixed = ws.credentials_for(args.static_min_life)
-                                client.run(_hold_static, WorkspaceGrant.of(ws, fixed))
-                            try:
-                                run = _round(client, ws, workers, mode, tasks, size)
-                            finally:
-                                if mode == "static":
-                                    client.run(_drop_static)
+                                grant = WorkspaceGrant.of(ws, fixed)
+                            client.run(use_filesystem_of, ws.name, grant)
+                            run = _round(client, ws, workers, mode, tasks, size)
                             if run is not None and rnd > 0:
                                 runs.append(run)
                                 _say(f"bench:   {mode:6s} {run.mib_per_s:8.1f} MiB/s")

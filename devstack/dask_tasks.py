@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "make_buffer",
     "payload",
+    "use_filesystem_of",
     "worker_environment",
     "write_buffer",
     "write_objects",
@@ -58,20 +59,39 @@ def worker_environment() -> list[str]:
     return sorted(k for k in os.environ if k.startswith(("TERRAPI_", "STS_BRIDGE_", "AWS_")))
 
 
-def make_buffer(size: int) -> int:
-    """Keep ``size`` random bytes on this worker for :func:`write_buffer`."""
-    from distributed import get_worker
-
-    get_worker()._sts_bridge_bench_buffer = os.urandom(size)  # type: ignore[attr-defined]
+def make_buffer(size: int, dask_worker: Any = None) -> int:
+    """Keep ``size`` random bytes on this worker for :func:`write_buffer` (``client.run``)."""
+    dask_worker._sts_bridge_bench_buffer = os.urandom(size)
     return size
 
 
+def use_filesystem_of(name: str, grant: Any = None, dask_worker: Any = None) -> str:
+    """``client.run``: make :func:`write_buffer` use one filesystem of its own on this worker.
+
+    Over a fixed snapshot when ``grant`` is given (static keys), else over
+    the source ``sts_bridge.dask.share`` registered here for ``name``.
+    """
+    from sts_bridge.dask import SharedWorkspaceSource, shared_source
+    from sts_bridge.interop.filesystem import WorkspaceFileSystem
+
+    source = SharedWorkspaceSource(grant) if grant is not None else shared_source(name)
+    if source is None:
+        raise RuntimeError(f"workspace {name!r} is not shared with this worker")
+    dask_worker._sts_bridge_bench_fs = WorkspaceFileSystem(source, skip_instance_cache=True)
+    return type(source).__name__
+
+
 def write_buffer(base: str, key: str) -> tuple[str, float]:
-    """Write the worker's buffer to ``base/key``; returns the key and the seconds it took."""
+    """Write the worker's buffer to ``base/key``; returns the key and the seconds it took.
+
+    Through the filesystem :func:`use_filesystem_of` set, else ``workspace://``'s default.
+    """
     import fsspec
     from distributed import get_worker
 
-    data = get_worker()._sts_bridge_bench_buffer  # type: ignore[attr-defined]
+    worker = get_worker()
+    data = worker._sts_bridge_bench_buffer  # type: ignore[attr-defined]
+    fs = getattr(worker, "_sts_bridge_bench_fs", None) or fsspec.filesystem("workspace")
     started = time.perf_counter()
-    fsspec.filesystem("workspace").pipe_file(f"{base}/{key}", data)
+    fs.pipe_file(f"{base}/{key}", data)
     return key, time.perf_counter() - started
