@@ -398,8 +398,9 @@ class SharedWorkspaceHandle:
     def close(self) -> None:
         """Stop refreshing and remove the workspace from the scheduler and the workers.
 
-        Idempotent. When the Dask client is already closed only the refresher stops
-        (the workers then keep the last snapshot until it expires).
+        Idempotent. When the Dask client is already closed, or the scheduler
+        cannot be reached, only the refresher stops (a warning is logged; the
+        workers then keep the last snapshot until it expires).
         """
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -409,9 +410,17 @@ class SharedWorkspaceHandle:
             self._unregister_here = None
         if not _client_alive(self.client):
             return
-        with contextlib.suppress(KeyError, ValueError):  # already removed
-            self.client.unregister_worker_plugin(self.name)  # type: ignore[no-untyped-call]
-        self.client.run(stop_sharing_here, self.workspace.name)
+        try:
+            with contextlib.suppress(KeyError, ValueError):  # already removed
+                self.client.unregister_worker_plugin(self.name)  # type: ignore[no-untyped-call]
+            self.client.run(stop_sharing_here, self.workspace.name)
+        except (OSError, TimeoutError) as exc:
+            logger.warning(
+                "could not withdraw workspace %r from the Dask workers (%s); they keep "
+                "the last credentials until they expire",
+                self.workspace.name,
+                type(exc).__name__,
+            )
 
     # -- the refresher -------------------------------------------------------
 
