@@ -18,10 +18,11 @@ How the snapshots travel (the worker never calls the TerrAPI API):
   later; on each worker it registers a :class:`SharedWorkspaceSource` through
   :func:`sts_bridge.credentials.sources.register_workspace_source`, so that
   ``workspace://<name>/...`` resolves to it in every task.
-* A client-side thread wakes when the current snapshot enters its advisory
-  refresh window, lets the workspace refresh (on the client, with the user's
-  login) and registers the plugin again under the same name with the new
-  snapshot: the scheduler replaces the stored copy (future workers) and every
+* A client-side thread wakes when the current snapshot is due
+  (:func:`share_lead`: the advisory window of 15-minute credentials, half the
+  lifetime of short ones), has the workspace fetch new credentials (on the
+  client, with the user's login) and registers the plugin again under the
+  same name with the new snapshot: the scheduler replaces the stored copy (future workers) and every
   current worker swaps the snapshot in place (the source object stays
   registered, so no task ever sees a gap).
 * When the client goes away nobody refreshes: workers keep serving the last
@@ -29,7 +30,11 @@ How the snapshots travel (the worker never calls the TerrAPI API):
   :class:`~sts_bridge.errors.SharedCredentialsExpiredError` before any
   request is made.
 * :meth:`SharedWorkspaceHandle.close` removes the plugin from the scheduler
-  and the source from every worker.
+  and retires the source on every worker (it raises the same error until the
+  workspace is shared again).
+
+Why this design, and what a worker can do with what it holds:
+``docs/many-machines.md``.
 """
 
 from __future__ import annotations
