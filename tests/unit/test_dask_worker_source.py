@@ -1,6 +1,7 @@
 """``sts_bridge.dask`` without a cluster: the worker-side source, the refresh timing, pickles.
 
-The behaviour on real Dask processes is in tests/integration/test_dask_sharing.py.
+The behaviour on real Dask processes is in tests/integration/test_dask_sharing.py
+(another basename: pytest imports both folders as top-level modules).
 """
 
 from __future__ import annotations
