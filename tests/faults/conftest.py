@@ -150,9 +150,20 @@ def faults(proxied: Proxied, tmp_path: Path) -> Iterator[Proxied]:
 class Checker:
     """Reads the bucket directly (no proxy, admin keys) to count what a fault left."""
 
-    s3: Any  # the gateway's admin keys: lists the whole bucket
-    reader: Any  # workspace credentials: objects and uploads belong to the role
+    s3: Any  # the gateway's admin keys: lists the whole bucket and its uploads
+    ws: Any  # a Workspace straight to radosgw: objects and uploads belong to the role
     base: str  # this test's folder, relative to the workspace
+
+    def _read(self, call: Callable[[Any], Any]) -> Any:
+        """``call(s3)``; once more with new credentials when refused (5 s
+        credentials can expire between signing and checking on a busy machine)."""
+        try:
+            return call(self.ws.s3_client())
+        except Exception as exc:
+            if "AccessDenied" not in str(exc):
+                raise
+            self.ws.credentials_refused(self.ws.credentials())
+            return call(self.ws.s3_client())
 
     def objects(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -166,13 +177,16 @@ class Checker:
             kwargs["ContinuationToken"] = resp["NextContinuationToken"]
 
     def data(self, key: str) -> bytes:
-        return bytes(self.reader.get_object(Bucket=BUCKET, Key=PREFIX + key)["Body"].read())
+        return bytes(
+            self._read(lambda s3: s3.get_object(Bucket=BUCKET, Key=PREFIX + key))["Body"].read()
+        )
 
     def put(self, key: str, data: bytes) -> None:
-        self.reader.put_object(Bucket=BUCKET, Key=PREFIX + key, Body=data)
+        self._read(lambda s3: s3.put_object(Bucket=BUCKET, Key=PREFIX + key, Body=data))
 
     def uploads(self) -> list[str]:
-        resp = self.reader.list_multipart_uploads(Bucket=BUCKET, Prefix=PREFIX + self.base)
+        # the bucket owner's keys: workspace credentials may not list uploads
+        resp = self.s3.list_multipart_uploads(Bucket=BUCKET, Prefix=PREFIX + self.base)
         return [u["Key"] for u in resp.get("Uploads", [])]
 
     def outside(self) -> list[str]:
@@ -181,18 +195,36 @@ class Checker:
         return [o["Key"] for o in resp.get("Contents", [])]
 
 
-def make_checker(platform: Any) -> Checker:
-    """A checker for ``platform``; the TERRAPI_* environment must be ``platform``'s
-    (``platform_env`` or ``short_lived_platform_env``)."""
+def _reader(platform: Any, cache_dir: Path) -> Any:
+    """A workspace of ``platform`` (straight to radosgw, refreshing)."""
     from sts_bridge import Client
 
-    reader = Client.from_env().workspace().s3_client()
-    return Checker(platform.s3.client("s3"), reader, f"faults/{uuid.uuid4().hex[:12]}/")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("TERRAPI_", "STS_BRIDGE_")):
+                mp.delenv(name)
+        for name, value in {**platform.env(), "STS_BRIDGE_CACHE_DIR": str(cache_dir)}.items():
+            mp.setenv(name, value)
+        return Client.from_env().workspace()
+
+
+@pytest.fixture(scope="session")
+def readers(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Any]:
+    return {}
+
+
+def make_checker(platform: Any, readers: dict[int, Any], cache_dir: Path) -> Checker:
+    """A checker for ``platform`` with a folder of its own (one reader per platform)."""
+    if id(platform) not in readers:
+        readers[id(platform)] = _reader(platform, cache_dir)
+    return Checker(
+        platform.s3.client("s3"), readers[id(platform)], f"faults/{uuid.uuid4().hex[:12]}/"
+    )
 
 
 @pytest.fixture
-def checker(local_platform: Any, platform_env: dict[str, str]) -> Checker:
-    return make_checker(local_platform)
+def checker(local_platform: Any, readers: dict[int, Any], tmp_path: Path) -> Checker:
+    return make_checker(local_platform, readers, tmp_path / "checker-cache")
 
 
 def run_cli(

@@ -13,7 +13,8 @@ It relays bytes both ways and, when told, misbehaves on the next connections:
 - ``down``: every connection is reset at once (a dead or restarting server).
 
 A fault applies to the next ``count`` connections (``None``: until
-:meth:`heal`). ``connections`` counts accepted connections, ``faulted`` the
+:meth:`heal`); :meth:`set_sequence` gives successive connections different
+faults. ``connections`` counts accepted connections, ``faulted`` the
 ones given a fault, ``hits`` the faults that struck. Everything runs in
 daemon threads and is bounded: a stalled connection is released by
 :meth:`heal` or :meth:`stop`.
@@ -27,6 +28,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 MODES = ("pass", "reset", "stall", "trickle", "http500", "slowdown", "down")
 
@@ -51,6 +53,7 @@ class FaultProxy:
         host, _, port = upstream.rpartition(":")
         self.upstream = (host.strip("[]") or "127.0.0.1", int(port))
         self._fault = _Fault()
+        self._queue: list[_Fault] = []
         self._lock = threading.Lock()
         self._healed = threading.Event()
         self._stopped = threading.Event()
@@ -87,6 +90,13 @@ class FaultProxy:
             self._fault = _Fault(mode, after, count, rate)
             self._healed.clear()
 
+    def set_sequence(self, *faults: dict[str, Any]) -> None:
+        """One fault per new connection, in order (``set`` keywords each), then relaying."""
+        with self._lock:
+            self._queue = [_Fault(**{"count": None, **f}) for f in faults]
+            self._fault = _Fault()
+            self._healed.clear()
+
     def release_stalled(self) -> None:
         """Close the stalled connections (the fault mode stays)."""
         self._healed.set()
@@ -95,6 +105,7 @@ class FaultProxy:
         """Back to relaying; stalled connections are closed."""
         with self._lock:
             self._fault = _Fault()
+            self._queue = []
         self._healed.set()
 
     def reset_counters(self) -> None:
@@ -103,6 +114,9 @@ class FaultProxy:
 
     def _take_fault(self) -> _Fault:
         with self._lock:
+            if self._queue:
+                self.faulted += 1
+                return self._queue.pop(0)
             fault = self._fault
             if fault.mode == "pass":
                 return fault

@@ -27,7 +27,7 @@ pytestmark = [
 ]
 
 #: a request to a dead store: 4 attempts of STALL s, backoff (at most 1.5+3+6 s)
-STALL_BOUND = 4 * STALL + 11 + 15  # + CLI start and the API round trips
+STALL_BOUND = 4 * STALL + 11 + 25  # + CLI start and the API round trips (loaded machine)
 
 
 def _env(faults: Proxied) -> dict[str, str]:
@@ -57,22 +57,24 @@ def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
 # --------------------------------------------------------------------------
 # transient faults of the store: the transfer succeeds
 # --------------------------------------------------------------------------
-TRANSIENT = {
-    "reset mid-part": {"mode": "reset", "after": 2 * MiB, "count": 2},
-    "stall mid-part": {"mode": "stall", "after": 2 * MiB, "count": 1},
-    "503 SlowDown": {"mode": "slowdown", "count": 3},
-    "500 InternalError": {"mode": "http500", "count": 2},
+#: faults of successive connections (the first ones carry parts or ranges)
+TRANSIENT: dict[str, list[dict[str, Any]]] = {
+    # 512 KiB: every part and range is longer, a CreateMultipartUpload shorter
+    "reset mid-part": [{"mode": "reset", "after": 512 * 1024}] * 2,
+    "stall mid-part": [{"mode": "stall", "after": 512 * 1024}],
+    "503 SlowDown + 500": [{"mode": "slowdown"}] * 2 + [{"mode": "http500"}],
+    "trickle": [{"mode": "trickle", "rate": 4 * MiB}] * 8,
 }
-#: the download side of the same faults (500 takes the 503 path: not repeated)
-DOWNLOAD_FAULTS = ["reset mid-part", "stall mid-part", "503 SlowDown", "trickle"]
+UPLOAD_FAULTS = ["reset mid-part", "stall mid-part", "503 SlowDown + 500"]
+DOWNLOAD_FAULTS = ["reset mid-part", "stall mid-part", "trickle"]
 
 
-@pytest.mark.parametrize("fault", list(TRANSIENT), ids=list(TRANSIENT))
+@pytest.mark.parametrize("fault", UPLOAD_FAULTS)
 def test_upload_survives_transient_store_faults(
     faults: Proxied, checker: Checker, tmp_path: Path, fault: str
 ) -> None:
-    data = pattern_file(tmp_path / "big.bin", 20 * MiB, seed=1)  # 3 parts
-    faults.s3.set(**TRANSIENT[fault])
+    data = pattern_file(tmp_path / "big.bin", 17 * MiB, seed=1)  # parts of 8, 8, 1 MiB
+    faults.s3.set_sequence(*TRANSIENT[fault])
     result, seconds = run_cli(
         ["upload", str(tmp_path / "big.bin"), "--to", checker.base], _env(faults)
     )
@@ -86,12 +88,10 @@ def test_upload_survives_transient_store_faults(
 def test_download_survives_transient_store_faults(
     faults: Proxied, checker: Checker, tmp_path: Path, fault: str
 ) -> None:
-    size = 1 * MiB if fault == "trickle" else 20 * MiB
-    data = pattern_file(tmp_path / "src.bin", size, seed=2)
+    data = pattern_file(tmp_path / "src.bin", 17 * MiB, seed=2)  # ranges of 16 and 1 MiB
     key = checker.base + "obj.bin"
     checker.put(key, data)
-    spec = {"trickle": {"mode": "trickle", "rate": 2 * MiB}}.get(fault) or TRANSIENT[fault]
-    faults.s3.set(**spec)
+    faults.s3.set_sequence(*TRANSIENT[fault])
     out = tmp_path / "out"
     out.mkdir()
     result, seconds = run_cli(["download", key, str(out / "obj.bin")], _env(faults))
@@ -106,8 +106,8 @@ def test_store_down_for_seconds_mid_upload(
     faults: Proxied, checker: Checker, tmp_path: Path
 ) -> None:
     """radosgw 'restarting': every connection refused for 3 s, then back."""
-    data = pattern_file(tmp_path / "big.bin", 20 * MiB, seed=3)
-    faults.s3.set("stall", after=3 * MiB)  # hold the upload mid-part ...
+    data = pattern_file(tmp_path / "big.bin", 17 * MiB, seed=3)
+    faults.s3.set("stall", after=512 * 1024)  # hold the upload mid-part ...
     proc = subprocess.Popen(
         [sys.executable, "-m", "sts_bridge", "upload", str(tmp_path / "big.bin"), "--to",
          checker.base],
@@ -132,8 +132,8 @@ def test_store_down_for_seconds_mid_upload(
 def test_dead_store_upload_fails_in_bound_then_rerun_is_clean(
     faults: Proxied, checker: Checker, tmp_path: Path
 ) -> None:
-    data = pattern_file(tmp_path / "big.bin", 20 * MiB, seed=4)
-    faults.s3.set("stall", after=1 * MiB)  # every part stalls; small requests pass
+    data = pattern_file(tmp_path / "big.bin", 17 * MiB, seed=4)
+    faults.s3.set("stall", after=512 * 1024)  # every part stalls; small requests pass
     args = ["upload", str(tmp_path / "big.bin"), "--to", checker.base]
     result, seconds = run_cli(args, _env(faults))
     line = one_line_error(result)
@@ -151,13 +151,13 @@ def test_dead_store_upload_fails_in_bound_then_rerun_is_clean(
 def test_dead_store_download_fails_in_bound_and_leaves_nothing(
     faults: Proxied, checker: Checker, tmp_path: Path
 ) -> None:
-    data = pattern_file(tmp_path / "src.bin", 20 * MiB, seed=5)
+    data = pattern_file(tmp_path / "src.bin", 17 * MiB, seed=5)
     key = checker.base + "obj.bin"
     checker.put(key, data)
     out = tmp_path / "out"
     out.mkdir()
     (out / "obj.bin").write_bytes(b"previous")
-    faults.s3.set("stall", after=1 * MiB)
+    faults.s3.set("stall", after=512 * 1024)
     result, seconds = run_cli(["download", key, str(out / "obj.bin")], _env(faults))
     line = one_line_error(result)
     assert "stalled" in line, line
@@ -166,6 +166,17 @@ def test_dead_store_download_fails_in_bound_and_leaves_nothing(
     assert _strays(out) == []
     _assert_clean(checker, {key: data})
     print(f"FAULT download dead store: error in {seconds:.1f} s: {line}")
+
+
+def test_dead_store_ls_fails_in_bound(faults: Proxied, checker: Checker) -> None:
+    """``ls`` goes through botocore: the same stall timeout, 4 attempts."""
+    faults.s3.set("stall")
+    result, seconds = run_cli(["ls", checker.base], _env(faults))
+    line = one_line_error(result)
+    assert result.returncode == 1, line
+    assert "storage endpoint did not answer" in line, line
+    assert seconds < STALL_BOUND + 25, seconds  # botocore's backoff is longer
+    print(f"FAULT ls dead store: error in {seconds:.1f} s: {line}")
 
 
 def test_api_down_is_one_line_error(faults: Proxied, checker: Checker) -> None:
@@ -196,16 +207,16 @@ def test_killed_upload_rerun_adopts_and_leaves_nothing(
     faults: Proxied, checker: Checker, tmp_path: Path, how: str
 ) -> None:
     src = tmp_path / "big.bin"
-    data = pattern_file(src, 20 * MiB, seed=6)
-    faults.s3.set("stall", after=3 * MiB, count=1)  # hold one part so the kill lands mid-upload
+    data = pattern_file(src, 17 * MiB, seed=6)
+    faults.s3.set("stall", after=512 * 1024)  # hold the parts so the kill lands mid-upload
     proc = _start_upload(faults, checker, str(src))
     try:
         _wait_for(lambda: faults.s3.hits >= 1)
         proc.send_signal(signal.SIGKILL if how.startswith("kill") else signal.SIGTERM)
+        faults.s3.heal()  # the parts in flight may finish while the process unwinds
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    faults.s3.heal()
     if how == "SIGTERM":
         assert proc.returncode == 143, err.decode()
         assert err.decode().splitlines()[-2].startswith("sts-bridge: error: terminated")
@@ -242,12 +253,12 @@ def test_interrupted_stdin_upload_aborts_its_parts(
 def test_killed_download_leaves_no_stray_file_after_rerun(
     faults: Proxied, checker: Checker, tmp_path: Path, sig: int
 ) -> None:
-    data = pattern_file(tmp_path / "src.bin", 20 * MiB, seed=7)
+    data = pattern_file(tmp_path / "src.bin", 17 * MiB, seed=7)
     key = checker.base + "obj.bin"
     checker.put(key, data)
     out = tmp_path / "out"
     out.mkdir()
-    faults.s3.set("stall", after=3 * MiB, count=1)
+    faults.s3.set("stall", after=512 * 1024)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sts_bridge", "download", key, str(out / "obj.bin")],
         env=_env(faults), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -256,10 +267,10 @@ def test_killed_download_leaves_no_stray_file_after_rerun(
         _wait_for(lambda: faults.s3.hits >= 1)
         time.sleep(0.2)
         proc.send_signal(sig)
+        faults.s3.heal()
         proc.communicate(timeout=60)
     finally:
         proc.kill()
-    faults.s3.heal()
     if sig == signal.SIGTERM:
         assert proc.returncode == 143
         assert _strays(out) == []  # cleaned up on the way out
@@ -284,13 +295,13 @@ def short_faults(proxied_short: Proxied, tmp_path: Path) -> Any:
 
 
 def test_credentials_expiring_mid_part(
-    short_faults: Proxied, short_lived_platform_env: dict[str, str], tmp_path: Path
+    short_faults: Proxied, readers: dict[int, Any], tmp_path: Path
 ) -> None:
     """5 s STS credentials, parts slowed to ~3 MiB/s: parts outlive the
     credentials that signed them."""
     from conftest import make_checker
 
-    checker = make_checker(short_faults.platform)
+    checker = make_checker(short_faults.platform, readers, tmp_path / "checker-cache")
     data = pattern_file(tmp_path / "slow.bin", 17 * MiB, seed=8)  # parts of 8, 8, 1 MiB
     short_faults.s3.set("trickle", rate=2 * MiB)  # ~4 s per 8 MiB part
     args = ["upload", str(tmp_path / "slow.bin"), "--to", checker.base]
