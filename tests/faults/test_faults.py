@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import STALL, Checker, MiB, Proxied, one_line_error, pattern_file, run_cli
+from faults_support import STALL, Checker, MiB, Proxied, one_line_error, pattern_file, run_cli
 
 pytestmark = [
     pytest.mark.integration,
@@ -286,7 +286,7 @@ def test_killed_download_leaves_no_stray_file_after_rerun(
 # --------------------------------------------------------------------------
 @pytest.fixture
 def short_faults(proxied_short: Proxied, tmp_path: Path) -> Any:
-    from conftest import cli_env
+    from faults_support import cli_env
 
     proxied_short.heal()
     proxied_short.env_for_test = cli_env(proxied_short, tmp_path)  # type: ignore[attr-defined]
@@ -299,7 +299,7 @@ def test_credentials_expiring_mid_part(
 ) -> None:
     """5 s STS credentials, parts slowed to ~3 MiB/s: parts outlive the
     credentials that signed them."""
-    from conftest import make_checker
+    from faults_support import make_checker
 
     checker = make_checker(short_faults.platform, readers, tmp_path / "checker-cache")
     data = pattern_file(tmp_path / "slow.bin", 17 * MiB, seed=8)  # parts of 8, 8, 1 MiB
