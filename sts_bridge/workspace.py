@@ -57,7 +57,8 @@ class Workspace:
     :param api_url: the TerrAPI URL the workspace came from (what a pickle
         carries to find it again; ``None`` when unknown).
     :param cache_dir: the configured cache directory (the resume state of
-        multipart uploads goes to its ``uploads/``; ``None``: the default one).
+        multipart uploads goes to its ``uploads/``, the hash caches of ``sync``
+        to its ``sync/``; ``None``: the default one).
 
     It pickles by reference (its name and ``api_url``, never credentials):
     unpickled, it is :func:`~sts_bridge.credentials.sources.resolve_workspace`
@@ -76,6 +77,7 @@ class Workspace:
     ) -> None:
         self.storage_point = storage_point
         self.api_url = api_url
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.refreshing = credentials
         self._verify = verify
         self.max_pool_connections = max_pool_connections

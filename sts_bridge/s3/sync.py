@@ -280,14 +280,23 @@ def hash_file(path: Path) -> LocalDigests:
     return LocalDigests(md5.hexdigest(), sha.hexdigest())
 
 
+def _cache_dir_of(ws: Any) -> Path:
+    """The workspace's configured cache directory (a ``Workspace`` built by ``Client``
+    carries it); the default one for other workspace objects."""
+    configured = getattr(ws, "cache_dir", None)
+    if configured is not None:
+        return Path(configured)
+    from sts_bridge.config import default_cache_dir
+
+    return default_cache_dir()
+
+
 class _HashCache:
     """Local hashes of one tree: ``<cache dir>/sync/<hash of the tree's path>.json`` (0600)."""
 
-    def __init__(self, root: Path) -> None:
-        from sts_bridge.config import default_cache_dir
-
+    def __init__(self, root: Path, cache_dir: Path) -> None:
         name = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]
-        self.path = default_cache_dir() / "sync" / f"{name}.json"
+        self.path = cache_dir / "sync" / f"{name}.json"
         self._old: dict[str, Any] = {}
         self._new: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
@@ -461,7 +470,7 @@ def plan_sync(
     if direction == "download" and root.exists() and not root.is_dir():
         raise TransferError(f"{root} is not a folder", hint="sync into a folder")
     full_prefix = workspace_prefix(ws.prefix, remote_prefix)
-    cache = _HashCache(root) if use_hash_cache else None
+    cache = _HashCache(root, _cache_dir_of(ws)) if use_hash_cache else None
     local = _walk(root, include, exclude, skip_partial=direction == "download")
     hasher = _Hasher(cache, hash_threads or min(4, os.cpu_count() or 1))
     engine = _engine(ws)

@@ -366,3 +366,14 @@ def test_sync_refuses_bad_arguments(platform_env: dict[str, str], cli: Any, tmp_
     assert status == 2 and "error:" in err and "Traceback" not in err
     status, _, err = cli("sync", str(tmp_path / "missing"), f"workspace://{WS}/x/")
     assert status == 1 and "is not a folder" in err
+
+
+def test_hash_cache_lives_in_the_configured_cache_dir(
+    platform_env: dict[str, str], tmp_path: Path, folder: str
+) -> None:
+    src = tmp_path / "src"
+    _write(src / "a.txt", b"a")
+    configured = tmp_path / "configured-cache"
+    ws = sts_bridge.Client.from_env(cache_dir=str(configured)).workspace(WS)
+    run_sync(ws, plan_sync(ws, "upload", src, folder))
+    assert len(list(configured.glob("sync/*.json"))) == 1

@@ -35,19 +35,19 @@ def test_hash_cache_trusts_only_the_same_inode_size_mtime_and_ctime(
     root.mkdir()
     (root / "a.txt").write_bytes(b"one")
     f = _only(root)
-    cache = sync._HashCache(root)
+    cache = sync._HashCache(root, tmp_path / "cache")
     assert cache.get(f) is None
     cache.put(f, sync.hash_file(f.path))
     cache.save()
     assert cache.path.stat().st_mode & 0o777 == 0o600
 
-    again = sync._HashCache(root)
+    again = sync._HashCache(root, tmp_path / "cache")
     assert again.get(_only(root)) == sync.hash_file(f.path)
 
     st = f.path.stat()
     f.path.write_bytes(b"two")  # same size; mtime put back: only ctime tells
     os.utime(f.path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert sync._HashCache(root).get(_only(root)) is None
+    assert sync._HashCache(root, tmp_path / "cache").get(_only(root)) is None
 
 
 def test_recent_files_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,10 +56,10 @@ def test_recent_files_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyP
     root.mkdir()
     (root / "new.txt").write_bytes(b"just written")
     f = _only(root)
-    cache = sync._HashCache(root)
+    cache = sync._HashCache(root, tmp_path / "cache")
     cache.put(f, sync.hash_file(f.path))
     cache.save()  # its ctime is inside RACY_WINDOW_NS: a rewrite might not move it
-    assert sync._HashCache(root).get(f) is None
+    assert sync._HashCache(root, tmp_path / "cache").get(f) is None
 
 
 def test_a_broken_cache_file_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,11 +67,11 @@ def test_a_broken_cache_file_is_ignored(tmp_path: Path, monkeypatch: pytest.Monk
     root = tmp_path / "tree"
     root.mkdir()
     (root / "a.txt").write_bytes(b"a")
-    cache = sync._HashCache(root)
+    cache = sync._HashCache(root, tmp_path / "cache")
     cache.path.parent.mkdir(parents=True)
     cache.path.write_text("{not json")
     cache.path.chmod(0o600)
-    assert sync._HashCache(root).get(_only(root)) is None
+    assert sync._HashCache(root, tmp_path / "cache").get(_only(root)) is None
 
 
 def test_walk_applies_filters_and_skips_partial_downloads(tmp_path: Path) -> None:
