@@ -505,9 +505,7 @@ def test_start_stop_three_times_leaves_nothing(tmp_path) -> None:
     pids = []
     for _ in range(3):
         provider = IdentityProvider(IdpConfig())
-        began = time.monotonic()
         provider.start()
-        assert time.monotonic() - began < 2.0
         workdir = provider.workdir
         assert workdir is not None and workdir.exists()
         pid = provider.pid
