@@ -21,8 +21,9 @@ from sts_bridge.errors import (
 from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.workspace import Workspace
 
+# Far from expiry: the unit tests may run long after this module is imported.
 NOW = dt.datetime.now(dt.timezone.utc)
-CREDS = S3Credentials("AKIDSNAPSHOT", "s3cr3t-value", "t0ken-value", NOW + dt.timedelta(minutes=15))
+CREDS = S3Credentials("AKIDSNAPSHOT", "s3cr3t-value", "t0ken-value", NOW + dt.timedelta(days=1))
 
 
 def _workspace(endpoint: str = "http://127.0.0.1:7480", style: str = "path") -> Workspace:
@@ -165,7 +166,7 @@ def test_access_denied_on_expired_credentials_says_they_expired() -> None:
     err = map_s3_error(denied, "uploading 'a.txt'", signed_until=past)
     assert isinstance(err, CredentialsError)
     assert "had expired" in err.message
-    fresh = map_s3_error(denied, "uploading 'a.txt'", signed_until=NOW + dt.timedelta(minutes=5))
+    fresh = map_s3_error(denied, "uploading 'a.txt'", signed_until=NOW + dt.timedelta(days=1))
     assert isinstance(fresh, PermissionDeniedError)
     assert isinstance(map_s3_error(denied, "uploading 'a.txt'"), PermissionDeniedError)
 
