@@ -22,11 +22,10 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sts_bridge._files import atomic_write, read_private_json
+from sts_bridge.clock import Clock, utc_now
 from sts_bridge.config import Settings, load_settings, require
 from sts_bridge.credentials.cache import CredentialCache
 from sts_bridge.credentials.refreshing import (
@@ -75,7 +74,7 @@ class Client:
         interactive: bool = False,
         advisory_window: float = DEFAULT_ADVISORY_WINDOW,
         mandatory_window: float = DEFAULT_MANDATORY_WINDOW,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self._credentials = credentials
@@ -336,19 +335,13 @@ class _LazyStsFetcher(StsFetcher):
 
     def __call__(self) -> S3Credentials:
         self.api = self._owner.api
-        self._clock = self._clock_fn or _now
+        self._clock = self._clock_fn or utc_now
         try:
             return super().__call__()
         except WorkspaceNotFoundError:
             raise
         except NotFoundError as exc:
             raise workspace_not_found(self.workspace, self._owner.workspaces(), exc) from exc
-
-
-def _now() -> datetime:
-    from datetime import timezone
-
-    return datetime.now(timezone.utc)
 
 
 def workspace_not_found(

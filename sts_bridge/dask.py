@@ -44,11 +44,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from sts_bridge.clock import Clock, utc_now
 from sts_bridge.credentials.refreshing import (
     DEFAULT_ADVISORY_WINDOW,
     DEFAULT_MANDATORY_WINDOW,
@@ -142,10 +143,6 @@ class WorkspaceGrant:
         )
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def usable_margin(credentials: S3Credentials) -> float:
     """Seconds of life below which a worker no longer signs with ``credentials``."""
     lifetime = credentials.lifetime
@@ -163,9 +160,9 @@ class SharedWorkspaceSource:
     Thread-safe: :meth:`update` swaps one reference.
     """
 
-    def __init__(self, grant: WorkspaceGrant, *, clock: Callable[[], datetime] | None = None):
+    def __init__(self, grant: WorkspaceGrant, *, clock: Clock | None = None):
         self._grant = grant
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
         self._retired = False
 
     def __repr__(self) -> str:

@@ -18,13 +18,11 @@ from typing import TYPE_CHECKING
 from sts_bridge._lazy import lazy_exports
 from sts_bridge.auth.base import (
     DEFAULT_LEEWAY,
-    Clock,
     Token,
     TokenCredentials,
-    TokenState,
     unverified_claims,
-    utc_now,
 )
+from sts_bridge.clock import Clock, CredentialState, utc_now
 
 if TYPE_CHECKING:
     from sts_bridge.auth.authenticator import (
@@ -88,6 +86,7 @@ __all__ = [
     "ClientCredentials",
     "Clock",
     "CommandToken",
+    "CredentialState",
     "DeviceAuthorization",
     "DeviceCodeCredentials",
     "OAuthClient",
@@ -100,7 +99,6 @@ __all__ = [
     "Token",
     "TokenCache",
     "TokenCredentials",
-    "TokenState",
     "UserCredentials",
     "credentials_from_settings",
     "default_prompt",

@@ -6,7 +6,8 @@ import importlib
 from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
-from sts_bridge.auth.base import DEFAULT_LEEWAY, Clock, Token, TokenCredentials
+from sts_bridge.auth.base import DEFAULT_LEEWAY, Token, TokenCredentials
+from sts_bridge.clock import Clock
 from sts_bridge.errors import AuthError, ConfigurationError
 
 __all__ = ["Authenticator", "AuthenticatorCredentials", "load_authenticator"]

@@ -1,9 +1,11 @@
 """``TokenCredentials``: an access token with state, refreshed once under locks.
 
 Modelled on google-auth's ``Credentials``: a token has a timezone-aware
-expiry and a state (``fresh``, ``stale`` = must be refreshed before use,
-``missing``); callers ask :meth:`TokenCredentials.token` for a valid value
-and never look at the expiry themselves.
+expiry and a :class:`~sts_bridge.clock.CredentialState` (``FRESH``, or
+``INVALID``: missing, or inside the leeway, so it must be refreshed before
+use; tokens have no advisory window, so never ``STALE``); callers ask
+:meth:`TokenCredentials.token` for a valid value and never look at the
+expiry themselves.
 
 Refresh happens at most once for many threads (a ``threading.RLock``) and,
 when a :class:`~sts_bridge.auth.cache.TokenCache` is attached, at most once
@@ -22,24 +24,22 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from sts_bridge._redact import remember_secret
+from sts_bridge.clock import Clock, CredentialState, credential_state, utc_now
 from sts_bridge.errors import ClockSkewError
 
 __all__ = [
     "DEFAULT_LEEWAY",
-    "Clock",
     "Token",
     "TokenCredentials",
-    "TokenState",
     "TokenStore",
     "unverified_claims",
-    "utc_now",
 ]
 
 logger = logging.getLogger("sts_bridge.auth")
@@ -48,14 +48,6 @@ logger = logging.getLogger("sts_bridge.auth")
 DEFAULT_LEEWAY = 60.0
 #: Smallest clock disagreement treated as skew (``iat`` has one-second resolution).
 _MIN_SKEW_TOLERANCE = 2.0
-
-Clock = Callable[[], datetime]
-TokenState = Literal["fresh", "stale", "missing"]
-
-
-def utc_now() -> datetime:
-    """The default clock: now, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
 
 
 def unverified_claims(token: str | None) -> dict[str, Any]:
@@ -150,11 +142,14 @@ class Token:
         """
         if self.expiry is None:
             return None
-        margin = leeway
-        if self.obtained_at is not None:
-            lifetime = (self.expiry - self.obtained_at).total_seconds()
-            margin = min(leeway, max(lifetime, 0.0) / 2)
-        return self.expiry - timedelta(seconds=margin)
+        return self.expiry - timedelta(seconds=self.margin(leeway))
+
+    def margin(self, leeway: float) -> float:
+        """``leeway`` capped at half the token's lifetime when that is known."""
+        if self.expiry is None or self.obtained_at is None:
+            return leeway
+        lifetime = (self.expiry - self.obtained_at).total_seconds()
+        return min(leeway, max(lifetime, 0.0) / 2)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -252,19 +247,17 @@ class TokenCredentials:
     def now(self) -> datetime:
         return self._clock()
 
-    def _is_fresh(self, token: Token | None) -> bool:
+    def state_of(self, token: Token | None) -> CredentialState:
+        """``FRESH`` (usable) or ``INVALID`` (missing or inside the leeway: refresh first)."""
         if token is None:
-            return False
-        until = token.usable_until(self.leeway)
-        return until is None or self.now() < until
+            return CredentialState.INVALID
+        margin = token.margin(self.leeway)
+        return credential_state(token.expiry, self.now(), advisory=margin, mandatory=margin)
 
     @property
-    def state(self) -> TokenState:
-        """``fresh`` (usable), ``stale`` (must be refreshed) or ``missing``."""
-        token = self._token
-        if token is None:
-            return "missing"
-        return "fresh" if self._is_fresh(token) else "stale"
+    def state(self) -> CredentialState:
+        """The :class:`CredentialState` of the current token (``INVALID`` when there is none)."""
+        return self.state_of(self._token)
 
     @property
     def expiry(self) -> datetime | None:
@@ -306,7 +299,7 @@ class TokenCredentials:
     def valid_token(self) -> Token:
         """The whole valid :class:`Token` snapshot (access, expiry, ...)."""
         token = self._token
-        if self._is_fresh(token):
+        if self.state_of(token) is CredentialState.FRESH:
             assert token is not None
             return token
         with self._lock:
@@ -346,7 +339,7 @@ class TokenCredentials:
     def _renew(self, *, force: bool) -> Token:
         """Called with ``self._lock`` held: re-check, then fetch under the file lock."""
         mine = self._token
-        if not force and self._is_fresh(mine):
+        if not force and self.state_of(mine) is CredentialState.FRESH:
             assert mine is not None
             return mine
         replaced = mine.access_token if (force and mine is not None) else None
@@ -357,7 +350,7 @@ class TokenCredentials:
             cached = cache.load()
             if (
                 cached is not None
-                and self._is_fresh(cached)
+                and self.state_of(cached) is CredentialState.FRESH
                 and (not force or cached.access_token != replaced)
             ):
                 logger.debug("using the token another process has just stored in the cache")

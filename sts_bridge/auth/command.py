@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from sts_bridge._redact import redact
-from sts_bridge.auth.base import DEFAULT_LEEWAY, Clock, Token, TokenCredentials
+from sts_bridge.auth.base import DEFAULT_LEEWAY, Token, TokenCredentials
+from sts_bridge.clock import Clock
 from sts_bridge.errors import AuthError, ConfigurationError
 
 __all__ = ["CommandToken"]

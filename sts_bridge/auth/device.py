@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
-from sts_bridge.auth.base import Clock, Token
+from sts_bridge.auth.base import Token
 from sts_bridge.auth.refresh import UserCredentials
+from sts_bridge.clock import Clock
 from sts_bridge.errors import AuthError, ConfigurationError, LoginTimeoutError
 
 if TYPE_CHECKING:

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sts_bridge.auth.authenticator import AuthenticatorCredentials, load_authenticator
-from sts_bridge.auth.base import Clock, TokenCredentials
+from sts_bridge.auth.base import TokenCredentials
 from sts_bridge.auth.cache import TokenCache
 from sts_bridge.auth.client_credentials import ClientCredentials
 from sts_bridge.auth.delegation import refuse_login_in_delegated_process
 from sts_bridge.auth.refresh import RefreshTokenCredentials, UserCredentials
 from sts_bridge.auth.static import StaticToken
+from sts_bridge.clock import Clock
 from sts_bridge.config import Settings, require
 from sts_bridge.errors import ConfigurationError, LoginRequiredError
 

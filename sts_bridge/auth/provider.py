@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sts_bridge.auth.base import DEFAULT_LEEWAY, Clock, TokenCredentials
+from sts_bridge.auth.base import DEFAULT_LEEWAY, TokenCredentials
 from sts_bridge.auth.discovery import ProviderMetadata
+from sts_bridge.clock import Clock
 
 if TYPE_CHECKING:
     from sts_bridge.auth.cache import TokenCache

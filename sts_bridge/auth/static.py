@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sts_bridge.auth.base import Clock, Token, TokenCredentials, unverified_claims
+from sts_bridge.auth.base import Token, TokenCredentials, unverified_claims
+from sts_bridge.clock import Clock
 from sts_bridge.errors import TokenExpiredError
 
 __all__ = ["StaticToken"]

@@ -13,6 +13,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from sts_bridge.clock import utc_now
+
 __all__ = ["register"]
 
 
@@ -68,7 +70,7 @@ def _note(args: argparse.Namespace, text: str) -> None:
 def _when(expiry: datetime | None) -> str:
     if expiry is None:
         return "no known expiry"
-    seconds = (expiry - datetime.now(timezone.utc)).total_seconds()
+    seconds = (expiry - utc_now()).total_seconds()
     return f"until {expiry.astimezone():%Y-%m-%d %H:%M:%S %Z} (in {max(seconds, 0):.0f} s)"
 
 

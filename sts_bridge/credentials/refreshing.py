@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sts_bridge._redact import remember_secret
+from sts_bridge.clock import Clock, CredentialState, credential_state, utc_now
 from sts_bridge.errors import CredentialsError, StsBridgeError
 
 if TYPE_CHECKING:
@@ -71,12 +72,6 @@ _ADVISORY_FRACTION = 1 / 3
 _MANDATORY_FRACTION = 1 / 6
 #: ``credentials_for`` keeps credentials that still have this fraction of their lifetime.
 _WORTHWHILE_FRACTION = 0.9
-
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -112,7 +107,7 @@ class S3Credentials:
         """Seconds until expiry (``inf`` for static keys; negative once expired)."""
         if self.expiry is None:
             return float("inf")
-        return (self.expiry - (now or _utc_now())).total_seconds()
+        return (self.expiry - (now or utc_now())).total_seconds()
 
     @property
     def lifetime(self) -> float | None:
@@ -183,7 +178,7 @@ class S3Credentials:
             secret_key=str(secret),
             token=str(token) if token else None,
             expiry=expiry if isinstance(expiry, datetime) else None,
-            issued_at=now or _utc_now(),
+            issued_at=now or utc_now(),
         )
 
 
@@ -201,7 +196,7 @@ class StsFetcher:
     def __init__(self, api: TerrapiApi, workspace: str, *, clock: Clock | None = None) -> None:
         self.api = api
         self.workspace = workspace
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
         self.storage_point: StoragePoint | None = None
         self.calls = 0
 
@@ -271,7 +266,7 @@ class RefreshingS3Credentials:
         self._fetcher = fetcher
         self.advisory_window = float(advisory_window)
         self.mandatory_window = float(mandatory_window)
-        self._clock: Clock = clock or _utc_now
+        self._clock: Clock = clock or utc_now
         self.store = store
         # One lock for the whole object: one exchange at a time across threads.
         self._lock = threading.Lock()
@@ -293,22 +288,17 @@ class RefreshingS3Credentials:
         lifetime = creds.lifetime if creds is not None else None
         return refresh_windows(lifetime, self.advisory_window, self.mandatory_window)
 
-    def _needs(self, creds: S3Credentials | None, which: int) -> bool:
+    def state_of(self, creds: S3Credentials | None) -> CredentialState:
+        """``FRESH``, ``STALE`` (advisory window) or ``INVALID`` (mandatory window, or none)."""
         if creds is None:
-            return True
-        if creds.expiry is None:
-            return False
-        return creds.remaining(self.now()) < self.windows_for(creds)[which]
+            return CredentialState.INVALID
+        advisory, mandatory = self.windows_for(creds)
+        return credential_state(creds.expiry, self.now(), advisory=advisory, mandatory=mandatory)
 
     @property
-    def state(self) -> str:
-        """``fresh``, ``stale`` (advisory window), ``expired`` (mandatory) or ``missing``."""
-        creds = self._current
-        if creds is None:
-            return "missing"
-        if self._needs(creds, 1):
-            return "expired"
-        return "stale" if self._needs(creds, 0) else "fresh"
+    def state(self) -> CredentialState:
+        """The :class:`CredentialState` of the current snapshot (``INVALID`` when none)."""
+        return self.state_of(self._current)
 
     @property
     def current(self) -> S3Credentials | None:
@@ -324,18 +314,19 @@ class RefreshingS3Credentials:
         it) when credentials are in the mandatory window and cannot be refreshed.
         """
         creds = self._current
-        if not self._needs(creds, 0):
+        state = self.state_of(creds)
+        if state is CredentialState.FRESH:
             assert creds is not None
             return creds
-        if self._needs(creds, 1):
+        if state is CredentialState.INVALID:
             with self._lock:
-                return self._refresh_locked(mandatory=True, min_lifetime=None)
-        # Advisory: one thread refreshes, the others keep using the current snapshot.
+                return self._refresh_locked(mandatory=True, forced=False, min_lifetime=None)
+        # Stale: one thread refreshes, the others keep using the current snapshot.
         if not self._lock.acquire(blocking=False):
             assert creds is not None
             return creds
         try:
-            return self._refresh_locked(mandatory=False, min_lifetime=None)
+            return self._refresh_locked(mandatory=False, forced=False, min_lifetime=None)
         finally:
             self._lock.release()
 
@@ -354,9 +345,7 @@ class RefreshingS3Credentials:
                 creds = self._current
                 if creds is not None and self.lives_long_enough(creds, min_lifetime):
                     return creds
-            return self._refresh_locked(
-                mandatory=True, min_lifetime=min_lifetime if min_lifetime is not None else -1.0
-            )
+            return self._refresh_locked(mandatory=True, forced=True, min_lifetime=min_lifetime)
 
     def replace_refused(self, refused: S3Credentials) -> S3Credentials:
         """New credentials instead of ``refused``, which the store has just rejected.
@@ -406,7 +395,11 @@ class RefreshingS3Credentials:
             return self._fetch()
         with store.locked():
             cached = store.load()
-            if cached is not None and cached != refused and not self._needs(cached, 0):
+            if (
+                cached is not None
+                and cached != refused
+                and self.state_of(cached) is CredentialState.FRESH
+            ):
                 return cached  # another process replaced them already
             new = self._fetch()
             store.save(new)
@@ -429,17 +422,23 @@ class RefreshingS3Credentials:
 
     # -- internals -------------------------------------------------------------
 
-    def _refresh_locked(self, *, mandatory: bool, min_lifetime: float | None) -> S3Credentials:
-        """With ``self._lock`` held: re-check, then exchange (under the store's lock)."""
-        forced = min_lifetime is not None
+    def _refresh_locked(
+        self, *, mandatory: bool, forced: bool, min_lifetime: float | None
+    ) -> S3Credentials:
+        """With ``self._lock`` held: re-check, then exchange (under the store's lock).
+
+        ``forced``: a new set is wanted even when the current one is fresh
+        (living ``min_lifetime`` more seconds when that is given).
+        """
         current = self._current
-        if not forced and not self._needs(current, 0):
+        if not forced and self.state_of(current) is CredentialState.FRESH:
             assert current is not None
             return current  # another thread refreshed while we waited
         try:
-            new = self._obtain(current, min_lifetime)
+            new = self._obtain(current, forced=forced, min_lifetime=min_lifetime)
         except Exception as exc:
-            if not mandatory and current is not None and not self._needs(current, 1):
+            if not mandatory and self.state_of(current) is not CredentialState.INVALID:
+                assert current is not None
                 logger.warning(
                     "refreshing the S3 credentials failed; using the current ones for "
                     "%.0f more seconds: %s",
@@ -456,13 +455,15 @@ class RefreshingS3Credentials:
         self._current = new
         return new
 
-    def _obtain(self, current: S3Credentials | None, min_lifetime: float | None) -> S3Credentials:
+    def _obtain(
+        self, current: S3Credentials | None, *, forced: bool, min_lifetime: float | None
+    ) -> S3Credentials:
         store = self.store
         if store is None:
             return self._fetch()
         with store.locked():
             cached = store.load()
-            if cached is not None and self._adoptable(cached, current, min_lifetime):
+            if cached is not None and self._adoptable(cached, current, forced, min_lifetime):
                 logger.debug("using STS credentials another process has just cached")
                 return cached
             new = self._fetch()
@@ -470,15 +471,19 @@ class RefreshingS3Credentials:
             return new
 
     def _adoptable(
-        self, cached: S3Credentials, current: S3Credentials | None, min_lifetime: float | None
+        self,
+        cached: S3Credentials,
+        current: S3Credentials | None,
+        forced: bool,
+        min_lifetime: float | None,
     ) -> bool:
-        if self._needs(cached, 0):
+        if self.state_of(cached) is not CredentialState.FRESH:
             return False
-        if min_lifetime is None:
+        if not forced:
             return True
         if current is not None and cached == current:
             return False  # a forced refresh wants something newer than what we hold
-        return self.lives_long_enough(cached, min_lifetime)
+        return min_lifetime is None or self.lives_long_enough(cached, min_lifetime)
 
     def _fetch(self) -> S3Credentials:
         new = self._fetcher()

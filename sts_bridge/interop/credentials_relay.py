@@ -34,10 +34,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from sts_bridge.clock import utc_now
 from sts_bridge.credentials.refreshing import S3Credentials
 from sts_bridge.errors import CredentialsError, StsBridgeError
 from sts_bridge.interop.tool_credentials import container_credentials_document
@@ -159,7 +159,7 @@ class CredentialsRelay:
         last = self._last
         if last is None or last.expiry is None:
             return _POLL_MAX
-        left = last.expiry.timestamp() - time.time()
+        left = (last.expiry - utc_now()).total_seconds()
         return min(_POLL_MAX, max(_POLL_MIN, left * _POLL_SHARE))
 
     def _end_process(self) -> None:

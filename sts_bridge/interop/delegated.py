@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from sts_bridge.clock import utc_now
 from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.errors import ConfigurationError, CredentialsError
 from sts_bridge.terrapi.storage_point import DEFAULT_REGION, StoragePoint, normalise_prefix
@@ -54,7 +55,7 @@ def fetch_served_credentials(url: str, auth_token: str) -> S3Credentials:
             secret_key=str(doc["SecretAccessKey"]),
             token=doc.get("Token"),
             expiry=_parse_expiration(expiration) if expiration else None,
-            issued_at=dt.datetime.now(dt.timezone.utc),
+            issued_at=utc_now(),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CredentialsError(

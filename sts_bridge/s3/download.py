@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sts_bridge.errors import NotFoundError, TransferError
-from sts_bridge.s3.signed_http import ATTEMPTS, MiB, S3Http, describe_failure, strip_etag
+from sts_bridge.s3.signed_http import MiB, S3Http, describe_failure, strip_etag
 from sts_bridge.s3.transfer_types import Progress, ProgressCallback
 
 # The whole engine logs under the name of its public module.
@@ -434,9 +434,9 @@ class DownloadEngine(S3Http):
                 if isinstance(exc, OSError) and not _network_error(exc):
                     raise  # the destination failed (a closed pipe...): not worth a retry
                 failures += 1
-                if failures >= ATTEMPTS:
+                if not self.retry.may_retry(failures):
                     raise TransferError(
-                        f"{what} failed after {ATTEMPTS} attempts: "
+                        f"{what} failed after {self.retry.attempts} attempts: "
                         f"{describe_failure(exc, self.stall)}",
                         hint="the storage endpoint is unreachable or too slow; check the "
                         "network and try again",
@@ -534,9 +534,9 @@ class DownloadEngine(S3Http):
                 resp.release_conn()
                 resp = None
                 failures += 1
-                if failures >= ATTEMPTS:
+                if not self.retry.may_retry(failures):
                     raise TransferError(
-                        f"{what} failed after {ATTEMPTS} attempts: "
+                        f"{what} failed after {self.retry.attempts} attempts: "
                         f"{describe_failure(exc, self.stall)}",
                         hint="the storage endpoint is unreachable or too slow; check the "
                         "network and try again",

@@ -14,15 +14,15 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
-import random
 import re
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from sts_bridge.clock import utc_now
 from sts_bridge.errors import (
     CredentialsError,
     NotFoundError,
@@ -30,16 +30,17 @@ from sts_bridge.errors import (
     StsBridgeError,
     TransferError,
 )
+from sts_bridge.retry import S3_RETRY, RetryPolicy
 from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
 
 # The engine logs under the public module's name.
 log = logging.getLogger("sts_bridge.s3.transfers")
 
 MiB = 1024 * 1024
-ATTEMPTS = 4
 #: Seconds without a byte moving (connect, send or receive) after which a
-#: request to the store counts as stalled and is retried; with 4 attempts and
-#: backoff a dead endpoint is reported in about two minutes.
+#: request to the store counts as stalled and is retried; with the 4 attempts
+#: of :data:`~sts_bridge.retry.S3_RETRY` a dead endpoint is reported in about
+#: two minutes.
 DEFAULT_STALL_TIMEOUT = 25.0
 STALL_TIMEOUT_ENV = "STS_BRIDGE_STALL_TIMEOUT"
 #: S3 error codes meaning "these credentials are bad" rather than "not allowed":
@@ -47,7 +48,6 @@ STALL_TIMEOUT_ENV = "STS_BRIDGE_STALL_TIMEOUT"
 REFUSED_CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccessDenied"}
 )
-_RETRY_STATUS = frozenset({500, 502, 503, 504})
 _OK = frozenset({200})
 
 
@@ -104,7 +104,7 @@ def map_s3_error(
     if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
         return CredentialsError(text, hint="the storage credentials expired; try again")
     denied = status == 403 or code == "AccessDenied"
-    if denied and signed_until is not None and signed_until <= datetime.now(timezone.utc):
+    if denied and signed_until is not None and signed_until <= utc_now():
         return CredentialsError(
             f"{what} failed: the workspace credentials had expired "
             f"(at {signed_until:%Y-%m-%d %H:%M:%S} UTC; the store said {code or status})",
@@ -121,8 +121,7 @@ def map_s3_error(
         return TransferError(
             f"{what} failed: the storage endpoint did not answer "
             f"({type(exc).__name__}; no progress for {stall_timeout():g} s, or no connection)",
-            hint="the storage endpoint is unreachable or too slow; check the network and "
-            "try again",
+            hint="the storage endpoint is unreachable or too slow; check the network and try again",
         )
     return TransferError(text)
 
@@ -203,10 +202,12 @@ class S3Http:
         resumable: bool,
         small_concurrency: int | None = None,
         state_dir: Path | None = None,
+        retry: RetryPolicy = S3_RETRY,
     ) -> None:
         import urllib3
 
         self.ws = ws
+        self.retry = retry
         self.state_dir = state_dir
         self.concurrency = max(1, concurrency)
         self.small_concurrency = max(1, small_concurrency or self.concurrency)
@@ -295,9 +296,9 @@ class S3Http:
         last = ""
         replaced = False
         attempt = 0
-        while attempt < ATTEMPTS:
+        while self.retry.may_retry(attempt):
             if attempt:
-                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+                time.sleep(self.retry.delay(attempt - 1))
             attempt += 1
             signer, creds = self.signer_and_credentials()
             url, signed = signer.sign_request(
@@ -326,7 +327,7 @@ class S3Http:
                 resp.release_conn()
             code = xml_text(data, "Code")
             last = f"HTTP {resp.status} {code}".strip()
-            if resp.status in _RETRY_STATUS or code in ("RequestTimeout", "SlowDown"):
+            if self.retry.transient(resp.status, code):
                 continue
             replace = getattr(self.ws, "credentials_refused", None)
             if not replaced and replace is not None and credentials_refused(code, resp.status):
@@ -344,7 +345,7 @@ class S3Http:
                 signed_until=getattr(creds, "expiry", None),
             )
         raise TransferError(
-            f"{what} failed after {ATTEMPTS} attempts: {last}",
+            f"{what} failed after {self.retry.attempts} attempts: {last}",
             hint="the storage endpoint is unreachable or too slow; check the network and "
             "try again (an interrupted upload resumes)",
         )

@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 from typing import Protocol
 from urllib.parse import quote, urlsplit
 
+from sts_bridge.clock import utc_now
+
 __all__ = [
     "EMPTY_SHA256",
     "MAX_EXPIRES",
@@ -80,7 +82,7 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 def _utc(now: datetime | None) -> datetime:
     if now is None:
-        return datetime.now(timezone.utc)
+        return utc_now()
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     return now.astimezone(timezone.utc)

@@ -56,10 +56,11 @@ import re
 import stat
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
+from sts_bridge.clock import utc_now
 from sts_bridge.errors import (
     CredentialsError,
     InvalidArgumentError,
@@ -660,7 +661,7 @@ class TransferEngine:
         prefix = self.target.prefix
         full_keys = [workspace_key(prefix, k) for k in key_list]
         creds = self.target.credentials_for(min_lifetime=seconds)
-        precise_now = datetime.now(timezone.utc)
+        precise_now = utc_now()
         # SigV4 dates have whole seconds; the URL lives from X-Amz-Date for
         # X-Amz-Expires seconds, so measure the clamp from the truncated time,
         # but refuse from the precise one (0.2 s left is no URL worth giving).

@@ -7,7 +7,9 @@ Three jobs, each in one place:
   auth, so :meth:`TerrapiApi._call` asks the :class:`TokenCredentials` for a
   valid token before *every* request and passes it as ``_request_auth``;
 * **retries** -- idempotent calls are retried on 429/5xx and connection
-  errors with exponential backoff, honouring ``Retry-After``; a 401 is
+  errors as a :class:`~sts_bridge.retry.RetryPolicy` says (default
+  :data:`~sts_bridge.retry.API_RETRY`: exponential backoff, honouring
+  ``Retry-After``); a 401 is
   retried once with a fresh token (``invalidate()`` then ``token()``);
 * **errors** -- ``ApiException`` becomes ``NotAuthenticatedError`` (401),
   ``PermissionDeniedError`` (403), ``NotFoundError`` (404) or
@@ -28,10 +30,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sts_bridge._redact import redact
+from sts_bridge.clock import Clock, utc_now
 from sts_bridge.errors import (
     ApiError,
     ApiUnavailableError,
@@ -39,21 +42,18 @@ from sts_bridge.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from sts_bridge.retry import API_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
     from sts_bridge.auth import TokenCredentials
 
-__all__ = ["DEFAULT_RETRIES", "TerrapiApi"]
+__all__ = ["TerrapiApi"]
 
 logger = logging.getLogger("sts_bridge.terrapi.api")
 
 T = TypeVar("T")
 
-DEFAULT_RETRIES = 3
-DEFAULT_BACKOFF = 0.5
-DEFAULT_MAX_DELAY = 20.0
 DEFAULT_TIMEOUT = 30.0
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def _generated(module: str = "") -> Any:
@@ -61,7 +61,7 @@ def _generated(module: str = "") -> Any:
     return importlib.import_module("terrapi_client" + (f".{module}" if module else ""))
 
 
-def _retry_after(headers: Any, now: float | None = None) -> float | None:
+def _retry_after(headers: Any, now: datetime | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), else None."""
     if not headers:
         return None
@@ -82,8 +82,8 @@ def _retry_after(headers: Any, now: float | None = None) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    reference = now if now is not None else time.time()
-    return max(when.timestamp() - reference, 0.0)
+    reference = now if now is not None else utc_now()
+    return max((when - reference).total_seconds(), 0.0)
 
 
 def _problem_detail(exc: Any) -> str | None:
@@ -115,11 +115,11 @@ class TerrapiApi:
     :param credentials: a :class:`~sts_bridge.auth.TokenCredentials` (``token()``,
         ``invalidate()``).
     :param verify: ``True``, ``False`` (no TLS verification) or a CA bundle path.
-    :param retries: extra attempts for idempotent calls on 429/5xx/connection errors.
-    :param backoff: first backoff delay in seconds (doubles each attempt).
-    :param max_delay: cap for one delay, including ``Retry-After``.
+    :param retry: when and how long idempotent calls are retried on
+        429/5xx/connection errors (default :data:`~sts_bridge.retry.API_RETRY`).
     :param timeout: seconds per request (connect and read).
     :param sleep: injectable ``time.sleep`` (tests).
+    :param clock: tz-aware "now" for ``Retry-After`` dates (injectable for tests).
     :param pool_manager: a urllib3 ``PoolManager``-like transport (tests, proxies).
     """
 
@@ -129,12 +129,10 @@ class TerrapiApi:
         credentials: TokenCredentials,
         *,
         verify: bool | str = True,
-        retries: int = DEFAULT_RETRIES,
-        backoff: float = DEFAULT_BACKOFF,
-        max_delay: float = DEFAULT_MAX_DELAY,
+        retry: RetryPolicy = API_RETRY,
         timeout: float = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = utc_now,
         pool_manager: Any = None,
     ) -> None:
         if not api_url:
@@ -142,9 +140,7 @@ class TerrapiApi:
         self.api_url = api_url.rstrip("/")
         self.credentials = credentials
         self.verify = verify
-        self.retries = max(int(retries), 0)
-        self.backoff = backoff
-        self.max_delay = max_delay
+        self.retry = retry
         self.timeout = timeout
         self._sleep = sleep
         self._clock = clock
@@ -273,7 +269,7 @@ class TerrapiApi:
                     logger.debug("%s: 401, retrying once with a fresh token", what)
                     self.credentials.invalidate()
                     continue
-                if status in _RETRY_STATUSES and idempotent and attempt < self.retries:
+                if self.retry.transient(status) and idempotent and attempt < self.retry.retries:
                     self._pause(what, attempt, f"HTTP {status}", exc.headers)
                     attempt += 1
                     continue
@@ -299,7 +295,7 @@ class TerrapiApi:
                         hint="check TERRAPI_URL: http:// or https://, and the port",
                     ) from exc
                 reason = type(exc).__name__
-                if idempotent and attempt < self.retries:
+                if idempotent and attempt < self.retry.retries:
                     self._pause(what, attempt, reason, None)
                     attempt += 1
                     continue
@@ -315,10 +311,7 @@ class TerrapiApi:
                 ) from exc
 
     def _pause(self, what: str, attempt: int, reason: str, headers: Any) -> None:
-        delay = min(self.backoff * (2**attempt), self.max_delay)
-        after = _retry_after(headers, self._clock())
-        if after is not None:
-            delay = min(max(after, 0.0), self.max_delay)
+        delay = self.retry.delay(attempt, _retry_after(headers, self._clock()))
         logger.info("%s: %s, retrying in %.1f s (attempt %d)", what, reason, delay, attempt + 2)
         self._sleep(delay)
 
@@ -358,9 +351,9 @@ class TerrapiApi:
             return NotFoundError(
                 f"{what}: {target} does not exist (404){suffix}", status=status, detail=detail
             )
-        if status in _RETRY_STATUSES or status >= 500:
+        if self.retry.transient(status) or status >= 500:
             return ApiUnavailableError(
-                f"{what}: the API answered {status} after {self.retries + 1} attempt(s){suffix}",
+                f"{what}: the API answered {status} after {self.retry.attempts} attempt(s){suffix}",
                 status=status,
                 detail=detail,
             )

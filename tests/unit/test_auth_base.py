@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sts_bridge.auth import Token, TokenCache, TokenCredentials, unverified_claims
+from sts_bridge.clock import CredentialState
 from sts_bridge.errors import ClockSkewError
 
 T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -64,13 +65,13 @@ class Counting(TokenCredentials):
 def test_fresh_then_stale_with_leeway() -> None:
     clock = FakeClock()
     creds = Counting(ttl=3600, leeway=60, clock=clock)
-    assert creds.state == "missing"
+    assert creds.state == CredentialState.INVALID
     first = creds.token()
-    assert creds.state == "fresh" and creds.expiry == T0 + timedelta(hours=1)
+    assert creds.state is CredentialState.FRESH and creds.expiry == T0 + timedelta(hours=1)
     clock.advance(3600 - 61)
     assert creds.token() == first
     clock.advance(2)
-    assert creds.state == "stale"
+    assert creds.state == CredentialState.INVALID
     assert creds.token() != first
     assert creds.fetches == 2
 
@@ -93,7 +94,7 @@ def test_refresh_and_invalidate() -> None:
     creds.refresh()
     assert creds.token() != first and creds.fetches == 2
     creds.invalidate()
-    assert creds.state == "stale"
+    assert creds.state == CredentialState.INVALID
     creds.token()
     assert creds.fetches == 3
     assert creds.seen_refresh[-1] == "rt-2"  # the refresh token survives invalidate()

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from sts_bridge.clock import CredentialState
 from sts_bridge.credentials.cache import CredentialCache
 from sts_bridge.credentials.refreshing import (
     RefreshingS3Credentials,
@@ -90,11 +91,11 @@ def test_windows_for_15_minutes_and_scaled_down_for_5_seconds() -> None:
 def test_fresh_credentials_are_reused_then_refreshed_in_advisory_window() -> None:
     clock, fetcher, rc = make()
     first = rc.get()
-    assert fetcher.calls == 1 and rc.state == "fresh"
+    assert fetcher.calls == 1 and rc.state is CredentialState.FRESH
     clock.advance(900 - 121)
     assert rc.get() is first and fetcher.calls == 1
     clock.advance(2)  # 119 s left: advisory window
-    assert rc.state == "stale"
+    assert rc.state is CredentialState.STALE
     second = rc.get()
     assert second.access_key == "AK2" and fetcher.calls == 2
 

@@ -32,6 +32,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "sts_bridge._files",
         "sts_bridge._redact",
         "sts_bridge._lazy",
+        "sts_bridge.clock",
+        "sts_bridge.retry",
     ),
     ("sts_bridge.config",),
     ("sts_bridge.auth", "sts_bridge.s3"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from sts_bridge.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from sts_bridge.retry import API_RETRY
 from sts_bridge.terrapi.api import TerrapiApi, _retry_after
 
 SEED_STS = {
@@ -103,7 +106,7 @@ def make(*replies: Reply, **kw: Any) -> tuple[TerrapiApi, FakePool, FakeCredenti
         creds,  # type: ignore[arg-type]
         pool_manager=pool,
         sleep=sleeps.append,
-        clock=lambda: 1_000_000.0,
+        clock=lambda: datetime.fromtimestamp(1_000_000.0, timezone.utc),
         **kw,
     )
     return api, pool, creds, sleeps
@@ -148,20 +151,21 @@ def test_honours_retry_after_seconds_and_caps_it() -> None:
         (429, {"detail": "slow down"}, {"Retry-After": "3"}),
         (429, {}, {"Retry-After": "9999"}),
         (200, [], {}),
-        max_delay=10,
+        retry=dataclasses.replace(API_RETRY, max_delay=10),
     )
     api.workspaces()
     assert sleeps == [3.0, 10.0]
 
 
 def test_retry_after_http_date() -> None:
-    assert _retry_after({"Retry-After": "Mon, 12 Jan 1970 13:46:40 GMT"}, 1_000_000.0) == 0.0
-    assert _retry_after({"Retry-After": "Mon, 12 Jan 1970 13:46:45 GMT"}, 1_000_000.0) == 5.0
-    assert _retry_after({}, 0) is None
+    now = datetime.fromtimestamp(1_000_000.0, timezone.utc)
+    assert _retry_after({"Retry-After": "Mon, 12 Jan 1970 13:46:40 GMT"}, now) == 0.0
+    assert _retry_after({"Retry-After": "Mon, 12 Jan 1970 13:46:45 GMT"}, now) == 5.0
+    assert _retry_after({}, now) is None
 
 
 def test_gives_up_after_retries_with_the_detail() -> None:
-    api, pool, _, sleeps = make(*[problem(503, "maintenance until noon")] * 4, retries=3)
+    api, pool, _, sleeps = make(*[problem(503, "maintenance until noon")] * 4)
     with pytest.raises(ApiUnavailableError, match="maintenance until noon") as info:
         api.workspaces()
     assert info.value.status == 503 and len(pool.requests) == 4 and len(sleeps) == 3
@@ -169,7 +173,7 @@ def test_gives_up_after_retries_with_the_detail() -> None:
 
 def test_connection_errors_are_retried_then_unavailable() -> None:
     err = urllib3.exceptions.NewConnectionError(None, "refused")  # type: ignore[arg-type]
-    api, pool, _, _ = make(err, err, retries=1)
+    api, pool, _, _ = make(err, err, retry=dataclasses.replace(API_RETRY, attempts=2))
     with pytest.raises(ApiUnavailableError, match="could not be reached"):
         api.workspaces()
     assert len(pool.requests) == 2
