@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sts_bridge._lazy import lazy_exports
+from sts_bridge.credentials.sources import WorkspaceSource, set_configuration_chain_opener
 from sts_bridge.errors import (
     AccessDeniedError,
     ApiError,
@@ -43,6 +44,7 @@ from sts_bridge.errors import (
 
 if TYPE_CHECKING:
     from sts_bridge.client import Client, upload_to_workspace
+    from sts_bridge.config import Settings
     from sts_bridge.credentials.refreshing import S3Credentials
     from sts_bridge.s3.transfers import (
         ObjectInfo,
@@ -67,6 +69,18 @@ _LAZY = {
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
+
+
+def _open_from_configuration_chain(settings: Settings, name: str) -> WorkspaceSource:
+    from sts_bridge.client import Client
+
+    return Client(settings).workspace(name)
+
+
+# Wired here, above every layer: ``credentials.sources`` resolves a workspace
+# by name (unpickling, ``workspace://``) but sits below ``client``, and any
+# import of an ``sts_bridge`` module runs this file first.
+set_configuration_chain_opener(_open_from_configuration_chain)
 
 
 __all__ = [

@@ -7,13 +7,19 @@ a pickled :class:`~sts_bridge.Workspace`, a Dask worker) asks
 1. a source registered in this process with :func:`register_workspace_source`
    (a Dask worker registers the one its scheduler hands out, a test
    registers a fake), or
-2. the configuration chain: ``Client.from_env().workspace(name)``, built
-   once per process and per platform URL and then reused, so every
+2. the configuration chain: ``Client(load_settings()).workspace(name)``,
+   built once per process and per platform URL and then reused, so every
    filesystem, pickle and task of a process shares one
    :class:`~sts_bridge.credentials.RefreshingS3Credentials` (one STS
    exchange at a time).
 
 :class:`~sts_bridge.Workspace` satisfies :class:`WorkspaceSource`.
+
+This module sits below ``client``, so it does not build the ``Client``
+itself: the package ``sts_bridge/__init__.py`` hands it the opener with
+:func:`set_configuration_chain_opener` when any ``sts_bridge`` module is
+imported (an unpickling worker or fsspec imports this module, never
+``client``, and still needs the chain).
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from sts_bridge.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from sts_bridge.config import Settings
     from sts_bridge.credentials.refreshing import S3Credentials
 
 __all__ = [
+    "ConfigurationChainOpener",
     "WorkspaceSource",
     "register_workspace_source",
     "resolve_workspace",
+    "set_configuration_chain_opener",
     "workspace_by_reference",
 ]
 
@@ -69,7 +79,11 @@ class WorkspaceSource(Protocol):
         ...
 
 
+ConfigurationChainOpener = Callable[["Settings", str], WorkspaceSource]
+"""Builds workspace ``name`` from resolved settings (``Client(settings).workspace(name)``)."""
+
 _lock = threading.Lock()
+_chain_opener: list[ConfigurationChainOpener] = []
 _registered: dict[str, list[WorkspaceSource]] = {}
 _from_chain: dict[tuple[Settings, str], WorkspaceSource] = {}
 
@@ -99,6 +113,21 @@ def register_workspace_source(source: WorkspaceSource) -> Callable[[], None]:
     return unregister
 
 
+def set_configuration_chain_opener(
+    opener: ConfigurationChainOpener | None,
+) -> ConfigurationChainOpener | None:
+    """Make ``opener`` what :func:`resolve_workspace` falls back to; return the previous one.
+
+    ``None`` leaves no fallback (:func:`resolve_workspace` then raises
+    :class:`~sts_bridge.errors.ConfigurationError` for an unregistered
+    name). Workspaces the previous opener built stay cached. Thread-safe.
+    """
+    with _lock:
+        previous = _chain_opener[0] if _chain_opener else None
+        _chain_opener[:] = [] if opener is None else [opener]
+    return previous
+
+
 def resolve_workspace(name: str, *, api_url: str | None = None) -> WorkspaceSource:
     """The source of workspace ``name``: a registered one, else the configuration chain.
 
@@ -114,7 +143,6 @@ def resolve_workspace(name: str, *, api_url: str | None = None) -> WorkspaceSour
         stack = _registered.get(name)
         if stack:
             return stack[-1]
-    from sts_bridge.client import Client
     from sts_bridge.config import load_settings
 
     settings = load_settings(**({"api_url": api_url} if api_url else {}))
@@ -122,8 +150,15 @@ def resolve_workspace(name: str, *, api_url: str | None = None) -> WorkspaceSour
         known = _from_chain.get((settings, name))
     if known is not None:
         return known
+    with _lock:
+        openers = list(_chain_opener)
+    if not openers:
+        raise ConfigurationError(
+            f"no workspace source for {name!r} and no configuration chain to open it",
+            hint="import sts_bridge (it sets the configuration chain) or register a source",
+        )
     # Built outside the lock: it may log in or call the API.
-    workspace = Client(settings).workspace(name)
+    workspace = openers[0](settings, name)
     with _lock:
         return _from_chain.setdefault((settings, name), workspace)
 

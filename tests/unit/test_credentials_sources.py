@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from sts_bridge.credentials.sources import (
     WorkspaceSource,
     register_workspace_source,
     resolve_workspace,
+    set_configuration_chain_opener,
 )
 from sts_bridge.errors import ConfigurationError
 
@@ -64,6 +67,41 @@ def no_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_without_registration_the_configuration_chain_is_asked(no_platform: None) -> None:
     with pytest.raises(ConfigurationError):
         resolve_workspace("unit-not-registered")
+
+
+def test_the_configuration_chain_opener_builds_an_unregistered_name_once(
+    no_platform: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERRAPI_URL", "http://127.0.0.1:9/unit-opener")
+    opened: list[str] = []
+
+    def opener(settings: object, name: str) -> FakeSource:
+        opened.append(name)
+        return FakeSource(name)
+
+    previous = set_configuration_chain_opener(opener)
+    try:
+        first = resolve_workspace("unit-opened")
+        assert first.name == "unit-opened" and resolve_workspace("unit-opened") is first
+        assert opened == ["unit-opened"]
+        set_configuration_chain_opener(None)
+        with pytest.raises(ConfigurationError, match="no configuration chain"):
+            resolve_workspace("unit-opened-without-opener")
+    finally:
+        set_configuration_chain_opener(previous)
+
+
+def test_importing_the_sources_alone_sets_the_package_opener_without_client() -> None:
+    # What an unpickling worker or fsspec does: import credentials.sources,
+    # never client; the package __init__ has set the opener by then.
+    code = (
+        "import sys\n"
+        "from sts_bridge.credentials.sources import set_configuration_chain_opener\n"
+        "previous = set_configuration_chain_opener(None)\n"
+        "print(previous.__module__, 'sts_bridge.client' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["sts_bridge", "False"]
 
 
 def test_registration_from_many_threads(no_platform: None) -> None:

@@ -57,23 +57,6 @@ ALLOWED_UPWARD: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
-# The rules' open cases, listed so that any NEW case fails: a pickled
-# Workspace re-opens itself through credentials.sources, which builds a
-# Client, which builds Workspaces (issue 10 removes this cycle).
-KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
-    {("sts_bridge.credentials.sources", "sts_bridge.client")}
-)
-KNOWN_CYCLES: list[list[str]] = [
-    [
-        "sts_bridge.client",
-        "sts_bridge.credentials.sources",
-        "sts_bridge.interop.aiobotocore_session",
-        "sts_bridge.interop.filesystem",
-        "sts_bridge.workspace",
-    ]
-]
-
-
 @dataclass(frozen=True)
 class Import:
     importer: str  # dotted module name
@@ -235,7 +218,7 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_no_import_cycle() -> None:
-    assert find_cycles(dependency_graph()) == KNOWN_CYCLES
+    assert find_cycles(dependency_graph()) == []
 
 
 def test_no_private_name_imported_across_modules() -> None:
@@ -243,10 +226,8 @@ def test_no_private_name_imported_across_modules() -> None:
 
 
 def test_package_dependency_rule() -> None:
-    found = [i for i in forbidden_imports() if (i.importer, i.target) not in KNOWN_UPWARD]
+    found = forbidden_imports()
     assert [f"{i.importer}:{i.line} imports {i.target}" for i in found] == []
-    known = {(i.importer, i.target) for i in forbidden_imports()} & KNOWN_UPWARD
-    assert known == KNOWN_UPWARD
 
 
 # The checker itself, on small trees that break each rule.
