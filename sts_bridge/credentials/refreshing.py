@@ -12,6 +12,10 @@ that returns fresh credentials):
   expired): every thread blocks on the lock; a failed exchange raises
   :class:`~sts_bridge.errors.CredentialsError`.
 
+The two windows give the credentials' :class:`~sts_bridge.clock.CredentialState`
+(``STALE`` in the advisory window, ``INVALID`` in the mandatory one or when
+there are none; :meth:`RefreshingS3Credentials.state_of`).
+
 Whoever obtains the lock re-checks first, so 32 threads arriving at the
 moment of expiry cause exactly one exchange. When a cross-process
 :class:`CredentialStore` is attached, the exchange additionally happens
