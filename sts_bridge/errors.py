@@ -19,11 +19,20 @@ The tree (catch the level you care about)::
     │   │   └── WorkspaceNotFoundError  with the available names
     │   └── ApiUnavailableError     5xx / 429 / connection errors after retries
     ├── WorkspaceError              a workspace that sts-bridge cannot use (not S3, ...)
-    ├── CredentialsError            STS credentials could not be obtained or refreshed
+    ├── CredentialsError            STS credentials could not be obtained, refreshed, or expired
     │   └── SharedCredentialsExpiredError  a Dask worker's shared credentials ran out
+    ├── StorageError                the object store (S3) refused or failed a request
+    │   ├── ObjectNotFoundError     404 NoSuchKey / NoSuchUpload: no such object or upload
+    │   ├── StorageAccessDeniedError 403 from the store: the credentials do not allow this
+    │   ├── PreconditionFailedError 412: the object changed since it was read
+    │   └── StorageUnavailableError 5xx / SlowDown / stalls, after retries
     ├── InvalidKeyError             an object key that would leave the workspace prefix
     ├── InvalidArgumentError        an argument that cannot be sent (e.g. a header with CR/LF)
-    └── TransferError               an upload/download failed (parts were cleaned up)
+    └── TransferError               an upload/download failed locally (the file, the
+                                    destination, a changed source); parts were cleaned up
+
+``ApiError`` is only the TerrAPI server: a missing object or a 403 from the
+store is a ``StorageError``, so ``except ApiError`` never catches one.
 
 Messages say what happened and what to do next; they never contain tokens,
 secrets or credentials.
@@ -200,7 +209,63 @@ class InvalidKeyError(StsBridgeError, ValueError):
 
 
 class TransferError(StsBridgeError):
-    """An upload or download failed; any partial multipart upload was aborted."""
+    """An upload or download failed; any partial multipart upload was aborted.
+
+    Raised for what the transfer itself finds (a source file that changed or
+    vanished, a destination that cannot be written, a checksum that does not
+    match); what the store answers is a :class:`StorageError`.
+    """
+
+
+# --- object store -------------------------------------------------------------
+
+
+class StorageError(StsBridgeError):
+    """The object store refused or failed a request.
+
+    ``status`` is the HTTP status (``None`` when the store did not answer),
+    ``code`` the S3 error code (``""`` when the answer had none) and ``key``
+    the object key as the user names it (without the workspace prefix), when
+    the request was about one object.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.key = key
+        super().__init__(message, hint=hint)
+
+
+class ObjectNotFoundError(StorageError):
+    """404 from the store: no such object (NoSuchKey) or multipart upload (NoSuchUpload)."""
+
+    hint = "list the workspace with `sts-bridge ls`"
+
+
+class StorageAccessDeniedError(StorageError):
+    """403 from the store: the workspace credentials do not allow this request."""
+
+    hint = "your workspace credentials do not allow this; check the key is inside the workspace"
+
+
+class PreconditionFailedError(StorageError):
+    """412 from the store: the object changed since it was read (If-Match failed)."""
+
+    hint = "the object changed meanwhile; try again"
+
+
+class StorageUnavailableError(StorageError):
+    """The store answered 5xx / SlowDown, or stalled or did not answer, after retries."""
+
+    hint = "the storage endpoint is unreachable or too slow; check the network and try again"
 
 
 __all__ = [
@@ -217,9 +282,14 @@ __all__ = [
     "LoginTimeoutError",
     "NotAuthenticatedError",
     "NotFoundError",
+    "ObjectNotFoundError",
     "PermissionDeniedError",
+    "PreconditionFailedError",
     "ProviderUnreachableError",
     "SharedCredentialsExpiredError",
+    "StorageAccessDeniedError",
+    "StorageError",
+    "StorageUnavailableError",
     "StsBridgeError",
     "TokenCacheError",
     "TransferError",

@@ -185,7 +185,7 @@ class Workspace:
         :class:`~sts_bridge.errors.InvalidKeyError` (before any request),
         ``ValueError`` for an invalid include/exclude pattern,
         :class:`~sts_bridge.errors.TransferError` (nothing left behind),
-        :class:`~sts_bridge.errors.PermissionDeniedError`.
+        :class:`~sts_bridge.errors.StorageAccessDeniedError`.
         """
         return self.engine.upload(
             source,
@@ -213,7 +213,7 @@ class Workspace:
         """Download ``key`` to ``dest`` (a file, or a directory to put it in); the path written.
 
         See :meth:`TransferEngine.download <sts_bridge.s3.transfers.TransferEngine.download>`.
-        Raises :class:`~sts_bridge.errors.NotFoundError` when there is no such
+        Raises :class:`~sts_bridge.errors.ObjectNotFoundError` when there is no such
         object, :class:`~sts_bridge.errors.TransferError` when the destination
         is a directory (before any request) or the transfer failed.
         """
@@ -231,7 +231,7 @@ class Workspace:
     ) -> int:
         """Write object ``key`` into the binary file object ``fileobj``, in order; the size.
 
-        Raises :class:`~sts_bridge.errors.NotFoundError`,
+        Raises :class:`~sts_bridge.errors.ObjectNotFoundError`,
         :class:`~sts_bridge.errors.TransferError`.
         """
         return self.engine.download_fileobj(key, fileobj, progress=progress, part_size=part_size)
@@ -253,7 +253,7 @@ class Workspace:
 
         Returns how many objects were deleted. See
         :meth:`TransferEngine.delete <sts_bridge.s3.transfers.TransferEngine.delete>`.
-        Raises :class:`~sts_bridge.errors.NotFoundError` for a missing single
+        Raises :class:`~sts_bridge.errors.ObjectNotFoundError` for a missing single
         key, :class:`~sts_bridge.errors.InvalidKeyError` (before any request).
         """
         return self.engine.delete(key_or_prefix, recursive=recursive)

@@ -23,7 +23,10 @@ from sts_bridge.errors import (
     InvalidKeyError,
     NotAuthenticatedError,
     NotFoundError,
+    ObjectNotFoundError,
     PermissionDeniedError,
+    StorageAccessDeniedError,
+    StorageError,
     StsBridgeError,
 )
 
@@ -39,6 +42,7 @@ class ExitStatus(enum.IntEnum):
     FORBIDDEN = 5  # 403 from the API or the store
     NOT_FOUND = 6  # no such workspace or object
     API = 7  # API unavailable or failed
+    STORAGE = 8  # the object store refused or failed (5xx, SlowDown, stalled, ...)
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM (cleaned up like Ctrl-C)
 
@@ -117,19 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_status_for(exc: StsBridgeError) -> ExitStatus:
+def exit_status_for(exc: StsBridgeError) -> ExitStatus:
+    """The exit code of the CLI for ``exc`` (the README's table)."""
     if isinstance(exc, ConfigurationError):
         return ExitStatus.CONFIG
     if isinstance(exc, (AuthError, NotAuthenticatedError)):
         return ExitStatus.AUTH
-    if isinstance(exc, PermissionDeniedError):
+    if isinstance(exc, (PermissionDeniedError, StorageAccessDeniedError)):
         return ExitStatus.FORBIDDEN
-    if isinstance(exc, NotFoundError):
+    if isinstance(exc, (NotFoundError, ObjectNotFoundError)):
         return ExitStatus.NOT_FOUND
     if isinstance(exc, (InvalidKeyError, InvalidArgumentError)):
         return ExitStatus.USAGE
     if isinstance(exc, ApiError):
         return ExitStatus.API
+    if isinstance(exc, StorageError):
+        return ExitStatus.STORAGE
     return ExitStatus.ERROR
 
 
@@ -142,6 +149,7 @@ FALLBACK_HINTS = {
     ExitStatus.FORBIDDEN: "check that the workspace is yours, or ask its owner for access",
     ExitStatus.NOT_FOUND: "check the name: `sts-bridge workspaces` and `sts-bridge ls` list them",
     ExitStatus.API: "check TERRAPI_URL and try again later",
+    ExitStatus.STORAGE: "check the storage endpoint and the network, then try again",
 }
 
 
@@ -196,7 +204,7 @@ def _run(handler: Handler, args: argparse.Namespace) -> ExitStatus:
     except StsBridgeError as exc:
         if args.debug:
             raise
-        status = _exit_status_for(exc)
+        status = exit_status_for(exc)
         error(exc.message, exc.hint or FALLBACK_HINTS[status])
         return status
     except BrokenPipeError:

@@ -43,7 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sts_bridge.errors import NotFoundError, TransferError
+from sts_bridge.errors import ObjectNotFoundError, TransferError
+from sts_bridge.s3.errors import storage_unreachable
 from sts_bridge.s3.signed_http import MiB, S3Http, describe_failure, strip_etag
 from sts_bridge.s3.transfer_types import Progress, ProgressCallback
 
@@ -293,7 +294,7 @@ class DownloadEngine(S3Http):
             if resp.status == 416:  # an empty object has no byte 0
                 resp.release_conn()
                 resp = self.call("GET", full_key, what, stream=True)
-        except NotFoundError as exc:
+        except ObjectNotFoundError as exc:
             raise self._not_found(key) from exc
         size = _total_size(resp)
         etag = strip_etag(resp.headers.get("ETag"))
@@ -397,7 +398,7 @@ class DownloadEngine(S3Http):
                     ok=frozenset({206, 200, 416}),
                     stream=True,
                 )
-            except NotFoundError as exc:
+            except ObjectNotFoundError as exc:
                 raise self._not_found(key) from exc
             if resp.status == 416 and size is None:  # an empty object has no byte 0
                 resp.release_conn()
@@ -435,11 +436,9 @@ class DownloadEngine(S3Http):
                     raise  # the destination failed (a closed pipe...): not worth a retry
                 failures += 1
                 if not self.retry.may_retry(failures):
-                    raise TransferError(
-                        f"{what} failed after {self.retry.attempts} attempts: "
-                        f"{describe_failure(exc, self.stall)}",
-                        hint="the storage endpoint is unreachable or too slow; check the "
-                        "network and try again",
+                    reason = describe_failure(exc, self.stall)
+                    raise storage_unreachable(
+                        what, f"{reason} (after {self.retry.attempts} attempts)"
                     ) from exc
                 log.debug("%s: broke at byte %d (%s); resuming", what, pos, exc)
                 continue
@@ -451,11 +450,12 @@ class DownloadEngine(S3Http):
             )
         return size
 
-    def _not_found(self, key: str) -> NotFoundError:
-        return NotFoundError(
+    def _not_found(self, key: str) -> ObjectNotFoundError:
+        return ObjectNotFoundError(
             f"no object {key!r} in workspace {getattr(self.ws, 'name', '')!r}".replace(" ''", ""),
             status=404,
-            hint="list the workspace with `sts-bridge ls`",
+            code="NoSuchKey",
+            key=key,
         )
 
     def _fetch_range(
@@ -535,11 +535,9 @@ class DownloadEngine(S3Http):
                 resp = None
                 failures += 1
                 if not self.retry.may_retry(failures):
-                    raise TransferError(
-                        f"{what} failed after {self.retry.attempts} attempts: "
-                        f"{describe_failure(exc, self.stall)}",
-                        hint="the storage endpoint is unreachable or too slow; check the "
-                        "network and try again",
+                    reason = describe_failure(exc, self.stall)
+                    raise storage_unreachable(
+                        what, f"{reason} (after {self.retry.attempts} attempts)"
                     ) from exc
                 log.debug("%s: range broke at byte %d (%s); resuming", what, pos, exc)
                 continue

@@ -5,8 +5,8 @@ through :class:`S3Http`, signed with :class:`~sts_bridge.s3.signer.Signer`
 from a fresh ``credentials()`` snapshot (a transfer may outlive one set of
 STS credentials) and sent over one urllib3 connection pool; no boto3 client
 is built. Also here: the few regular expressions that read S3's small XML
-answers, and the mapping of S3 errors (raw HTTP or botocore) to our
-exception tree. See :mod:`sts_bridge.s3.transfers` for why not s3transfer.
+answers; a refused request is mapped by :func:`sts_bridge.s3.errors.map_s3_error`.
+See :mod:`sts_bridge.s3.transfers` for why not s3transfer.
 """
 
 from __future__ import annotations
@@ -18,19 +18,11 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sts_bridge.clock import utc_now
-from sts_bridge.errors import (
-    CredentialsError,
-    NotFoundError,
-    PermissionDeniedError,
-    StsBridgeError,
-    TransferError,
-)
 from sts_bridge.retry import S3_RETRY, RetryPolicy
+from sts_bridge.s3.errors import UNAVAILABLE_HINT, map_s3_error, storage_unreachable
 from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
 
 # The engine logs under the public module's name.
@@ -80,59 +72,6 @@ def credentials_refused(code: str, status: int | None) -> bool:
 
 def strip_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"')
-
-
-def error_code(exc: BaseException) -> tuple[str, int | None]:
-    response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", "") or "")
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code, status
-
-
-def map_s3_error(
-    exc: Exception, what: str, *, signed_until: datetime | None = None
-) -> StsBridgeError:
-    """A botocore error -> our tree (never includes credentials).
-
-    ``signed_until`` is the expiry of the credentials that signed the
-    failed request, when known: radosgw answers ``AccessDenied`` (not
-    ``ExpiredToken``) to expired credentials, and a user must hear that
-    they expired, not that they lack a permission.
-    """
-    code, status = error_code(exc)
-    text = f"{what} failed: {code or type(exc).__name__}" + (f" (HTTP {status})" if status else "")
-    if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
-        return CredentialsError(text, hint="the storage credentials expired; try again")
-    denied = status == 403 or code == "AccessDenied"
-    if denied and signed_until is not None and signed_until <= utc_now():
-        return CredentialsError(
-            f"{what} failed: the workspace credentials had expired "
-            f"(at {signed_until:%Y-%m-%d %H:%M:%S} UTC; the store said {code or status})",
-            hint="use credentials that refresh (the workspace, its filesystem, "
-            "or `sts-bridge credentials --serve`), not a snapshot",
-        )
-    if denied:
-        return PermissionDeniedError(
-            text, status=403, hint="your workspace credentials do not allow this"
-        )
-    if status == 404 or code in ("NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchUpload"):
-        return NotFoundError(text, status=404)
-    if not code and _botocore_network_error(exc):
-        return TransferError(
-            f"{what} failed: the storage endpoint did not answer "
-            f"({type(exc).__name__}; no progress for {stall_timeout():g} s, or no connection)",
-            hint="the storage endpoint is unreachable or too slow; check the network and try again",
-        )
-    return TransferError(text)
-
-
-def _botocore_network_error(exc: Exception) -> bool:
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import HTTPClientError
-    except ImportError:  # pragma: no cover - botocore is a dependency
-        return False
-    return isinstance(exc, (BotoConnectionError, HTTPClientError))
 
 
 def xml_text(data: bytes | None, tag: str) -> str:
@@ -287,7 +226,9 @@ class S3Http:
         by ``x-amz-content-sha256`` (computed here unless given). With
         ``stream=True`` the body of an ``ok`` response is left unread (the
         caller reads it and releases the connection). Any other status
-        raises (mapped by :func:`map_s3_error`).
+        raises (mapped by :func:`~sts_bridge.s3.errors.map_s3_error`);
+        a store that never answers raises
+        :class:`~sts_bridge.errors.StorageUnavailableError` after the retries.
         """
         import urllib3
 
@@ -340,14 +281,17 @@ class S3Http:
                 attempt -= 1
                 continue
             raise map_s3_error(
-                RawS3Error(code, resp.status),
+                code,
+                resp.status,
                 what,
+                key=self.user_key(full_key),
                 signed_until=getattr(creds, "expiry", None),
             )
-        raise TransferError(
-            f"{what} failed after {self.retry.attempts} attempts: {last}",
-            hint="the storage endpoint is unreachable or too slow; check the network and "
-            "try again (an interrupted upload resumes)",
+        raise storage_unreachable(
+            what,
+            f"{last} (after {self.retry.attempts} attempts)",
+            key=self.user_key(full_key),
+            hint=UNAVAILABLE_HINT + " (an interrupted upload resumes)",
         )
 
     def put(
@@ -397,11 +341,3 @@ def describe_failure(exc: Exception, stall: float) -> str:
     if isinstance(exc, urllib3.exceptions.NewConnectionError):
         return "cannot connect to the storage endpoint"
     return type(exc).__name__
-
-
-class RawS3Error(Exception):
-    """A raw HTTP error shaped like botocore's ClientError for :func:`map_s3_error`."""
-
-    def __init__(self, code: str, status: int) -> None:
-        super().__init__(code)
-        self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}

@@ -456,7 +456,7 @@ def plan_sync(
     is compared. Raises :class:`InvalidKeyError` for an unsafe prefix or
     local path (before any request), :class:`TransferError` when the local
     source is not a folder, and the transfer errors of listing
-    (:class:`PermissionDeniedError`, :class:`CredentialsError`...).
+    (:class:`StorageAccessDeniedError`, :class:`CredentialsError`...).
     """
     if direction not in ("upload", "download"):
         raise ValueError(f"direction must be 'upload' or 'download', not {direction!r}")

@@ -65,7 +65,7 @@ from sts_bridge.errors import (
     CredentialsError,
     InvalidArgumentError,
     InvalidKeyError,
-    NotFoundError,
+    ObjectNotFoundError,
     TransferError,
 )
 from sts_bridge.s3.download import (
@@ -73,8 +73,9 @@ from sts_bridge.s3.download import (
     DEFAULT_DOWNLOAD_RANGE,
     DownloadEngine,
 )
+from sts_bridge.s3.errors import botocore_error_values, map_botocore_error
 from sts_bridge.s3.keys import folder_prefix, relative_key, workspace_key, workspace_prefix
-from sts_bridge.s3.signed_http import credentials_refused, error_code, map_s3_error, strip_etag
+from sts_bridge.s3.signed_http import credentials_refused, strip_etag
 from sts_bridge.s3.signer import MAX_EXPIRES, Signer
 from sts_bridge.s3.transfer_types import (
     ObjectInfo,
@@ -224,7 +225,7 @@ class TransferEngine:
         invalid include/exclude pattern (e.g. ``"["``), :class:`TransferError`
         (nothing left behind; also, before any request, for a folder that
         cannot be read anywhere in the tree, or patterns that leave no file),
-        :class:`PermissionDeniedError`.
+        :class:`StorageAccessDeniedError`.
         """
         meta = dict(metadata or {})
         for name, value in meta.items():
@@ -385,7 +386,7 @@ class TransferEngine:
         device (``/dev/stdout``, ``/dev/null``) is streamed into in order and
         never replaced (see also :meth:`download_fileobj`). Checked: the
         size, and the MD5 when the ETag is one (single-part objects). Returns
-        the path written. Raises :class:`NotFoundError` when there is no
+        the path written. Raises :class:`ObjectNotFoundError` when there is no
         such object, :class:`TransferError` when the destination is a
         directory (before any request) or the transfer failed.
         """
@@ -428,7 +429,7 @@ class TransferEngine:
         One ranged GET at a time (``part_size`` bytes), resumed where a
         connection broke; the size and a single-part MD5 are checked as the
         bytes pass, so a failed check raises after the bytes were written.
-        Returns the size. Raises :class:`NotFoundError`, :class:`TransferError`.
+        Returns the size. Raises :class:`ObjectNotFoundError`, :class:`TransferError`.
         """
         full = workspace_key(self.target.prefix, key)
         engine = DownloadEngine(
@@ -470,7 +471,7 @@ class TransferEngine:
             try:
                 resp, s3 = self._s3_call(lambda c: c.list_objects_v2(**kwargs), s3)
             except Exception as exc:
-                raise map_s3_error(exc, f"listing {prefix or 'the workspace'!r}") from exc
+                raise map_botocore_error(exc, f"listing {prefix or 'the workspace'!r}") from exc
             for cp in resp.get("CommonPrefixes", []):
                 yield ObjectInfo(
                     key=relative_key(self.target.prefix, cp["Prefix"]), size=0, is_prefix=True
@@ -496,7 +497,7 @@ class TransferEngine:
             return operation(client), client
         except Exception as exc:
             replace = getattr(self.target, "credentials_refused", None)
-            if replace is None or not credentials_refused(*error_code(exc)):
+            if replace is None or not credentials_refused(*botocore_error_values(exc)):
                 raise
             log.info("the store refused the credentials (%s); fetching new ones", exc)
             replace(self.target.credentials())
@@ -510,7 +511,7 @@ class TransferEngine:
         ``recursive`` treats ``key_or_prefix`` as a folder (``results`` means
         ``results/``; only ``""`` or ``"/"`` mean the whole workspace) and also
         aborts unfinished multipart uploads there. Returns how many objects
-        were deleted. Raises :class:`NotFoundError` for a missing single key,
+        were deleted. Raises :class:`ObjectNotFoundError` for a missing single key,
         :class:`InvalidKeyError` (before any request) for an unsafe key or
         folder, e.g. one with an empty segment (``"//"``, ``"a//"``).
         """
@@ -519,20 +520,23 @@ class TransferEngine:
             try:
                 _, s3 = self._s3_call(lambda c: c.head_object(Bucket=self.target.bucket, Key=full))
             except Exception as exc:
-                err = map_s3_error(exc, f"deleting {key_or_prefix!r}")
-                if not isinstance(err, NotFoundError):
+                what = f"deleting {key_or_prefix!r}"
+                err = map_botocore_error(exc, what, key=key_or_prefix)
+                if not isinstance(err, ObjectNotFoundError):
                     raise err from exc
                 if builtins.any(True for _ in self.list(key_or_prefix + "/", page_size=1)):
-                    raise NotFoundError(
+                    raise ObjectNotFoundError(
                         f"{key_or_prefix!r} is a folder, not an object",
                         status=404,
+                        key=key_or_prefix,
                         hint="delete it with recursive=True (CLI: --recursive)",
                     ) from exc
-                raise NotFoundError(f"no object {key_or_prefix!r}", status=404) from exc
+                raise err from exc
             try:
                 s3.delete_object(Bucket=self.target.bucket, Key=full)
             except Exception as exc:
-                raise map_s3_error(exc, f"deleting {key_or_prefix!r}") from exc
+                what = f"deleting {key_or_prefix!r}"
+                raise map_botocore_error(exc, what, key=key_or_prefix) from exc
             return 1
         sub = folder_prefix(key_or_prefix)
         full_prefix = workspace_prefix(self.target.prefix, sub)
@@ -569,7 +573,7 @@ class TransferEngine:
                 # DeleteObjects under a prefix-scoped session policy that allows
                 # DeleteObject: fall back to one DELETE per object, whose own
                 # errors are then the real answer.
-                code, status = error_code(exc)
+                code, status = botocore_error_values(exc)
                 log.info("DeleteObjects refused (%s, HTTP %s); deleting one by one", code, status)
                 bulk[0] = False
             else:
@@ -593,7 +597,8 @@ class TransferEngine:
             try:
                 s3.delete_object(Bucket=self.target.bucket, Key=k)
             except Exception as exc:
-                raise map_s3_error(exc, f"deleting {self._user_key(k)!r}") from exc
+                user_key = self._user_key(k)
+                raise map_botocore_error(exc, f"deleting {user_key!r}", key=user_key) from exc
 
         with cf.ThreadPoolExecutor(DEFAULT_CONCURRENCY) as pool:
             builtins.list(pool.map(one, keys))

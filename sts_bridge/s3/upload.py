@@ -57,12 +57,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sts_bridge.errors import NotFoundError, StsBridgeError, TransferError
+from sts_bridge.errors import ObjectNotFoundError, StsBridgeError, TransferError
+from sts_bridge.s3.errors import map_s3_error
 from sts_bridge.s3.signed_http import (
     MiB,
-    RawS3Error,
     S3Http,
-    map_s3_error,
     strip_etag,
     xml_blocks,
     xml_text,
@@ -345,7 +344,8 @@ class UploadEngine(S3Http):
         data = resp.data or b""
         if b"<Error>" in data:  # S3 may answer 200 and fail in the body
             code = xml_text(data, "Code")
-            raise map_s3_error(RawS3Error(code, 500 if code == "InternalError" else 400), what)
+            status = 500 if code == "InternalError" else 400
+            raise map_s3_error(code, status, what, key=spec.key)
         # radosgw answers CompleteMultipartUpload with an empty ETag.
         etag = strip_etag(xml_text(data, "ETag"))
         etag = etag or self.head_etag(spec.full_key)
@@ -619,7 +619,7 @@ class UploadEngine(S3Http):
             # workspace credentials may call it; listing uploads names the
             # bucket, which a session policy cannot confine to a prefix.
             stored = self._list_parts(spec.full_key, upload_id)
-        except NotFoundError:  # NoSuchUpload: completed or aborted since
+        except ObjectNotFoundError:  # NoSuchUpload: completed or aborted since
             log.info("the interrupted upload of %s is gone; starting again", spec.key)
             with contextlib.suppress(OSError):
                 state_path.unlink()

@@ -141,7 +141,7 @@ def test_dead_store_upload_fails_in_bound_then_rerun_is_clean(
     args = ["upload", str(tmp_path / "big.bin"), "--to", checker.base]
     result, seconds = run_cli(args, _env(faults), timeout=HANG_GUARD)
     line = one_line_error(result)
-    assert result.returncode == 1
+    assert result.returncode == 8, line  # StorageUnavailableError
     assert "stalled" in line and "storage" in line, line
     assert "API" not in line
     faults.s3.heal()
@@ -177,7 +177,7 @@ def test_dead_store_ls_fails_in_bound(faults: Proxied, checker: Checker) -> None
     faults.s3.set("stall")
     result, seconds = run_cli(["ls", checker.base], _env(faults), timeout=HANG_GUARD)
     line = one_line_error(result)
-    assert result.returncode == 1, line
+    assert result.returncode == 8, line  # StorageUnavailableError
     assert "storage endpoint did not answer" in line, line
     print(f"FAULT ls dead store: error in {seconds:.1f} s: {line}")
 

@@ -819,7 +819,7 @@ API_CASES = [
     ApiCase(
         "download-missing",
         lambda c, t: _ws(c).download("no/such/" + uuid.uuid4().hex, t / "o"),
-        "NotFoundError",
+        "ObjectNotFoundError",
     ),
     ApiCase("list-dotdot", lambda c, t: list(_ws(c).list("../")), "InvalidKeyError"),
     ApiCase("delete-dotdot", lambda c, t: _ws(c).delete("../x"), "InvalidKeyError"),

@@ -39,7 +39,13 @@ from sts_bridge_devstack.s3 import (
 from sts_bridge_devstack.static_issuer import StaticIssuer
 
 from sts_bridge.client import upload_to_workspace
-from sts_bridge.errors import InvalidKeyError, NotFoundError, TransferError
+from sts_bridge.errors import (
+    ApiError,
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageError,
+    TransferError,
+)
 from sts_bridge.s3 import download as _download
 from sts_bridge.s3 import upload as _upload
 from sts_bridge.s3.transfers import (
@@ -391,8 +397,9 @@ def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
     engine = _upload.UploadEngine(
         ws, concurrency=1, part_size=5 * MiB, multipart_threshold=5 * MiB, resumable=False
     )
-    with pytest.raises(TransferError, match="XAmzContentSHA256Mismatch"):
+    with pytest.raises(StorageError, match="XAmzContentSHA256Mismatch") as refused:
         engine.put(PREFIX + "lie.bin", b"body", hashlib.sha256(b"other").hexdigest())
+    assert refused.value.status == 400 and refused.value.key == "lie.bin"
     engine.close()
 
 
@@ -411,7 +418,7 @@ def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_p
             ws.upload(tmp_path / "fail.bin", "fail.bin", part_size=5 * MiB, multipart_threshold=1)
     assert _uploads(admin) == []
     assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
-    with pytest.raises(NotFoundError):
+    with pytest.raises(ObjectNotFoundError):
         ws.download("fail.bin", tmp_path / "out")
 
 
@@ -600,8 +607,10 @@ def test_download(ws: FakeWorkspace, tmp_path: Path) -> None:
     assert seen[-1] == (len(data), len(data))
     out2 = ws.download("dl/data.bin", tmp_path / "renamed.bin")
     assert out2.read_bytes() == data
-    with pytest.raises(NotFoundError):
+    with pytest.raises(ObjectNotFoundError) as missing:
         ws.download("dl/nope.bin", tmp_path)
+    assert not isinstance(missing.value, ApiError)  # the store's answer, not the API's
+    assert missing.value.key == "dl/nope.bin" and PREFIX not in str(missing.value)
 
 
 def test_list_paging_and_delete_prefix(ws: FakeWorkspace, admin: Any) -> None:
@@ -617,13 +626,13 @@ def test_list_paging_and_delete_prefix(ws: FakeWorkspace, admin: Any) -> None:
     assert [o.key for o in shallow if o.is_prefix] == ["many/sub/"]
     assert len([o for o in shallow if not o.is_prefix]) == 25
 
-    with pytest.raises(NotFoundError, match="folder"):
+    with pytest.raises(ObjectNotFoundError, match="folder"):
         ws.delete("many")
     assert ws.delete("many", recursive=True) == 26
     assert list(ws.list("many/")) == []
     assert [o.key for o in ws.list("many-not/")] == ["many-not/y.txt"]  # not a sibling prefix
     assert ws.delete("many-not/y.txt") == 1
-    with pytest.raises(NotFoundError):
+    with pytest.raises(ObjectNotFoundError):
         ws.delete("many-not/y.txt")
 
 

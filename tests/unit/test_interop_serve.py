@@ -16,7 +16,7 @@ from sts_bridge.errors import (
     CredentialsError,
     InvalidKeyError,
     LoginRequiredError,
-    PermissionDeniedError,
+    StorageAccessDeniedError,
 )
 from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.workspace import Workspace
@@ -159,16 +159,17 @@ def test_storage_options_is_a_snapshot_with_its_expiry() -> None:
 
 
 def test_access_denied_on_expired_credentials_says_they_expired() -> None:
-    from sts_bridge.s3.signed_http import RawS3Error, map_s3_error
+    from sts_bridge.s3.errors import map_s3_error
 
-    denied = RawS3Error("AccessDenied", 403)
+    what = "uploading 'a.txt'"
     past = NOW - dt.timedelta(seconds=1)
-    err = map_s3_error(denied, "uploading 'a.txt'", signed_until=past)
+    err = map_s3_error("AccessDenied", 403, what, signed_until=past)
     assert isinstance(err, CredentialsError)
     assert "had expired" in err.message
-    fresh = map_s3_error(denied, "uploading 'a.txt'", signed_until=NOW + dt.timedelta(days=1))
-    assert isinstance(fresh, PermissionDeniedError)
-    assert isinstance(map_s3_error(denied, "uploading 'a.txt'"), PermissionDeniedError)
+    later = NOW + dt.timedelta(days=1)
+    fresh = map_s3_error("AccessDenied", 403, what, signed_until=later)
+    assert isinstance(fresh, StorageAccessDeniedError)
+    assert isinstance(map_s3_error("AccessDenied", 403, what), StorageAccessDeniedError)
 
 
 def test_relay_helper_refuses_a_missing_handshake() -> None:
