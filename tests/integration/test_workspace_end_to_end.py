@@ -160,3 +160,33 @@ def test_upload_resume_state_lives_in_the_configured_cache_dir(
     assert states, "a multipart upload records its resume state"
     assert all(p.parent == configured / "uploads" for p in states), states
     assert not (elsewhere / "uploads").exists()
+
+
+def test_what_the_store_refuses_is_a_storage_error_not_an_api_error(
+    platform_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A missing object and a 403 from radosgw (a key outside the workspace
+    prefix, refused by the session policy) come through the S3 mapper as
+    ``StorageError`` subclasses: ``except ApiError`` catches neither."""
+    from sts_bridge.s3.signed_http import S3Http
+
+    ws = sts_bridge.Client.from_env().workspace()
+    missing_key = f"e2e/missing-{uuid.uuid4().hex}.bin"
+    with pytest.raises(sts_bridge.ObjectNotFoundError) as missing:
+        ws.download(missing_key, tmp_path / "out.bin")
+    assert not isinstance(missing.value, sts_bridge.ApiError)
+    assert missing.value.key == missing_key and ws.prefix not in str(missing.value)
+    assert not (tmp_path / "out.bin").exists()
+
+    http = S3Http(
+        ws, concurrency=1, part_size=8 * 2**20, multipart_threshold=8 * 2**20, resumable=False
+    )
+    try:
+        outside = f"not-{ws.prefix.strip('/')}/{uuid.uuid4().hex}"  # no workspace prefix
+        with pytest.raises(sts_bridge.StorageAccessDeniedError) as denied:
+            http.put(outside, b"x", hashlib.sha256(b"x").hexdigest())
+    finally:
+        http.close()
+    assert isinstance(denied.value, sts_bridge.StorageError)
+    assert not isinstance(denied.value, sts_bridge.ApiError)
+    assert denied.value.status == 403 and denied.value.hint
