@@ -56,6 +56,7 @@ from sts_bridge.credentials.refreshing import (
     S3Credentials,
     refresh_windows,
 )
+from sts_bridge.credentials.sources import WorkspaceSource, register_workspace_source
 from sts_bridge.errors import SharedCredentialsExpiredError, StsBridgeError
 
 if TYPE_CHECKING:
@@ -89,25 +90,9 @@ MIN_DELAY = 0.05
 _LEAD_FRACTION = 0.5
 
 
-class ShareableWorkspace(Protocol):
-    """What :func:`share` needs of a workspace (``sts_bridge.Workspace`` has it)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def bucket(self) -> str: ...
-    @property
-    def prefix(self) -> str: ...
-    @property
-    def endpoint_url(self) -> str: ...
-    @property
-    def region(self) -> str: ...
-    @property
-    def addressing_style(self) -> str: ...
-    @property
-    def verify(self) -> bool | str: ...
-
-    def credentials(self) -> S3Credentials: ...
+class ShareableWorkspace(WorkspaceSource, Protocol):
+    """What :func:`share` needs of a workspace (``sts_bridge.Workspace`` has it):
+    a :class:`WorkspaceSource` that can also buy credentials living long enough."""
 
     def credentials_for(self, min_lifetime: float) -> S3Credentials: ...
 
@@ -258,7 +243,6 @@ class _WorkerShares:
         self._unregister: dict[str, Callable[[], None]] = {}
 
     def adopt(self, grant: WorkspaceGrant) -> SharedWorkspaceSource:
-        from sts_bridge.credentials.sources import register_workspace_source
 
         with self._lock:
             source = self._sources.get(grant.name)
@@ -387,7 +371,6 @@ class SharedWorkspaceHandle:
         client's own ``workspace://`` calls (xarray writing metadata, reading
         results back) use the same workspace object as the one shared.
         """
-        from sts_bridge.credentials.sources import register_workspace_source
 
         self._push(self.workspace.credentials())
         self._unregister_here = register_workspace_source(self.workspace)
