@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from sts_bridge.client import Client, upload_to_workspace
     from sts_bridge.config import Settings
     from sts_bridge.credentials.refreshing import S3Credentials
+    from sts_bridge.s3.config import TransferConfig
     from sts_bridge.s3.transfers import (
         ObjectInfo,
         PresignClampedWarning,
@@ -67,6 +68,7 @@ _LAZY = {
     "S3Credentials": "sts_bridge.credentials.refreshing",
     "upload_to_workspace": "sts_bridge.client",
     "UploadResult": "sts_bridge.s3.transfers",
+    "TransferConfig": "sts_bridge.s3.config",
     "ObjectInfo": "sts_bridge.s3.transfers",
     "PresignedUrl": "sts_bridge.s3.transfers",
     "PresignClampedWarning": "sts_bridge.s3.transfers",
@@ -120,6 +122,7 @@ __all__ = [
     "StsBridgeError",
     "TokenCacheError",
     "TokenExpiredError",
+    "TransferConfig",
     "TransferError",
     "UploadResult",
     "Workspace",

@@ -41,6 +41,7 @@ from sts_bridge.workspace import Workspace
 
 if TYPE_CHECKING:
     from sts_bridge.auth import TokenCredentials
+    from sts_bridge.s3.config import TransferConfig
     from sts_bridge.s3.transfers import Source, UploadResult
     from sts_bridge.terrapi.api import TerrapiApi
 
@@ -62,6 +63,8 @@ class Client:
     :param interactive: allow a browser/device login when no token is available.
     :param advisory_window: / :param mandatory_window: STS refresh windows (seconds).
     :param clock: tz-aware "now" for the credentials (tests).
+    :param transfer_config: the transfer knobs of every workspace it builds
+        (default: ``TransferConfig()``).
     """
 
     def __init__(
@@ -75,8 +78,10 @@ class Client:
         advisory_window: float = DEFAULT_ADVISORY_WINDOW,
         mandatory_window: float = DEFAULT_MANDATORY_WINDOW,
         clock: Clock | None = None,
+        transfer_config: TransferConfig | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
+        self.transfer_config = transfer_config
         self._credentials = credentials
         self._api = api
         self.cache = cache
@@ -216,6 +221,7 @@ class Client:
             verify=self.settings.verify,
             api_url=self.api_url,
             cache_dir=self.settings.cache_dir,
+            transfer_config=self.transfer_config,
         )
 
     def _store(self, name: str) -> CredentialCache | None:
@@ -395,13 +401,14 @@ def upload_to_workspace(
     workspace: Workspace | str | None = None,
     client: Client | None = None,
     **kwargs: Any,
-) -> UploadResult | list[UploadResult]:
-    """One call: resolve the workspace (from the environment) and upload.
+) -> UploadResult:
+    """One call: resolve the workspace (from the environment) and upload one file or stream.
 
     ``workspace`` is a ``Workspace`` object, a workspace name, or ``None``
     (TERRAPI_WORKSPACE or your default workspace); ``client`` a
     :class:`Client` (default ``Client.from_env()``). Other keyword arguments
-    go to :meth:`Workspace.upload`. Raises what :meth:`Client.from_env`,
+    go to :meth:`Workspace.upload`; a directory goes through
+    :meth:`Workspace.upload_directory`. Raises what :meth:`Client.from_env`,
     :meth:`Client.workspace` and :meth:`Workspace.upload` raise.
     """
     if workspace is not None and not isinstance(workspace, str):

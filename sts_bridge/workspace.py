@@ -17,15 +17,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.credentials.sources import workspace_by_reference
-from sts_bridge.s3.download import DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_DOWNLOAD_RANGE
+from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.keys import workspace_prefix
 from sts_bridge.s3.transfer_types import ObjectInfo, PresignedUrl, ProgressCallback, UploadResult
 from sts_bridge.s3.transfers import Source, TransferEngine
-from sts_bridge.s3.upload import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_PART_SIZE,
-)
 from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.urls import format_workspace_url
 
@@ -59,6 +54,8 @@ class Workspace:
     :param cache_dir: the configured cache directory (the resume state of
         multipart uploads goes to its ``uploads/``, the hash caches of ``sync``
         to its ``sync/``; ``None``: the default one).
+    :param transfer_config: every knob of uploads, downloads and sync
+        (default: ``TransferConfig()``); see :meth:`with_transfer_config`.
 
     It pickles by reference (its name and ``api_url``, never credentials):
     unpickled, it is :func:`~sts_bridge.credentials.sources.resolve_workspace`
@@ -74,6 +71,7 @@ class Workspace:
         max_pool_connections: int = 16,
         api_url: str | None = None,
         cache_dir: Path | None = None,
+        transfer_config: TransferConfig | None = None,
     ) -> None:
         self.storage_point = storage_point
         self.api_url = api_url
@@ -84,8 +82,23 @@ class Workspace:
         self._lock = threading.Lock()
         self._client: Any = None
         self._filesystem: WorkspaceFileSystem | None = None
+        self.transfer_config = TransferConfig() if transfer_config is None else transfer_config
         self.engine = TransferEngine(
-            self, state_dir=None if cache_dir is None else Path(cache_dir) / "uploads"
+            self,
+            self.transfer_config,
+            state_dir=None if cache_dir is None else Path(cache_dir) / "uploads",
+        )
+
+    def with_transfer_config(self, config: TransferConfig) -> Workspace:
+        """This workspace with other transfer knobs: same place, same refreshing credentials."""
+        return Workspace(
+            self.storage_point,
+            self.refreshing,
+            verify=self._verify,
+            max_pool_connections=self.max_pool_connections,
+            api_url=self.api_url,
+            cache_dir=self.cache_dir,
+            transfer_config=config,
         )
 
     # -- where ---------------------------------------------------------------
@@ -171,20 +184,17 @@ class Workspace:
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        part_size: int = DEFAULT_PART_SIZE,
-        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         resumable: bool = True,
-    ) -> UploadResult | UploadResults:
-        """Upload a file, a directory (recursively) or a binary stream.
+    ) -> UploadResult:
+        """Upload one file or one binary stream (or bytes); its :class:`UploadResult`.
 
-        See :meth:`TransferEngine.upload <sts_bridge.s3.transfers.TransferEngine.upload>`
-        for the keys, filters, multipart and resume. Raises
+        A directory goes through :meth:`upload_directory`. See
+        :meth:`TransferEngine.upload <sts_bridge.s3.transfers.TransferEngine.upload>`
+        for the keys, multipart and resume. Raises
         :class:`~sts_bridge.errors.InvalidKeyError` (before any request),
-        ``ValueError`` for an invalid include/exclude pattern,
-        :class:`~sts_bridge.errors.TransferError` (nothing left behind),
+        :class:`~sts_bridge.errors.InvalidArgumentError` for bad metadata,
+        :class:`~sts_bridge.errors.TransferError` (nothing left behind; also
+        for a directory, before any request),
         :class:`~sts_bridge.errors.StorageAccessDeniedError`.
         """
         return self.engine.upload(
@@ -193,11 +203,39 @@ class Workspace:
             content_type=content_type,
             metadata=metadata,
             progress=progress,
+            resumable=resumable,
+        )
+
+    def upload_directory(
+        self,
+        path: str | os.PathLike[str],
+        key: str | None = None,
+        *,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        resumable: bool = True,
+    ) -> UploadResults:
+        """Upload a directory recursively; one :class:`UploadResult` per file.
+
+        See :meth:`TransferEngine.upload_directory
+        <sts_bridge.s3.transfers.TransferEngine.upload_directory>` for the
+        keys and filters. Raises :class:`~sts_bridge.errors.InvalidKeyError`
+        (before any request), ``ValueError`` for an invalid include/exclude
+        pattern, :class:`~sts_bridge.errors.TransferError` (nothing left
+        behind; also for a path that is not a directory, before any
+        request), :class:`~sts_bridge.errors.StorageAccessDeniedError`.
+        """
+        return self.engine.upload_directory(
+            path,
+            key,
             include=include,
             exclude=exclude,
-            concurrency=concurrency,
-            part_size=part_size,
-            multipart_threshold=multipart_threshold,
+            content_type=content_type,
+            metadata=metadata,
+            progress=progress,
             resumable=resumable,
         )
 
@@ -207,8 +245,6 @@ class Workspace:
         dest: str | os.PathLike[str] | None = None,
         *,
         progress: ProgressCallback | None = None,
-        concurrency: int = DEFAULT_DOWNLOAD_CONCURRENCY,
-        part_size: int = DEFAULT_DOWNLOAD_RANGE,
     ) -> Path:
         """Download ``key`` to ``dest`` (a file, or a directory to put it in); the path written.
 
@@ -217,9 +253,7 @@ class Workspace:
         object, :class:`~sts_bridge.errors.TransferError` when the destination
         is a directory (before any request) or the transfer failed.
         """
-        return self.engine.download(
-            key, dest, progress=progress, concurrency=concurrency, part_size=part_size
-        )
+        return self.engine.download(key, dest, progress=progress)
 
     def download_fileobj(
         self,
@@ -227,14 +261,13 @@ class Workspace:
         fileobj: IO[bytes],
         *,
         progress: ProgressCallback | None = None,
-        part_size: int = DEFAULT_DOWNLOAD_RANGE,
     ) -> int:
         """Write object ``key`` into the binary file object ``fileobj``, in order; the size.
 
         Raises :class:`~sts_bridge.errors.ObjectNotFoundError`,
         :class:`~sts_bridge.errors.TransferError`.
         """
-        return self.engine.download_fileobj(key, fileobj, progress=progress, part_size=part_size)
+        return self.engine.download_fileobj(key, fileobj, progress=progress)
 
     def list(
         self, prefix: str = "", *, recursive: bool = True, page_size: int = 1000

@@ -209,18 +209,21 @@ def run_upload(args: argparse.Namespace) -> int:
             key = args.to
             if several and key and not key.endswith("/"):
                 key += "/"
+            if path != "-" and os.path.isdir(path):
+                uploaded = ws.upload_directory(
+                    path,
+                    key,
+                    include=args.include,
+                    exclude=args.exclude,
+                    content_type=args.content_type,
+                    progress=bar,
+                )
+                if not uploaded:
+                    _note(args, f"{path} holds no file: nothing uploaded from it")
+                results.extend(uploaded)
+                continue
             source: Any = sys.stdin.buffer if path == "-" else path
-            res = ws.upload(
-                source,
-                key,
-                content_type=args.content_type,
-                include=args.include,
-                exclude=args.exclude,
-                progress=bar,
-            )
-            if isinstance(res, list) and not res:
-                _note(args, f"{path} holds no file: nothing uploaded from it")
-            results.extend(res if isinstance(res, list) else [res])
+            results.append(ws.upload(source, key, content_type=args.content_type, progress=bar))
     finally:
         if bar is not None:
             bar.close()

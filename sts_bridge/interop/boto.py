@@ -150,7 +150,7 @@ def s3_config(
     Checksums only "when required": S3-compatible servers (radosgw, MinIO)
     reject or ignore the CRC32 trailers botocore >= 1.36 sends by default.
     """
-    from sts_bridge.s3.signed_http import stall_timeout
+    from sts_bridge.s3.config import stall_timeout
 
     s3_options: Any = {"addressing_style": addressing_style}
     stall = stall_timeout()

@@ -4,7 +4,7 @@ The first ranged GET tells the size and ETag (no HEAD); the
 other ranges follow in parallel, each streamed with ``readinto`` into one
 reused buffer per thread and written with ``os.pwrite`` at its offset in a temp file
 that is renamed into place only when complete and checked. Downloads of
-``DIRECT_IO_MIN_SIZE`` (64 MiB) or more write with ``O_DIRECT`` on Linux
+``TransferConfig.direct_io_min_size`` (64 MiB) or more write with ``O_DIRECT`` on Linux
 (whole 1 MiB page-aligned buffers at aligned offsets; the object's odd
 tail, and everything after a refused direct write, through the page
 cache). Why: writing a large file through the page cache costs kernel
@@ -44,18 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from sts_bridge.errors import ObjectNotFoundError, TransferError
+from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.errors import storage_unreachable
-from sts_bridge.s3.signed_http import MiB, S3Http, describe_failure, strip_etag
+from sts_bridge.s3.signed_http import BucketTarget, MiB, S3Http, describe_failure, strip_etag
 from sts_bridge.s3.transfer_types import Progress, ProgressCallback
 
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
 
-DEFAULT_DOWNLOAD_CONCURRENCY = 4
-DEFAULT_DOWNLOAD_RANGE = 16 * MiB
 _READ_BUFFER = 1 * MiB
-# Downloads at least this large write with O_DIRECT (Linux), see DownloadEngine.download.
-DIRECT_IO_MIN_SIZE: int | None = 64 * MiB
 _DIRECT_ALIGN = 4096  # offsets and lengths of O_DIRECT writes (covers 512 and 4K sectors)
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _local = threading.local()
@@ -72,17 +69,18 @@ def _buffer() -> memoryview:
     return buf
 
 
-def _open_direct(path: Path, size: int, step: int) -> int | None:
+def open_direct(path: Path, size: int, step: int, min_size: int | None) -> int | None:
     """A second, O_DIRECT descriptor on the download's temp file, or ``None``.
 
-    Only for large downloads on Linux whose ranges start on aligned offsets;
+    Only for downloads of ``min_size`` bytes or more (``None``: never) on
+    Linux whose ranges start on aligned offsets;
     ``None`` where the file system refuses O_DIRECT (tmpfs: EINVAL).
     """
     flag = getattr(os, "O_DIRECT", 0)
     if (
         not flag
-        or DIRECT_IO_MIN_SIZE is None
-        or size < DIRECT_IO_MIN_SIZE
+        or min_size is None
+        or size < min_size
         or step % _DIRECT_ALIGN
         or _READ_BUFFER % _DIRECT_ALIGN
     ):
@@ -263,7 +261,22 @@ def _range_start(resp: Any) -> int:
 
 
 class DownloadEngine(S3Http):
-    """Downloads over :class:`~sts_bridge.s3.signed_http.S3Http`: ranged GETs, checks, O_DIRECT."""
+    """Downloads over :class:`~sts_bridge.s3.signed_http.S3Http`: ranged GETs, checks, O_DIRECT.
+
+    Of ``config`` it uses the download knobs: ``range_size``,
+    ``range_concurrency`` (ranges of one file in flight),
+    ``file_concurrency`` (small files at once, in sync) and
+    ``direct_io_min_size``.
+    """
+
+    def __init__(self, ws: BucketTarget, config: TransferConfig) -> None:
+        super().__init__(
+            ws, config, connections=max(config.range_concurrency, config.file_concurrency)
+        )
+        self.concurrency = config.range_concurrency
+        self.small_concurrency = config.file_concurrency
+        self.part_size = config.range_size
+        self.direct_io_min_size = config.direct_io_min_size
 
     # ---------------------------------------------------------- download
     def download(
@@ -309,7 +322,7 @@ class DownloadEngine(S3Http):
             if size:
                 os.ftruncate(fd, size)
             step = self.part_size
-            direct[0] = opened = _open_direct(tmp, size, step)
+            direct[0] = opened = open_direct(tmp, size, step, self.direct_io_min_size)
             first_len = size if resp.status == 200 else min(step, size)
             md5 = hashlib.md5(usedforsecurity=False) if md5_hex and first_len == size else None
             ranges = [(start, min(start + step, size)) for start in range(first_len, size, step)]

@@ -18,10 +18,10 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from sts_bridge.retry import S3_RETRY, RetryPolicy
+from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.errors import UNAVAILABLE_HINT, map_s3_error, storage_unreachable
 from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
 
@@ -29,39 +29,12 @@ from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
 log = logging.getLogger("sts_bridge.s3.transfers")
 
 MiB = 1024 * 1024
-#: Seconds without a byte moving (connect, send or receive) after which a
-#: request to the store counts as stalled and is retried; with the 4 attempts
-#: of :data:`~sts_bridge.retry.S3_RETRY` a dead endpoint is reported in about
-#: two minutes.
-DEFAULT_STALL_TIMEOUT = 25.0
-STALL_TIMEOUT_ENV = "STS_BRIDGE_STALL_TIMEOUT"
 #: S3 error codes meaning "these credentials are bad" rather than "not allowed":
 #: the cached set is dropped, a new one fetched and the request retried once.
 REFUSED_CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccessDenied"}
 )
 _OK = frozenset({200})
-
-
-def stall_timeout() -> float:
-    """Seconds of no progress before a request to the store is retried.
-
-    ``STS_BRIDGE_STALL_TIMEOUT`` overrides :data:`DEFAULT_STALL_TIMEOUT` (the
-    fault tests use 2 s); a value that is not a positive number is ignored.
-    """
-    import math
-    import os
-
-    text = os.environ.get(STALL_TIMEOUT_ENV, "").strip()
-    if text:
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if math.isfinite(value) and value > 0:
-            return value
-        log.warning("ignoring %s=%r: not a positive number of seconds", STALL_TIMEOUT_ENV, text)
-    return DEFAULT_STALL_TIMEOUT
 
 
 def credentials_refused(code: str, status: int | None) -> bool:
@@ -134,26 +107,19 @@ class S3Http:
     def __init__(
         self,
         ws: BucketTarget,
+        config: TransferConfig,
         *,
-        concurrency: int,
-        part_size: int,
-        multipart_threshold: int,
-        resumable: bool,
-        small_concurrency: int | None = None,
-        state_dir: Path | None = None,
+        connections: int,
         retry: RetryPolicy = S3_RETRY,
     ) -> None:
         import urllib3
 
         self.ws = ws
+        self.config = config
         self.retry = retry
-        self.state_dir = state_dir
-        self.concurrency = max(1, concurrency)
-        self.small_concurrency = max(1, small_concurrency or self.concurrency)
-        self.part_size = part_size
-        self.threshold = max(multipart_threshold, 1)
-        self.resumable = resumable
-        stall = stall_timeout()
+        # Connections kept in the pool: the most requests the engine has in flight.
+        self.connections = max(1, connections)
+        stall = config.stall_timeout
         # urllib3's read timeout bounds every socket operation, sends included:
         # a request that moves no byte for `stall` seconds fails and is retried.
         self.timeout = urllib3.Timeout(connect=min(15.0, stall), read=stall)
@@ -176,8 +142,9 @@ class S3Http:
             elif isinstance(self.ws.verify, str):
                 kwargs["ca_certs"] = self.ws.verify
         self._base_len = len(base_url)
-        size = max(self.concurrency, self.small_concurrency) + 1
-        return urllib3.connection_from_url(base_url, maxsize=size, block=False, **kwargs)
+        return urllib3.connection_from_url(
+            base_url, maxsize=self.connections + 1, block=False, **kwargs
+        )
 
     def close(self) -> None:
         if self.http is not None:

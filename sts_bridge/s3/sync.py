@@ -70,18 +70,12 @@ from pathlib import Path
 from typing import Any
 
 from sts_bridge.errors import InvalidKeyError, TransferError
-from sts_bridge.s3.download import (
-    DEFAULT_DOWNLOAD_RANGE,
-    DownloadEngine,
-)
+from sts_bridge.s3.config import TransferConfig
+from sts_bridge.s3.download import DownloadEngine
 from sts_bridge.s3.keys import check_relative_key, workspace_key, workspace_prefix
 from sts_bridge.s3.signed_http import MiB, strip_etag, xml_text
 from sts_bridge.s3.transfer_types import Progress, UploadResult
 from sts_bridge.s3.upload import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_PART_SIZE,
-    DEFAULT_SMALL_FILE_CONCURRENCY,
     SHA256_METADATA,
     UploadEngine,
     UploadSpec,
@@ -423,15 +417,14 @@ def _remote_sha256(engine: UploadEngine, full_key: str) -> str | None:
     return value.lower() if isinstance(value, str) and value else None
 
 
-def _engine(ws: Any) -> UploadEngine:
-    return UploadEngine(
-        ws,
-        concurrency=DEFAULT_CONCURRENCY,
-        part_size=DEFAULT_PART_SIZE,
-        multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
-        resumable=True,
-        small_concurrency=DEFAULT_SMALL_FILE_CONCURRENCY,
-    )
+def transfer_config_of(ws: Any) -> TransferConfig:
+    """The workspace's ``transfer_config``; the defaults for a target without one."""
+    config = getattr(ws, "transfer_config", None)
+    return config if isinstance(config, TransferConfig) else TransferConfig()
+
+
+def _engine(ws: Any, config: TransferConfig | None = None) -> UploadEngine:
+    return UploadEngine(ws, transfer_config_of(ws) if config is None else config)
 
 
 # ------------------------------------------------------------------ planning
@@ -559,27 +552,28 @@ def run_sync(
     plan: SyncPlan,
     *,
     progress: SyncProgress | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    files_at_once: int = DEFAULT_SMALL_FILE_CONCURRENCY,
+    config: TransferConfig | None = None,
 ) -> SyncReport:
     """Carry out ``plan`` (from :func:`plan_sync`); return what was done.
 
-    Small files go ``files_at_once`` at a time; a large file goes alone with
-    ``concurrency`` parts (or ranges) in flight.
+    ``config`` defaults to ``ws.transfer_config``. Small files go
+    ``config.file_concurrency`` at a time; a large file goes alone with
+    ``config.part_concurrency`` parts (``range_concurrency`` ranges) in flight.
 
     Transfers and deletes go on after a failure of one object; the failures
     are in :attr:`SyncReport.failed` (run again to retry them). Ctrl-C
     stops at once; running the same sync again resumes it.
     """
+    config = transfer_config_of(ws) if config is None else config
     report = SyncReport(unchanged=plan.unchanged)
     tracker = _Tracker(plan, progress)
     transfers = [a for a in plan.actions if a.action != "delete"]
     deletes = plan.deletes
     if plan.direction == "upload":
-        _run_uploads(ws, plan, transfers, report, tracker, concurrency, files_at_once)
-        _run_remote_deletes(ws, plan, deletes, report, tracker)
+        _run_uploads(ws, plan, transfers, report, tracker, config)
+        _run_remote_deletes(ws, plan, deletes, report, tracker, config)
     else:
-        _run_downloads(ws, plan, transfers, report, tracker, concurrency, files_at_once)
+        _run_downloads(ws, plan, transfers, report, tracker, config)
         _run_local_deletes(plan, deletes, report, tracker)
     return report
 
@@ -590,13 +584,11 @@ def _run_uploads(
     actions: list[SyncAction],
     report: SyncReport,
     tracker: _Tracker,
-    concurrency: int,
-    files_at_once: int,
+    config: TransferConfig,
 ) -> None:
     if not actions:
         return
-    engine = _engine(ws)
-    engine.concurrency = max(1, concurrency)
+    engine = _engine(ws, config)
 
     def one(action: SyncAction) -> None:
         f = plan._local[action.key]
@@ -633,7 +625,7 @@ def _run_uploads(
     try:
         if small:
             with cf.ThreadPoolExecutor(
-                min(max(1, files_at_once), len(small)), thread_name_prefix="sts-bridge-put"
+                min(config.file_concurrency, len(small)), thread_name_prefix="sts-bridge-put"
             ) as pool:
                 futures = [pool.submit(one, a) for a in small]
                 try:
@@ -650,11 +642,16 @@ def _run_uploads(
 
 
 def _run_remote_deletes(
-    ws: Any, plan: SyncPlan, actions: list[SyncAction], report: SyncReport, tracker: _Tracker
+    ws: Any,
+    plan: SyncPlan,
+    actions: list[SyncAction],
+    report: SyncReport,
+    tracker: _Tracker,
+    config: TransferConfig,
 ) -> None:
     if not actions:
         return
-    engine = _engine(ws)
+    engine = _engine(ws, config)
 
     def one(action: SyncAction) -> None:
         full_key = plan._remote[action.key].full_key
@@ -669,7 +666,7 @@ def _run_remote_deletes(
 
     try:
         with cf.ThreadPoolExecutor(
-            min(DEFAULT_SMALL_FILE_CONCURRENCY, len(actions)),
+            min(config.file_concurrency, len(actions)),
             thread_name_prefix="sts-bridge-delete",
         ) as pool:
             list(pool.map(one, actions))
@@ -683,19 +680,11 @@ def _run_downloads(
     actions: list[SyncAction],
     report: SyncReport,
     tracker: _Tracker,
-    concurrency: int,
-    files_at_once: int,
+    config: TransferConfig,
 ) -> None:
     if not actions:
         return
-    engine = DownloadEngine(
-        ws,
-        concurrency=max(1, concurrency),
-        part_size=DEFAULT_DOWNLOAD_RANGE,
-        multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
-        resumable=False,
-        small_concurrency=max(1, files_at_once),
-    )
+    engine = DownloadEngine(ws, config)
     root = plan.local_root
 
     def one(action: SyncAction) -> None:
@@ -725,7 +714,7 @@ def _run_downloads(
     try:
         if small:
             with cf.ThreadPoolExecutor(
-                min(max(1, files_at_once), len(small)),
+                min(config.file_concurrency, len(small)),
                 thread_name_prefix="sts-bridge-get-many",
             ) as pool:
                 futures = [pool.submit(one, a) for a in small]

@@ -68,11 +68,8 @@ from sts_bridge.errors import (
     ObjectNotFoundError,
     TransferError,
 )
-from sts_bridge.s3.download import (
-    DEFAULT_DOWNLOAD_CONCURRENCY,
-    DEFAULT_DOWNLOAD_RANGE,
-    DownloadEngine,
-)
+from sts_bridge.s3.config import TransferConfig
+from sts_bridge.s3.download import DownloadEngine
 from sts_bridge.s3.errors import botocore_error_values, map_botocore_error
 from sts_bridge.s3.keys import folder_prefix, relative_key, workspace_key, workspace_prefix
 from sts_bridge.s3.signed_http import credentials_refused, strip_etag
@@ -85,10 +82,6 @@ from sts_bridge.s3.transfer_types import (
     UploadResult,
 )
 from sts_bridge.s3.upload import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_PART_SIZE,
-    DEFAULT_SMALL_FILE_CONCURRENCY,
     UploadEngine,
     UploadSpec,
     check_pattern,
@@ -102,13 +95,11 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
 __all__ = [
-    "DEFAULT_CONCURRENCY",
-    "DEFAULT_MULTIPART_THRESHOLD",
-    "DEFAULT_PART_SIZE",
     "ObjectInfo",
     "PresignClampedWarning",
     "PresignedUrl",
     "ProgressCallback",
+    "TransferConfig",
     "TransferEngine",
     "TransferTarget",
     "UploadResult",
@@ -120,6 +111,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# Single-object deletes (stores without DeleteObjects) in flight.
+_DELETE_THREADS = 4
 
 
 Source = Union[str, "os.PathLike[str]", IO[bytes], bytes, bytearray, memoryview]
@@ -183,12 +176,20 @@ class TransferEngine:
 
     Every relative key is checked by :func:`sts_bridge.s3.keys.workspace_key`
     before any request: an unsafe key raises :class:`InvalidKeyError`.
+    ``config`` holds every transfer knob (default: ``TransferConfig()``);
     ``state_dir`` holds the resume state of multipart uploads (default: the
     default cache directory's ``uploads/``).
     """
 
-    def __init__(self, target: TransferTarget, *, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        target: TransferTarget,
+        config: TransferConfig | None = None,
+        *,
+        state_dir: Path | None = None,
+    ) -> None:
         self.target = target
+        self.config = TransferConfig() if config is None else config
         self.state_dir = state_dir
 
     # ---------------------------------------------------------------- upload
@@ -200,33 +201,92 @@ class TransferEngine:
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        part_size: int = DEFAULT_PART_SIZE,
-        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         resumable: bool = True,
-    ) -> UploadResult | builtins.list[UploadResult]:
-        """Upload a file, a directory (recursively) or a binary stream.
+    ) -> UploadResult:
+        """Upload one file or one binary stream; its :class:`UploadResult`.
 
         - file: ``key`` defaults to the file name; a ``key`` ending in ``/``
           is a folder the file goes into.
-        - directory: one object per file whose relative path passes
-          ``include``/``exclude`` (see :func:`matches_filters`), under
-          ``key`` (default: the directory's name; ``""`` = workspace root).
-          Returns a list.
         - stream (``.read()``) or bytes: ``key`` is required; the length may
           be unknown (multipart once it exceeds one part).
 
-        Large files go multipart (``part_size`` parts, ``concurrency`` at a
-        time) and resume after an interruption (see :mod:`sts_bridge.s3.upload`).
-        ``progress(done, total)`` reports bytes. Raises
-        :class:`InvalidKeyError` (before any request), ``ValueError`` for an
-        invalid include/exclude pattern (e.g. ``"["``), :class:`TransferError`
-        (nothing left behind; also, before any request, for a folder that
-        cannot be read anywhere in the tree, or patterns that leave no file),
+        A directory goes through :meth:`upload_directory`. Large files go
+        multipart (``config.part_size`` parts, ``config.part_concurrency``
+        at a time) and resume after an interruption (see
+        :mod:`sts_bridge.s3.upload`). ``progress(done, total)`` reports
+        bytes. Raises :class:`InvalidKeyError` (before any request),
+        :class:`InvalidArgumentError` for bad metadata or content type,
+        :class:`TransferError` (nothing left behind; also, before any
+        request, for a directory or a path that is not a file),
         :class:`StorageAccessDeniedError`.
         """
+        meta = self._checked_headers(content_type, metadata)
+        if not isinstance(source, (bytes, bytearray, memoryview)) and not hasattr(source, "read"):
+            path = Path(os.fspath(source))  # type: ignore[arg-type]
+            if path.is_dir():
+                raise TransferError(
+                    f"{path} is a directory",
+                    hint="upload a directory with upload_directory()",
+                )
+        specs = self._plan_upload(source, key, content_type, meta, None, None)
+        engine = self._upload_engine(resumable)
+        tracker = Progress(progress, specs[0].size)
+        try:
+            spec = specs[0]
+            if spec.stream is not None:
+                return engine.upload_stream(spec, tracker)
+            return engine.upload_file(spec, tracker)
+        finally:
+            engine.close()
+
+    def upload_directory(
+        self,
+        path: str | os.PathLike[str],
+        key: str | None = None,
+        *,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        resumable: bool = True,
+    ) -> builtins.list[UploadResult]:
+        """Upload a directory recursively; one :class:`UploadResult` per file, in path order.
+
+        One object per file whose relative path passes ``include``/``exclude``
+        (see :func:`matches_filters`), under ``key`` (default: the
+        directory's name; ``""`` = workspace root). Small files go
+        ``config.file_concurrency`` at a time, large ones one after the
+        other with their parts in parallel. Raises :class:`InvalidKeyError`
+        (before any request), ``ValueError`` for an invalid include/exclude
+        pattern (e.g. ``"["``), :class:`InvalidArgumentError` for bad
+        metadata or content type, :class:`TransferError` (nothing left
+        behind; also, before any request, for a path that is not a
+        directory, a folder that cannot be read anywhere in the tree, or
+        patterns that leave no file), :class:`StorageAccessDeniedError`.
+        """
+        meta = self._checked_headers(content_type, metadata)
+        folder = Path(os.fspath(path))
+        if not folder.is_dir():
+            raise TransferError(
+                f"{folder} is not a directory", hint="upload a file or a stream with upload()"
+            )
+        specs = self._plan_upload(folder, key, content_type, meta, include, exclude)
+        engine = self._upload_engine(resumable)
+        sizes = [s.size or 0 for s in specs]
+        tracker = Progress(progress, sum(sizes))
+        try:
+            return self._upload_many(engine, specs, tracker)
+        finally:
+            engine.close()
+
+    def _upload_engine(self, resumable: bool) -> UploadEngine:
+        return UploadEngine(self.target, self.config, resumable=resumable, state_dir=self.state_dir)
+
+    @staticmethod
+    def _checked_headers(
+        content_type: str | None, metadata: Mapping[str, str] | None
+    ) -> dict[str, str]:
         meta = dict(metadata or {})
         for name, value in meta.items():
             if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or not _header_safe(value):
@@ -239,28 +299,7 @@ class TransferEngine:
                 f"content type {content_type!r} is not printable ASCII on one line",
                 hint="give a MIME type such as 'text/csv' or 'application/octet-stream'",
             )
-        specs, single = self._plan_upload(source, key, content_type, meta, include, exclude)
-        engine = UploadEngine(
-            self.target,
-            concurrency=concurrency,
-            part_size=part_size,
-            multipart_threshold=multipart_threshold,
-            resumable=resumable,
-            small_concurrency=max(concurrency, DEFAULT_SMALL_FILE_CONCURRENCY),
-            state_dir=self.state_dir,
-        )
-        sizes = [s.size for s in specs]
-        total = None if builtins.any(s is None for s in sizes) else sum(s or 0 for s in sizes)
-        tracker = Progress(progress, total)
-        try:
-            if single:
-                spec = specs[0]
-                if spec.stream is not None:
-                    return engine.upload_stream(spec, tracker)
-                return engine.upload_file(spec, tracker)
-            return self._upload_many(engine, specs, tracker)
-        finally:
-            engine.close()
+        return meta
 
     def _plan_upload(
         self,
@@ -270,7 +309,7 @@ class TransferEngine:
         metadata: Mapping[str, str],
         include: Sequence[str] | None,
         exclude: Sequence[str] | None,
-    ) -> tuple[builtins.list[UploadSpec], bool]:
+    ) -> builtins.list[UploadSpec]:
         """Every object to write, keys checked, before any request."""
         import io
 
@@ -293,7 +332,7 @@ class TransferEngine:
         if hasattr(source, "read"):
             if not key:
                 raise InvalidKeyError("uploading a stream needs a key")
-            return [spec(None, source, key, None)], True  # type: ignore[arg-type]
+            return [spec(None, source, key, None)]  # type: ignore[arg-type]
         path = Path(os.fspath(source))  # type: ignore[arg-type]
         for pattern in (*(include or ()), *(exclude or ())):
             check_pattern(pattern)
@@ -339,14 +378,14 @@ class TransferEngine:
                     hint="check the patterns: a pattern without '/' matches file names "
                     "('*.tif'), one with '/' the path relative to the folder",
                 )
-            return found, False
+            return found
         if not path.is_file():
             raise TransferError(f"{path} is not a file or directory", hint="check the path")
         if key is None:
             key = path.name
         elif key.endswith("/"):
             key = key + path.name
-        return [spec(path, None, key, path.stat().st_size)], True
+        return [spec(path, None, key, path.stat().st_size)]
 
     def _upload_many(
         self, engine: UploadEngine, specs: Sequence[UploadSpec], tracker: Progress
@@ -373,12 +412,11 @@ class TransferEngine:
         dest: str | os.PathLike[str] | None = None,
         *,
         progress: ProgressCallback | None = None,
-        concurrency: int = DEFAULT_DOWNLOAD_CONCURRENCY,
-        part_size: int = DEFAULT_DOWNLOAD_RANGE,
     ) -> Path:
         """Download ``key`` to ``dest`` (a file, or a directory to put it in).
 
-        Ranged GETs of ``part_size`` bytes, ``concurrency`` at a time, each
+        Ranged GETs of ``config.range_size`` bytes, ``config.range_concurrency``
+        at a time, each
         signed with fresh credentials. A regular file appears complete or not
         at all (temp file + rename); temp files that killed downloads into the
         same destination left are removed first. A symlink is written
@@ -394,13 +432,7 @@ class TransferEngine:
 
         full = workspace_key(self.target.prefix, key)
         target, streamed = resolve_target(key, dest)
-        engine = DownloadEngine(
-            self.target,
-            concurrency=concurrency,
-            part_size=part_size,
-            multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
-            resumable=False,
-        )
+        engine = DownloadEngine(self.target, self.config)
         try:
             if streamed:
                 fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
@@ -422,23 +454,16 @@ class TransferEngine:
         fileobj: IO[bytes],
         *,
         progress: ProgressCallback | None = None,
-        part_size: int = DEFAULT_DOWNLOAD_RANGE,
     ) -> int:
         """Write object ``key`` into the binary file object ``fileobj``, in order.
 
-        One ranged GET at a time (``part_size`` bytes), resumed where a
+        One ranged GET at a time (``config.range_size`` bytes), resumed where a
         connection broke; the size and a single-part MD5 are checked as the
         bytes pass, so a failed check raises after the bytes were written.
         Returns the size. Raises :class:`ObjectNotFoundError`, :class:`TransferError`.
         """
         full = workspace_key(self.target.prefix, key)
-        engine = DownloadEngine(
-            self.target,
-            concurrency=1,
-            part_size=part_size,
-            multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
-            resumable=False,
-        )
+        engine = DownloadEngine(self.target, self.config)
         try:
             # bytes(): the engine reuses its buffer, a file object may keep what it gets
 
@@ -600,7 +625,7 @@ class TransferEngine:
                 user_key = self._user_key(k)
                 raise map_botocore_error(exc, f"deleting {user_key!r}", key=user_key) from exc
 
-        with cf.ThreadPoolExecutor(DEFAULT_CONCURRENCY) as pool:
+        with cf.ThreadPoolExecutor(_DELETE_THREADS) as pool:
             builtins.list(pool.map(one, keys))
         return len(keys)
 

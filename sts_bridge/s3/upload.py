@@ -58,8 +58,10 @@ from pathlib import Path
 from typing import IO
 
 from sts_bridge.errors import ObjectNotFoundError, StsBridgeError, TransferError
+from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.errors import map_s3_error
 from sts_bridge.s3.signed_http import (
+    BucketTarget,
     MiB,
     S3Http,
     strip_etag,
@@ -71,15 +73,6 @@ from sts_bridge.s3.transfer_types import Progress, UploadResult
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
 
-# Tuned on a 2-core machine against radosgw on the same host (128 MiB
-# upload): 8 MiB parts, 4 in flight was fastest (0.42-0.60 s, 0.12 s client
-# CPU, vs 0.66-0.93 s and 0.20-0.24 s CPU for boto3's upload_file defaults);
-# 32 MiB parts or 2 in flight were not better. 32 MiB in memory at most.
-DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
-DEFAULT_PART_SIZE = 8 * MiB
-DEFAULT_CONCURRENCY = 4
-# Many small files are latency-bound: more PUTs in flight (one pool).
-DEFAULT_SMALL_FILE_CONCURRENCY = 16
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB
@@ -87,7 +80,7 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 SHA256_METADATA = "sha256"
 
 
-def choose_part_size(size: int, part_size: int = DEFAULT_PART_SIZE) -> int:
+def choose_part_size(size: int, part_size: int) -> int:
     """The part size for ``size`` bytes: ``part_size`` unless 10,000 parts are not enough."""
     part_size = max(part_size, MIN_PART_SIZE)
     if size > part_size * MAX_PARTS:
@@ -248,7 +241,32 @@ class UploadSpec:
 
 
 class UploadEngine(S3Http):
-    """Uploads over :class:`~sts_bridge.s3.signed_http.S3Http`: PUT, multipart, resume."""
+    """Uploads over :class:`~sts_bridge.s3.signed_http.S3Http`: PUT, multipart, resume.
+
+    Of ``config`` it uses the upload knobs: ``part_size``,
+    ``multipart_threshold``, ``part_concurrency`` (parts of one file in
+    flight) and ``file_concurrency`` (small files at once). ``resumable``:
+    a multipart upload keeps its resume state under ``state_dir`` (default:
+    the default cache directory's ``uploads/``) and resumes from it.
+    """
+
+    def __init__(
+        self,
+        ws: BucketTarget,
+        config: TransferConfig,
+        *,
+        resumable: bool = True,
+        state_dir: Path | None = None,
+    ) -> None:
+        super().__init__(
+            ws, config, connections=max(config.part_concurrency, config.file_concurrency)
+        )
+        self.concurrency = config.part_concurrency
+        self.small_concurrency = config.file_concurrency
+        self.part_size = config.part_size
+        self.threshold = config.multipart_threshold
+        self.resumable = resumable
+        self.state_dir = state_dir
 
     # ---------------------------------------------------------- single PUT
     def put_object(self, spec: UploadSpec, body: bytes, progress: Progress) -> UploadResult:

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from sts_bridge.cli import main
+from sts_bridge.s3.config import TransferConfig
 
 pytestmark = pytest.mark.integration
 
@@ -285,12 +286,9 @@ def test_python_api_with_debug_logging_everywhere(sweep: dict[str, Any], tmp_pat
             reprs += [repr(ws), repr(client.settings)]
             base = f"sweep-api/{uuid.uuid4().hex}/"
             data = os.urandom(6 * 1024 * 1024 + 1)
-            ws.upload(
-                data,
-                base + "big.bin",
-                part_size=5 * 1024 * 1024,
-                multipart_threshold=5 * 1024 * 1024,
-            )
+            ws.with_transfer_config(
+                TransferConfig(part_size=5 * 1024 * 1024, multipart_threshold=5 * 1024 * 1024)
+            ).upload(data, base + "big.bin")
             ws.upload(b"small", base + "small.txt")
             listed = list(ws.list(base, recursive=True))
             assert len(listed) == 2

@@ -26,6 +26,7 @@ import sts_bridge
 from sts_bridge.s3 import signed_http as _s3http
 from sts_bridge.s3 import sync as sync_module
 from sts_bridge.s3 import upload as _upload
+from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.sync import plan_sync, run_sync
 
 pytestmark = pytest.mark.integration
@@ -279,7 +280,12 @@ def test_interrupted_sync_resumes_and_large_files_continue_their_upload(
     plan = plan_sync(ws, "upload", src, folder)
     assert len(plan.actions) == 7
     with pytest.raises(KeyboardInterrupt):
-        run_sync(ws, plan, progress=stop_mid_big_file, concurrency=1)
+        run_sync(
+            ws,
+            plan,
+            progress=stop_mid_big_file,
+            config=TransferConfig(part_concurrency=1, range_concurrency=1),
+        )
     assert not any(o.key == folder + "big.bin" for o in ws.list(folder))
 
     sent: list[int] = []
@@ -348,7 +354,12 @@ def test_sync_outlives_short_credentials(
     def slow(status: Any) -> None:
         time.sleep(lifetime * 0.5)  # every file waits half a credential lifetime
 
-    report = run_sync(ws, plan, progress=slow, concurrency=1, files_at_once=1)
+    report = run_sync(
+        ws,
+        plan,
+        progress=slow,
+        config=TransferConfig(part_concurrency=1, range_concurrency=1, file_concurrency=1),
+    )
     assert time.monotonic() - started > 2 * lifetime, "must span several credential lifetimes"
     assert not report.failed and len(report.uploaded) == 6
     assert short_lived_platform.api_stats()["sts_exchanges"] >= 2

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from sts_bridge.errors import InvalidKeyError, TransferError
+from sts_bridge.s3.config import TransferConfig
 
 pytestmark = [pytest.mark.integration]
 
@@ -200,11 +201,13 @@ def test_file_changed_during_multipart_upload_fails_and_leaves_nothing(
                 with open(src, "r+b") as fh:
                     fh.write(b"b" * MiB)
 
+    one_part_at_a_time = TransferConfig(
+        part_size=5 * MiB, multipart_threshold=1, part_concurrency=1
+    )
     with pytest.raises(TransferError, match="changed while it was being uploaded"):
-        ws.upload(
-            src, base + "growing.bin", part_size=5 * MiB, multipart_threshold=1,
-            concurrency=1, progress=progress,
-        )  # fmt: skip
+        ws.with_transfer_config(one_part_at_a_time).upload(
+            src, base + "growing.bin", progress=progress
+        )
     assert changed
     assert keys_under(ws, base) == []
     assert uploads_under(local_platform, ws, base) == []

@@ -48,6 +48,7 @@ from sts_bridge.errors import (
 )
 from sts_bridge.s3 import download as _download
 from sts_bridge.s3 import upload as _upload
+from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.transfers import (
     PresignClampedWarning,
     TransferEngine,
@@ -86,11 +87,14 @@ class Creds:
 class EngineFacade:
     """The data operations of ``Workspace`` over this fake, through the engine as ``Workspace``."""
 
-    def upload(self, *args: Any, **kwargs: Any) -> Any:
-        return TransferEngine(self).upload(*args, **kwargs)  # type: ignore[arg-type]
+    def upload(self, *args: Any, config: TransferConfig | None = None, **kwargs: Any) -> Any:
+        return TransferEngine(self, config).upload(*args, **kwargs)  # type: ignore[arg-type]
 
-    def download(self, *args: Any, **kwargs: Any) -> Any:
-        return TransferEngine(self).download(*args, **kwargs)  # type: ignore[arg-type]
+    def upload_directory(self, *args: Any, **kwargs: Any) -> Any:
+        return TransferEngine(self).upload_directory(*args, **kwargs)  # type: ignore[arg-type]
+
+    def download(self, *args: Any, config: TransferConfig | None = None, **kwargs: Any) -> Any:
+        return TransferEngine(self, config).download(*args, **kwargs)  # type: ignore[arg-type]
 
     def download_fileobj(self, *args: Any, **kwargs: Any) -> Any:
         return TransferEngine(self).download_fileobj(*args, **kwargs)  # type: ignore[arg-type]
@@ -304,11 +308,11 @@ def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_pa
         res = ws.upload(
             tmp_path / "big.bin",
             "mp/big.bin",
-            part_size=5 * MiB,
-            multipart_threshold=5 * MiB,
-            concurrency=3,
             metadata={"run": "42"},
             progress=lambda d, t: seen.append(d),
+            config=TransferConfig(
+                part_size=5 * MiB, multipart_threshold=5 * MiB, part_concurrency=3
+            ),
         )
     assert isinstance(res, UploadResult)
     assert res.parts == 3
@@ -342,7 +346,11 @@ def test_multipart_file_changed_after_hashing_fails_and_aborts(
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload, "file_digests", then_rewrite)
         with pytest.raises(TransferError, match="changed while it was being uploaded"):
-            ws.upload(src, "mp/moving.bin", part_size=5 * MiB, multipart_threshold=5 * MiB)
+            ws.upload(
+                src,
+                "mp/moving.bin",
+                config=TransferConfig(part_size=5 * MiB, multipart_threshold=5 * MiB),
+            )
     assert _uploads(admin) == []
     with pytest.raises(Exception, match=r"404|Not Found"):
         admin.head_object(Bucket=BUCKET, Key=f"{PREFIX}mp/moving.bin")
@@ -355,11 +363,13 @@ def test_upload_directory_include_exclude(ws: FakeWorkspace, admin: Any, tmp_pat
     _file(root / "sub" / "deep" / "c.tif", 30)
     _file(root / "sub" / "notes.txt", 5)
     _file(root / "tmp" / "d.tif", 5)
-    res = ws.upload(root, include=["*.tif"], exclude=["tmp/*"])
-    assert isinstance(res, list)
+    res = ws.upload_directory(root, include=["*.tif"], exclude=["tmp/*"])
     assert [r.key for r in res] == ["scene/a.tif", "scene/sub/b.tif", "scene/sub/deep/c.tif"]
-    res2 = ws.upload(root, "copy", include=["sub/*"])
-    assert isinstance(res2, list)
+    with pytest.raises(TransferError, match="is a directory"):
+        ws.upload(root, "copy")  # one object per upload(): a folder is refused
+    with pytest.raises(TransferError, match="is not a directory"):
+        ws.upload_directory(root / "a.tif", "copy")
+    res2 = ws.upload_directory(root, "copy", include=["sub/*"])
     assert sorted(r.key for r in res2) == [
         "copy/sub/b.tif",
         "copy/sub/deep/c.tif",
@@ -382,7 +392,7 @@ class _Unseekable(io.RawIOBase):
 
 def test_upload_stream_unknown_length(ws: FakeWorkspace, admin: Any) -> None:
     data = os.urandom(11 * MiB)
-    res = ws.upload(_Unseekable(data), "streams/s.bin", part_size=5 * MiB)
+    res = ws.upload(_Unseekable(data), "streams/s.bin", config=TransferConfig(part_size=5 * MiB))
     assert isinstance(res, UploadResult)
     assert res.parts == 3 and res.size == len(data)
     assert _get(admin, f"{PREFIX}streams/s.bin") == data
@@ -395,7 +405,9 @@ def test_upload_stream_unknown_length(ws: FakeWorkspace, admin: Any) -> None:
 
 def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
     engine = _upload.UploadEngine(
-        ws, concurrency=1, part_size=5 * MiB, multipart_threshold=5 * MiB, resumable=False
+        ws,
+        TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=5 * MiB),
+        resumable=False,
     )
     with pytest.raises(StorageError, match="XAmzContentSHA256Mismatch") as refused:
         engine.put(PREFIX + "lie.bin", b"body", hashlib.sha256(b"other").hexdigest())
@@ -415,7 +427,11 @@ def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_p
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload.UploadEngine, "put_part", failing)
         with pytest.raises(TransferError, match="disk on fire"):
-            ws.upload(tmp_path / "fail.bin", "fail.bin", part_size=5 * MiB, multipart_threshold=1)
+            ws.upload(
+                tmp_path / "fail.bin",
+                "fail.bin",
+                config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
+            )
     assert _uploads(admin) == []
     assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
     with pytest.raises(ObjectNotFoundError):
@@ -460,7 +476,9 @@ KILLER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)  # like a crash or an OOM kill
         return result
     _upload.UploadEngine.put_part = put_part
-    TransferEngine(WS()).upload(sys.argv[4], sys.argv[5], part_size=5 * 1024 * 1024, concurrency=1)
+    from sts_bridge.s3.config import TransferConfig
+    config = TransferConfig(part_size=5 * 1024 * 1024, part_concurrency=1)
+    TransferEngine(WS(), config).upload(sys.argv[4], sys.argv[5])
     """
 )
 
@@ -520,7 +538,9 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload.UploadEngine, "put_part", recording)
-        res = ws.upload(tmp_path / "resume.bin", "resume.bin", part_size=5 * MiB)
+        res = ws.upload(
+            tmp_path / "resume.bin", "resume.bin", config=TransferConfig(part_size=5 * MiB)
+        )
     assert isinstance(res, UploadResult)
     assert sorted(sent) == [1, 3, 4]
     assert res.resumed_parts == 1 and res.parts == 4
@@ -724,16 +744,19 @@ def test_download_parallel_ranges_fresh_credentials_no_boto3(
     ws: FakeWorkspace, tmp_path: Path
 ) -> None:
     data = _file(tmp_path / "src.bin", 11 * MiB + 5, seed=3)
-    res = ws.upload(tmp_path / "src.bin", "rg/src.bin", part_size=5 * MiB, multipart_threshold=1)
+    res = ws.upload(
+        tmp_path / "src.bin",
+        "rg/src.bin",
+        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
+    )
     assert isinstance(res, UploadResult) and res.parts == 3
     ws.calls.clear()
     seen: list[int] = []
     out = ws.download(
         "rg/src.bin",
         tmp_path / "out.bin",
-        part_size=2 * MiB,
-        concurrency=3,
         progress=lambda d, t: seen.append(d),
+        config=TransferConfig(range_size=2 * MiB, range_concurrency=3),
     )
     assert out.read_bytes() == data
     assert seen == sorted(seen) and seen[-1] == len(data)
@@ -748,7 +771,12 @@ def test_download_single_part_md5_and_empty_object(ws: FakeWorkspace, tmp_path: 
     ws.upload(small, "rg/small.bin")  # single PUT: the ETag is the MD5
     assert ws.download("rg/small.bin", tmp_path / "s.bin").read_bytes() == small
     # larger than one range and still single-part: MD5 read back from the file
-    assert ws.download("rg/small.bin", tmp_path / "s2.bin", part_size=1 * MiB).read_bytes() == small
+    assert (
+        ws.download(
+            "rg/small.bin", tmp_path / "s2.bin", config=TransferConfig(range_size=1 * MiB)
+        ).read_bytes()
+        == small
+    )
     ws.upload(b"", "rg/empty.bin")
     out = ws.download("rg/empty.bin", tmp_path / "e.bin")
     assert out.exists() and out.read_bytes() == b""
@@ -776,13 +804,21 @@ def test_download_corruption_is_caught_and_leaves_no_file(
         else:  # the bytes received are not what the ETag promises
             mp.setattr(_download, "_etag_md5", lambda etag, headers: ("f" * 32, ""))
         with pytest.raises(TransferError, match="ETag"):
-            ws.download("rg/bad.bin", tmp_path / "d" / "bad.bin", part_size=part_size)
+            ws.download(
+                "rg/bad.bin",
+                tmp_path / "d" / "bad.bin",
+                config=TransferConfig(range_size=part_size),
+            )
     assert list((tmp_path / "d").iterdir()) == []  # neither the file nor a temp file
 
 
 def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> None:
     data = _file(tmp_path / "src.bin", 6 * MiB, seed=4)
-    ws.upload(tmp_path / "src.bin", "rg/broken.bin", part_size=5 * MiB, multipart_threshold=1)
+    ws.upload(
+        tmp_path / "src.bin",
+        "rg/broken.bin",
+        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
+    )
     original = _download._pwrite_all
     broke: list[int] = []
 
@@ -794,14 +830,18 @@ def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> N
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_download, "_pwrite_all", breaking)
-        out = ws.download("rg/broken.bin", tmp_path / "o.bin", part_size=4 * MiB, concurrency=1)
+        out = ws.download(
+            "rg/broken.bin",
+            tmp_path / "o.bin",
+            config=TransferConfig(range_size=4 * MiB, range_concurrency=1),
+        )
     assert broke and out.read_bytes() == data
 
 
 def _direct_supported(folder: Path) -> bool:
     probe = folder / ".probe"
     probe.write_bytes(b"")
-    fd = _download._open_direct(probe, 1 << 40, 4 * MiB)
+    fd = _download.open_direct(probe, 1 << 40, 4 * MiB, 0)
     if fd is not None:
         os.close(fd)
     probe.unlink()
@@ -820,7 +860,11 @@ def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how:
     ``broken``: a connection breaks after a direct write: the range resumes.
     """
     data = _file(tmp_path / "src.bin", 5 * MiB + 777, seed=6)
-    ws.upload(tmp_path / "src.bin", "rg/direct.bin", part_size=5 * MiB, multipart_threshold=1)
+    ws.upload(
+        tmp_path / "src.bin",
+        "rg/direct.bin",
+        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
+    )
     original = _download.DownloadEngine._write_direct
     direct_writes: list[int] = []
     broke: list[int] = []
@@ -846,11 +890,14 @@ def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how:
 
     fds = _open_fds()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_download, "DIRECT_IO_MIN_SIZE", 0)
         mp.setattr(_download.DownloadEngine, "_write_direct", staticmethod(spy))
         if how == "refused":
             mp.setattr(os, "pwrite", pwrite)
-        out = ws.download("rg/direct.bin", tmp_path / "o.bin", part_size=2 * MiB, concurrency=2)
+        out = ws.download(
+            "rg/direct.bin",
+            tmp_path / "o.bin",
+            config=TransferConfig(range_size=2 * MiB, range_concurrency=2, direct_io_min_size=0),
+        )
     assert out.read_bytes() == data
     assert _open_fds() == fds  # the O_DIRECT descriptor is closed too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "o.bin", "src.bin"]
@@ -865,7 +912,8 @@ def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how:
 def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
     """Only a large download whose ranges are aligned asks for O_DIRECT (on a real file)."""
     direct = getattr(os, "O_DIRECT", 0)
-    if not direct or _download.DIRECT_IO_MIN_SIZE is None:
+    min_size = TransferConfig().direct_io_min_size
+    if not direct or min_size is None:
         pytest.skip("no O_DIRECT on this platform: every download is buffered")
     part = tmp_path / "download.part"
     part.write_bytes(b"")
@@ -878,12 +926,13 @@ def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "open", recording)
-        small = _download._open_direct(part, _download.DIRECT_IO_MIN_SIZE - 1, 16 * MiB)
-        unaligned = _download._open_direct(part, 1 << 40, 16 * MiB + 1)
-        large = _download._open_direct(part, 1 << 40, 16 * MiB)  # the control
+        small = _download.open_direct(part, min_size - 1, 16 * MiB, min_size)
+        unaligned = _download.open_direct(part, 1 << 40, 16 * MiB + 1, min_size)
+        never = _download.open_direct(part, 1 << 40, 16 * MiB, None)
+        large = _download.open_direct(part, 1 << 40, 16 * MiB, min_size)  # the control
     if large is not None:
         os.close(large)
-    assert (small, unaligned) == (None, None)
+    assert (small, unaligned, never) == (None, None, None)
     assert asked == [True]  # only the large aligned download tried O_DIRECT
 
 
@@ -894,7 +943,9 @@ def test_upload_and_resume_never_build_a_boto3_client(
     full = PREFIX + "nb/r.bin"
     # an interrupted upload (as a killed process leaves it), then resumed
     engine = _upload.UploadEngine(
-        ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
+        ws,
+        TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=1),
+        resumable=True,
     )
     spec = _upload.UploadSpec(
         tmp_path / "r.bin", None, "nb/r.bin", full, len(data), "application/octet-stream", {}
@@ -918,7 +969,11 @@ def test_upload_and_resume_never_build_a_boto3_client(
     path.chmod(0o600)
     engine.close()
     ws.calls.clear()
-    res = ws.upload(tmp_path / "r.bin", "nb/r.bin", part_size=5 * MiB, multipart_threshold=1)
+    res = ws.upload(
+        tmp_path / "r.bin",
+        "nb/r.bin",
+        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
+    )
     assert isinstance(res, UploadResult) and res.resumed_parts == 1 and res.parts == 3
     assert res.etag.endswith("-3")
     assert _get(admin, full) == data
@@ -934,7 +989,9 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
     data = _file(tmp_path / "s.bin", 11 * MiB, seed=6)
     full = PREFIX + "nb/s.bin"
     engine = _upload.UploadEngine(
-        ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
+        ws,
+        TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=1),
+        resumable=True,
     )
     spec = _upload.UploadSpec(
         tmp_path / "s.bin", None, "nb/s.bin", full, len(data), "application/octet-stream", {}
@@ -958,7 +1015,11 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
     path.write_text(json.dumps(state))
     path.chmod(0o600)
     engine.close()
-    res = ws.upload(tmp_path / "s.bin", "nb/s.bin", part_size=5 * MiB, multipart_threshold=1)
+    res = ws.upload(
+        tmp_path / "s.bin",
+        "nb/s.bin",
+        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
+    )
     assert isinstance(res, UploadResult) and res.resumed_parts == 0 and res.parts == 3
     head = admin.head_object(Bucket=BUCKET, Key=full)
     assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == res.sha256
@@ -974,7 +1035,9 @@ def test_resume_state_of_an_upload_aborted_since_starts_again(
     data = _file(tmp_path / "g.bin", 11 * MiB, seed=7)
     full = PREFIX + "nb/g.bin"
     engine = _upload.UploadEngine(
-        ws, concurrency=1, part_size=5 * MiB, multipart_threshold=1, resumable=True
+        ws,
+        TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=1),
+        resumable=True,
     )
     spec = _upload.UploadSpec(
         tmp_path / "g.bin", None, "nb/g.bin", full, len(data), "application/octet-stream", {}
@@ -997,7 +1060,11 @@ def test_resume_state_of_an_upload_aborted_since_starts_again(
     path.chmod(0o600)
     engine.close()
     admin.abort_multipart_upload(Bucket=BUCKET, Key=full, UploadId=upload_id)
-    res = ws.upload(tmp_path / "g.bin", "nb/g.bin", part_size=5 * MiB, multipart_threshold=1)
+    res = ws.upload(
+        tmp_path / "g.bin",
+        "nb/g.bin",
+        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
+    )
     assert isinstance(res, UploadResult) and res.resumed_parts == 0 and res.parts == 3
     assert _get(admin, full) == data
     assert _uploads(admin) == []

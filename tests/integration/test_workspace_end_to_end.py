@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import sts_bridge
+from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.transfers import PresignClampedWarning
 
 pytestmark = pytest.mark.integration
@@ -72,14 +73,9 @@ def test_upload_spanning_several_credential_lifetimes(
         time.sleep(lifetime * 0.45)
 
     started = time.monotonic()
-    result = ws.upload(
-        src,
-        "e2e/slow.bin",
-        progress=slow_progress,
-        part_size=5 * MiB,
-        concurrency=1,
-        multipart_threshold=5 * MiB,
-    )
+    result = ws.with_transfer_config(
+        TransferConfig(part_size=5 * MiB, part_concurrency=1, multipart_threshold=5 * MiB)
+    ).upload(src, "e2e/slow.bin", progress=slow_progress)
     elapsed = time.monotonic() - started
     assert not isinstance(result, list)
     assert elapsed > 2 * lifetime, "the upload must span several credential lifetimes"
@@ -154,7 +150,9 @@ def test_upload_resume_state_lives_in_the_configured_cache_dir(
     src = tmp_path / "multipart.bin"
     _file(src, 11 * MiB)
     key = f"e2e/{uuid.uuid4().hex}/multipart.bin"
-    ws.upload(src, key, part_size=5 * MiB, multipart_threshold=1)
+    ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
+        src, key
+    )
     ws.delete(key)
     states = [p for p in written if p.parent.name == "uploads"]
     assert states, "a multipart upload records its resume state"
@@ -178,9 +176,7 @@ def test_what_the_store_refuses_is_a_storage_error_not_an_api_error(
     assert missing.value.key == missing_key and ws.prefix not in str(missing.value)
     assert not (tmp_path / "out.bin").exists()
 
-    http = S3Http(
-        ws, concurrency=1, part_size=8 * 2**20, multipart_threshold=8 * 2**20, resumable=False
-    )
+    http = S3Http(ws, TransferConfig(), connections=1)
     try:
         outside = f"not-{ws.prefix.strip('/')}/{uuid.uuid4().hex}"  # no workspace prefix
         with pytest.raises(sts_bridge.StorageAccessDeniedError) as denied:

@@ -12,8 +12,9 @@ import pytest
 from sts_bridge.credentials.cache import CredentialCache
 from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.errors import InvalidKeyError
+from sts_bridge.s3.config import DEFAULT_STALL_TIMEOUT, stall_timeout
 from sts_bridge.s3.keys import folder_prefix
-from sts_bridge.s3.signed_http import DEFAULT_STALL_TIMEOUT, credentials_refused, stall_timeout
+from sts_bridge.s3.signed_http import credentials_refused
 from sts_bridge.s3.upload import check_pattern
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -16,6 +16,7 @@ EXPECTED = {
     "S3Credentials",
     "upload_to_workspace",
     "UploadResult",
+    "TransferConfig",
     "ObjectInfo",
     "PresignedUrl",
     "PresignClampedWarning",

@@ -275,10 +275,9 @@ def test_plan_upload_of_a_directory_stats_each_file_once_and_skips_non_files(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "stat", counting)
-        specs, single = TransferEngine(Offline(lifetime=None))._plan_upload(  # type: ignore[arg-type]
+        specs = TransferEngine(Offline(lifetime=None))._plan_upload(  # type: ignore[arg-type]
             root, "up/", None, {}, None, None
         )
-    assert not single
     assert [(s.key, s.full_key, s.size) for s in specs] == [
         ("up/a.txt", "a2s/up/a.txt", 3),
         ("up/link.txt", "a2s/up/link.txt", 3),
