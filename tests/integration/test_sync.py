@@ -380,8 +380,9 @@ def test_sync_refuses_bad_arguments(platform_env: dict[str, str], cli: Any, tmp_
 
 
 def test_hash_cache_lives_in_the_configured_cache_dir(
-    platform_env: dict[str, str], tmp_path: Path, folder: str
+    platform_env: dict[str, str], tmp_path: Path, folder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sync_module, "RACY_WINDOW_NS", 0)  # cache the file just written
     src = tmp_path / "src"
     _write(src / "a.txt", b"a")
     configured = tmp_path / "configured-cache"
