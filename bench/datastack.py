@@ -321,7 +321,8 @@ def _report(
             )
     lines.append("")
     lines.append(
-        f"(finished {time.strftime('%H:%M', time.gmtime())} UTC; shared machine: indicative)"
+        f"(finished {time.strftime('%H:%M', time.gmtime())} UTC; load: the 1-minute average "
+        "before each run, which includes the benchmark's own radosgw and client)"
     )
     return "\n".join(lines) + "\n"
 
