@@ -207,8 +207,7 @@ def report(result: dict[str, Any]) -> str:
         f"{result['rounds']} counted rounds (shared/static interleaved, median shown), "
         f"STS credentials of {result['sts_duration']} s, {result['cpus']} CPUs, load "
         f"{result['load_before'][0]} before / {result['load_after'][0]} after. radosgw, the "
-        "client and the workers share this machine, which other engineers were using at "
-        "the same time: the numbers are indicative only.",
+        "client and the workers share this machine's cores (the load includes them).",
         "",
         "| workers | shared MiB/s | static MiB/s | shared vs static | pushes | share() s |",
         "|---:|---:|---:|---:|---:|---:|",
