@@ -578,6 +578,47 @@ def run_sync(
     return report
 
 
+def _byte_counter(tracker: _Tracker) -> Callable[[int, int | None], None]:
+    """A progress callback that adds what one transfer moved since its last call."""
+    moved = [0]
+
+    def count(done: int, total: int | None) -> None:
+        tracker.add(nbytes=done - moved[0])
+        moved[0] = done
+
+    return count
+
+
+def _small_together_then_large(
+    actions: list[SyncAction],
+    one: Callable[[SyncAction], None],
+    cutoff: int,
+    threads: int,
+    thread_name: str,
+) -> None:
+    """Files under ``cutoff`` ``threads`` at a time (each is one request), then the
+    others one by one (each already moves its parts or ranges in parallel).
+
+    The first exception cancels the small files not yet started and is raised.
+    """
+    small = [a for a in actions if a.size < cutoff]
+    if small:
+        with cf.ThreadPoolExecutor(
+            min(threads, len(small)), thread_name_prefix=thread_name
+        ) as pool:
+            futures = [pool.submit(one, a) for a in small]
+            try:
+                for fut in cf.as_completed(futures):
+                    fut.result()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    for action in actions:
+        if action.size >= cutoff:
+            one(action)
+
+
 def _run_uploads(
     ws: Any,
     plan: SyncPlan,
@@ -602,14 +643,10 @@ def _run_uploads(
             content_type=guess_content_type(key),
             metadata={},
         )
-        moved = [0]
-
-        def count(done: int, total: int | None) -> None:
-            tracker.add(nbytes=done - moved[0])
-            moved[0] = done
-
         try:
-            result: UploadResult = engine.upload_file(spec, Progress(count, f.size))
+            result: UploadResult = engine.upload_file(
+                spec, Progress(_byte_counter(tracker), f.size)
+            )
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -620,23 +657,10 @@ def _run_uploads(
         report.bytes += result.size
         tracker.add(actions=1)
 
-    small = [a for a in actions if a.size < engine.threshold]
-    large = [a for a in actions if a.size >= engine.threshold]
     try:
-        if small:
-            with cf.ThreadPoolExecutor(
-                min(config.file_concurrency, len(small)), thread_name_prefix="sts-bridge-put"
-            ) as pool:
-                futures = [pool.submit(one, a) for a in small]
-                try:
-                    for fut in cf.as_completed(futures):
-                        fut.result()
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
-        for a in large:
-            one(a)
+        _small_together_then_large(
+            actions, one, engine.threshold, config.file_concurrency, "sts-bridge-put"
+        )
     finally:
         engine.close()
 
@@ -690,15 +714,11 @@ def _run_downloads(
     def one(action: SyncAction) -> None:
         obj = plan._remote[action.key]
         target = root.joinpath(*action.key.split("/"))
-        moved = [0]
-
-        def count(done: int, total: int | None) -> None:
-            tracker.add(nbytes=done - moved[0])
-            moved[0] = done
-
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            engine.download(obj.full_key, plan.remote_prefix + action.key, target, count)
+            engine.download(
+                obj.full_key, plan.remote_prefix + action.key, target, _byte_counter(tracker)
+            )
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -709,24 +729,10 @@ def _run_downloads(
         report.bytes += obj.size
         tracker.add(actions=1)
 
-    small = [a for a in actions if a.size < engine.part_size]
-    large = [a for a in actions if a.size >= engine.part_size]
     try:
-        if small:
-            with cf.ThreadPoolExecutor(
-                min(config.file_concurrency, len(small)),
-                thread_name_prefix="sts-bridge-get-many",
-            ) as pool:
-                futures = [pool.submit(one, a) for a in small]
-                try:
-                    for fut in cf.as_completed(futures):
-                        fut.result()
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
-        for a in large:
-            one(a)
+        _small_together_then_large(
+            actions, one, engine.part_size, config.file_concurrency, "sts-bridge-get-many"
+        )
     finally:
         engine.close()
 
