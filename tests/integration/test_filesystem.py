@@ -8,6 +8,7 @@ answers AccessDenied).
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 import uuid
@@ -180,3 +181,66 @@ def test_resolve_workspace_through_the_configuration_chain(
     assert source.bucket == "gep-processing-results" and source.prefix == "a2s/"
     assert resolve_workspace(SERVICE_WS) is source  # once per process
     assert source.credentials().remaining() > 0
+
+
+def test_reads_and_writes_of_bytes_take_one_request_each(
+    platform_env: dict[str, str], local_platform: Any
+) -> None:
+    """cat_file / pipe_file (Zarr chunks, small objects) go through the SDK's signed
+    requests: ranges as fsspec slices them, a missing key is FileNotFoundError, the
+    whole object's SHA-256 is recorded for sync, and s3fs's listing cache follows."""
+    import hashlib
+
+    ws = Client.from_env().workspace(SERVICE_WS)
+    fs = ws.filesystem()
+    base = _base()
+    fs.pipe_file(f"{base}/first", b"1")
+    assert fs.ls(base, detail=False) == [f"{base}/first".removeprefix("workspace://")]
+    data = bytes(range(256)) * 40
+    fs.pipe_file(f"{base}/blob", data)
+    assert len(fs.ls(base, detail=False)) == 2  # the cached listing was dropped
+    assert fs.cat_file(f"{base}/blob") == data
+    assert fs.cat_file(f"{base}/blob", start=100, end=300) == data[100:300]
+    assert fs.cat_file(f"{base}/blob", start=10_000) == data[10_000:]
+    assert fs.cat_file(f"{base}/blob", start=-7) == data[-7:]
+    assert fs.cat_file(f"{base}/blob", start=5, end=-5) == data[5:-5]  # s3fs asks the size
+    assert fs.cat_file(f"{base}/blob", start=len(data) + 10) == b""
+    assert fs.cat_file(f"{base}/blob", start=50, end=50) == b""
+    assert fs.cat_ranges([f"{base}/blob"] * 2, [0, 9], [3, 12]) == [data[0:3], data[9:12]]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        fs.cat_file(f"{base}/missing")
+    key = base.removeprefix(f"workspace://{SERVICE_WS}/") + "/blob"
+    head = ws.s3_client().head_object(Bucket=ws.bucket, Key=ws.prefix + key)
+    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    fs.pipe_file(f"{base}/created", b"new", mode="create")  # s3fs's exclusive PUT
+    assert fs.cat_file(f"{base}/created") == b"new"
+    fs.rm(base, recursive=True)
+
+
+class _RefusedSource:
+    """A workspace whose credentials the store refuses (a wrong secret key)."""
+
+    def __init__(self, ws: Any) -> None:
+        for name in ("name", "bucket", "prefix", "endpoint_url", "region", "addressing_style"):
+            setattr(self, name, getattr(ws, name))
+        self.verify = ws.verify
+        self._creds = dataclasses.replace(ws.credentials(), secret_key="not-the-secret")
+
+    def credentials(self) -> Any:
+        return self._creds
+
+
+def test_refused_reads_and_writes_are_permission_errors_in_one_sentence(
+    platform_env: dict[str, str],
+) -> None:
+    ws = Client.from_env().workspace(SERVICE_WS)
+    fs = WorkspaceFileSystem(_RefusedSource(ws))
+    for attempt in (
+        lambda: fs.cat_file(f"{SERVICE_WS}/fs-tests/x"),
+        lambda: fs.pipe_file(f"{SERVICE_WS}/fs-tests/x", b"x"),
+    ):
+        with pytest.raises(PermissionError) as info:
+            attempt()
+        message = str(info.value)
+        assert "\n" not in message and "fs-tests/x" in message, message
+        assert "not-the-secret" not in message
