@@ -14,7 +14,8 @@ finding the workspace; the first request, with its connection and
 credentials, is included):
 
 - ``workspace``: ``zarr`` given ``workspace://<ws>/<key>`` (sts-bridge's
-  fsspec filesystem: s3fs over a refreshing aiobotocore session);
+  fsspec filesystem: chunks through the SDK's signed requests, the rest
+  through s3fs over a refreshing aiobotocore session);
 - ``s3fs-static`` (the anchor): ``zarr`` given ``s3://bucket/prefix/...``
   with ``storage_options`` holding a snapshot of the same STS credentials;
 - ``obstore``: obstore's fsspec layer (``obstore.fsspec.FsspecStore``) with

@@ -9,14 +9,22 @@ and confined exactly as every other key (:mod:`sts_bridge.s3.keys`): a path
 with ``..``, ``.`` or an empty segment is refused with
 :class:`~sts_bridge.errors.InvalidKeyError` before any request.
 
-Each workspace is served by an ``s3fs.S3FileSystem`` that this filesystem
-owns (composition: s3fs does the S3 work, this class translates paths and
-confines keys). The s3fs instance runs over an aiobotocore session whose
-only credential provider asks the workspace's
-:class:`~sts_bridge.credentials.sources.WorkspaceSource` for a snapshot, so
-credentials refresh per request for as long as the filesystem lives,
-through the same refreshing credentials as the rest of the SDK (one STS
-exchange at a time, from threads and from asyncio alike).
+Each workspace is served by two engines this filesystem owns (composition:
+they do the S3 work, this class translates paths and confines keys):
+
+- bytes in one request (``cat_file``, ``pipe_file`` below 100 MiB: Zarr
+  chunks and small objects) through :class:`~sts_bridge.s3.objects.ObjectIO`,
+  the SDK's own signed GET / PUT, a third to a half of aiobotocore's CPU per
+  request (``docs/datastack.md``);
+- everything else (listing, ``info``, ``open()``, multipart, deletes) through
+  an ``s3fs.S3FileSystem`` over an aiobotocore session whose only credential
+  provider asks the workspace's
+  :class:`~sts_bridge.credentials.sources.WorkspaceSource` for a snapshot.
+
+Both ask the same source for every request, so credentials refresh for as
+long as the filesystem lives, through the same refreshing credentials as the
+rest of the SDK (one STS exchange at a time, from threads and from asyncio
+alike).
 
 A filesystem pickles by reference: the TerrAPI URL and its options, never
 a source, credentials or tokens. Unpickled, it finds each workspace again
@@ -39,7 +47,6 @@ from s3fs import S3FileSystem
 from sts_bridge._redact import guard_library_loggers
 from sts_bridge.credentials.sources import WorkspaceSource, resolve_workspace
 from sts_bridge.errors import (
-    CredentialsError,
     ObjectNotFoundError,
     StorageAccessDeniedError,
     StorageError,
@@ -77,8 +84,9 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     Raises :class:`~sts_bridge.errors.InvalidKeyError` for an unsafe path
     and the errors of ``resolve_workspace`` for a workspace it cannot find;
-    S3 errors arrive as s3fs raises them (``FileNotFoundError``,
-    ``PermissionError``, ...).
+    S3 errors arrive as the built-ins fsspec users catch
+    (``FileNotFoundError``, ``PermissionError``, ``OSError``); credentials
+    that cannot be had as the SDK's :class:`~sts_bridge.errors.CredentialsError`.
     """
 
     protocol = (SCHEME,)
@@ -391,14 +399,16 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
 @contextlib.contextmanager
 def _as_os_errors(path: str) -> Iterator[None]:
-    """The SDK's storage errors as the built-in errors fsspec users catch
-    (zarr reads a missing chunk as ``FileNotFoundError``), same message, the
-    SDK's error kept as the cause."""
+    """The store's answers about an object as the built-in errors fsspec users
+    catch (zarr reads a missing chunk as ``FileNotFoundError``), with the SDK's
+    message and the SDK's error as the cause. Credentials that cannot be had
+    (``CredentialsError``: expired shared credentials, a login needed) stay the
+    SDK's own error: its hint says what to do."""
     try:
         yield
     except ObjectNotFoundError as exc:
         raise FileNotFoundError(errno.ENOENT, str(exc), path) from exc
-    except (StorageAccessDeniedError, CredentialsError) as exc:
+    except StorageAccessDeniedError as exc:
         raise PermissionError(errno.EACCES, str(exc), path) from exc
     except StorageError as exc:
         raise OSError(errno.EIO, str(exc), path) from exc

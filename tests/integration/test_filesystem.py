@@ -12,6 +12,7 @@ import dataclasses
 import pickle
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,8 +120,10 @@ def test_universal_pathlib_and_fsspec_open(platform_env: dict[str, str]) -> None
     import fsspec
 
     base = _base()
-    path = upath.UPath(f"{base}/notes/readme.txt")
-    assert type(path).__name__ != "PosixUPath"  # not silently a local path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not explicitly implemented" fallback
+        path = upath.UPath(f"{base}/notes/readme.txt")
+    assert type(path).__name__ == "WorkspacePath"  # not silently a local path
     path.write_text("hello workspace")
     assert path.read_text() == "hello workspace"
     assert [p.name for p in path.parent.iterdir()] == ["readme.txt"]
