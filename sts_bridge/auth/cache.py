@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sts_bridge._files import atomic_write, file_lock, read_cache_document
+from sts_bridge._files import LockTimeout, atomic_write, file_lock, read_cache_document
 from sts_bridge.auth.base import Token
 from sts_bridge.errors import TokenCacheError
 
@@ -58,12 +58,10 @@ class TokenCache:
     @contextlib.contextmanager
     def locked(self, timeout: float = 120.0) -> Iterator[None]:
         """Hold the cross-process lock of this cache file."""
-        import filelock  # only when locking: a warm run just reads the file
-
         try:
             with file_lock(self.lock_path, timeout=timeout):
                 yield
-        except filelock.Timeout as exc:
+        except LockTimeout as exc:
             raise TokenCacheError(
                 f"another sts-bridge process has held the token cache lock {self.lock_path} "
                 f"for more than {timeout:.0f} s",

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sts_bridge._files import atomic_write, file_lock, read_cache_document
+from sts_bridge._files import LockTimeout, atomic_write, file_lock, read_cache_document
 from sts_bridge.credentials.refreshing import S3Credentials
 from sts_bridge.errors import CredentialsError
 from sts_bridge.terrapi.storage_point import StoragePoint
@@ -74,12 +74,10 @@ class CredentialCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        import filelock  # only when locking: a warm run just reads the file
-
         try:
             with file_lock(self.lock_path, timeout=self.lock_timeout):
                 yield
-        except filelock.Timeout as exc:
+        except LockTimeout as exc:
             raise CredentialsError(
                 f"another sts-bridge process has held the credentials cache lock "
                 f"{self.lock_path} for more than {self.lock_timeout:.0f} s",

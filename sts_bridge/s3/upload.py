@@ -515,7 +515,7 @@ class UploadEngine(S3Http):
         return state_dir / f"{name}.json"
 
     def upload_file_multipart(self, spec: UploadSpec, progress: Progress) -> UploadResult:
-        from sts_bridge._files import file_lock
+        from sts_bridge._files import LockTimeout, file_lock
 
         assert spec.source is not None and spec.size is not None
         size = spec.size
@@ -524,7 +524,7 @@ class UploadEngine(S3Http):
         try:
             with file_lock(state_path.with_suffix(".lock"), timeout=0.0):
                 return self._upload_file_multipart(spec, progress, size, mtime_ns, state_path)
-        except TimeoutError as exc:
+        except LockTimeout as exc:
             raise TransferError(
                 f"another process is uploading {spec.source} to {spec.key!r} right now"
             ) from exc

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sts_bridge._files import atomic_write, file_lock, read_private_json
+from sts_bridge._files import LockTimeout, atomic_write, file_lock, read_private_json
 from sts_bridge.config import DEFAULT_CLIENT_ID, Settings, load_settings
 from sts_bridge.errors import ConfigurationError
 
@@ -174,3 +174,39 @@ def test_file_lock_is_exclusive(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert not overlap
+
+
+def test_file_lock_held_by_another_process_times_out(tmp_path: Path) -> None:
+    """A lock another process holds is LockTimeout after the timeout (0: one try);
+    a TimeoutError raised by the locked work is not mistaken for one."""
+    import subprocess
+    import sys
+
+    lock = tmp_path / "locks" / "x.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from sts_bridge._files import file_lock\n"
+            f"with file_lock({str(lock)!r}):\n"
+            "    print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for timeout in (0.0, 0.2):
+            with (
+                pytest.raises(LockTimeout, match="held by another process"),
+                file_lock(lock, timeout=timeout),
+            ):
+                pytest.fail("the lock was taken twice")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(lock.parent.stat().st_mode) == 0o700
+    with pytest.raises(TimeoutError) as info, file_lock(lock, timeout=0):
+        raise TimeoutError("the network, not the lock")
+    assert not isinstance(info.value, LockTimeout)
