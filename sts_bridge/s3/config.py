@@ -77,7 +77,7 @@ class TransferConfig:
     file_concurrency: int = 16
     range_size: int = 16 * MiB
     range_concurrency: int = 4
-    direct_io_min_size: int | None = None
+    direct_io_min_size: int | None = 64 * MiB
     stall_timeout: float = field(default_factory=stall_timeout)
 
     def __post_init__(self) -> None:
