@@ -619,6 +619,27 @@ def _small_together_then_large(
             one(action)
 
 
+_report_lock = threading.Lock()
+
+
+def _record(
+    report: SyncReport, tracker: _Tracker, key: str, done: list[str], work: Callable[[], int]
+) -> None:
+    """Run one action's ``work`` (it returns the bytes it moved) and record the
+    outcome in ``report``: a failed action is reported and the others go on."""
+    try:
+        moved = work()
+    except Exception as exc:
+        with _report_lock:
+            report.failed.append((key, _message(exc)))
+        tracker.add(failed=1)
+        return
+    with _report_lock:
+        done.append(key)
+        report.bytes += moved
+    tracker.add(actions=1)
+
+
 def _run_uploads(
     ws: Any,
     plan: SyncPlan,
@@ -643,19 +664,14 @@ def _run_uploads(
             content_type=guess_content_type(key),
             metadata={},
         )
-        try:
+
+        def upload() -> int:
             result: UploadResult = engine.upload_file(
                 spec, Progress(_byte_counter(tracker), f.size)
             )
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:
-            report.failed.append((action.key, _message(exc)))
-            tracker.add(failed=1)
-            return
-        report.uploaded.append(action.key)
-        report.bytes += result.size
-        tracker.add(actions=1)
+            return result.size
+
+        _record(report, tracker, action.key, report.uploaded, upload)
 
     try:
         _small_together_then_large(
@@ -679,14 +695,12 @@ def _run_remote_deletes(
 
     def one(action: SyncAction) -> None:
         full_key = plan._remote[action.key].full_key
-        try:
+
+        def delete() -> int:
             engine.call("DELETE", full_key, f"deleting {action.key!r}", ok=frozenset({200, 204}))
-        except Exception as exc:
-            report.failed.append((action.key, _message(exc)))
-            tracker.add(failed=1)
-            return
-        report.deleted.append(action.key)
-        tracker.add(actions=1)
+            return 0
+
+        _record(report, tracker, action.key, report.deleted, delete)
 
     try:
         with cf.ThreadPoolExecutor(
@@ -714,20 +728,15 @@ def _run_downloads(
     def one(action: SyncAction) -> None:
         obj = plan._remote[action.key]
         target = root.joinpath(*action.key.split("/"))
-        try:
+
+        def download() -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             engine.download(
                 obj.full_key, plan.remote_prefix + action.key, target, _byte_counter(tracker)
             )
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:
-            report.failed.append((action.key, _message(exc)))
-            tracker.add(failed=1)
-            return
-        report.downloaded.append(action.key)
-        report.bytes += obj.size
-        tracker.add(actions=1)
+            return obj.size
+
+        _record(report, tracker, action.key, report.downloaded, download)
 
     try:
         _small_together_then_large(
