@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sts_bridge._tls import certificate_failure, handshake_failure
 from sts_bridge.clock import utc_now
 from sts_bridge.errors import (
     CredentialsError,
@@ -95,6 +96,34 @@ def storage_unreachable(
 ) -> StorageError:
     """The error for a request the store never answered (after the retries)."""
     return StorageUnavailableError(f"{operation} failed: {reason}", key=key, hint=hint)
+
+
+def tls_refused(operation: str, endpoint: str, exc: BaseException) -> StorageError | None:
+    """The error for a TLS failure no retry will change, or ``None``.
+
+    A certificate that does not verify against the configured trust (the
+    system's, or ``TERRAPI_CA_BUNDLE``), or a handshake that cannot succeed
+    (``https://`` on a plain-HTTP port).
+    """
+    problem = certificate_failure(exc)
+    if problem is not None:
+        return StorageUnavailableError(
+            f"{operation} failed: TLS certificate verification failed for the storage "
+            f"endpoint {endpoint}: {problem}",
+            hint=(
+                "set TERRAPI_CA_BUNDLE to the CA bundle that signed the storage endpoint's "
+                "certificate (or TERRAPI_INSECURE=1 to turn verification off)"
+            ),
+        )
+    handshake = handshake_failure(exc)
+    if handshake is not None:
+        return StorageUnavailableError(
+            f"{operation} failed: the TLS handshake with the storage endpoint {endpoint} "
+            f"failed: {handshake}",
+            hint="the platform's storage endpoint may not speak TLS on that port; "
+            "report it to the platform's operators",
+        )
+    return None
 
 
 def botocore_error_values(exc: BaseException) -> tuple[str, int | None]:

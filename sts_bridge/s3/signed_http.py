@@ -22,7 +22,12 @@ from typing import Any, Protocol
 
 from sts_bridge.retry import S3_RETRY, RetryPolicy
 from sts_bridge.s3.config import TransferConfig
-from sts_bridge.s3.errors import UNAVAILABLE_HINT, map_s3_error, storage_unreachable
+from sts_bridge.s3.errors import (
+    UNAVAILABLE_HINT,
+    map_s3_error,
+    storage_unreachable,
+    tls_refused,
+)
 from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
 
 # The engine logs under the public module's name.
@@ -225,6 +230,9 @@ class S3Http:
                     preload_content=not stream,
                 )
             except urllib3.exceptions.HTTPError as exc:
+                refused = tls_refused(what, self.ws.endpoint_url, exc)
+                if refused is not None:
+                    raise refused from exc  # the next attempt would fail the same way
                 last = describe_failure(exc, self.stall)
                 log.debug("%s %s attempt %d failed: %s", method, full_key, attempt, last)
                 continue

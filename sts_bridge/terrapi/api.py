@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sts_bridge._redact import redact
+from sts_bridge._tls import certificate_failure, handshake_failure
 from sts_bridge.clock import Clock, utc_now
 from sts_bridge.errors import (
     ApiError,
@@ -275,7 +276,7 @@ class TerrapiApi:
                     continue
                 raise self._map(exc, status, what, resource) from exc
             except (Urllib3Error, OSError) as exc:
-                tls_problem = _tls_failure(exc)
+                tls_problem = certificate_failure(exc)
                 if tls_problem is not None:
                     # A certificate that does not verify will not verify on the
                     # next attempt either: say so at once.
@@ -287,7 +288,7 @@ class TerrapiApi:
                             "certificate (or TERRAPI_INSECURE=1 to turn verification off)"
                         ),
                     ) from exc
-                handshake = _tls_handshake_failure(exc)
+                handshake = handshake_failure(exc)
                 if handshake is not None:
                     # e.g. https:// on a plain-HTTP port: no retry will change that.
                     raise ApiUnavailableError(
@@ -363,40 +364,3 @@ class TerrapiApi:
             detail=detail,
             hint="run again with --debug, and report it if it persists",
         )
-
-
-def _tls_failure(exc: BaseException) -> str | None:
-    """The certificate-verification reason inside a urllib3 error, if that is the cause."""
-    import ssl
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return redact(current.verify_message or str(current))
-        if isinstance(current, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(current):
-            return redact(str(current))
-        reason = getattr(current, "reason", None)  # urllib3 errors: an exception or a str
-        if not isinstance(reason, BaseException):
-            reason = None
-        current = reason or current.__cause__ or current.__context__
-    return None
-
-
-def _tls_handshake_failure(exc: BaseException) -> str | None:
-    """The reason of an ``ssl.SSLError`` inside a urllib3 error (not a certificate problem)."""
-    import ssl
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        transient = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
-        if isinstance(current, ssl.SSLError) and not isinstance(current, transient):
-            return redact(str(current.reason or current))
-        reason = getattr(current, "reason", None)
-        if not isinstance(reason, BaseException):
-            reason = None
-        current = reason or current.__cause__ or current.__context__
-    return None

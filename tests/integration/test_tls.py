@@ -12,6 +12,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import sts_bridge
-from sts_bridge.errors import ApiUnavailableError
+from sts_bridge.errors import ApiUnavailableError, StorageUnavailableError
+from sts_bridge.interop.filesystem import WorkspaceFileSystem
+from sts_bridge.s3.objects import ObjectIO
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +106,7 @@ class TlsRelay:
         self._context.load_cert_chain(cert, key)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
+        self.accepted = 0  # connections made to the relay (one per TLS handshake)
         self._stopping = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -113,6 +117,7 @@ class TlsRelay:
                 raw, _ = self._listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:
@@ -196,3 +201,98 @@ def test_insecure_turns_verification_off(
         assert sts_bridge.Client.from_env().workspaces() == [
             "gep-processing-results-a2s-service-workspace"
         ]
+
+
+# ------------------------------------------------------------------ the object store over TLS
+SERVICE_WS = "gep-processing-results-a2s-service-workspace"
+
+
+class _BehindRelay:
+    """The service workspace reached through a TLS relay in front of radosgw."""
+
+    def __init__(self, ws: Any, endpoint_url: str, verify: bool | str) -> None:
+        for name in ("name", "bucket", "prefix", "region", "addressing_style"):
+            setattr(self, name, getattr(ws, name))
+        self.endpoint_url = endpoint_url
+        self.verify = verify
+        self._ws = ws
+
+    def credentials(self) -> Any:
+        return self._ws.credentials()
+
+
+@pytest.fixture
+def tls_store(
+    local_platform: Any, platform_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[Any, Path, TlsRelay]]:
+    WorkspaceFileSystem.clear_instance_cache()
+    ws = sts_bridge.Client.from_env().workspace(SERVICE_WS)
+    ca, cert, key = _make_ca_and_server_cert(tmp_path)
+    store = urlsplit(ws.endpoint_url)
+    relay = TlsRelay((store.hostname or "127.0.0.1", store.port or 80), cert, key)
+    try:
+        yield ws, ca, relay
+    finally:
+        relay.close()
+        WorkspaceFileSystem.clear_instance_cache()
+
+
+def test_the_store_over_tls_with_a_custom_ca_bundle(tls_store: tuple[Any, Path, TlsRelay]) -> None:
+    """The SDK's own requests (upload, download, sync, workspace:// bytes) and s3fs
+    (workspace:// listing) trust the CA bundle they are given."""
+    ws, ca, relay = tls_store
+    source = _BehindRelay(ws, f"https://127.0.0.1:{relay.port}", str(ca))
+    folder = f"tls-tests/{uuid.uuid4().hex}"
+    objects = ObjectIO(source)
+    try:
+        objects.put(f"{ws.prefix}{folder}/a", b"over tls")
+        assert objects.get(f"{ws.prefix}{folder}/a") == b"over tls"
+    finally:
+        objects.close()
+    fs = WorkspaceFileSystem(source)
+    fs.pipe_file(f"{SERVICE_WS}/{folder}/b", b"bytes path")
+    assert fs.cat_file(f"{SERVICE_WS}/{folder}/b") == b"bytes path"
+    assert fs.ls(f"{SERVICE_WS}/{folder}", detail=False) == [
+        f"{SERVICE_WS}/{folder}/a",
+        f"{SERVICE_WS}/{folder}/b",
+    ]
+    fs.rm(f"{SERVICE_WS}/{folder}", recursive=True)
+    assert relay.accepted >= 2
+
+
+def test_the_store_over_tls_refuses_an_unknown_certificate_at_once(
+    tls_store: tuple[Any, Path, TlsRelay],
+) -> None:
+    """Verification is on by default; a certificate that does not verify is said
+    in one sentence with a hint, and not retried (one handshake)."""
+    ws, _, relay = tls_store
+    source = _BehindRelay(ws, f"https://127.0.0.1:{relay.port}", True)
+    objects = ObjectIO(source)
+    before = relay.accepted
+    try:
+        with pytest.raises(StorageUnavailableError) as info:
+            objects.get(f"{ws.prefix}tls-tests/anything")
+    finally:
+        objects.close()
+    message = str(info.value)
+    assert "TLS certificate verification failed" in message and "\n" not in message, message
+    assert info.value.hint and "TERRAPI_CA_BUNDLE" in info.value.hint
+    assert relay.accepted - before == 1
+
+
+def test_the_store_over_tls_without_verification_warns(
+    tls_store: tuple[Any, Path, TlsRelay],
+) -> None:
+    from urllib3.exceptions import InsecureRequestWarning
+
+    ws, _, relay = tls_store
+    source = _BehindRelay(ws, f"https://127.0.0.1:{relay.port}", False)
+    key = f"{ws.prefix}tls-tests/{uuid.uuid4().hex}"
+    objects = ObjectIO(source)
+    try:
+        with pytest.warns(InsecureRequestWarning):  # turning verification off is never silent
+            objects.put(key, b"unverified")
+            assert objects.get(key) == b"unverified"
+    finally:
+        objects.close()
+    ws.delete(key.removeprefix(ws.prefix))

@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "sts_bridge.clock",
         "sts_bridge.retry",
     ),
-    ("sts_bridge.config",),
+    ("sts_bridge.config", "sts_bridge._tls"),
     ("sts_bridge.auth", "sts_bridge.s3"),
     ("sts_bridge.terrapi",),
     ("sts_bridge.credentials",),
