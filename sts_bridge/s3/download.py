@@ -386,8 +386,6 @@ class DownloadEngine(S3Http):
         """
         import http.client
 
-        import urllib3
-
         what = f"downloading {key!r}"
         step = self.part_size
         etag = ""
@@ -428,8 +426,7 @@ class DownloadEngine(S3Http):
                 resp.release_conn()
                 raise TransferError(f"{what}: the object changed during the download")
             end = size if resp.status == 200 else min(pos + step, size)
-            fp = getattr(resp, "_fp", None)
-            readinto = fp.readinto if fp is not None else resp.readinto
+            readinto = resp.readinto
             try:
                 while pos < end:
                     n = readinto(buf[: min(len(buf), end - pos)])
@@ -442,7 +439,7 @@ class DownloadEngine(S3Http):
                     pos += n
                     assert tracker is not None
                     tracker.add(n)
-            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 resp.close()
                 resp.release_conn()
                 if isinstance(exc, OSError) and not _network_error(exc):
@@ -500,8 +497,6 @@ class DownloadEngine(S3Http):
         """
         import http.client
 
-        import urllib3
-
         if direct is None:
             direct = [None]
         buf = _buffer()
@@ -519,8 +514,7 @@ class DownloadEngine(S3Http):
                 if _total_size(resp) != size or _range_start(resp) != pos:
                     resp.release_conn()
                     raise TransferError(f"{what}: the object changed during the download")
-            fp = getattr(resp, "_fp", None)
-            readinto = fp.readinto if fp is not None else resp.readinto
+            readinto = resp.readinto
             try:
                 while pos < end:
                     want = min(len(buf), end - pos)
@@ -541,7 +535,7 @@ class DownloadEngine(S3Http):
                     pos += fill
                     tracker.add(fill)
                     fill = 0
-            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 fill = 0  # read but not written: asked for again from pos
                 resp.close()
                 resp.release_conn()

@@ -1,9 +1,9 @@
-"""The signed HTTP client of a transfer: SigV4 requests over one urllib3 pool.
+"""The signed HTTP client of a transfer: SigV4 requests over one connection pool.
 
 Every request of an upload or a download (data and control plane) goes
 through :class:`S3Http`, signed with :class:`~sts_bridge.s3.signer.Signer`
 from a fresh ``credentials()`` snapshot (a transfer may outlive one set of
-STS credentials) and sent over one urllib3 connection pool; no boto3 client
+STS credentials) and sent over one connection pool (:mod:`sts_bridge.s3.http_pool`); no boto3 client
 is built. Also here: the few regular expressions that read S3's small XML
 answers; a refused request is mapped by :func:`sts_bridge.s3.errors.map_s3_error`.
 See :mod:`sts_bridge.s3.transfers` for why not s3transfer.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import http.client
 import logging
 import re
 import threading
@@ -28,6 +29,7 @@ from sts_bridge.s3.errors import (
     storage_unreachable,
     tls_refused,
 )
+from sts_bridge.s3.http_pool import ConnectFailed, HostPool
 from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
 
 # The engine logs under the public module's name.
@@ -100,7 +102,7 @@ class BucketTarget(Protocol):
 
 
 class S3Http:
-    """The data plane of one transfer: signed requests over a urllib3 pool.
+    """The data plane of one transfer: signed requests over one connection pool.
 
     Every request (data and control plane: PUT, UploadPart, create /
     complete / abort multipart, ListMultipartUploads, ListParts, HEAD,
@@ -117,38 +119,29 @@ class S3Http:
         connections: int,
         retry: RetryPolicy = S3_RETRY,
     ) -> None:
-        import urllib3
-
         self.ws = ws
         self.config = config
         self.retry = retry
         # Connections kept in the pool: the most requests the engine has in flight.
         self.connections = max(1, connections)
-        stall = config.stall_timeout
-        # urllib3's read timeout bounds every socket operation, sends included:
-        # a request that moves no byte for `stall` seconds fails and is retried.
-        self.timeout = urllib3.Timeout(connect=min(15.0, stall), read=stall)
-        self.stall = stall
+        # The stall timeout bounds every socket operation, sends included: a
+        # request that moves no byte for `stall` seconds fails and is retried.
+        self.stall = config.stall_timeout
         self._signer_lock = threading.Lock()
         self._signer: tuple[CredentialsLike, Signer] | None = None
         # One connection pool for the one host every request of the engine
-        # goes to (made with the first signer, which knows the URL): no
-        # PoolManager, whose URL parsing and pool lookup cost CPU per request.
-        self.http: Any = None
+        # goes to (made with the first signer, which knows the URL).
+        self.http: HostPool | None = None
         self._base_len = 0
 
-    def _make_pool(self, base_url: str) -> Any:
-        import urllib3
-
-        kwargs: dict[str, Any] = {}
-        if base_url.startswith("https:"):
-            if self.ws.verify is False:
-                kwargs["cert_reqs"] = "CERT_NONE"
-            elif isinstance(self.ws.verify, str):
-                kwargs["ca_certs"] = self.ws.verify
+    def _make_pool(self, base_url: str) -> HostPool:
         self._base_len = len(base_url)
-        return urllib3.connection_from_url(
-            base_url, maxsize=self.connections + 1, block=False, **kwargs
+        return HostPool(
+            base_url,
+            maxsize=self.connections + 1,
+            connect_timeout=min(15.0, self.stall),
+            read_timeout=self.stall,
+            verify=self.ws.verify,
         )
 
     def close(self) -> None:
@@ -192,7 +185,7 @@ class S3Http:
         ok: frozenset[int] = _OK,
         stream: bool = False,
     ) -> Any:
-        """One signed request, retrying transient failures; returns the urllib3 response.
+        """One signed request, retrying transient failures; returns the :class:`Response`.
 
         Signed with fresh credentials on every attempt. The body is covered
         by ``x-amz-content-sha256`` (computed here unless given). With
@@ -202,8 +195,6 @@ class S3Http:
         a store that never answers raises
         :class:`~sts_bridge.errors.StorageUnavailableError` after the retries.
         """
-        import urllib3
-
         if payload_sha256 is None:
             payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         last = ""
@@ -217,19 +208,16 @@ class S3Http:
             url, signed = signer.sign_request(
                 method, full_key, query=query, headers=headers, payload_sha256=payload_sha256
             )
+            assert self.http is not None  # made with the first signer
             try:
-                resp = self.http.urlopen(
+                resp = self.http.request(
                     method,
                     url[self._base_len :],  # the pool knows scheme, host and port
                     body=body,
                     headers=signed,
-                    retries=False,
-                    redirect=False,
-                    assert_same_host=False,
-                    timeout=self.timeout,
-                    preload_content=not stream,
+                    preload=not stream,
                 )
-            except urllib3.exceptions.HTTPError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 refused = tls_refused(what, self.ws.endpoint_url, exc)
                 if refused is not None:
                     raise refused from exc  # the next attempt would fail the same way
@@ -300,19 +288,12 @@ class S3Http:
         return strip_etag(resp.headers.get("ETag"))
 
 
-def describe_failure(exc: Exception, stall: float) -> str:
+def describe_failure(exc: BaseException, stall: float) -> str:
     """A short, secret-free reason for a failed request to the store."""
-    import urllib3
-
-    causes = [exc, *[a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]]
-    if any(
-        isinstance(c, (urllib3.exceptions.TimeoutError, TimeoutError))
-        and not isinstance(c, urllib3.exceptions.ConnectTimeoutError)
-        for c in causes
-    ):
-        return f"no progress for {stall:g} s (the storage endpoint stalled)"
-    if isinstance(exc, urllib3.exceptions.ProtocolError):
-        return "the connection to the storage endpoint broke"
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+    if isinstance(exc, ConnectFailed):
         return "cannot connect to the storage endpoint"
+    if isinstance(exc, TimeoutError):
+        return f"no progress for {stall:g} s (the storage endpoint stalled)"
+    if isinstance(exc, (ConnectionError, http.client.HTTPException)):
+        return "the connection to the storage endpoint broke"
     return type(exc).__name__

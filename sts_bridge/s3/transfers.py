@@ -13,7 +13,7 @@ some S3-compatible servers reject; s3transfer then copies the data through
 several Python file wrappers. Here every request of a transfer is our own,
 signed with :class:`~sts_bridge.s3.signer.Signer` from a fresh
 ``credentials()`` snapshot (a transfer may outlive one set of STS
-credentials) and sent over one urllib3 pool; no boto3 client is built (it
+credentials) and sent over one connection pool; no boto3 client is built (it
 cost about 0.2 CPU-s and 25 MB to import and make):
 
 - uploads: each part is read once with ``os.pread``, hashed once with
@@ -35,7 +35,7 @@ This module is the public face (the engine, the result types,
 :class:`PresignClampedWarning`, :func:`parse_duration`); the engine lives in
 the other modules of :mod:`sts_bridge.s3`, each with one job:
 
-- :mod:`sts_bridge.s3.signed_http`: the signed HTTP client over urllib3, S3's XML
+- :mod:`sts_bridge.s3.signed_http`: the signed HTTP client over ``http.client``, S3's XML
   answers, error mapping;
 - :mod:`sts_bridge.s3.upload`: upload helpers, single PUTs, multipart
   uploads and resume (integrity and resume are described there);
