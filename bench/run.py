@@ -218,7 +218,7 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
     """sts-bridge's SDK (``upload_to_workspace``, ``Workspace.download``) and CLI."""
     env = dict(base)
     env.update(t.sts_env)
-    cli = str(VENV_BIN / "sts-bridge")
+    cli = str(_tools.sts_bridge_cli())  # as users install it: not the editable dev install
     sdk = [PY, str(HERE / "stsb_sdk.py")]
     ws = t.workspace
 
