@@ -95,6 +95,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(int(ExitStatus.USAGE))
 
 
+def _version() -> str:
+    from sts_bridge import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sts-bridge",
@@ -109,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show tracebacks and debug logs (never secrets)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
