@@ -193,6 +193,13 @@ def test_api_down_is_one_line_error(faults: Proxied, checker: Checker) -> None:
 # --------------------------------------------------------------------------
 # the process dies mid-transfer
 # --------------------------------------------------------------------------
+def _as_from_a_terminal() -> None:
+    # A job started in the background by a non-interactive shell (nohup, `&`, some
+    # CI runners) inherits SIGINT ignored, and Python then installs no Ctrl-C
+    # handler; the CLI runs here as it does in a user's terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_upload(faults: Proxied, checker: Checker, source: str, **kw: Any) -> Any:
     to = checker.base + ("stdin.bin" if source == "-" else "")
     return subprocess.Popen(
@@ -200,6 +207,7 @@ def _start_upload(faults: Proxied, checker: Checker, source: str, **kw: Any) -> 
         env=_env(faults),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_as_from_a_terminal,
         **kw,
     )
 
