@@ -15,6 +15,7 @@ STS credentials from the warm cross-process cache, like a user's second run.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -29,7 +30,6 @@ def main(argv: list[str]) -> int:
         return 0
     if cmd == "sha256":
         import hashlib
-        import os
 
         h = hashlib.sha256()
         fd = os.open(argv[1], os.O_RDONLY)
@@ -53,9 +53,12 @@ def main(argv: list[str]) -> int:
         ws.s3_client()
         return 0
     if cmd == "upload":
-        from sts_bridge import upload_to_workspace
+        from sts_bridge import Client, upload_to_workspace
 
-        upload_to_workspace(argv[2], argv[3], workspace=workspace)
+        if os.path.isdir(argv[2]):  # a folder of small files: one call, files in parallel
+            Client.from_env().workspace(workspace).upload_directory(argv[2], argv[3])
+        else:
+            upload_to_workspace(argv[2], argv[3], workspace=workspace)
     elif cmd == "download":
         from sts_bridge import Client
 

@@ -407,7 +407,8 @@ def upload_to_workspace(
     ``workspace`` is a ``Workspace`` object, a workspace name, or ``None``
     (TERRAPI_WORKSPACE or your default workspace); ``client`` a
     :class:`Client` (default ``Client.from_env()``). Other keyword arguments
-    go to :meth:`Workspace.upload`; a directory goes through
+    go to :meth:`Workspace.upload`. A directory raises
+    :class:`~sts_bridge.errors.TransferError` before any request: upload it with
     :meth:`Workspace.upload_directory`. Raises what :meth:`Client.from_env`,
     :meth:`Client.workspace` and :meth:`Workspace.upload` raise.
     """
