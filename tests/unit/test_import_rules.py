@@ -57,6 +57,7 @@ ALLOWED_UPWARD: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
+
 @dataclass(frozen=True)
 class Import:
     importer: str  # dotted module name
