@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     )
     from sts_bridge.workspace import Workspace
 
-__version__ = "0.1.0"
+from sts_bridge._version import VERSION as __version__
 
 _LAZY = {
     "Client": "sts_bridge.client",

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
+from sts_bridge._version import VERSION
 from sts_bridge.cli._text import printable
 from sts_bridge.errors import (
     ApiError,
@@ -95,12 +96,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(int(ExitStatus.USAGE))
 
 
-def _version() -> str:
-    from sts_bridge import __version__
-
-    return __version__
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sts-bridge",
@@ -115,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show tracebacks and debug logs (never secrets)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

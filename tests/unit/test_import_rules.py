@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "sts_bridge._files",
         "sts_bridge._redact",
         "sts_bridge._lazy",
+        "sts_bridge._version",
         "sts_bridge.clock",
         "sts_bridge.retry",
     ),
