@@ -6,6 +6,8 @@ does not verify or a handshake that cannot succeed, and say which.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from sts_bridge._redact import redact
 
 __all__ = ["certificate_failure", "handshake_failure"]
@@ -16,18 +18,11 @@ def certificate_failure(exc: BaseException) -> str | None:
     ``OSError``), if that is the cause: a retry will not change it."""
     import ssl
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _causes(exc):
         if isinstance(current, ssl.SSLCertVerificationError):
             return redact(current.verify_message or str(current))
         if isinstance(current, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(current):
             return redact(str(current))
-        reason = getattr(current, "reason", None)  # urllib3 errors: an exception or a str
-        if not isinstance(reason, BaseException):
-            reason = None
-        current = reason or current.__cause__ or current.__context__
     return None
 
 
@@ -37,15 +32,22 @@ def handshake_failure(exc: BaseException) -> str | None:
     common protocol): a retry will not change it either."""
     import ssl
 
+    transient = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+    for current in _causes(exc):
+        if isinstance(current, ssl.SSLError) and not isinstance(current, transient):
+            return redact(str(current.reason or current))
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it: a urllib3 error's ``reason``, else ``__cause__``
+    or ``__context__``, each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        transient = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
-        if isinstance(current, ssl.SSLError) and not isinstance(current, transient):
-            return redact(str(current.reason or current))
-        reason = getattr(current, "reason", None)
+        yield current
+        reason = getattr(current, "reason", None)  # urllib3 errors: an exception or a str
         if not isinstance(reason, BaseException):
             reason = None
         current = reason or current.__cause__ or current.__context__
-    return None

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sts_bridge.s3.config import TransferConfig
-from sts_bridge.s3.signed_http import BucketTarget, S3Http, strip_etag
+from sts_bridge.s3.signed_http import BucketTarget, S3Http
 from sts_bridge.s3.upload import SHA256_METADATA
 
 __all__ = ["ObjectIO", "empty_range", "needs_size", "range_header"]
@@ -103,19 +103,17 @@ class ObjectIO:
         )
         if resp.status == 416:
             return b""
-        data = bytes(resp.data)
+        data: bytes = resp.data
         if header and resp.status == 200 and start and start > 0:
             # A store that ignores Range sends the whole object.
             data = data[start:end]
         return data
 
-    def put(self, full_key: str, data: bytes, *, content_type: str | None = None) -> str:
+    def put(self, full_key: str, data: bytes) -> str:
         """Store ``data`` under ``full_key`` in one PUT; returns the ETag."""
         digest = hashlib.sha256(data).hexdigest()
         headers = {f"x-amz-meta-{SHA256_METADATA}": digest}
-        if content_type:
-            headers["Content-Type"] = content_type
-        return strip_etag(self.http.put(full_key, data, digest, headers=headers))
+        return self.http.put(full_key, data, digest, headers=headers)
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` on this object's threads, awaited from a coroutine."""
