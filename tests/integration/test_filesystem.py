@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from source_variants import SourceVariant
 
 from sts_bridge import Client
 from sts_bridge.credentials.sources import resolve_workspace
@@ -220,24 +221,13 @@ def test_reads_and_writes_of_bytes_take_one_request_each(
     fs.rm(base, recursive=True)
 
 
-class _RefusedSource:
-    """A workspace whose credentials the store refuses (a wrong secret key)."""
-
-    def __init__(self, ws: Any) -> None:
-        for name in ("name", "bucket", "prefix", "endpoint_url", "region", "addressing_style"):
-            setattr(self, name, getattr(ws, name))
-        self.verify = ws.verify
-        self._creds = dataclasses.replace(ws.credentials(), secret_key="not-the-secret")
-
-    def credentials(self) -> Any:
-        return self._creds
-
-
 def test_refused_reads_and_writes_are_permission_errors_in_one_sentence(
     platform_env: dict[str, str],
 ) -> None:
     ws = Client.from_env().workspace(SERVICE_WS)
-    fs = WorkspaceFileSystem(_RefusedSource(ws))
+    # a workspace whose credentials the store refuses (a wrong secret key)
+    refused = dataclasses.replace(ws.credentials(), secret_key="not-the-secret")
+    fs = WorkspaceFileSystem(SourceVariant(ws, credentials=refused))
     for attempt in (
         lambda: fs.cat_file(f"{SERVICE_WS}/fs-tests/x"),
         lambda: fs.pipe_file(f"{SERVICE_WS}/fs-tests/x", b"x"),

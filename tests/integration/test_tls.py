@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from source_variants import SourceVariant
 
 import sts_bridge
 from sts_bridge.errors import ApiUnavailableError, StorageUnavailableError
@@ -207,20 +208,6 @@ def test_insecure_turns_verification_off(
 SERVICE_WS = "gep-processing-results-a2s-service-workspace"
 
 
-class _BehindRelay:
-    """The service workspace reached through a TLS relay in front of radosgw."""
-
-    def __init__(self, ws: Any, endpoint_url: str, verify: bool | str) -> None:
-        for name in ("name", "bucket", "prefix", "region", "addressing_style"):
-            setattr(self, name, getattr(ws, name))
-        self.endpoint_url = endpoint_url
-        self.verify = verify
-        self._ws = ws
-
-    def credentials(self) -> Any:
-        return self._ws.credentials()
-
-
 @pytest.fixture
 def tls_store(
     local_platform: Any, platform_env: dict[str, str], tmp_path: Path
@@ -241,7 +228,7 @@ def test_the_store_over_tls_with_a_custom_ca_bundle(tls_store: tuple[Any, Path, 
     """The SDK's own requests (upload, download, sync, workspace:// bytes) and s3fs
     (workspace:// listing) trust the CA bundle they are given."""
     ws, ca, relay = tls_store
-    source = _BehindRelay(ws, f"https://127.0.0.1:{relay.port}", str(ca))
+    source = SourceVariant(ws, endpoint_url=f"https://127.0.0.1:{relay.port}", verify=str(ca))
     folder = f"tls-tests/{uuid.uuid4().hex}"
     objects = ObjectIO(source)
     try:
@@ -266,7 +253,7 @@ def test_the_store_over_tls_refuses_an_unknown_certificate_at_once(
     """Verification is on by default; a certificate that does not verify is said
     in one sentence with a hint, and not retried (one handshake)."""
     ws, _, relay = tls_store
-    source = _BehindRelay(ws, f"https://127.0.0.1:{relay.port}", True)
+    source = SourceVariant(ws, endpoint_url=f"https://127.0.0.1:{relay.port}", verify=True)
     objects = ObjectIO(source)
     before = relay.accepted
     try:
@@ -286,7 +273,7 @@ def test_the_store_over_tls_without_verification_warns(
     from urllib3.exceptions import InsecureRequestWarning
 
     ws, _, relay = tls_store
-    source = _BehindRelay(ws, f"https://127.0.0.1:{relay.port}", False)
+    source = SourceVariant(ws, endpoint_url=f"https://127.0.0.1:{relay.port}", verify=False)
     key = f"{ws.prefix}tls-tests/{uuid.uuid4().hex}"
     objects = ObjectIO(source)
     try:
