@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sts_bridge._files import LockTimeout, atomic_write, file_lock, read_private_json
-from sts_bridge.config import DEFAULT_CLIENT_ID, Settings, load_settings
+from sts_bridge.config import DEFAULT_CLIENT_ID, Settings, load_settings, user_dir
 from sts_bridge.errors import ConfigurationError
 
 
@@ -71,6 +71,34 @@ def test_missing_file_with_named_profile(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("TERRAPI_PROFILE", "prod")
     with pytest.raises(ConfigurationError, match="no configuration file"):
         load_settings()
+
+
+def test_unreadable_or_unparsable_file_is_one_sentence(_env: Path) -> None:
+    _env.mkdir()
+    with pytest.raises(ConfigurationError, match="cannot be read") as info:
+        load_settings()
+    assert info.value.hint and "STS_BRIDGE_CONFIG_FILE" in info.value.hint
+    _env.rmdir()
+    for junk in (b"\xff\xfe\x00binary", b"no section header\n", b"[default]\n= no key\n"):
+        _env.write_bytes(junk)
+        with pytest.raises(ConfigurationError, match="cannot be parsed") as info:
+            load_settings()
+        assert info.value.hint and "INI" in info.value.hint
+
+
+@pytest.mark.parametrize("xdg", [None, "", "   ", "/srv/xdg"])
+def test_user_dirs_are_platformdirs_answers(
+    monkeypatch: pytest.MonkeyPatch, xdg: str | None
+) -> None:
+    import platformdirs
+
+    for variable in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        if xdg is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, xdg)
+    assert user_dir("cache") == Path(platformdirs.user_cache_dir("sts-bridge"))
+    assert user_dir("config") == Path(platformdirs.user_config_dir("sts-bridge"))
 
 
 def test_require_names_every_place(_env: Path) -> None:
