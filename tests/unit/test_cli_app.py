@@ -18,3 +18,49 @@ def test_version_prints_the_package_version_and_exits_0() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"sts-bridge {sts_bridge.__version__}"
+
+
+def test_command_table_names_every_command_of_the_full_parser() -> None:
+    from sts_bridge.cli._app import COMMAND_MODULES, build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    assert set(sub.choices) == set(COMMAND_MODULES)
+    for command, module in COMMAND_MODULES.items():
+        handler = sub.choices[command].get_default("handler")
+        assert handler is not None and handler.__module__ == module, command
+
+
+def test_command_in_skips_global_options() -> None:
+    from sts_bridge.cli._app import command_in
+
+    assert command_in(["-q", "--profile", "upload", "download", "k"]) == "download"
+    assert command_in(["--profile=svc", "--debug", "ls"]) == "ls"
+    assert command_in(["--version"]) is None
+    assert command_in([]) is None
+
+
+def test_a_named_command_builds_only_its_own_module() -> None:
+    code = (
+        "import sys\n"
+        "from sts_bridge.cli._app import build_parser, command_in\n"
+        "build_parser(command_in(['-q', 'download', 'k']))\n"
+        "print(sorted(m for m in sys.modules if m.endswith('_commands')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['sts_bridge.cli.transfer_commands']"
+
+
+def test_help_and_unknown_commands_still_list_every_command() -> None:
+    for argv, status in ((["--help"], 0), (["frobnicate"], 2)):
+        done = subprocess.run(
+            [sys.executable, "-m", "sts_bridge", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == status
+        text = done.stdout + done.stderr
+        for command in ("login", "upload", "sync", "devstack", "credentials"):
+            assert command in text, (argv, command)
