@@ -46,6 +46,7 @@ from typing import Any
 from sts_bridge.errors import ObjectNotFoundError, TransferError
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.errors import storage_unreachable
+from sts_bridge.s3.http_pool import ProtocolError
 from sts_bridge.s3.signed_http import BucketTarget, MiB, S3Http, describe_failure, strip_etag
 from sts_bridge.s3.transfer_types import Progress, ProgressCallback
 
@@ -384,8 +385,6 @@ class DownloadEngine(S3Http):
         pass; since bytes already handed over cannot be taken back, a failed
         check raises after the data was written.
         """
-        import http.client
-
         what = f"downloading {key!r}"
         step = self.part_size
         etag = ""
@@ -431,7 +430,7 @@ class DownloadEngine(S3Http):
                 while pos < end:
                     n = readinto(buf[: min(len(buf), end - pos)])
                     if not n:
-                        raise http.client.IncompleteRead(b"", end - pos)
+                        raise ProtocolError(f"the answer ended {end - pos} bytes early")
                     view = buf[:n]
                     write(view)
                     if md5 is not None:
@@ -439,7 +438,7 @@ class DownloadEngine(S3Http):
                     pos += n
                     assert tracker is not None
                     tracker.add(n)
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 resp.close()
                 resp.release_conn()
                 if isinstance(exc, OSError) and not _network_error(exc):
@@ -495,8 +494,6 @@ class DownloadEngine(S3Http):
         length. A direct write the file system refuses falls back to ``fd``
         for the rest of the download.
         """
-        import http.client
-
         if direct is None:
             direct = [None]
         buf = _buffer()
@@ -520,7 +517,7 @@ class DownloadEngine(S3Http):
                     want = min(len(buf), end - pos)
                     n = readinto(buf[fill:want])
                     if not n:
-                        raise http.client.IncompleteRead(b"", end - pos - fill)
+                        raise ProtocolError(f"the answer ended {end - pos - fill} bytes early")
                     fill += n
                     dfd = direct[0]
                     if dfd is not None and fill < want:
@@ -535,7 +532,7 @@ class DownloadEngine(S3Http):
                     pos += fill
                     tracker.add(fill)
                     fill = 0
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 fill = 0  # read but not written: asked for again from pos
                 resp.close()
                 resp.release_conn()

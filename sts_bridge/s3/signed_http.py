@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import http.client
 import logging
 import re
 import threading
@@ -217,7 +216,7 @@ class S3Http:
                     headers=signed,
                     preload=not stream,
                 )
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 refused = tls_refused(what, self.ws.endpoint_url, exc)
                 if refused is not None:
                     raise refused from exc  # the next attempt would fail the same way
@@ -294,6 +293,6 @@ def describe_failure(exc: BaseException, stall: float) -> str:
         return "cannot connect to the storage endpoint"
     if isinstance(exc, TimeoutError):
         return f"no progress for {stall:g} s (the storage endpoint stalled)"
-    if isinstance(exc, (ConnectionError, http.client.HTTPException)):
+    if isinstance(exc, ConnectionError):  # ProtocolError too: the answer broke off
         return "the connection to the storage endpoint broke"
     return type(exc).__name__
