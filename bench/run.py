@@ -236,6 +236,13 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             upload_many=lambda d, p: [*sdk, "upload", ws, d, p],
         ),
         Contender(
+            "stsb-sdk-direct",
+            "sts-bridge SDK, O_DIRECT writes from 64 MiB",
+            True,
+            sts_env,
+            download=lambda k, f: [*sdk, "download-direct", ws, k, f],
+        ),
+        Contender(
             "stsb-cli",
             "sts-bridge CLI",
             True,

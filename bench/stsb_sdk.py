@@ -2,6 +2,7 @@
 
     python stsb_sdk.py upload WORKSPACE PATH KEY     (file or directory)
     python stsb_sdk.py download WORKSPACE KEY DEST
+    python stsb_sdk.py download-direct WORKSPACE KEY DEST   (O_DIRECT from 64 MiB)
 
 and the pieces the CPU profile subtracts from an upload (bench/run.py profile):
 
@@ -63,6 +64,11 @@ def main(argv: list[str]) -> int:
         from sts_bridge import Client
 
         Client.from_env().workspace(workspace).download(argv[2], argv[3])
+    elif cmd == "download-direct":  # the A/B of TransferConfig.direct_io_min_size
+        from sts_bridge import Client, TransferConfig
+
+        config = TransferConfig(direct_io_min_size=64 * 1024 * 1024)
+        Client(transfer_config=config).workspace(workspace).download(argv[2], argv[3])
     else:
         raise SystemExit(f"unknown command {cmd!r}")
     return 0

@@ -199,6 +199,8 @@ def run_upload(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(
                 f"no such file or directory: {path}", hint="check the path to upload"
             )
+    if len(args.paths) == 1:
+        _hash_ahead(args.paths[0])
     ws = _open(args, args.to, folders=True)
     show = sys.stderr.isatty() and not getattr(args, "quiet", False)
     bar = _Bar() if show else None
@@ -243,6 +245,23 @@ def run_upload(args: argparse.Namespace) -> int:
         for r in results:
             print(r.uri)
     return 0
+
+
+def _hash_ahead(path: str) -> None:
+    """Start the SHA-256 pass of a file that will upload multipart (see
+    :mod:`sts_bridge.s3.digests`): it runs while the engine is loaded."""
+    import stat
+
+    from sts_bridge.s3.config import TransferConfig
+    from sts_bridge.s3.digests import choose_part_size, start_digests
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    config = TransferConfig()
+    if stat.S_ISREG(st.st_mode) and st.st_size >= config.multipart_threshold:
+        start_digests(path, choose_part_size(st.st_size, config.part_size))
 
 
 # ---------------------------------------------------------------- download

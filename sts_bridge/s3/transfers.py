@@ -35,8 +35,8 @@ This module is the public face (the engine, the result types,
 :class:`PresignClampedWarning`, :func:`parse_duration`); the engine lives in
 the other modules of :mod:`sts_bridge.s3`, each with one job:
 
-- :mod:`sts_bridge.s3.signed_http`: the signed HTTP client over ``http.client``, S3's XML
-  answers, error mapping;
+- :mod:`sts_bridge.s3.signed_http`: the signed HTTP client (over
+  :mod:`sts_bridge.s3.http_pool`), S3's XML answers, error mapping;
 - :mod:`sts_bridge.s3.upload`: upload helpers, single PUTs, multipart
   uploads and resume (integrity and resume are described there);
 - :mod:`sts_bridge.s3.download`: ranged parallel GETs, O_DIRECT writes and
@@ -69,6 +69,7 @@ from sts_bridge.errors import (
     TransferError,
 )
 from sts_bridge.s3.config import TransferConfig
+from sts_bridge.s3.digests import choose_part_size
 from sts_bridge.s3.download import DownloadEngine
 from sts_bridge.s3.errors import botocore_error_values, map_botocore_error
 from sts_bridge.s3.keys import folder_prefix, relative_key, workspace_key, workspace_prefix
@@ -85,7 +86,6 @@ from sts_bridge.s3.upload import (
     UploadEngine,
     UploadSpec,
     check_pattern,
-    choose_part_size,
     composite_checksum,
     guess_content_type,
     matches_filters,

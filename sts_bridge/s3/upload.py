@@ -19,7 +19,8 @@ whole content in its user metadata, ``x-amz-meta-sha256`` (:data:`SHA256_METADAT
 which ``sts-bridge sync`` compares with local files. A single PUT hashes its
 body once for the signature and the metadata. A multipart upload must name
 its metadata when it starts, before any part is sent, so the file is read
-once first (:func:`file_digests`): that pass computes the whole-object
+once first (:func:`~sts_bridge.s3.digests.file_digests`, started ahead by
+the CLI): that pass computes the whole-object
 SHA-256 and the SHA-256 of every part, and each part is sent signed with
 the digest of that pass. The server recomputes every part's SHA-256, so a
 file that changes between the two reads fails the upload (aborted) instead
@@ -59,10 +60,19 @@ from typing import IO
 
 from sts_bridge.errors import ObjectNotFoundError, StsBridgeError, TransferError
 from sts_bridge.s3.config import TransferConfig
+from sts_bridge.s3.digests import (
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    choose_part_size,
+    file_digests,
+    file_identity,
+    part_length,
+    pread_exact,
+    taken_digests,
+)
 from sts_bridge.s3.errors import map_s3_error
 from sts_bridge.s3.signed_http import (
     BucketTarget,
-    MiB,
     S3Http,
     strip_etag,
     xml_blocks,
@@ -73,21 +83,8 @@ from sts_bridge.s3.transfer_types import Progress, UploadResult
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
 
-MIN_PART_SIZE = 5 * MiB
-MAX_PARTS = 10_000
-MAX_PART_SIZE = 5 * 1024 * MiB
 #: User-metadata name of the whole-object SHA-256 (hex): ``x-amz-meta-sha256``.
 SHA256_METADATA = "sha256"
-
-
-def choose_part_size(size: int, part_size: int) -> int:
-    """The part size for ``size`` bytes: ``part_size`` unless 10,000 parts are not enough."""
-    part_size = max(part_size, MIN_PART_SIZE)
-    if size > part_size * MAX_PARTS:
-        part_size = math.ceil(size / MAX_PARTS / MiB) * MiB
-    if part_size > MAX_PART_SIZE:
-        raise TransferError(f"{size} bytes is more than S3 can store in one object")
-    return part_size
 
 
 def composite_checksum(part_digests: Sequence[bytes]) -> str:
@@ -143,12 +140,6 @@ def check_pattern(pattern: str) -> str:
     return pattern
 
 
-def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    """What changes when a file is rewritten, appended to or replaced: inode,
-    size, mtime and ctime (ns; ctime also moves when mtime is set back)."""
-    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _changed(source: Path) -> TransferError:
     return TransferError(
         f"{source} changed while it was being uploaded; nothing was stored",
@@ -172,21 +163,6 @@ def _read_exact(stream: IO[bytes], size: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    data = os.pread(fd, size, offset)
-    if len(data) == size:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            raise TransferError("the file shrank while it was being uploaded")
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
 def _read_small(path: Path, size: int) -> bytes:
     """The bytes of a small file expected to hold ``size`` bytes (open, one read, close).
 
@@ -204,29 +180,6 @@ def _read_small(path: Path, size: int) -> bytes:
         return data
     finally:
         os.close(fd)
-
-
-def file_digests(fd: int, size: int, part_size: int) -> tuple[str, list[bytes]]:
-    """The SHA-256 (hex) of ``size`` bytes of ``fd`` and the SHA-256 digest of each part.
-
-    One read of the file; the part digests are computed in a helper thread
-    while this thread feeds the whole-object hash (hashlib releases the GIL),
-    so the pass costs about one SHA-256 of the file in wall time. Raises
-    :class:`TransferError` when the file is shorter than ``size``.
-    """
-    whole = hashlib.sha256()
-    count = max(1, math.ceil(size / part_size))
-    with cf.ThreadPoolExecutor(1, thread_name_prefix="sts-bridge-hash") as pool:
-        futures: list[cf.Future[bytes]] = []
-        for number in range(1, count + 1):
-            data = _pread(fd, _part_len(number, part_size, size), (number - 1) * part_size)
-            # at most two parts in memory: wait for the digest before the one before
-            if len(futures) >= 2:
-                futures[-2].result()
-            futures.append(pool.submit(lambda d: hashlib.sha256(d).digest(), data))
-            whole.update(data)
-            del data
-        return whole.hexdigest(), [f.result() for f in futures]
 
 
 @dataclass(frozen=True)
@@ -545,7 +498,9 @@ class UploadEngine(S3Http):
             part_size = (
                 resumed[1] if resumed is not None else choose_part_size(size, self.part_size)
             )
-            sha, digests = file_digests(fd, size, part_size)
+            sha, digests = taken_digests(spec.source, fd, part_size) or file_digests(
+                fd, size, part_size
+            )
             if resumed is not None and resumed[3] is not None and resumed[3] != sha:
                 # same size and mtime, other content: the upload records another SHA-256
                 log.info("%s changed since the interrupted upload; starting again", spec.key)
@@ -573,10 +528,10 @@ class UploadEngine(S3Http):
                     atomic_write(state_path, json.dumps(state).encode())
             count = max(1, math.ceil(size / part_size))
             reused = len(done)
-            progress.add(sum(_part_len(n, part_size, size) for n in done))
+            progress.add(sum(part_length(n, part_size, size) for n in done))
 
             def reader(n: int) -> Callable[[], bytes]:
-                return lambda: _pread(fd, _part_len(n, part_size, size), (n - 1) * part_size)
+                return lambda: pread_exact(fd, part_length(n, part_size, size), (n - 1) * part_size)
 
             jobs = ((n, reader(n)) for n in range(1, count + 1) if n not in done)
             try:
@@ -648,9 +603,9 @@ class UploadEngine(S3Http):
         keep: dict[int, tuple[str, bytes]] = {}
         count = max(1, math.ceil(size / part_size))
         for number, (etag, part_bytes) in stored.items():
-            if not 1 <= number <= count or part_bytes != _part_len(number, part_size, size):
+            if not 1 <= number <= count or part_bytes != part_length(number, part_size, size):
                 continue
-            data = _pread(fd, part_bytes, (number - 1) * part_size)
+            data = pread_exact(fd, part_bytes, (number - 1) * part_size)
             if hashlib.md5(data, usedforsecurity=False).hexdigest() == etag:
                 keep[number] = (etag, hashlib.sha256(data).digest())
             else:
@@ -675,10 +630,6 @@ class UploadEngine(S3Http):
             if xml_text(data, "IsTruncated") != "true" or not marker:
                 return parts
             query = {"uploadId": upload_id, "part-number-marker": marker}
-
-
-def _part_len(number: int, part_size: int, size: int) -> int:
-    return max(0, min(part_size, size - (number - 1) * part_size))
 
 
 def _as_transfer_error(exc: BaseException, key: str) -> StsBridgeError:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sts_bridge.errors import CredentialsError, InvalidKeyError
+from sts_bridge.s3.digests import MAX_PARTS
 from sts_bridge.s3.signed_http import MiB
 from sts_bridge.s3.transfers import (
     PresignClampedWarning,
@@ -20,7 +21,7 @@ from sts_bridge.s3.transfers import (
     matches_filters,
     parse_duration,
 )
-from sts_bridge.s3.upload import MAX_PARTS, guess_content_type
+from sts_bridge.s3.upload import guess_content_type
 
 
 @pytest.mark.parametrize(
