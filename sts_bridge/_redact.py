@@ -18,9 +18,11 @@ logging on for everything still sees no secret.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import re
 import threading
+from collections.abc import Callable
 
 __all__ = ["RedactingFilter", "guard_library_loggers", "redact", "remember_secret"]
 
@@ -31,17 +33,29 @@ _REDACTED_FIELDS = (
     r"accesskeyid|access_key_id|access_key|sessiontoken|session_token|token|password|"
     r"x-amz-security-token|x-amz-signature|x-amz-credential|authorization|credential"
 )
-# JWTs (three base64url parts), AWS access keys, and key=value / 'Key': b'value' secrets.
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
-# ``Authorization: AWS4-HMAC-SHA256 Credential=...`` and ``Bearer x``: the
-# scheme word is followed by the secret, so the whole rest of the value goes.
-_SCHEMED = re.compile(
-    r"(?i)((?:authorization)[\"']?\s*[:=]\s*b?[\"']?)((?:bearer|basic|aws4-hmac-sha256)\s+)?"
-    r"([^\"'\r\n}]+)"
-)
-_PAIR = re.compile(rf"(?i)((?:{_REDACTED_FIELDS})[\"']?\s*[:=]\s*b?[\"']?)([^\s\"'&,}}]+)")
-_BEARER = re.compile(r"(?i)(bearer\s+)([A-Za-z0-9._~+/=-]+)")
+
+
+@functools.cache
+def _patterns() -> tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...]:
+    """The shapes of secrets and how each is masked, compiled on first use
+    (a command that logs nothing never pays for the compiling)."""
+    # ``Authorization: AWS4-HMAC-SHA256 Credential=...`` and ``Bearer x``: the
+    # scheme word is followed by the secret, so the whole rest of the value goes.
+    schemed = re.compile(
+        r"(?i)((?:authorization)[\"']?\s*[:=]\s*b?[\"']?)((?:bearer|basic|aws4-hmac-sha256)\s+)?"
+        r"([^\"'\r\n}]+)"
+    )
+    pair = re.compile(rf"(?i)((?:{_REDACTED_FIELDS})[\"']?\s*[:=]\s*b?[\"']?)([^\s\"'&,}}]+)")
+    return (
+        # JWTs (three base64url parts) and AWS access key ids: the whole match
+        (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), lambda m: "***"),
+        (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b"), lambda m: "***"),
+        (schemed, lambda m: m.group(1) + (m.group(2) or "") + "***"),
+        # key=value and 'Key': b'value' pairs, and a bearer token anywhere
+        (pair, lambda m: m.group(1) + "***"),
+        (re.compile(r"(?i)(bearer\s+)([A-Za-z0-9._~+/=-]+)"), lambda m: m.group(1) + "***"),
+    )
+
 
 # Values shorter than this are not remembered: they would redact ordinary words.
 _MIN_SECRET_LENGTH = 8
@@ -69,11 +83,8 @@ def redact(text: str) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, "***")
-    text = _JWT.sub("***", text)
-    text = _AWS_KEY_ID.sub("***", text)
-    text = _SCHEMED.sub(lambda m: m.group(1) + (m.group(2) or "") + "***", text)
-    text = _PAIR.sub(lambda m: m.group(1) + "***", text)
-    text = _BEARER.sub(lambda m: m.group(1) + "***", text)
+    for pattern, mask in _patterns():
+        text = pattern.sub(mask, text)
     return text
 
 

@@ -109,12 +109,44 @@ def command_in(argv: Sequence[str]) -> str | None:
 Handler = Callable[[argparse.Namespace], "int | ExitStatus | None"]
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, with the terminal width found without ``shutil``.
+
+    argparse makes a formatter for every argument it adds; the stock one
+    imports ``shutil`` (and its compression modules) to ask the width, about
+    5 ms of every command's start-up. The width is found the same way:
+    ``COLUMNS``, else the terminal of stdout, else 80.
+    """
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        if kwargs.get("width") is None:
+            kwargs["width"] = _terminal_columns() - 2
+        super().__init__(prog, **kwargs)
+
+
+def _terminal_columns() -> int:
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's error format: one ``error:`` line, one ``hint:`` line, exit 2.
 
     Sub-command parsers are made from the same class, so the hint names
-    the sub-command's own ``--help``.
+    the sub-command's own ``--help``; their help has the same layout.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         error(message, f"see `{self.prog} --help`")

@@ -61,7 +61,8 @@ class TransferConfig:
     :param range_size: bytes per ranged GET of a download.
     :param range_concurrency: ranges of one download in flight.
     :param direct_io_min_size: downloads this large or larger write with
-        ``O_DIRECT`` where the file system allows it; ``None``: never.
+        ``O_DIRECT`` where the file system allows it; ``None`` (default):
+        never, every download writes through the page cache.
     :param stall_timeout: seconds without a byte moving before a request is
         retried (default: ``STS_BRIDGE_STALL_TIMEOUT`` or 25 s, read when
         the config is made).
@@ -77,7 +78,7 @@ class TransferConfig:
     file_concurrency: int = 16
     range_size: int = 16 * MiB
     range_concurrency: int = 4
-    direct_io_min_size: int | None = 64 * MiB
+    direct_io_min_size: int | None = None
     stall_timeout: float = field(default_factory=stall_timeout)
 
     def __post_init__(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import sts_bridge
 
 
@@ -45,10 +47,27 @@ def test_a_named_command_builds_only_its_own_module() -> None:
         "import sys\n"
         "from sts_bridge.cli._app import build_parser, command_in\n"
         "build_parser(command_in(['-q', 'download', 'k']))\n"
-        "print(sorted(m for m in sys.modules if m.endswith('_commands')))\n"
+        "print(sorted(m for m in sys.modules if m.endswith('_commands')),\n"
+        "      'shutil' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['sts_bridge.cli.transfer_commands']"
+    assert out.stdout.strip() == "['sts_bridge.cli.transfer_commands'] False"
+
+
+def test_help_has_argparse_own_layout_for_the_terminal_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    from sts_bridge.cli._app import build_parser
+
+    for columns in ("50", "120"):
+        monkeypatch.setenv("COLUMNS", columns)
+        (sub,) = [a for a in build_parser("upload")._actions if a.dest == "command"]
+        upload = sub.choices["upload"]
+        ours = upload.format_help()
+        upload.formatter_class = argparse.HelpFormatter
+        assert ours == upload.format_help()
 
 
 def test_help_and_unknown_commands_still_list_every_command() -> None:
