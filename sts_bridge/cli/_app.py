@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from sts_bridge._version import VERSION
+from sts_bridge.cli._argv import command_in
 from sts_bridge.cli._text import printable
 from sts_bridge.errors import (
     ApiError,
@@ -90,21 +91,6 @@ COMMAND_MODULES = {
     "sync": "sts_bridge.cli.sync_commands",
     "devstack": "sts_bridge.cli.devstack_commands",
 }
-
-#: Global options that take a value (the word after them is not the command).
-_GLOBAL_OPTIONS_WITH_VALUE = ("--profile",)
-
-
-def command_in(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` names: its first word that is not a global option."""
-    words = iter(argv)
-    for word in words:
-        if word in _GLOBAL_OPTIONS_WITH_VALUE:
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
-
 
 Handler = Callable[[argparse.Namespace], "int | ExitStatus | None"]
 
@@ -337,11 +323,6 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(int(main()))
 
 
 def add_workspace_argument(parser: argparse.ArgumentParser, **kwargs: Any) -> None:

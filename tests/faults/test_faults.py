@@ -259,6 +259,54 @@ def test_interrupted_stdin_upload_aborts_its_parts(
     _assert_clean(checker, {})
 
 
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["Ctrl-C", "SIGTERM", "kill -9"]
+)
+def test_interrupted_caller_of_the_resident_helper_unwinds_its_worker(
+    faults: Proxied, checker: Checker, sig: int
+) -> None:
+    """The helper's worker runs the upload; the signal reaches the caller only
+    (forwarded), or the caller dies and the worker sees its socket close."""
+    from sts_bridge.cli.resident import socket_path
+
+    env = {**_env(faults), "STS_BRIDGE_RESIDENT": "120"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STS_BRIDGE_CACHE_DIR", env["STS_BRIDGE_CACHE_DIR"])
+        path = socket_path()
+    first, _ = run_cli(["ls", checker.base], env)  # starts the helper
+    assert first.returncode == 0, first.stderr.decode()
+    _wait_for(lambda: os.path.exists(path))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sts_bridge", "upload", "-", "--to", checker.base + "in.bin"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_as_from_a_terminal,
+        )
+        try:
+            proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
+            proc.stdin.flush()
+            _wait_for(lambda: len(checker.uploads()) == 1)
+            time.sleep(0.5)
+            proc.send_signal(sig)
+            if sig == signal.SIGKILL:  # stdin stays open: the worker must stop on its own
+                proc.wait(timeout=60)
+                _wait_for(lambda: checker.uploads() == [])
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        if sig != signal.SIGKILL:
+            assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err.decode()
+            assert "Traceback" not in err.decode()
+        _wait_for(lambda: checker.uploads() == [])  # the worker aborted its parts
+        _assert_clean(checker, {})
+    finally:
+        helper = int(Path(path + ".lock").read_text())  # the helper writes its pid there
+        os.kill(helper, signal.SIGTERM)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM"])
 def test_killed_download_leaves_no_stray_file_after_rerun(
     faults: Proxied, checker: Checker, tmp_path: Path, sig: int
