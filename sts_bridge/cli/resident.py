@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 from sts_bridge._version import VERSION
 from sts_bridge.cli._argv import command_in
 
-__all__ = ["ENV", "SERVED", "forward", "idle_seconds", "serve", "socket_path"]
+__all__ = ["ENV", "SERVED", "forward", "idle_seconds", "main", "serve", "socket_path"]
 
 ENV = "STS_BRIDGE_RESIDENT"
 DEFAULT_IDLE = 600.0
@@ -52,6 +52,13 @@ _HELPER_ENV_PREFIXES = ("LC_", "PYTHON", "XDG_")
 #: Socket paths longer than this are reached through ``/proc/self/fd`` (``sockaddr_un``).
 _MAX_SOCKET_PATH = 100
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: The helper's command: ``-m`` or ``-c`` would put the caller's folder first
+#: on ``sys.path``, where a checkout's own ``sts_bridge/`` would be imported
+#: instead of the installation the caller runs (``-c`` puts it as ``""``).
+_HELPER_CODE = (
+    "import sys; sys.path[:1] = [p for p in sys.path[:1] if p]; "
+    "from sts_bridge.cli.resident import main; main()"
+)
 
 
 # ------------------------------------------------------------ the caller's side
@@ -204,7 +211,7 @@ def _start_helper(path: str, idle: float) -> None:
         for k, v in os.environ.items()
         if k in _HELPER_ENV or k.startswith(_HELPER_ENV_PREFIXES)
     }
-    argv = [sys.executable, "-m", "sts_bridge.cli.resident", path, repr(idle)]
+    argv = [sys.executable, "-c", _HELPER_CODE, path, repr(idle)]
     devnull = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     with contextlib.suppress(OSError):  # the command runs here all the same
         os.posix_spawn(sys.executable, argv, env, file_actions=devnull, setsid=True)
@@ -402,5 +409,7 @@ def _reopen_stdio() -> None:
     sys.stderr = text(2, "backslashreplace", True)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The helper process: ``python -c _HELPER_CODE SOCKET_PATH IDLE_SECONDS``."""
+    os.chdir("/")  # hold no caller's folder busy
     serve(sys.argv[1], float(sys.argv[2]))

@@ -40,7 +40,7 @@ def helpers(path: str) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"sts_bridge.cli.resident" in cmdline and path.encode() in cmdline:
+        if any(b"sts_bridge.cli.resident" in a for a in cmdline) and path.encode() in cmdline:
             pids.append(int(entry))
     return pids
 
@@ -135,6 +135,26 @@ def test_commands_that_are_not_data_commands_run_here(env: dict[str, str]) -> No
     who = cli(["--debug", "whoami"], env)
     assert who.returncode == 0, who.stderr
     assert SERVED_LINE.encode() not in who.stderr
+
+
+def test_a_helper_started_in_a_checkout_runs_the_installed_code(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    decoy = tmp_path / "checkout" / "sts_bridge"  # what `python -m` would import from here
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise SystemExit('the decoy was imported')\n")
+    script = str(Path(sys.executable).parent / "sts-bridge")  # as installed: no cwd on sys.path
+    first = subprocess.run([script, "ls"], env=env, capture_output=True, cwd=decoy.parent)
+    assert first.returncode == 0, first.stderr
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STS_BRIDGE_CACHE_DIR", env["STS_BRIDGE_CACHE_DIR"])
+        path = socket_path()
+    _wait_for(lambda: os.path.exists(path))
+    again = subprocess.run(
+        [script, "--debug", "ls"], env=env, capture_output=True, cwd=decoy.parent
+    )
+    assert again.returncode == 0, again.stderr
+    assert SERVED_LINE.encode() in again.stderr
 
 
 def test_the_helper_leaves_after_its_idle_time(env: dict[str, str]) -> None:
