@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-STS_IDS = ("stsb-sdk", "stsb-cli", "stsb-cli-10m")
+STS_IDS = ("stsb-sdk", "stsb-cli", "stsb-cli-resident", "stsb-cli-10m")
 TRANSFERS = ("up", "down", "up_small", "down_small", "many", "few", "resync")
 MARK_START = "<!-- bench:start -->"
 MARK_END = "<!-- bench:end -->"

@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 import _report  # noqa: E402
 import _tools  # noqa: E402
 from _measure import CommandFailed, Sample, run_measured  # noqa: E402
+from _resident import ResidentHelper  # noqa: E402
 
 PY = sys.executable
 VENV_BIN = Path(PY).parent
@@ -85,6 +86,10 @@ class Contender:
     presign_label: str = ""
     sync: Callable[[str, str], list[str]] | None = None  # (dir, key prefix) -> argv
     sync_label: str = ""
+
+
+#: The CLI row whose commands the resident helper runs (its workers' CPU is added).
+RESIDENT_ID = "stsb-cli-resident"
 
 
 @dataclass
@@ -225,6 +230,9 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
     def sts_env() -> dict[str, str]:
         return env
 
+    def resident_env() -> dict[str, str]:
+        return {**env, "STS_BRIDGE_RESIDENT": "1"}
+
     return [
         Contender(
             "stsb-sdk",
@@ -257,6 +265,19 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
         ),
         # the platform's STS credentials live 15 min: a 1 h URL makes the CLI try a
         # refresh first; this variant shows the cost of signing alone
+        Contender(
+            RESIDENT_ID,
+            "sts-bridge CLI, resident helper (STS_BRIDGE_RESIDENT=1)",
+            True,
+            resident_env,
+            upload=lambda f, k: [cli, "-q", "upload", f, "--to", k, "--workspace", ws],
+            download=lambda k, f: [cli, "-q", "download", k, f, "--workspace", ws],
+            upload_many=lambda d, p: [cli, "-q", "upload", d, "--to", p, "--workspace", ws],
+            presign=lambda k: [cli, "presign", k, "--workspace", ws],
+            presign_label="sts-bridge presign, resident helper (STS_BRIDGE_RESIDENT=1)",
+            sync=lambda d, p: [cli, "-q", "sync", d, f"workspace://{ws}/{p}"],
+            sync_label="sts-bridge sync, resident helper (STS_BRIDGE_RESIDENT=1)",
+        ),
         Contender(
             "stsb-cli-10m",
             "sts-bridge CLI --expires-in 10m",
@@ -345,12 +366,19 @@ def _say(msg: str) -> None:
 
 
 def measured_run(t: Target, c: Contender, argv: list[str]) -> Sample:
-    """One measured run; for sts-bridge, also the API/IdP requests it made (on the servers)."""
+    """One measured run; for sts-bridge, also the API/IdP requests it made (on the servers).
+
+    For the resident-helper row the CPU of the worker that ran the command
+    is added (``_resident.py``)."""
     env = c.env()
     if not (c.sts and t.platform is not None):
         return run_measured(argv, env=env)
+    helper = ResidentHelper(env["STS_BRIDGE_CACHE_DIR"]) if c.id == RESIDENT_ID else None
+    before = helper.cpu() if helper else 0.0
     t.platform.reset_stats()
     s = run_measured(argv, env=env)
+    if helper:
+        s.cpu += helper.cpu() - before
     n = _counts(t.platform)
     s.requests = {"api": n["api"], "idp": n["idp"], "idp_client": n["idp_client"]}
     return s
@@ -595,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--contenders",
         default="",
-        help="comma list of contender ids (stsb-sdk,stsb-cli,boto3,boto3-32t,aws,s5cmd): "
+        help="comma list of contender ids (stsb-sdk,stsb-sdk-direct,stsb-cli,stsb-cli-resident,"
+        "boto3,boto3-32t,aws,s5cmd): "
         "a shorter run on a busy machine (default: all)",
     )
     p.add_argument("--out", default=str(HERE / "results"), help="results folder")
@@ -749,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
                 _say("bench: requests made by a cold and a warm `sts-bridge upload`")
                 report["requests"] = run_request_counts(t, base, tmp)
     finally:
+        ResidentHelper(str(tmp / "sts-bridge-cache")).stop()
         shutil.rmtree(tmp, ignore_errors=True)
     report["duration_s"] = round(time.monotonic() - t0, 1)
     report["machine"]["load_avg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

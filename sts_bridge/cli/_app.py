@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
+import functools
 import importlib
 import logging
 import os
@@ -139,8 +140,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(int(ExitStatus.USAGE))
 
 
+@functools.cache
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The CLI's parser: with a known ``command``, only the parsers of its module."""
+    """The CLI's parser: with a known ``command``, only the parsers of its module.
+
+    Cached: parsing leaves a parser as it was, and the resident helper builds
+    each served command's parser once for all its workers."""
     parser = _Parser(
         prog="sts-bridge",
         description=(

@@ -238,6 +238,9 @@ def serve(path: str, idle: float) -> None:
     os.ftruncate(lock, 0)
     os.write(lock, b"%d\n" % os.getpid())  # who to stop: kill $(cat <socket>.lock)
     _preload()
+    import gc
+
+    gc.freeze()  # the workers' collections skip what the helper imported: fewer copied pages
     listener = _listen(path)
     workers: set[int] = set()
     last = time.monotonic()
@@ -265,14 +268,11 @@ def _preload() -> None:
     """Import what the served commands use, once: the point of the helper."""
     import importlib
 
-    from sts_bridge.cli._app import COMMAND_MODULES
+    from sts_bridge.cli._app import build_parser
 
-    for name in {COMMAND_MODULES[c] for c in SERVED} | {
-        "sts_bridge.client",
-        "sts_bridge.auth.factory",
-        "sts_bridge.s3.sync",
-        "sts_bridge.s3.transfers",
-    }:
+    for command in SERVED:
+        build_parser(command)  # imports the command's module; the parser is kept
+    for name in ("sts_bridge.client", "sts_bridge.auth.factory", "sts_bridge.s3.sync"):
         importlib.import_module(name)
 
 

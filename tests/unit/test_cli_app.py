@@ -64,7 +64,8 @@ def test_help_has_argparse_own_layout_for_the_terminal_width(
 
     for columns in ("50", "120"):
         monkeypatch.setenv("COLUMNS", columns)
-        (sub,) = [a for a in build_parser("upload")._actions if a.dest == "command"]
+        fresh = build_parser.__wrapped__("upload")  # not the cached one: it is changed below
+        (sub,) = [a for a in fresh._actions if a.dest == "command"]
         upload = sub.choices["upload"]
         ours = upload.format_help()
         upload.formatter_class = argparse.HelpFormatter
