@@ -233,6 +233,24 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
     def resident_env() -> dict[str, str]:
         return {**env, "STS_BRIDGE_RESIDENT": "1"}
 
+    def cli_row(
+        cid: str, label: str, row_env: Callable[[], dict[str, str]], presign: str, sync: str
+    ) -> Contender:
+        """The installed CLI doing every scenario."""
+        return Contender(
+            cid,
+            label,
+            True,
+            row_env,
+            upload=lambda f, k: [cli, "-q", "upload", f, "--to", k, "--workspace", ws],
+            download=lambda k, f: [cli, "-q", "download", k, f, "--workspace", ws],
+            upload_many=lambda d, p: [cli, "-q", "upload", d, "--to", p, "--workspace", ws],
+            presign=lambda k: [cli, "presign", k, "--workspace", ws],
+            presign_label=presign,
+            sync=lambda d, p: [cli, "-q", "sync", d, f"workspace://{ws}/{p}"],
+            sync_label=sync,
+        )
+
     return [
         Contender(
             "stsb-sdk",
@@ -250,34 +268,22 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             sts_env,
             download=lambda k, f: [*sdk, "download-direct", ws, k, f],
         ),
-        Contender(
+        cli_row(
             "stsb-cli",
             "sts-bridge CLI",
-            True,
             sts_env,
-            upload=lambda f, k: [cli, "-q", "upload", f, "--to", k, "--workspace", ws],
-            download=lambda k, f: [cli, "-q", "download", k, f, "--workspace", ws],
-            upload_many=lambda d, p: [cli, "-q", "upload", d, "--to", p, "--workspace", ws],
-            presign=lambda k: [cli, "presign", k, "--workspace", ws],
-            presign_label="sts-bridge presign (SigV4, cached credentials, default 1h)",
-            sync=lambda d, p: [cli, "-q", "sync", d, f"workspace://{ws}/{p}"],
-            sync_label="sts-bridge sync (by content, hash cache)",
+            "sts-bridge presign (SigV4, cached credentials, default 1h)",
+            "sts-bridge sync (by content, hash cache)",
+        ),
+        cli_row(
+            RESIDENT_ID,
+            "sts-bridge CLI, resident helper (STS_BRIDGE_RESIDENT=1)",
+            resident_env,
+            "sts-bridge presign, resident helper (STS_BRIDGE_RESIDENT=1)",
+            "sts-bridge sync, resident helper (STS_BRIDGE_RESIDENT=1)",
         ),
         # the platform's STS credentials live 15 min: a 1 h URL makes the CLI try a
         # refresh first; this variant shows the cost of signing alone
-        Contender(
-            RESIDENT_ID,
-            "sts-bridge CLI, resident helper (STS_BRIDGE_RESIDENT=1)",
-            True,
-            resident_env,
-            upload=lambda f, k: [cli, "-q", "upload", f, "--to", k, "--workspace", ws],
-            download=lambda k, f: [cli, "-q", "download", k, f, "--workspace", ws],
-            upload_many=lambda d, p: [cli, "-q", "upload", d, "--to", p, "--workspace", ws],
-            presign=lambda k: [cli, "presign", k, "--workspace", ws],
-            presign_label="sts-bridge presign, resident helper (STS_BRIDGE_RESIDENT=1)",
-            sync=lambda d, p: [cli, "-q", "sync", d, f"workspace://{ws}/{p}"],
-            sync_label="sts-bridge sync, resident helper (STS_BRIDGE_RESIDENT=1)",
-        ),
         Contender(
             "stsb-cli-10m",
             "sts-bridge CLI --expires-in 10m",

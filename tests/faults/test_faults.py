@@ -200,11 +200,13 @@ def _as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _start_upload(faults: Proxied, checker: Checker, source: str, **kw: Any) -> Any:
+def _start_upload(
+    faults: Proxied, checker: Checker, source: str, env: dict[str, str] | None = None, **kw: Any
+) -> Any:
     to = checker.base + ("stdin.bin" if source == "-" else "")
     return subprocess.Popen(
         [sys.executable, "-m", "sts_bridge", "upload", source, "--to", to],
-        env=_env(faults),
+        env=env or _env(faults),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_as_from_a_terminal,
@@ -277,14 +279,7 @@ def test_interrupted_caller_of_the_resident_helper_unwinds_its_worker(
     assert first.returncode == 0, first.stderr.decode()
     _wait_for(lambda: os.path.exists(path))
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sts_bridge", "upload", "-", "--to", checker.base + "in.bin"],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=_as_from_a_terminal,
-        )
+        proc = _start_upload(faults, checker, "-", env, stdin=subprocess.PIPE)
         try:
             proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
             proc.stdin.flush()
