@@ -162,41 +162,63 @@ def _peer_uid(sock: socket.socket) -> int:
 
 def _run_in_helper(sock: socket.socket, argv: list[str]) -> int | None:
     sigint_ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    # Signals wait until the worker's pid is known, then go to the worker.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     try:
-        umask = os.umask(0o077)
-        os.umask(umask)
-        request = {
-            "argv": argv,
-            "cwd": os.getcwd(),
-            "env": dict(os.environ),
-            "umask": umask,
-            "sigint_ignored": sigint_ignored,
-        }
-        payload = json.dumps(request).encode()
-        socket.send_fds(sock, [len(payload).to_bytes(4, "big")], [0, 1, 2])
-        sock.sendall(payload)
-        reader = sock.makefile("rb")
-        started = reader.readline()
-    except OSError:
-        return None  # a closed stdio descriptor, a helper going away: run it here
-    if not started.startswith(b"pid "):
-        return None  # the helper refused or went away before starting the command
-    worker = int(started[4:])
-    for sig in _FORWARDED:
-        if not (sig == signal.SIGINT and sigint_ignored):
-            signal.signal(sig, lambda signum, frame: _signal(worker, signum))
+        try:
+            reader = _hand_over(sock, argv, sigint_ignored)
+            started = reader.readline()
+        except OSError:
+            return None  # a closed stdio descriptor, a helper going away: run it here
+        if not started:
+            return None  # the helper closed without starting the command: run it here
+        worker = _number(started, b"pid ")
+        if worker is not None:
+            for sig in _FORWARDED:
+                if not (sig == signal.SIGINT and sigint_ignored):
+                    signal.signal(sig, lambda signum, frame: _signal(worker, signum))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     try:
-        ended = reader.readline()
+        status = _number(reader.readline(), b"exit ") if worker is not None else None
     except OSError:
-        ended = b""
-    if ended.startswith(b"exit "):
-        return int(ended[5:])
+        status = None
+    if status is not None:
+        return status
+    # Started (or perhaps started): never run the command a second time here.
     print(
         "sts-bridge: error: the resident helper's worker ended without an exit status",
         file=sys.stderr,
     )
     print(f"sts-bridge: hint: run the command again, or unset {ENV}", file=sys.stderr)
     return 1
+
+
+def _hand_over(sock: socket.socket, argv: list[str], sigint_ignored: bool) -> Any:
+    """Send the command, its folder, environment, umask and stdio; the answer's reader."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    request = {
+        "argv": argv,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "umask": umask,
+        "sigint_ignored": sigint_ignored,
+    }
+    payload = json.dumps(request).encode()
+    socket.send_fds(sock, [len(payload).to_bytes(4, "big")], [0, 1, 2])
+    sock.sendall(payload)
+    return sock.makefile("rb")
+
+
+def _number(line: bytes, tag: bytes) -> int | None:
+    """N of a ``<tag>N`` line, ``None`` for anything else."""
+    if not (line.startswith(tag) and line.endswith(b"\n")):
+        return None
+    try:
+        return int(line[len(tag) :])
+    except ValueError:
+        return None
 
 
 def _signal(pid: int, signum: int) -> None:

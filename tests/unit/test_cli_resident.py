@@ -94,3 +94,11 @@ def test_off_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     monkeypatch.setenv("STS_BRIDGE_CACHE_DIR", str(tmp_path))
     assert resident.forward(["ls"]) is None
     assert not (tmp_path / "resident").exists()
+
+
+def test_the_helper_s_answers_are_read_strictly() -> None:
+    number = resident._number
+    assert number(b"pid 4242\n", b"pid ") == 4242
+    assert number(b"exit 130\n", b"exit ") == 130
+    for junk in (b"pid 12", b"pid x\n", b"exit 0\n", b"", b"pid 1\nexit 0\n"):
+        assert number(junk, b"pid ") is None, junk
