@@ -246,19 +246,31 @@ def test_killed_upload_rerun_adopts_and_leaves_nothing(
 def test_interrupted_stdin_upload_aborts_its_parts(
     faults: Proxied, checker: Checker, sig: int
 ) -> None:
-    proc = _start_upload(faults, checker, "-", stdin=subprocess.PIPE)
+    returncode, err = _interrupt_stdin_upload(faults, checker, sig)
+    assert returncode == (143 if sig == signal.SIGTERM else 130), err.decode()
+    assert "Traceback" not in err.decode()
+    _assert_clean(checker, {})
+
+
+def _interrupt_stdin_upload(
+    faults: Proxied, checker: Checker, sig: int, env: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """``upload -`` with three parts in flight, then ``sig`` to the command; its exit
+    status and stderr. After ``kill -9`` stdin stays open until no upload is left."""
+    proc = _start_upload(faults, checker, "-", env, stdin=subprocess.PIPE)
     try:
         proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
         proc.stdin.flush()
         _wait_for(lambda: len(checker.uploads()) == 1)
         time.sleep(0.5)
         proc.send_signal(sig)
+        if sig == signal.SIGKILL:  # only a worker of the resident helper can clean up
+            proc.wait(timeout=60)
+            _wait_for(lambda: checker.uploads() == [])
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err.decode()
-    assert "Traceback" not in err.decode()
-    _assert_clean(checker, {})
+    return proc.returncode, err
 
 
 @pytest.mark.parametrize(
@@ -279,21 +291,9 @@ def test_interrupted_caller_of_the_resident_helper_unwinds_its_worker(
     assert first.returncode == 0, first.stderr.decode()
     _wait_for(lambda: os.path.exists(path))
     try:
-        proc = _start_upload(faults, checker, "-", env, stdin=subprocess.PIPE)
-        try:
-            proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
-            proc.stdin.flush()
-            _wait_for(lambda: len(checker.uploads()) == 1)
-            time.sleep(0.5)
-            proc.send_signal(sig)
-            if sig == signal.SIGKILL:  # stdin stays open: the worker must stop on its own
-                proc.wait(timeout=60)
-                _wait_for(lambda: checker.uploads() == [])
-            _, err = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
+        returncode, err = _interrupt_stdin_upload(faults, checker, sig, env)
         if sig != signal.SIGKILL:
-            assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err.decode()
+            assert returncode == (143 if sig == signal.SIGTERM else 130), err.decode()
             assert "Traceback" not in err.decode()
         _wait_for(lambda: checker.uploads() == [])  # the worker aborted its parts
         _assert_clean(checker, {})
