@@ -125,9 +125,7 @@ class Response:
             else:  # one read of a known length
                 data = self._conn.reader.read(self._left)
                 if len(data) != self._left:
-                    raise ProtocolError(
-                        f"the answer broke off with {self._left - len(data)} bytes still to come"
-                    )
+                    raise _broke_off(self._left - len(data))
                 self._left = 0
                 self._done = True
                 self._data = data
@@ -151,7 +149,7 @@ class Response:
             self._done = not n
             return n
         if not n:
-            raise ProtocolError(f"the answer broke off with {self._left} bytes still to come")
+            raise _broke_off(self._left)
         self._left -= n
         if not self._left and not self._chunked:
             self._done = True
@@ -309,26 +307,19 @@ class HostPool:
         tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
         will_close = "close" in tokens or (version == b"HTTP/1.0" and "keep-alive" not in tokens)
         coding = headers.get("Transfer-Encoding", "").lower()
+        chunked = False
+        length: int | None = 0
         if method == "HEAD" or status in _NO_BODY:
-            length: int | None = 0
+            pass
         elif coding:
-            if not coding.rstrip().endswith("chunked"):
-                will_close = True  # framed by the end of the connection
-            return Response(
-                self,
-                conn,
-                status,
-                headers,
-                length=None if will_close else 0,
-                chunked=not will_close,
-                will_close=will_close,
-            )
+            chunked = coding.rstrip().endswith("chunked")
+            length = 0 if chunked else None
         else:
             length = _content_length(headers.get("Content-Length"))
-            if length is None:
-                will_close = True
+        if length is None:
+            will_close = True  # framed by the end of the connection
         return Response(
-            self, conn, status, headers, length=length, chunked=False, will_close=will_close
+            self, conn, status, headers, length=length, chunked=chunked, will_close=will_close
         )
 
     def _take(self) -> _Connection:
@@ -359,6 +350,10 @@ class HostPool:
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         sock.settimeout(self.read_timeout)
         return _Connection(sock)
+
+
+def _broke_off(missing: int) -> ProtocolError:
+    return ProtocolError(f"the answer broke off with {missing} bytes still to come")
 
 
 def _line(reader: Any, what: str) -> bytes:

@@ -129,8 +129,7 @@ class _Scripted:
     def _serve(self) -> None:
         while self.answers:
             conn, _ = self.listener.accept()
-            with conn:
-                reader = conn.makefile("rb")
+            with conn, conn.makefile("rb") as reader:  # both closed: the client sees the end
                 while self.answers:
                     head = b""
                     while not head.endswith(b"\r\n\r\n"):
@@ -174,6 +173,7 @@ def test_chunked_close_delimited_head_and_204_answers_are_framed() -> None:
             (_answer("204 No Content", []), False),
             (_answer("100 Continue", []) + _answer("200 OK", ["Content-Length: 2"], b"ok"), False),
             (_answer("200 OK", ["Connection: close"], b"until the end"), True),
+            (_answer("200 OK", ["Transfer-Encoding: chunked", "Connection: close"], chunked), True),
         ]
     )
     pool = server.pool()
@@ -189,7 +189,9 @@ def test_chunked_close_delimited_head_and_204_answers_are_framed() -> None:
         got += bytes(buf[:n])
     assert got == b"until the end"
     streamed.release_conn()
-    assert len(server.requests) == 5
+    # chunked framing holds on a connection the store closes afterwards
+    assert pool.request("GET", "/chunked-last", headers={}).data == b"hello world"
+    assert len(server.requests) == 6
     assert all(b"Host: 127.0.0.1:" in r for r in server.requests)
     pool.close()
     server.close()
