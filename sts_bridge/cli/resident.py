@@ -251,6 +251,8 @@ def serve(path: str, idle: float) -> None:
     if os.path.basename(path) != f"{fingerprint()}.sock":
         return  # started for another installation: never run other code
     private_directory(os.path.dirname(path))
+    # Not _files.file_lock: each forked worker closes its copy of this descriptor,
+    # so a helper that is killed frees the lock even while workers still run.
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

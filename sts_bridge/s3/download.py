@@ -441,7 +441,7 @@ class DownloadEngine(S3Http):
             except OSError as exc:
                 resp.close()
                 resp.release_conn()
-                if isinstance(exc, OSError) and not _network_error(exc):
+                if not _network_error(exc):
                     raise  # the destination failed (a closed pipe...): not worth a retry
                 failures += 1
                 if not self.retry.may_retry(failures):
