@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sts_bridge._redact import remember_secret
+from sts_bridge._user_dirs import cache_dir, user_dir
 from sts_bridge.errors import ConfigurationError
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "require",
 ]
 
-APP_NAME = "sts-bridge"
 DEFAULT_CLIENT_ID = "sts-bridge-cli"
 DEFAULT_LEEWAY = 60.0
 #: Refreshing a token more than a day before it expires is a typo, not a setting.
@@ -140,10 +139,7 @@ _BY_NAME = {f.name: f for f in _FIELDS}
 
 def default_cache_dir() -> Path:
     """``STS_BRIDGE_CACHE_DIR`` or the per-user cache directory."""
-    env = os.environ.get("STS_BRIDGE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    return user_dir("cache")
+    return Path(cache_dir())
 
 
 def config_file_path() -> Path:
@@ -151,27 +147,7 @@ def config_file_path() -> Path:
     env = os.environ.get("STS_BRIDGE_CONFIG_FILE")
     if env:
         return Path(env).expanduser()
-    return user_dir("config") / "config"
-
-
-#: The XDG base directories platformdirs uses on Linux: (variable, fallback).
-_XDG = {"cache": ("XDG_CACHE_HOME", "~/.cache"), "config": ("XDG_CONFIG_HOME", "~/.config")}
-
-
-def user_dir(kind: str) -> Path:
-    """The per-user ``kind`` ("cache" or "config") directory of sts-bridge.
-
-    platformdirs' answer; on Linux its XDG rule is applied here, because
-    importing platformdirs costs every command about 10 ms of its start-up.
-    """
-    if sys.platform.startswith("linux"):
-        variable, fallback = _XDG[kind]
-        base = os.environ.get(variable, "")
-        return Path(base if base.strip() else os.path.expanduser(fallback)) / APP_NAME
-    import platformdirs
-
-    finder = platformdirs.user_cache_dir if kind == "cache" else platformdirs.user_config_dir
-    return Path(finder(APP_NAME))
+    return Path(user_dir("config")) / "config"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
+from sts_bridge._user_dirs import APP_NAME, cache_dir
 from sts_bridge._version import VERSION
 from sts_bridge.cli._argv import command_in
 
@@ -84,15 +85,11 @@ def idle_seconds(value: str | None) -> float | None:
 
 def socket_path() -> str:
     """The helper's socket for this installation."""
-    cache = os.environ.get("STS_BRIDGE_CACHE_DIR")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if cache:
-        folder = os.path.join(os.path.expanduser(cache), "resident")
-    elif runtime:
-        folder = os.path.join(runtime, "sts-bridge")
+    if runtime and not os.environ.get("STS_BRIDGE_CACHE_DIR"):
+        folder = os.path.join(runtime, APP_NAME)
     else:
-        base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
-        folder = os.path.join(base, "sts-bridge", "resident")
+        folder = os.path.join(cache_dir(), "resident")
     return os.path.join(os.path.abspath(folder), f"{fingerprint()}.sock")
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sts_bridge._files import LockTimeout, atomic_write, file_lock, read_private_json
-from sts_bridge.config import DEFAULT_CLIENT_ID, Settings, load_settings, user_dir
+from sts_bridge._user_dirs import user_dir
+from sts_bridge.config import DEFAULT_CLIENT_ID, Settings, load_settings
 from sts_bridge.errors import ConfigurationError
 
 
@@ -97,8 +98,8 @@ def test_user_dirs_are_platformdirs_answers(
             monkeypatch.delenv(variable, raising=False)
         else:
             monkeypatch.setenv(variable, xdg)
-    assert user_dir("cache") == Path(platformdirs.user_cache_dir("sts-bridge"))
-    assert user_dir("config") == Path(platformdirs.user_config_dir("sts-bridge"))
+    assert Path(user_dir("cache")) == Path(platformdirs.user_cache_dir("sts-bridge"))
+    assert Path(user_dir("config")) == Path(platformdirs.user_config_dir("sts-bridge"))
 
 
 def test_require_names_every_place(_env: Path) -> None:

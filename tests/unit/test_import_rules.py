@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "sts_bridge._redact",
         "sts_bridge._lazy",
         "sts_bridge._version",
+        "sts_bridge._user_dirs",
         "sts_bridge.clock",
         "sts_bridge.retry",
     ),
