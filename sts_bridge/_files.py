@@ -20,7 +20,14 @@ from typing import Any
 
 logger = logging.getLogger("sts_bridge")
 
-__all__ = ["atomic_write", "file_lock", "private_directory", "read_private_json"]
+__all__ = [
+    "NotRegularFileError",
+    "atomic_write",
+    "file_lock",
+    "private_directory",
+    "read_private_json",
+    "read_regular_file",
+]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -165,14 +172,40 @@ def _filelock(lock_path: Path, timeout: float) -> Iterator[None]:
         lock.release()
 
 
+class NotRegularFileError(OSError):
+    """A file that should hold data is a FIFO, a socket, a device or a directory."""
+
+
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file ``path``; :class:`NotRegularFileError` for anything else.
+
+    Opened with ``O_NONBLOCK`` and checked with ``fstat`` before the first
+    read: a FIFO put in place of a cache or configuration file would block an
+    ordinary ``open`` until a writer comes, which is forever.
+    """
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(0, "not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_private_json(path: str | os.PathLike[str]) -> Any:
     """Return the parsed JSON in ``path``, or ``None`` when the file does not exist.
 
     Raises ``ValueError`` when the content is not JSON and ``OSError`` when the
-    file cannot be read.
+    file cannot be read (:class:`NotRegularFileError`: not a regular file).
     """
     try:
-        raw = Path(path).read_bytes()
+        raw = read_regular_file(path)
     except FileNotFoundError:
         return None
     return json.loads(raw.decode("utf-8"))
@@ -199,16 +232,20 @@ def read_cache_document(
     if hasattr(os, "getuid") and stat.st_uid != os.getuid():
         logger.warning("ignoring %s %s: owned by another user", what, path)
         return None
+    try:
+        data = read_private_json(path)
+    except NotRegularFileError:
+        # a FIFO would block the read forever; the next write replaces it
+        logger.warning("ignoring %s %s: not a regular file (it will be replaced)", what, path)
+        return None
+    except (OSError, ValueError, UnicodeDecodeError):
+        logger.warning("ignoring corrupt %s %s (it will be replaced)", what, path)
+        return None
     # A cache readable by others (copied around, restored from a backup,
     # written by a tool with a loose umask) is repaired rather than refused:
     # refusing would only make the user log in again into a 0600 file.
     _tighten(path, 0o600, what)
     _tighten(path.parent, 0o700, "directory")
-    try:
-        data = read_private_json(path)
-    except (OSError, ValueError, UnicodeDecodeError):
-        logger.warning("ignoring corrupt %s %s (it will be replaced)", what, path)
-        return None
     if data is None:
         return None
     if (

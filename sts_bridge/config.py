@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sts_bridge._files import NotRegularFileError, read_regular_file
 from sts_bridge._redact import remember_secret
 from sts_bridge._user_dirs import cache_dir, user_dir
 from sts_bridge.errors import ConfigurationError
@@ -250,10 +251,15 @@ def _read_profile(path: Path, profile: str, explicit_profile: bool) -> dict[str,
     try:
         # configparser.read() skips files it cannot open without a word: a
         # directory or an unreadable file would silently mean "no profile".
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        # A FIFO would block open() forever: read_regular_file refuses it at once.
+        text = read_regular_file(path).decode("utf-8")
     except FileNotFoundError:
         text = None
+    except NotRegularFileError as exc:
+        raise ConfigurationError(
+            f"the configuration file {path}{origin} cannot be read: not a regular file",
+            hint="point STS_BRIDGE_CONFIG_FILE at an INI file, or unset it",
+        ) from exc
     except OSError as exc:
         raise ConfigurationError(
             f"the configuration file {path}{origin} cannot be read: "

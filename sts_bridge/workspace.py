@@ -19,7 +19,13 @@ from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credent
 from sts_bridge.credentials.sources import workspace_by_reference
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.keys import workspace_prefix
-from sts_bridge.s3.transfer_types import ObjectInfo, PresignedUrl, ProgressCallback, UploadResult
+from sts_bridge.s3.transfer_types import (
+    ObjectInfo,
+    PresignedUrl,
+    ProgressCallback,
+    UnfinishedUpload,
+    UploadResult,
+)
 from sts_bridge.s3.transfers import Source, TransferEngine
 from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.urls import format_workspace_url
@@ -34,6 +40,8 @@ __all__ = ["Workspace"]
 
 #: The result of uploading a directory (one per file).
 UploadResults = list[UploadResult]
+#: Multipart uploads left behind (:meth:`Workspace.unfinished_uploads`).
+UnfinishedUploads = list[UnfinishedUpload]
 #: Presigned URLs of :meth:`Workspace.presign_many`, in the order of the keys.
 PresignedUrls = list[PresignedUrl]
 
@@ -238,6 +246,23 @@ class Workspace:
             progress=progress,
             resumable=resumable,
         )
+
+    def unfinished_uploads(self, prefix: str = "") -> UnfinishedUploads:
+        """Multipart uploads started on this machine and left behind, under ``prefix``.
+
+        See :meth:`TransferEngine.unfinished_uploads
+        <sts_bridge.s3.transfers.TransferEngine.unfinished_uploads>`; abort
+        one with :meth:`abort_upload`.
+        """
+        return self.engine.unfinished_uploads(prefix)
+
+    def abort_upload(self, upload: UnfinishedUpload) -> None:
+        """Abort an upload of :meth:`unfinished_uploads`: its stored parts are deleted.
+
+        Raises :class:`~sts_bridge.errors.TransferError` while another process
+        runs it, a storage error when the store does not confirm it.
+        """
+        self.engine.abort_upload(upload)
 
     def download(
         self,

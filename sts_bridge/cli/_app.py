@@ -89,6 +89,7 @@ COMMAND_MODULES = {
     "download": "sts_bridge.cli.transfer_commands",
     "ls": "sts_bridge.cli.transfer_commands",
     "rm": "sts_bridge.cli.transfer_commands",
+    "uploads": "sts_bridge.cli.transfer_commands",
     "sync": "sts_bridge.cli.sync_commands",
     "devstack": "sts_bridge.cli.devstack_commands",
 }

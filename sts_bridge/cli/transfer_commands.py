@@ -1,4 +1,4 @@
-"""``sts-bridge presign | upload | download | ls | rm``: data in a workspace.
+"""``sts-bridge presign | upload | download | ls | uploads | rm``: data in a workspace.
 
 stdout carries results (URLs, keys, paths, listings; ``--json`` for
 scripts); stderr carries talk (progress on a TTY only, notes). boto3 is
@@ -79,6 +79,23 @@ def register(sub: Any) -> None:
     p.add_argument("-r", "--recursive", action="store_true", help="list every level")
     p.add_argument("--json", action="store_true", help="JSON lines, one object per line")
     p.set_defaults(handler=run_ls)
+
+    p = sub.add_parser(
+        "uploads",
+        help="list (or --abort) multipart uploads left behind by killed uploads",
+        description="Multipart uploads this machine started and did not finish (the "
+        "process was killed): their parts take space in the store until they are aborted. "
+        "Every multipart upload is recorded in the cache directory before its first part, "
+        "so they are found without listing the bucket. An interrupted file upload also "
+        "resumes when the same upload runs again.",
+    )
+    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX", help="only keys under it")
+    add_workspace_argument(p)
+    p.add_argument(
+        "--abort", action="store_true", help="abort them (their stored parts are deleted)"
+    )
+    p.add_argument("--json", action="store_true", help="JSON list of the uploads")
+    p.set_defaults(handler=run_uploads)
 
     p = sub.add_parser("rm", help="delete an object, or a folder with --recursive")
     p.add_argument("key", metavar="KEY|PREFIX")
@@ -318,6 +335,58 @@ def run_ls(args: argparse.Namespace) -> int:
             when = info.last_modified.strftime("%Y-%m-%d %H:%M:%S") if info.last_modified else ""
             print(f"{info.size:>12}  {when:19}  {printable(info.key)}")
     return 0
+
+
+# ---------------------------------------------------------------- uploads
+def run_uploads(args: argparse.Namespace) -> int:
+    from sts_bridge.cli._text import printable
+    from sts_bridge.errors import StsBridgeError
+
+    ws = _open(args, args.prefix, folders=True)
+    uploads = ws.unfinished_uploads(args.prefix)
+    failed = 0
+    aborted: list[Any] = []
+    if args.abort:
+        for u in uploads:
+            if u.running:
+                _note(args, f"{printable(u.key)}: still running in another process, left alone")
+                continue
+            try:
+                ws.abort_upload(u)
+            except StsBridgeError as exc:
+                error(f"{printable(u.key)}: {exc.message}", exc.hint)
+                failed += 1
+                continue
+            aborted.append(u)
+    if args.json:
+        doc = [
+            {
+                "key": u.key,
+                "upload_id": u.upload_id,
+                "started": u.started.isoformat() if u.started else None,
+                "parts": u.parts,
+                "size": u.size,
+                "source": u.source,
+                "running": u.running,
+                "aborted": u in aborted,
+            }
+            for u in uploads
+        ]
+        print(json.dumps(doc, indent=2))
+    elif args.abort:
+        for u in aborted:
+            print(f"aborted {printable(u.key)} ({u.parts} part(s), {_human(u.size)})")
+    else:
+        for u in uploads:
+            when = u.started.strftime("%Y-%m-%d %H:%M:%S") if u.started else ""
+            state = "running" if u.running else "left"
+            print(f"{when:19}  {state:7}  {u.parts:>5}  {_human(u.size):>10}  {printable(u.key)}")
+    if not uploads:
+        _note(args, "no unfinished multipart upload recorded on this machine")
+    elif not args.abort and any(not u.running for u in uploads):
+        _note(args, "abort them with `sts-bridge uploads --abort`; a file upload also "
+              "resumes when the same upload runs again")  # fmt: skip
+    return ExitStatus.STORAGE if failed else 0
 
 
 # ---------------------------------------------------------------- rm

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["ObjectInfo", "PresignedUrl", "ProgressCallback", "UploadResult"]
+__all__ = ["ObjectInfo", "PresignedUrl", "ProgressCallback", "UnfinishedUpload", "UploadResult"]
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(bytes_done, total_or_None)``; called from worker threads, serialised."""
@@ -38,6 +38,26 @@ class UploadResult:
     parts: int = 0
     resumed_parts: int = 0
     sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class UnfinishedUpload:
+    """A multipart upload this machine started and did not complete or abort.
+
+    ``key`` is relative to the workspace; ``parts`` and ``size`` are what the
+    store holds of it now; ``source`` is the file uploaded (``None``: a
+    stream); ``running``: a live process is uploading it right now (a file
+    upload that was interrupted resumes when the same upload runs again).
+    """
+
+    key: str
+    upload_id: str
+    started: datetime | None
+    parts: int
+    size: int
+    source: str | None
+    running: bool
+    record: str  # the local record (see sts_bridge.s3.upload_records)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ from sts_bridge.s3.transfer_types import (
     PresignedUrl,
     Progress,
     ProgressCallback,
+    UnfinishedUpload,
     UploadResult,
 )
 from sts_bridge.s3.upload import (
@@ -102,6 +103,7 @@ __all__ = [
     "TransferConfig",
     "TransferEngine",
     "TransferTarget",
+    "UnfinishedUpload",
     "UploadResult",
     "choose_part_size",
     "composite_checksum",
@@ -404,6 +406,33 @@ class TransferEngine:
         for s in large:
             results[s.key] = engine.upload_file(s, tracker)
         return [results[s.key] for s in specs]
+
+    def unfinished_uploads(self, prefix: str = "") -> builtins.list[UnfinishedUpload]:
+        """Multipart uploads started here and left behind (a killed process), under ``prefix``.
+
+        Every multipart upload is recorded locally before its first part
+        (:mod:`sts_bridge.s3.upload_records`): workspace credentials cannot
+        list a bucket's uploads, so the records are how they are found.
+        Uploads running in another process now come with ``running=True``.
+        """
+        full_prefix = workspace_prefix(self.target.prefix, prefix)
+        engine = self._upload_engine(True)
+        try:
+            return engine.unfinished(full_prefix)
+        finally:
+            engine.close()
+
+    def abort_upload(self, upload: UnfinishedUpload) -> None:
+        """Abort one of :meth:`unfinished_uploads` (its parts are deleted) and forget it.
+
+        Raises :class:`TransferError` while another process runs it, a
+        storage error when the store does not confirm it (then it stays listed).
+        """
+        engine = self._upload_engine(True)
+        try:
+            engine.abort_unfinished(upload)
+        finally:
+            engine.close()
 
     # -------------------------------------------------------------- download
     def download(

@@ -38,6 +38,14 @@ when its ETag equals the MD5 of the local bytes of that part; the others are
 uploaded again. A failure (an exception) aborts the multipart upload and
 removes the state file, so no parts are left behind; only a killed process
 (or Ctrl-C) leaves an upload to resume.
+
+Records
+-------
+The state file is also the upload's record (:mod:`sts_bridge.s3.upload_records`);
+an upload that cannot resume (a stream, ``resumable=False``) gets a record
+of its own. Either is written before the first part and removed once the
+upload is completed or aborted, so ``sts-bridge uploads`` finds what a
+killed process left (:meth:`UploadEngine.unfinished`).
 """
 
 from __future__ import annotations
@@ -78,7 +86,7 @@ from sts_bridge.s3.signed_http import (
     xml_blocks,
     xml_text,
 )
-from sts_bridge.s3.transfer_types import Progress, UploadResult
+from sts_bridge.s3.transfer_types import Progress, UnfinishedUpload, UploadResult
 
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
@@ -406,6 +414,27 @@ class UploadEngine(S3Http):
         if not second:
             return self.put_object(spec, first, progress)
         upload_id = self.create_multipart(spec)
+        try:
+            with self.recorded(spec, upload_id) as record:
+                return self._upload_stream_parts(spec, upload_id, record, first, second, progress)
+        except OSError as exc:  # the record could not be written: no part was sent yet
+            self.abort(spec.full_key, upload_id)
+            raise _as_transfer_error(exc, spec.key) from exc
+
+    def _upload_stream_parts(
+        self,
+        spec: UploadSpec,
+        upload_id: str,
+        record: Path,
+        first: bytes,
+        second: bytes,
+        progress: Progress,
+    ) -> UploadResult:
+        from sts_bridge.s3.upload_records import remove_record
+
+        assert spec.stream is not None
+        stream = spec.stream
+        part_size = len(first)
         total = [len(first) + len(second)]
 
         def jobs() -> Iterator[tuple[int, Callable[[], bytes]]]:
@@ -428,14 +457,19 @@ class UploadEngine(S3Http):
         done: dict[int, tuple[str, bytes]] = {}
         try:
             self.run_parts(spec, upload_id, jobs(), done, progress)
-            return self.complete(spec, upload_id, done, total[0])
+            result = self.complete(spec, upload_id, done, total[0])
         except BaseException as exc:
             # A stream cannot be read again: its parts are never resumable,
             # so an interruption aborts them too (and stays an interruption).
-            self.abort(spec.full_key, upload_id)
+            # Not aborted (the store is unreachable): the record stays, and
+            # `sts-bridge uploads --abort` finishes the job later.
+            if self.abort(spec.full_key, upload_id):
+                remove_record(record)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             raise _as_transfer_error(exc, spec.key) from exc
+        remove_record(record)
+        return result
 
     # ---------------------------------------------------------- files
     def upload_file(self, spec: UploadSpec, progress: Progress) -> UploadResult:
@@ -457,15 +491,45 @@ class UploadEngine(S3Http):
         aborts it, instead of orphaning it. The file lives in ``state_dir``
         (the workspace's configured cache), else in the default cache.
         """
-        from sts_bridge.config import default_cache_dir
-
-        state_dir = self.state_dir or default_cache_dir() / "uploads"
         assert spec.source is not None
         ident = "\n".join(
             [self.ws.endpoint_url, self.ws.bucket, spec.full_key, os.path.abspath(spec.source)]
         )
         name = hashlib.sha256(ident.encode()).hexdigest()[:40]
-        return state_dir / f"{name}.json"
+        return self.records_dir() / f"{name}.json"
+
+    def records_dir(self) -> Path:
+        """Where the records of multipart uploads live (:mod:`sts_bridge.s3.upload_records`)."""
+        from sts_bridge.config import default_cache_dir
+
+        return self.state_dir or default_cache_dir() / "uploads"
+
+    @contextlib.contextmanager
+    def recorded(self, spec: UploadSpec, upload_id: str) -> Iterator[Path]:
+        """Record the multipart upload ``upload_id`` of an upload that cannot
+        resume (a stream, or ``resumable=False``) while it runs, its lock held.
+
+        The record is written before the first part; the caller removes it
+        (:func:`~sts_bridge.s3.upload_records.remove_record`) once the upload
+        is completed or aborted. A killed process leaves it: ``sts-bridge
+        uploads`` lists it and aborts the upload.
+        """
+        from sts_bridge._files import file_lock
+        from sts_bridge.s3.upload_records import (
+            record_fields,
+            record_lock_path,
+            stream_record_path,
+            write_record,
+        )
+
+        path = stream_record_path(
+            self.records_dir(), self.ws.endpoint_url, self.ws.bucket, spec.full_key, upload_id
+        )
+        fields = record_fields(self.ws.endpoint_url, self.ws.bucket, spec.full_key, upload_id)
+        fields["source"] = None if spec.source is None else str(spec.source)
+        with file_lock(record_lock_path(path), timeout=0.0):
+            write_record(path, fields)
+            yield path
 
     def upload_file_multipart(self, spec: UploadSpec, progress: Progress) -> UploadResult:
         from sts_bridge._files import LockTimeout, file_lock
@@ -486,9 +550,21 @@ class UploadEngine(S3Http):
         self, spec: UploadSpec, progress: Progress, size: int, mtime_ns: int, state_path: Path
     ) -> UploadResult:
         from sts_bridge._files import atomic_write
+        from sts_bridge.s3.upload_records import record_fields, remove_record
 
         assert spec.source is not None
         fd = os.open(spec.source, os.O_RDONLY)
+        stack = contextlib.ExitStack()
+        # the upload's record: its resume state, or one of its own when it cannot resume
+        record = state_path
+
+        def forget(path: Path) -> None:
+            if path == state_path:  # its lock file is the resume lock, held by the caller
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            else:
+                remove_record(path)
+
         try:
             before = file_identity(os.fstat(fd))
             if before[2] != size:
@@ -514,18 +590,25 @@ class UploadEngine(S3Http):
             else:
                 upload_id = self.create_multipart(spec, sha)
                 if self.resumable:
+                    # the resume state is also the upload's record (upload_records)
                     state = {
                         "version": 2,
-                        "upload_id": upload_id,
+                        **record_fields(
+                            self.ws.endpoint_url, self.ws.bucket, spec.full_key, upload_id
+                        ),
                         "part_size": part_size,
                         "sha256": sha,
-                        "bucket": self.ws.bucket,
-                        "key": spec.full_key,
                         "size": size,
                         "mtime_ns": mtime_ns,
                         "source": str(spec.source),
                     }
-                    atomic_write(state_path, json.dumps(state).encode())
+                    try:
+                        atomic_write(state_path, json.dumps(state).encode())
+                    except OSError:  # no part was sent: nothing may stay unrecorded
+                        self.abort(spec.full_key, upload_id)
+                        raise
+                else:
+                    record = stack.enter_context(self.recorded(spec, upload_id))
             count = max(1, math.ceil(size / part_size))
             reused = len(done)
             progress.add(sum(part_length(n, part_size, size) for n in done))
@@ -540,18 +623,18 @@ class UploadEngine(S3Http):
                     raise _changed(spec.source)
                 result = self.complete(spec, upload_id, done, size)
             except (KeyboardInterrupt, SystemExit):
-                raise  # keep the upload and the state file: run again to resume
+                raise  # keep the upload and its record: run again to resume
             except BaseException as exc:
-                # When the store cannot be reached to abort, the state file
-                # stays: the next run of the same upload adopts or aborts it.
-                if self.abort(spec.full_key, upload_id) or not self.resumable:
-                    with contextlib.suppress(OSError):
-                        state_path.unlink()
+                # When the store cannot be reached to abort, the record
+                # stays: the next run of the same upload adopts or aborts
+                # it, `sts-bridge uploads --abort` aborts it.
+                if self.abort(spec.full_key, upload_id):
+                    forget(record)
                 raise _as_transfer_error(exc, spec.key) from exc
-            with contextlib.suppress(OSError):
-                state_path.unlink()
+            forget(record)
             return UploadResult(**{**result.__dict__, "resumed_parts": reused, "sha256": recorded})
         finally:
+            stack.close()
             os.close(fd)
 
     def resume(
@@ -614,6 +697,69 @@ class UploadEngine(S3Http):
                 )
         recorded = state.get("sha256")
         return upload_id, part_size, keep, recorded if isinstance(recorded, str) else None
+
+    # ---------------------------------------------------------- records
+    def unfinished(self, full_prefix: str) -> list[UnfinishedUpload]:
+        """The recorded uploads under ``full_prefix`` of this bucket the store still holds.
+
+        One ListParts per record (it names the object, so workspace
+        credentials may call it); a record of an upload the store no longer
+        knows (NoSuchUpload: completed or aborted meanwhile) is removed.
+        """
+        from sts_bridge.s3.upload_records import read_records, remove_record, upload_running
+
+        found: list[UnfinishedUpload] = []
+        for rec in read_records(self.records_dir()):
+            if rec.bucket != self.ws.bucket or not rec.key.startswith(full_prefix):
+                continue
+            if rec.endpoint is not None and rec.endpoint != self.ws.endpoint_url:
+                continue
+            running = upload_running(rec.path)
+            try:
+                parts = self._list_parts(rec.key, rec.upload_id)
+            except ObjectNotFoundError:
+                if not running:
+                    remove_record(rec.path)
+                continue
+            found.append(
+                UnfinishedUpload(
+                    key=self.user_key(rec.key),
+                    upload_id=rec.upload_id,
+                    started=rec.started,
+                    parts=len(parts),
+                    size=sum(max(size, 0) for _, size in parts.values()),
+                    source=rec.source,
+                    running=running,
+                    record=str(rec.path),
+                )
+            )
+        return found
+
+    def abort_unfinished(self, upload: UnfinishedUpload) -> None:
+        """AbortMultipartUpload of a recorded upload, then its record is removed.
+
+        Raises :class:`TransferError` while a process still runs it, the
+        store's error when the store does not confirm the abort (the record
+        stays, to try again).
+        """
+        from sts_bridge.s3.upload_records import remove_record, upload_running
+
+        record = Path(upload.record)
+        if upload_running(record):
+            raise TransferError(
+                f"the upload of {upload.key!r} is running in another process",
+                hint="stop that process first (Ctrl-C), or let it finish",
+            )
+        from sts_bridge.s3.keys import workspace_key
+
+        self.call(
+            "DELETE",
+            workspace_key(self.ws.prefix, upload.key),
+            f"aborting the upload of {upload.key!r}",
+            query={"uploadId": upload.upload_id},
+            ok=frozenset({200, 204, 404}),  # 404: already gone
+        )
+        remove_record(record)
 
     def _list_parts(self, full_key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         parts: dict[int, tuple[str, int]] = {}

@@ -273,6 +273,60 @@ def _interrupt_stdin_upload(
     return proc.returncode, err
 
 
+def test_upload_left_by_kill_9_of_a_stdin_upload_is_listed_and_aborted(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """``cat big | sts-bridge upload - --to k``, ``kill -9``: the multipart upload
+    was recorded before its first part; ``sts-bridge uploads`` finds it with
+    the workspace credentials alone and ``--abort`` removes it from the store."""
+    import json
+    import stat
+
+    records = tmp_path / "cache" / "uploads"
+    proc = _start_upload(faults, checker, "-", stdin=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
+        proc.stdin.flush()
+        _wait_for(lambda: len(checker.uploads()) == 1 and any(records.glob("*.json")))
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert len(checker.uploads()) == 1  # orphaned on the store
+    (record,) = records.glob("*.json")
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert stat.S_IMODE(records.stat().st_mode) == 0o700
+    text = record.read_text()
+    (creds,) = [
+        doc["credentials"]
+        for doc in (json.loads(p.read_text()) for p in (tmp_path / "cache" / "sts").glob("*.json"))
+        if doc.get("credentials")
+    ]
+    for secret in (creds["secret_key"], creds["token"], creds["access_key"]):
+        assert secret not in text
+
+    env = _env(faults)
+    listed, _ = run_cli(["uploads", checker.base, "--json"], env)
+    assert listed.returncode == 0, listed.stderr.decode()
+    (upload,) = json.loads(listed.stdout)
+    assert upload["key"] == checker.base + "stdin.bin"
+    assert upload["source"] is None and upload["running"] is False
+    assert upload["upload_id"] == json.loads(text)["upload_id"]
+    plain, _ = run_cli(["uploads"], env)
+    assert plain.returncode == 0 and checker.base + "stdin.bin" in plain.stdout.decode()
+    assert "uploads --abort" in plain.stderr.decode()
+
+    aborted, _ = run_cli(["uploads", "--abort"], env)
+    assert aborted.returncode == 0, aborted.stderr.decode()
+    assert f"aborted {checker.base}stdin.bin" in aborted.stdout.decode()
+    assert checker.uploads() == []  # gone from the store (admin listing)
+    assert list(records.glob("*.json")) == []
+    after, _ = run_cli(["uploads", "--json"], env)
+    assert after.returncode == 0 and json.loads(after.stdout) == []
+    _assert_clean(checker, {})
+
+
 @pytest.mark.parametrize(
     "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["Ctrl-C", "SIGTERM", "kill -9"]
 )

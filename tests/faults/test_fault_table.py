@@ -1,0 +1,66 @@
+"""The fault table of issue 20: each fault ends as a serious tool ends it.
+
+The CLI runs against the local platform behind the fault proxies
+(conftest.py); what a case must show is in its docstring. The ``timeout``
+given to ``run_cli`` only stops a hang (a hang fails the test); nothing here
+asserts a duration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from faults_support import Checker, Proxied, one_line_error, run_cli
+
+pytestmark = [pytest.mark.integration]
+
+#: stops a hang; generous for a loaded machine, never a timing assertion
+HANG_GUARD = 150
+
+
+def _env(faults: Proxied) -> dict[str, str]:
+    return faults.env_for_test  # type: ignore[attr-defined,no-any-return]
+
+
+def _sts_cache_files(cache: Path) -> list[Path]:
+    """The STS cache files holding credentials (one per workspace used)."""
+    return [
+        p
+        for p in sorted((cache / "sts").glob("*.json"))
+        if json.loads(p.read_text()).get("credentials")
+    ]
+
+
+# --------------------------------------------------------------------------
+# a FIFO in place of a file that sts-bridge reads
+# --------------------------------------------------------------------------
+def test_sts_cache_replaced_by_a_fifo_is_ignored_at_once(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """Reading a FIFO blocks until a writer comes (forever): the cache is
+    read without blocking, named "not a regular file", and replaced."""
+    env = _env(faults)
+    first, _ = run_cli(["ls", checker.base], env)
+    assert first.returncode == 0, first.stderr.decode()
+    (cache,) = _sts_cache_files(tmp_path / "cache")
+    cache.unlink()
+    os.mkfifo(cache, 0o600)
+    result, _ = run_cli(["ls", checker.base], env, timeout=HANG_GUARD)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "not a regular file" in result.stderr.decode()
+    assert cache.is_file()  # replaced by the new credentials
+
+
+def test_config_file_that_is_a_fifo_is_a_one_line_error(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo, 0o600)
+    env = {**_env(faults), "STS_BRIDGE_CONFIG_FILE": str(fifo)}
+    result, _ = run_cli(["ls", checker.base], env, timeout=HANG_GUARD)
+    line = one_line_error(result)
+    assert result.returncode == 3, line
+    assert "not a regular file" in line and str(fifo) in line, line
