@@ -234,6 +234,9 @@ class TokenCredentials:
         self.lock_timeout = lock_timeout
         self._lock = threading.RLock()
         self._token: Token | None = None
+        # The access token the API last refused (invalidate()): never adopted
+        # again from the shared cache, where it still looks valid by the clock.
+        self._refused_token: str | None = None
         self.refresh_count = 0  # tokens obtained from the provider by this object
 
     # -- what subclasses provide -----------------------------------------
@@ -305,21 +308,26 @@ class TokenCredentials:
         with self._lock:
             return self._renew(force=False)
 
-    def refresh(self) -> None:
+    def refresh(self, *, adopt: bool = True) -> None:
         """Obtain a new token now, even if the current one looks valid.
 
         Use it after the API refused a token (401). If another process has
         already replaced the token in the shared cache, that one is adopted
-        instead of asking the provider again. Raises like :meth:`token`.
+        instead of asking the provider again, unless ``adopt`` is false
+        (``sts-bridge login``: a login asks the provider, never a cache the
+        API may refuse). Raises like :meth:`token`.
         """
         with self._lock:
-            self._renew(force=True)
+            self._renew(force=True, adopt=adopt)
 
     def invalidate(self) -> None:
-        """Forget the in-memory access token; the next :meth:`token` gets a new one."""
+        """Distrust the current access token (the API refused it): the next
+        :meth:`token` gets a new one, and never takes the refused one back
+        from the shared cache, where it still looks valid by the clock."""
         with self._lock:
             token = self._token
             if token is not None:
+                self._refused_token = token.access_token
                 # Keep the refresh token: only the access token is distrusted.
                 self._token = Token(
                     access_token=token.access_token,
@@ -336,22 +344,24 @@ class TokenCredentials:
 
     # -- internals --------------------------------------------------------
 
-    def _renew(self, *, force: bool) -> Token:
+    def _renew(self, *, force: bool, adopt: bool = True) -> Token:
         """Called with ``self._lock`` held: re-check, then fetch under the file lock."""
         mine = self._token
         if not force and self.state_of(mine) is CredentialState.FRESH:
             assert mine is not None
             return mine
-        replaced = mine.access_token if (force and mine is not None) else None
+        replaced = mine.access_token if (force and mine is not None) else self._refused_token
         cache = self.cache
         if cache is None:
             return self._store(self._obtain(mine))
         with cache.locked(self.lock_timeout):
             cached = cache.load()
             if (
-                cached is not None
+                adopt
+                and cached is not None
                 and self.state_of(cached) is CredentialState.FRESH
-                and (not force or cached.access_token != replaced)
+                and cached.access_token != replaced
+                and cached.access_token != self._refused_token
             ):
                 logger.debug("using the token another process has just stored in the cache")
                 return self._store(cached)

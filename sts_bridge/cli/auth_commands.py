@@ -97,7 +97,8 @@ def _login(args: argparse.Namespace) -> int:
     if isinstance(creds, UserCredentials):
         creds.login()
     elif isinstance(creds, ClientCredentials):
-        creds.refresh()
+        # a new token from the provider: a cached one may be one the API refuses
+        creds.refresh(adopt=False)
     else:  # pragma: no cover - the three flows above are the only choices
         creds.token()
     where = f"; cached in {creds.cache.path}" if creds.cache is not None else ""

@@ -8,6 +8,7 @@ asserts a duration.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -64,3 +65,56 @@ def test_config_file_that_is_a_fifo_is_a_one_line_error(
     line = one_line_error(result)
     assert result.returncode == 3, line
     assert "not a regular file" in line and str(fifo) in line, line
+
+
+# --------------------------------------------------------------------------
+# an access token the API refuses, although the clock says it is valid
+# --------------------------------------------------------------------------
+def _refused_token_in_cache(cache: Path) -> str:
+    """Make the cached access token one the API refuses (its signature no
+    longer matches) while its expiry stays hours away; drop the STS cache so
+    that the next command asks the API. Returns the refused token."""
+    (path,) = sorted((cache / "tokens").glob("*.json"))
+    doc = json.loads(path.read_text())
+    header, payload, signature = doc["token"]["access_token"].split(".")
+    flipped = "A" if signature[10] != "A" else "B"  # well-formed, wrongly signed
+    forged = f"{header}.{payload}.{signature[:10]}{flipped}{signature[11:]}"
+    doc["token"]["access_token"] = forged
+    path.write_text(json.dumps(doc))
+    for sts in (cache / "sts").glob("*.json"):
+        sts.unlink()
+    return _digest(forged)
+
+
+def _digest(token: str) -> str:
+    """Tokens are compared by digest: a failing assertion never prints one."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _cached_token(cache: Path) -> str:
+    (path,) = sorted((cache / "tokens").glob("*.json"))
+    return _digest(json.loads(path.read_text())["token"]["access_token"])
+
+
+def test_token_refused_by_the_api_but_valid_by_the_clock_is_replaced_once(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """Service client with a secret: a 401 drops the cached token, gets a new
+    one and retries once; ``login`` asks the provider, never the refused cache."""
+    env = _env(faults)
+    cache = tmp_path / "cache"
+    first, _ = run_cli(["ls", checker.base], env)
+    assert first.returncode == 0, first.stderr.decode()
+
+    refused = _refused_token_in_cache(cache)
+    again, _ = run_cli(["ls", checker.base], env)
+    assert again.returncode == 0, again.stderr.decode()
+    assert _cached_token(cache) != refused  # the cache holds the new token now
+
+    refused = _refused_token_in_cache(cache)
+    login, _ = run_cli(["login"], env)
+    assert login.returncode == 0, login.stderr.decode()
+    assert "Logged in" in login.stderr.decode()
+    assert _cached_token(cache) != refused  # a new token, not the refused cache
+    after, _ = run_cli(["ls", checker.base], env)
+    assert after.returncode == 0, after.stderr.decode()
