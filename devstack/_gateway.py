@@ -72,6 +72,16 @@ class S3Gateway:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def apply_bucket_rules(
+        self, bucket: str, public_access_block: dict[str, bool], lifecycle: dict[str, Any]
+    ) -> None:
+        """The platform's bucket settings: a public access block and a lifecycle."""
+        s3 = self.client("s3")
+        s3.put_public_access_block(
+            Bucket=bucket, PublicAccessBlockConfiguration=public_access_block
+        )
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=lifecycle)
+
     def client(
         self,
         service: str,

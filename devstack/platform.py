@@ -42,7 +42,14 @@ import requests
 from .api.policy import load_policy
 from .idp import IdentityProvider, IdpConfig
 from .ports import free_port, wait_until_ready
-from .s3 import RadosGateway, missing_binaries, role_policy, trust_policy
+from .s3 import (
+    LIFECYCLE,
+    PUBLIC_ACCESS_BLOCK,
+    RadosGateway,
+    missing_binaries,
+    role_policy,
+    trust_policy,
+)
 from .s3_moto import LOST_GUARANTEES, MotoGateway, moto_available
 
 API_PATH = "/core"
@@ -217,6 +224,7 @@ class LocalPlatform:
         buckets = self._buckets()
         for bucket in buckets:
             self.s3.create_bucket(bucket)
+            self.s3.apply_bucket_rules(bucket, PUBLIC_ACCESS_BLOCK, LIFECYCLE)
         client_ids = [self.idp.audience] + [
             c for c in (self.idp.service_client_id, self.idp.cli_client_id) if c
         ]

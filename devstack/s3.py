@@ -35,12 +35,40 @@ token of the issuer for any client is accepted. Measured: the trust policy
 evaluates ``<idp>:aud`` and ``<idp>:app_id`` (both = the token's ``aud``; a
 list ``aud`` matches when any element matches) and ``<idp>:sub``.
 
-The role (inline) policy allows everything S3 on the platform's buckets::
+The role (inline) policy allows everything S3 on the platform's buckets,
+except what would let a credential or a link reach beyond its objects::
 
     role_policy(buckets) ==
     {"Version": "2012-10-17",
      "Statement": [{"Effect": "Allow", "Action": ["s3:*"],
-                    "Resource": ["arn:aws:s3:::<b>", "arn:aws:s3:::<b>/*", ...]}]}
+                    "Resource": ["arn:aws:s3:::<b>", "arn:aws:s3:::<b>/*", ...]},
+                   {"Effect": "Deny", "Action": ["s3:PutObject"],
+                    "Resource": ["arn:aws:s3:::<b>/*", ...],
+                    "Condition": {"StringLike": {"s3:x-amz-copy-source": ["*"]}}},
+                   ... the same Deny for "StringEquals" "s3:x-amz-acl" in
+                   PUBLIC_CANNED_ACLS, and one per "s3:x-amz-grant-*" key]}
+
+Why these denies, and why in the role policy (measured on 16.2.15):
+radosgw accepts UNSIGNED ``x-amz-*`` headers on a presigned request (AWS
+refuses them), so a presigned PUT plus ``x-amz-copy-source`` becomes a
+CopyObject of any object the signer may read, and ``x-amz-acl: public-read``
+or ``x-amz-grant-read`` publishes it. PutObject puts ``s3:x-amz-acl`` (empty
+when absent) and the present ``s3:x-amz-grant-*`` keys in the policy
+environment, CopyObject ``s3:x-amz-copy-source``; a Deny on them works in the
+role policy for PutObject and CopyObject, but a SESSION policy's Deny is not
+evaluated for the destination of a CopyObject at all (even a Deny without a
+condition). ``Null`` conditions evaluate inverted (``"false"`` matches an
+absent key), so none are used; ``sts:authentication`` tells a presigned
+request from a signed one only until the holder adds the URL's token as an
+``x-amz-security-token`` header, so copies are refused for every request.
+Signing cannot close this: radosgw hoists a signed ``x-amz-meta-*`` query
+parameter but ignores a signed ``x-amz-acl`` one, and a signed header must
+then be sent by every holder of the link. CreateMultipartUpload carries no
+ACL condition key, so the buckets also set a public access block with
+``IgnorePublicAcls``: an anonymous request never reads an object, whatever
+ACL it carries. They abort incomplete multipart uploads after
+``ABORT_INCOMPLETE_UPLOADS_DAYS`` (:data:`LIFECYCLE`), as production stores
+should.
 
 Every AssumeRoleWithWebIdentity call passes a SESSION policy narrowing the
 credentials to one workspace (bucket + prefix); the effective permissions are
@@ -155,15 +183,68 @@ def trust_policy(issuer_url: str, audience: str | None = None) -> dict[str, Any]
     return {"Version": "2012-10-17", "Statement": [stmt]}
 
 
+#: canned ACLs that open an object to more than its workspace
+PUBLIC_CANNED_ACLS = ("public-read", "public-read-write", "authenticated-read")
+#: the grant headers, as condition keys (any grant widens who may use an object)
+GRANT_CONDITION_KEYS = (
+    "s3:x-amz-grant-read",
+    "s3:x-amz-grant-write",
+    "s3:x-amz-grant-read-acp",
+    "s3:x-amz-grant-write-acp",
+    "s3:x-amz-grant-full-control",
+)
+
+
+def _deny_put_when(objects: list[str], condition: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Effect": "Deny",
+        "Action": ["s3:PutObject"],
+        "Resource": objects,
+        "Condition": condition,
+    }
+
+
 def role_policy(buckets: list[str]) -> dict[str, Any]:
-    """Role policy: ``s3:*`` on the platform's buckets and their objects."""
+    """Role policy: ``s3:*`` on the platform's buckets and their objects, except
+    server-side copies, public canned ACLs and grants (see the module docstring)."""
     resources = []
     for b in buckets:
         resources += [f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*"]
+    objects = [f"arn:aws:s3:::{b}/*" for b in buckets]
+    denies = [
+        _deny_put_when(objects, {"StringLike": {"s3:x-amz-copy-source": ["*"]}}),
+        _deny_put_when(objects, {"StringEquals": {"s3:x-amz-acl": list(PUBLIC_CANNED_ACLS)}}),
+        *(_deny_put_when(objects, {"StringLike": {key: ["*"]}}) for key in GRANT_CONDITION_KEYS),
+    ]
     return {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": resources}],
+        "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": resources}, *denies],
     }
+
+
+#: objects are never readable anonymously, whatever ACL they carry
+PUBLIC_ACCESS_BLOCK = {
+    "IgnorePublicAcls": True,
+    # radosgw 16 with BlockPublicAcls refuses even a PutObject without any ACL
+    # (measured); the role policy refuses public ACLs instead
+    "BlockPublicAcls": False,
+    "BlockPublicPolicy": False,
+    "RestrictPublicBuckets": False,
+}
+#: incomplete multipart uploads are aborted (their parts freed) a day after they start
+ABORT_INCOMPLETE_UPLOADS_DAYS = 1
+LIFECYCLE = {
+    "Rules": [
+        {
+            "ID": "abort-incomplete-multipart-uploads",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {
+                "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOADS_DAYS
+            },
+        }
+    ]
+}
 
 
 def session_policy(bucket: str, prefix: str) -> dict[str, Any]:
