@@ -22,6 +22,11 @@ for discovery. It looks like the Keycloak realm of the real platform:
   password form, and consent is granted without the consent form; requests
   without a known ``login_hint`` still show the login page.
   Consent is always automatic for the first-party CLI client.
+* Token exchange (RFC 8693) for ``exchange`` clients (default
+  :data:`EXCHANGE_CLIENT_ID`): a user's JWT access token addressed to the
+  client's audience (:data:`EXCHANGE_AUDIENCE`, a resource a user logs in
+  for) becomes an API token of the same ``sub`` with ``act: {sub: client}``
+  and the asked scopes, narrowed to those the presented token holds.
 * ``GET /__devstack/stats`` counts every other request by ``"METHOD /path"``.
 """
 
@@ -53,6 +58,11 @@ DEFAULT_AUDIENCE = "urn:sts-bridge:terrapi"
 DEFAULT_PLATFORM = "gep"
 SERVICE_CLIENT_ID = "sts-bridge-service"
 CLI_CLIENT_ID = "sts-bridge-cli"
+#: A service users call with tokens for :data:`EXCHANGE_AUDIENCE`; it may exchange them.
+EXCHANGE_CLIENT_ID = "sts-bridge-results"
+EXCHANGE_AUDIENCE = "urn:sts-bridge:results"
+#: RFC 8693's grant type.
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 API_CLIENT_ID = "terrapi-api"
 #: Registered redirect URI of the CLI client; any port matches (RFC 8252).
 CLI_REDIRECT_URI = "http://127.0.0.1/callback"
@@ -95,13 +105,17 @@ class ClientSpec:
     native client: auth code + PKCE S256 on any loopback port, device code,
     refresh) or ``api`` (confidential, client credentials only).
     ``secret=None`` for a confidential client means: generated at each start.
-    ``first_party`` (default: true for ``cli``) skips the consent page."""
+    ``first_party`` (default: true for ``cli``) skips the consent page.
+    ``exchange`` is a confidential service that users call with tokens for
+    its own ``audience`` (a resource they log in for) and that may exchange
+    them (RFC 8693) for an API token of the same user."""
 
     client_id: str
     kind: str
     secret: str | None = None
     name: str = ""
     first_party: bool | None = None
+    audience: str = ""
 
 
 def default_users() -> list[User]:
@@ -116,6 +130,12 @@ def default_clients() -> list[ClientSpec]:
         ClientSpec(SERVICE_CLIENT_ID, "service", name="sts-bridge service client"),
         ClientSpec(CLI_CLIENT_ID, "cli", name="sts-bridge CLI"),
         ClientSpec(API_CLIENT_ID, "api", name="TerrAPI reference server"),
+        ClientSpec(
+            EXCHANGE_CLIENT_ID,
+            "exchange",
+            name="sts-bridge results service",
+            audience=EXCHANGE_AUDIENCE,
+        ),
     ]
 
 
@@ -157,6 +177,14 @@ def _client_metadata(spec: ClientSpec, secret: str | None) -> dict[str, Any]:
             redirect_uris=[],
             response_types=[],
             grant_types=["client_credentials", "refresh_token"],
+        )
+    elif spec.kind == "exchange":
+        base.update(
+            client_secret=secret,
+            token_endpoint_auth_method="client_secret_basic",
+            redirect_uris=[],
+            response_types=[],
+            grant_types=[TOKEN_EXCHANGE_GRANT],
         )
     elif spec.kind == "api":
         base.update(
@@ -210,7 +238,8 @@ class IdentityProvider:
     ``authorization_endpoint``, ``device_authorization_endpoint``,
     ``revocation_endpoint``, ``introspection_endpoint``, ``userinfo_endpoint``,
     ``service_client_id``, ``service_client_secret``, ``cli_client_id``,
-    ``api_client_id``, ``api_client_secret``, ``client_secrets`` (all),
+    ``api_client_id``, ``api_client_secret``, ``exchange_client_id``,
+    ``exchange_client_secret``, ``exchange_audience``, ``client_secrets`` (all),
     ``users`` (username -> :class:`User`), ``jwks`` (the public JWKS, one key
     with ``x5c``), ``audience``, ``platform``, ``pid``.
     """
@@ -233,6 +262,10 @@ class IdentityProvider:
         self.service_client_id = self._first(("service",))
         self.cli_client_id = self._first(("cli",))
         self.api_client_id = self._first(("api",))
+        self.exchange_client_id = self._first(("exchange",))
+        self.exchange_audience = next(
+            (c.audience for c in self.config.clients if c.kind == "exchange"), ""
+        )
         self.jwks: dict[str, Any] = {"keys": []}
         self.metadata: dict[str, Any] = {}
 
@@ -279,13 +312,14 @@ class IdentityProvider:
         clients = []
         for spec in self.config.clients:
             secret = None
-            if spec.kind in ("service", "api"):
+            if spec.kind in ("service", "api", "exchange"):
                 secret = spec.secret or secrets.token_urlsafe(32)
                 self.client_secrets[spec.client_id] = secret
             clients.append(
                 {
                     "metadata": _client_metadata(spec, secret),
                     "service_account": spec.kind == "service",
+                    "exchange_audience": spec.audience if spec.kind == "exchange" else "",
                     "first_party": (
                         spec.kind == "cli" if spec.first_party is None else spec.first_party
                     ),
@@ -428,6 +462,10 @@ class IdentityProvider:
         return self.client_secrets.get(self.service_client_id or "")
 
     @property
+    def exchange_client_secret(self) -> str | None:
+        return self.client_secrets.get(self.exchange_client_id or "")
+
+    @property
     def api_client_secret(self) -> str | None:
         return self.client_secrets.get(self.api_client_id or "")
 
@@ -445,6 +483,59 @@ class IdentityProvider:
 
     def reset_stats(self) -> None:
         requests.post(f"{self.issuer}/__devstack/stats/reset", timeout=5).raise_for_status()
+
+    # ------------------------------------------------------------ logins
+    def user_token(
+        self, username: str = "alice", scope: str | None = None, resource: str | None = None
+    ) -> str:
+        """A fresh access token of ``username`` for the CLI client: authorization
+        code + PKCE, the browser played by :meth:`complete_browser_login`.
+        ``scope`` defaults to :meth:`default_scopes`; ``resource`` is the
+        audience to log in for (default: the API's)."""
+        import base64
+        import hashlib
+        from urllib.parse import parse_qs, urlencode
+
+        verifier = secrets.token_urlsafe(48)
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
+        redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
+        state = secrets.token_urlsafe(16)
+        query = urlencode(
+            {
+                "client_id": self.cli_client_id,
+                "response_type": "code",
+                "redirect_uri": redirect_uri,
+                "scope": scope or self.default_scopes(),
+                "state": state,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+                "login_hint": username,
+                **({"resource": resource} if resource else {}),
+            }
+        )
+        final = self.complete_browser_login(
+            f"{self.authorization_endpoint}?{query}", username, self.users[username].password
+        )
+        params = parse_qs(urlsplit(final).query)
+        if "code" not in params or params.get("state") != [state]:
+            raise IdpError(f"the browser login of {username} failed: {params.get('error')}")
+        resp = requests.post(
+            self.token_endpoint,
+            data={
+                "grant_type": "authorization_code",
+                "code": params["code"][0],
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+                "client_id": self.cli_client_id,
+            },
+            timeout=10,
+        )
+        resp.raise_for_status()
+        return str(resp.json()["access_token"])
 
     # ------------------------------------------------------------ browser helpers
     def _is_ours(self, url: str) -> bool:
@@ -574,7 +665,10 @@ __all__ = [
     "CLI_REDIRECT_URI",
     "DEFAULT_AUDIENCE",
     "DEFAULT_PLATFORM",
+    "EXCHANGE_AUDIENCE",
+    "EXCHANGE_CLIENT_ID",
     "SERVICE_CLIENT_ID",
+    "TOKEN_EXCHANGE_GRANT",
     "ClientSpec",
     "IdentityProvider",
     "IdpConfig",

@@ -366,6 +366,20 @@ class LocalPlatform:
         return str(self._need_idp().cli_client_id)
 
     @property
+    def exchange_client_id(self) -> str:
+        """The service client that may exchange users' tokens (RFC 8693)."""
+        return str(self._need_idp().exchange_client_id)
+
+    @property
+    def exchange_client_secret(self) -> str:
+        return str(self._need_idp().exchange_client_secret)
+
+    @property
+    def exchange_audience(self) -> str:
+        """The audience of the tokens users send to that service."""
+        return self._need_idp().exchange_audience
+
+    @property
     def users(self) -> dict[str, str]:
         return {name: u.password for name, u in self._need_idp().users.items()}
 
@@ -400,54 +414,14 @@ class LocalPlatform:
         resp.raise_for_status()
         return str(resp.json()["access_token"])
 
-    def user_token(self, username: str = "alice", scope: str | None = None) -> str:
-        """A fresh access token of ``username`` for the CLI client: authorization
-        code + PKCE, the browser played by :meth:`IdentityProvider.complete_browser_login`."""
-        import base64
-        import hashlib
-        import secrets
-        from urllib.parse import parse_qs, urlencode, urlsplit
-
-        idp = self._need_idp()
-        verifier = secrets.token_urlsafe(48)
-        challenge = (
-            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-            .rstrip(b"=")
-            .decode()
-        )
-        redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
-        state = secrets.token_urlsafe(16)
-        query = urlencode(
-            {
-                "client_id": self.cli_client_id,
-                "response_type": "code",
-                "redirect_uri": redirect_uri,
-                "scope": scope or self.scopes,
-                "state": state,
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-                "login_hint": username,
-            }
-        )
-        final = idp.complete_browser_login(
-            f"{idp.authorization_endpoint}?{query}", username, self.users[username]
-        )
-        params = parse_qs(urlsplit(final).query)
-        if "code" not in params or params.get("state") != [state]:
-            raise PlatformError(f"the browser login of {username} failed: {params.get('error')}")
-        resp = requests.post(
-            self.token_endpoint,
-            data={
-                "grant_type": "authorization_code",
-                "code": params["code"][0],
-                "redirect_uri": redirect_uri,
-                "code_verifier": verifier,
-                "client_id": self.cli_client_id,
-            },
-            timeout=10,
-        )
-        resp.raise_for_status()
-        return str(resp.json()["access_token"])
+    def user_token(
+        self, username: str = "alice", scope: str | None = None, resource: str | None = None
+    ) -> str:
+        """A fresh access token of ``username`` for the CLI client (see
+        :meth:`IdentityProvider.user_token`); ``scope`` defaults to the platform's.
+        ``resource``: the audience to log in for (default the API's; e.g.
+        :attr:`exchange_audience` for a token a user sends to the results service)."""
+        return self._need_idp().user_token(username, scope or self.scopes, resource=resource)
 
     def api_stats(self) -> dict[str, Any]:
         resp = requests.get(f"http://127.0.0.1:{self.api_port}/__devstack/stats", timeout=5)

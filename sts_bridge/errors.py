@@ -11,7 +11,9 @@ The tree (catch the level you care about)::
     │   ├── LoginTimeoutError       a device code or browser login was not completed in time
     │   ├── ProviderUnreachableError the identity provider did not answer
     │   ├── ClockSkewError          the local clock disagrees with the provider's
-    │   └── TokenCacheError         a token cache file is unreadable or foreign
+    │   ├── TokenCacheError         a token cache file is unreadable or foreign
+    │   ├── CallerRefusedError      a service refused its caller's token (401 / 403)
+    │   └── TokenExchangeError      an RFC 8693 token exchange was refused or failed
     ├── ApiError                    the TerrAPI server refused or failed a call
     │   ├── NotAuthenticatedError   401: the token was refused
     │   ├── PermissionDeniedError   403: the principal may not use this
@@ -324,3 +326,50 @@ class InvalidArgumentError(StsBridgeError, ValueError):
 
 
 __all__ += ["InvalidArgumentError"]
+
+
+# --- added for services checking their callers (issue 22) -------------------
+
+
+class CallerRefusedError(AuthError):
+    """A service refused the bearer token of a caller (RFC 6750).
+
+    ``status`` is 401 (``error="invalid_token"``: no valid token) or 403
+    (``error="insufficient_scope"``: a valid token without a required scope,
+    group or entitlement). The message is one line saying why; it never holds
+    the token. :meth:`www_authenticate` is the header value to answer with.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 401,
+        error: str | None = "invalid_token",
+        scope: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.scope = scope
+
+    def www_authenticate(self) -> str:
+        """The ``WWW-Authenticate`` value of this refusal (quotes and line breaks removed)."""
+
+        def quoted(value: str) -> str:
+            clean = "".join(c for c in value if c.isprintable() and c not in '"\\')
+            return f'"{clean}"'
+
+        if self.error is None:  # no token at all: RFC 6750 section 3.1 names no error
+            return "Bearer"
+        parts = [f"error={quoted(self.error)}", f"error_description={quoted(self.message)}"]
+        if self.scope:
+            parts.append(f"scope={quoted(self.scope)}")
+        return "Bearer " + ", ".join(parts)
+
+
+class TokenExchangeError(AuthError):
+    """The identity provider refused or failed an RFC 8693 token exchange."""
+
+
+__all__ += ["CallerRefusedError", "TokenExchangeError"]

@@ -82,10 +82,17 @@ function claimsForAccount(accountId) {
   return undefined;
 }
 
-function resourceServerInfo() {
+// Services that receive users' tokens (their own audience) and may exchange
+// them for an API token (RFC 8693, below): client id -> audience.
+const exchangeAudiences = new Map(
+  cfg.clients.filter((c) => c.exchange_audience).map((c) => [c.metadata.client_id, c.exchange_audience]),
+);
+const serviceAudiences = new Set(exchangeAudiences.values());
+
+function resourceServerInfo(indicator = audience) {
   return {
     scope: [...apiScopes].join(' '),
-    audience,
+    audience: indicator,
     accessTokenTTL: cfg.access_token_ttl,
     accessTokenFormat: 'jwt',
     jwt: { sign: { alg: 'RS256' } },
@@ -133,6 +140,8 @@ const configuration = {
   extraTokenClaims: async (ctx, token) => {
     const claims = token.accountId ? claimsForAccount(token.accountId) : undefined;
     const extra = { azp: token.clientId, typ: 'Bearer' };
+    // RFC 8693 section 4.1: an exchanged token names the party acting for the subject.
+    if (token.gty === 'token_exchange') extra.act = { sub: token.clientId };
     if (claims) {
       extra.preferred_username = claims.preferred_username;
       if (claims.email) {
@@ -167,8 +176,10 @@ const configuration = {
       defaultResource: async () => audience,
       useGrantedResource: async () => true,
       getResourceServerInfo: async (ctx, indicator) => {
-        if (indicator !== audience) throw new errors.InvalidTarget();
-        return resourceServerInfo();
+        if (indicator !== audience && !serviceAudiences.has(indicator)) {
+          throw new errors.InvalidTarget();
+        }
+        return resourceServerInfo(indicator);
       },
     },
   },
@@ -433,6 +444,70 @@ async function refreshTokenHandler(ctx) {
   return refreshGrant.handler(provider, boundHelpers, ctx);
 }
 
+// ------------------------------------------ token exchange grant (RFC 8693)
+// A service client registered with an `exchange_audience` may present a
+// user's access token addressed to that audience (Keycloak's "standard token
+// exchange" asks the same: the requesting client is in the subject token's
+// aud) and receive a JWT access token for the API with the same subject and
+// the scopes it asks for, narrowed to those the presented token holds.
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+
+async function tokenExchangeHandler(ctx) {
+  const { client, params } = ctx.oidc;
+  const serviceAudience = exchangeAudiences.get(client.clientId);
+  if (!serviceAudience) throw new errors.UnauthorizedClient('this client may not exchange tokens');
+  if (![ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE].includes(params.subject_token_type)) {
+    throw new errors.InvalidRequest('subject_token_type must name an access token');
+  }
+  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('only access tokens can be requested');
+  }
+  if (params.actor_token) throw new errors.InvalidRequest('actor tokens are not supported');
+  const target = params.resource || params.audience || audience;
+  if (target !== audience) throw new errors.InvalidTarget();
+  const subject = verifyAccessToken(String(params.subject_token || ''));
+  if (!subject || !usersBySub.get(subject.sub)) {
+    throw new errors.InvalidGrant('the subject token is not a valid user token of this issuer');
+  }
+  const audiences = Array.isArray(subject.aud) ? subject.aud : [subject.aud];
+  if (!audiences.includes(serviceAudience)) {
+    throw new errors.InvalidGrant('the subject token is not addressed to this client');
+  }
+  const held = new Set(String(subject.scope || '').split(' ').filter(Boolean));
+  const requested = params.scope ? params.scope.split(' ').filter(Boolean) : [...held];
+  const scopes = [...new Set(requested.filter((s) => held.has(s) && apiScopes.has(s)))];
+  const scope = scopes.join(' ');
+  const accountId = subject.sub;
+
+  const grant = new provider.Grant({ accountId, clientId: client.clientId });
+  const oidcPart = scopes.filter((s) => oidcScopes.has(s));
+  if (oidcPart.length) grant.addOIDCScope(oidcPart.join(' '));
+  grant.addResourceScope(audience, scope);
+  const grantId = await grant.save();
+
+  const at = new provider.AccessToken({ accountId, client, grantId, gty: 'token_exchange' });
+  at.resourceServer = new provider.ResourceServer(audience, resourceServerInfo());
+  at.scope = scope || undefined;
+  ctx.oidc.entity('AccessToken', at);
+  const accessToken = await at.save();
+  ctx.body = Object.fromEntries(Object.entries({
+    access_token: accessToken,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: at.expiration,
+    scope: scope || undefined,
+  }).filter(([, v]) => v !== undefined));
+}
+
+provider.registerGrantType(
+  TOKEN_EXCHANGE,
+  tokenExchangeHandler,
+  ['subject_token', 'subject_token_type', 'requested_token_type', 'actor_token',
+    'actor_token_type', 'audience', 'resource', 'scope'],
+  ['resource', 'audience'],
+);
 provider.registerGrantType('client_credentials', clientCredentialsHandler, ['scope', 'resource'], ['resource']);
 provider.registerGrantType(
   'refresh_token',

@@ -23,6 +23,7 @@ run that finds its credentials in the cache never pays for it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import email.utils
 import importlib
 import json
@@ -180,6 +181,19 @@ class TerrapiApi:
                     api_client.rest_client.pool_manager = self._pool_manager
                 self._api_client = api_client
         return self._api_client
+
+    def with_credentials(self, credentials: TokenCredentials) -> TerrapiApi:
+        """The same API for another principal, over this object's connection pool.
+
+        A service acting for many users holds one pool: each user's object
+        sends that user's bearer token (per call, as always) through it.
+        Closing any of them closes the shared pool.
+        """
+        self._client()  # built once, here, so the twin shares it
+        twin = copy.copy(self)
+        twin.credentials = credentials
+        twin.calls = 0
+        return twin
 
     def close(self) -> None:
         """Release the HTTP connection pool."""

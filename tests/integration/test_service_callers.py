@@ -1,0 +1,160 @@
+"""A service checks its callers' tokens from the real identity provider (oidc-provider).
+
+alice and bob log in through the IdP's pages (authorization code + PKCE) for
+the results service's audience; the verifier fetches the IdP's discovery
+document and JWKS itself. Every refusal is built from a real token: another
+audience, expired (the verifier's clock two hours on), a forged payload,
+``alg: none``, signed by another key under the IdP's ``kid``, another
+issuer, a missing scope, a missing group. The FastAPI dependency answers
+them with 401/403 and RFC 6750 headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from sts_bridge_devstack.keys import generate_signing_jwk
+from sts_bridge_devstack.static_issuer import StaticIssuer
+
+from sts_bridge.clock import utc_now
+from sts_bridge.errors import CallerRefusedError
+from sts_bridge.service import CallerRequirements, CallerVerifier, any_of
+
+
+@pytest.fixture(scope="module")
+def tokens(local_platform: Any) -> dict[str, str]:
+    """Tokens of real logins, by what they are for."""
+    service = local_platform.exchange_audience
+    return {
+        "alice": local_platform.user_token("alice", resource=service),
+        "bob": local_platform.user_token("bob", resource=service),
+        "alice-openid-only": local_platform.user_token("alice", "openid", resource=service),
+        "alice-for-the-api": local_platform.user_token("alice"),
+    }
+
+
+def verifier(platform: Any, **kwargs: Any) -> CallerVerifier:
+    return CallerVerifier(platform.issuer, platform.exchange_audience, leeway=5, **kwargs)
+
+
+def parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def decode(part: str) -> dict[str, Any]:
+        return dict(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
+
+    header, payload, _ = token.split(".")
+    return decode(header), decode(payload)
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def refusal(v: CallerVerifier, token: str, **kwargs: Any) -> CallerRefusedError:
+    with pytest.raises(CallerRefusedError) as info:
+        v.verify(token, **kwargs)
+    assert token not in str(info.value) and token not in info.value.www_authenticate()
+    return info.value
+
+
+def test_real_tokens_are_accepted(local_platform: Any, tokens: dict[str, str]) -> None:
+    v = verifier(local_platform, requirements=CallerRequirements(scopes=("gep",)))
+    alice, bob = v.verify(tokens["alice"]), v.verify(tokens["bob"])
+    assert alice.username == "alice" and bob.username == "bob"
+    assert alice.subject == local_platform.idp.users["alice"].sub
+    assert alice.key != bob.key
+    assert v.keys.fetches == 1
+
+
+def test_refusals_of_real_tokens(local_platform: Any, tokens: dict[str, str]) -> None:
+    v = verifier(local_platform)
+    header, payload = parts(tokens["alice"])
+    signature = tokens["alice"].rsplit(".", 1)[1]
+
+    wrong_audience = refusal(v, tokens["alice-for-the-api"])
+    assert "not addressed to urn:sts-bridge:results" in wrong_audience.message
+
+    later = verifier(local_platform, clock=lambda: utc_now() + timedelta(hours=2))
+    assert "expired" in refusal(later, tokens["alice"]).message
+
+    forged = f"{b64(header)}.{b64({**payload, 'sub': parts(tokens['bob'])[1]['sub']})}.{signature}"
+    assert "signature is not valid" in refusal(v, forged).message
+
+    unsigned = f"{b64({**header, 'alg': 'none'})}.{b64(payload)}."
+    assert "algorithm 'none'" in refusal(v, unsigned).message
+
+    impostor = RSAKey.import_key(generate_signing_jwk())
+    wrongly_signed = jwt.encode(header, payload, impostor)
+    assert "signature is not valid" in refusal(v, wrongly_signed).message
+
+    with StaticIssuer(local_platform.exchange_audience) as other:
+        foreign = other.token(sub=payload["sub"], scope="openid gep")
+        assert "another issuer" in refusal(v, foreign).message
+
+    for exc in (wrong_audience,):
+        assert (exc.status, exc.error) == (401, "invalid_token")
+
+
+def test_missing_scope_and_group_are_403(local_platform: Any, tokens: dict[str, str]) -> None:
+    v = verifier(local_platform)
+    needs_gep = CallerRequirements(scopes=("gep",))
+    exc = refusal(v, tokens["alice-openid-only"], requirements=needs_gep)
+    assert (exc.status, exc.error) == (403, "insufficient_scope")
+    assert "lacks the scope gep" in exc.message
+
+    team_a = CallerRequirements(claims=(any_of("groups", "team-a"),))
+    assert v.verify(tokens["alice"], team_a).username == "alice"
+    exc = refusal(v, tokens["bob"], requirements=team_a)
+    assert (exc.status, exc.error) == (403, "insufficient_scope")
+    assert "team-a in groups" in exc.message
+
+
+def test_the_fastapi_dependency(local_platform: Any, tokens: dict[str, str]) -> None:
+    from fastapi import Depends, FastAPI
+    from fastapi.testclient import TestClient
+
+    from sts_bridge.service import Caller
+    from sts_bridge.service.fastapi_auth import caller_dependency
+
+    v = verifier(local_platform, requirements=CallerRequirements(scopes=("gep",)))
+    team_a = CallerRequirements(claims=(any_of("groups", "team-a"),))
+    app = FastAPI()
+
+    @app.get("/whoami")
+    def whoami(caller: Caller = Depends(caller_dependency(v))) -> dict[str, Any]:  # noqa: B008
+        return {"user": caller.username}
+
+    @app.get("/team-a")
+    def team(caller: Caller = Depends(caller_dependency(v, team_a))) -> dict[str, Any]:  # noqa: B008
+        return {"user": caller.username}
+
+    with TestClient(app) as http:
+
+        def get(path: str, token: str | None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return http.get(path, headers=headers)
+
+        assert get("/whoami", tokens["alice"]).json() == {"user": "alice"}
+        assert get("/team-a", tokens["alice"]).json() == {"user": "alice"}
+
+        missing = get("/whoami", None)
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == "Bearer"
+
+        wrong = get("/whoami", tokens["alice-for-the-api"])
+        assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+        assert "not addressed" in wrong.json()["detail"]
+
+        scope = get("/whoami", tokens["alice-openid-only"])
+        assert scope.status_code == 403
+        assert 'error="insufficient_scope"' in scope.headers["www-authenticate"]
+
+        group = get("/team-a", tokens["bob"])
+        assert group.status_code == 403
+        assert tokens["bob"] not in group.text
