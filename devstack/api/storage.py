@@ -117,6 +117,7 @@ class S3Backend:
             admin_trust_policy,
             ensure_role,
             role_name_for_policy,
+            with_moto_action_names,
         )
 
         name = role_name_for_policy(policy)
@@ -127,7 +128,7 @@ class S3Backend:
                 self._admin_client("iam"),
                 name,
                 admin_trust_policy(),
-                policy,
+                with_moto_action_names(policy),
                 error=MotoGatewayError,
             )
             with self._lock:

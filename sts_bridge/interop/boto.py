@@ -37,6 +37,7 @@ from sts_bridge.credentials.refreshing import (
     DEFAULT_MANDATORY_WINDOW,
     RefreshingS3Credentials,
 )
+from sts_bridge.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import boto3
@@ -130,9 +131,18 @@ def botocore_session(
 def boto3_session(
     refreshing: RefreshingS3Credentials, *, region: str | None = None
 ) -> boto3.Session:
-    """A ``boto3.Session`` over ``refreshing`` (use it for ``resource('s3')`` etc.)."""
-    import boto3
+    """A ``boto3.Session`` over ``refreshing`` (use it for ``resource('s3')`` etc.).
 
+    Raises :class:`~sts_bridge.errors.ConfigurationError` when boto3 is not
+    installed (it is the ``boto3`` extra).
+    """
+    try:
+        import boto3
+    except ImportError as exc:
+        raise ConfigurationError(
+            "a boto3 session needs boto3, which is not installed",
+            hint="pip install 'sts-bridge[boto3]', or use ws.s3_client() (botocore alone)",
+        ) from exc
     return boto3.Session(
         botocore_session=botocore_session(refreshing, region=region), region_name=region
     )
@@ -177,15 +187,23 @@ def s3_client(
     max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
     session: botocore.session.Session | None = None,
 ) -> Any:
-    """A boto3 S3 client whose credentials refresh themselves (thread-safe).
+    """An S3 client whose credentials refresh themselves (thread-safe).
 
-    Made through ``boto3.Session`` so that it has boto3's transfer methods
-    (``upload_file``, ``download_file``, ``copy``) as users expect.
+    Made through ``boto3.Session`` where boto3 is installed, so that it has
+    boto3's transfer methods (``upload_file``, ``download_file``, ``copy``)
+    as users expect; otherwise botocore's own client, with every S3 API call
+    and without those three. boto3 is an extra because its botocore pin
+    moves ahead of the one aiobotocore (under s3fs) allows, and pip's
+    resolver then fails to install sts-bridge beside s3fs.
     """
-    import boto3
-
     session = session or botocore_session(refreshing, region=region)
-    client = boto3.Session(botocore_session=session, region_name=region).client(
+    try:
+        import boto3
+    except ImportError:
+        create: Any = session.create_client
+    else:
+        create = boto3.Session(botocore_session=session, region_name=region).client
+    client = create(
         "s3",
         region_name=region,
         endpoint_url=endpoint_url,

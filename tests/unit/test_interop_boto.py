@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
+from sts_bridge.errors import ConfigurationError
 from sts_bridge.interop.boto import (
     StsBridgeCredentials,
     boto3_session,
@@ -101,3 +105,27 @@ def test_boto3_session_uses_our_credentials() -> None:
     creds = session.get_credentials()
     assert creds is not None and creds.method == "sts-bridge"
     assert creds.get_frozen_credentials().access_key == "AK1"
+
+
+def test_without_boto3_the_client_is_botocore_s_and_a_session_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """boto3 is the ``boto3`` extra: the core works with botocore alone."""
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ImportError
+    fetcher = Fetcher()
+    client = s3_client(
+        RefreshingS3Credentials(fetcher), endpoint_url="http://127.0.0.1:9", region="us-east-1"
+    )
+    assert not hasattr(client, "upload_file")  # boto3's injected transfer methods
+    url = client.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "k"})
+    assert "AK1" in url
+    with pytest.raises(ConfigurationError, match="boto3") as err:
+        boto3_session(RefreshingS3Credentials(Fetcher()))
+    assert err.value.hint is not None and "sts-bridge[boto3]" in err.value.hint
+
+
+def test_with_boto3_the_client_has_its_transfer_methods() -> None:
+    client = s3_client(
+        RefreshingS3Credentials(Fetcher()), endpoint_url="http://127.0.0.1:9", region="us-east-1"
+    )
+    assert hasattr(client, "upload_file") and hasattr(client, "download_file")
