@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["API_RETRY", "S3_RETRY", "RetryPolicy"]
+__all__ = ["API_DEADLINE", "API_RETRY", "S3_RETRY", "RetryPolicy"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,12 @@ API_RETRY = RetryPolicy(
     max_delay=20.0,
     statuses=frozenset({429, 500, 502, 503, 504}),
 )
+
+#: Seconds one TerrAPI call may take, every attempt and pause included: an API
+#: that accepts connections and never answers (a stopped process) would
+#: otherwise hold a command for 4 x 30 s. An STS exchange, and the credentials
+#: cache lock held across it (sts_bridge.credentials.cache), never lasts longer.
+API_DEADLINE = 45.0
 
 #: The S3 boundary: 4 attempts, 1 s doubling up to 8 s with jitter; S3's
 #: ``RequestTimeout`` and ``SlowDown`` codes are transient too.

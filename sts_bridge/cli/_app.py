@@ -289,6 +289,23 @@ def _run(handler: Handler, args: argparse.Namespace) -> ExitStatus:
 QUIET_LIBRARIES = ("urllib3", "botocore", "boto3", "s3transfer", "authlib")
 
 
+#: Library loggers whose warnings repeat a failure the CLI reports itself:
+#: botocore.credentials warns, with a traceback, when our credential refresh
+#: raises, and the error line already says why (shown with ``--debug``).
+SAID_BY_US = ("botocore.credentials",)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Records without their traceback: one line each (``--debug`` shows tracebacks)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            record = logging.makeLogRecord(
+                {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+            )
+        return super().format(record)
+
+
 @contextlib.contextmanager
 def _cli_logging(*, debug: bool) -> Iterator[None]:
     """Log to stderr through one handler that redacts every record, for one command.
@@ -302,13 +319,22 @@ def _cli_logging(*, debug: bool) -> Iterator[None]:
 
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("sts-bridge: %(levelname)s: %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("sts-bridge: %(levelname)s: %(name)s: %(message)s")
+        if debug
+        else _OneLineFormatter("sts-bridge: %(levelname)s: %(name)s: %(message)s")
+    )
     handler.addFilter(RedactingFilter())
-    saved = {name: logging.getLogger(name).level for name in ("", *QUIET_LIBRARIES)}
+    saved = {
+        name: logging.getLogger(name).level for name in ("", *QUIET_LIBRARIES, *SAID_BY_US)
+    }
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.INFO)
+    if not debug:
+        for name in SAID_BY_US:
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         yield
     finally:

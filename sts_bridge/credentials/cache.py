@@ -10,6 +10,12 @@ provider nor the API: the principal is known from the cached access token's
 The exchange itself happens under a file lock next to the data (see
 :meth:`RefreshingS3Credentials._obtain`), followed by a re-read: four
 processes starting together make one exchange, the other three adopt it.
+An exchange lasts at most the API's deadline
+(:data:`~sts_bridge.retry.API_DEADLINE`, every attempt included),
+so the lock is never held longer across a network call; a process that
+waits longer than that plus a margin (:data:`LOCK_TIMEOUT`: the holder is
+stopped or stuck) goes on without the lock and makes its own exchange
+instead of failing (the lock only saves exchanges; writes are atomic).
 
 A corrupt, foreign or unreadable file is ignored with a warning and
 replaced on the next exchange; a failure to write is a warning too (the
@@ -29,12 +35,15 @@ from typing import Any
 
 from sts_bridge._files import LockTimeout, atomic_write, file_lock, read_cache_document
 from sts_bridge.credentials.refreshing import S3Credentials
-from sts_bridge.errors import CredentialsError
+from sts_bridge.retry import API_DEADLINE
 from sts_bridge.terrapi.storage_point import StoragePoint
 
 __all__ = ["CredentialCache"]
 
 logger = logging.getLogger("sts_bridge.credentials.cache")
+
+#: Seconds to wait for another process's exchange before going on without the lock.
+LOCK_TIMEOUT = API_DEADLINE + 15.0
 
 _FORMAT = "sts-bridge/sts-credentials"
 _VERSION = 1
@@ -56,7 +65,7 @@ class CredentialCache:
         api_url: str,
         workspace: str,
         subject: str,
-        lock_timeout: float = 120.0,
+        lock_timeout: float = LOCK_TIMEOUT,
     ) -> None:
         self.key: dict[str, str] = {
             "api_url": api_url.rstrip("/"),
@@ -74,18 +83,21 @@ class CredentialCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        held = contextlib.ExitStack()
         try:
-            with file_lock(self.lock_path, timeout=self.lock_timeout):
-                yield
-        except LockTimeout as exc:
-            raise CredentialsError(
-                f"another sts-bridge process has held the credentials cache lock "
-                f"{self.lock_path} for more than {self.lock_timeout:.0f} s",
-                hint="wait for it to finish, or delete the .lock file if no sts-bridge runs",
-            ) from exc
+            held.enter_context(file_lock(self.lock_path, timeout=self.lock_timeout))
+        except LockTimeout:
+            # No exchange lasts this long: the holder is stopped or stuck.
+            logger.warning(
+                "another sts-bridge process has held %s for more than %.0f s; going on without it",
+                self.lock_path,
+                self.lock_timeout,
+            )
+        with held:
+            yield
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the cross-process lock of this cache file (raises CredentialsError on timeout)."""
+        """Hold the cross-process lock of this cache file (see the module: never for long)."""
         return self._locked()
 
     def _read(self) -> dict[str, Any] | None:

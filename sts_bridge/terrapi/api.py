@@ -44,7 +44,7 @@ from sts_bridge.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from sts_bridge.retry import API_RETRY, RetryPolicy
+from sts_bridge.retry import API_DEADLINE, API_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
     from sts_bridge.auth import TokenCredentials
@@ -56,6 +56,8 @@ logger = logging.getLogger("sts_bridge.terrapi.api")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0
+#: Seconds one call may take, every attempt and pause included (see API_DEADLINE).
+DEFAULT_DEADLINE = API_DEADLINE
 
 
 def _generated(module: str = "") -> Any:
@@ -110,6 +112,19 @@ def _problem_detail(exc: Any) -> str | None:
     return redact(str(detail))[:500]
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """A request that was sent (or connected) and got no answer in time."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+
+    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the cause
+    for cause in (exc, reason):
+        if isinstance(cause, NewConnectionError):  # a ConnectTimeoutError in urllib3's tree
+            return False
+        if isinstance(cause, (ReadTimeoutError, ConnectTimeoutError, TimeoutError)):
+            return True
+    return False
+
+
 class TerrapiApi:
     """The TerrAPI User and Storage calls sts-bridge needs.
 
@@ -120,6 +135,8 @@ class TerrapiApi:
     :param retry: when and how long idempotent calls are retried on
         429/5xx/connection errors (default :data:`~sts_bridge.retry.API_RETRY`).
     :param timeout: seconds per request (connect and read).
+    :param deadline: seconds per call, all attempts and pauses included
+        (default :data:`DEFAULT_DEADLINE`); no retry starts after it.
     :param sleep: injectable ``time.sleep`` (tests).
     :param clock: tz-aware "now" for ``Retry-After`` dates (injectable for tests).
     :param pool_manager: a urllib3 ``PoolManager``-like transport (tests, proxies).
@@ -133,6 +150,7 @@ class TerrapiApi:
         verify: bool | str = True,
         retry: RetryPolicy = API_RETRY,
         timeout: float = DEFAULT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock = utc_now,
         pool_manager: Any = None,
@@ -144,6 +162,7 @@ class TerrapiApi:
         self.verify = verify
         self.retry = retry
         self.timeout = timeout
+        self.deadline = deadline
         self._sleep = sleep
         self._clock = clock
         self._pool_manager = pool_manager
@@ -265,6 +284,14 @@ class TerrapiApi:
 
         attempt = 0
         token_refreshed = False
+        ends = time.monotonic() + self.deadline
+
+        def may_retry(delay: float = 0.0) -> bool:
+            # a retry must have a real chance to finish before the deadline
+            return idempotent and attempt < self.retry.retries and (
+                time.monotonic() + delay + 1.0 < ends
+            )
+
         while True:
             token = self.credentials.token()
             auth = {
@@ -274,8 +301,9 @@ class TerrapiApi:
                 "value": f"Bearer {token}",
             }
             self.calls += 1
+            timeout = max(min(self.timeout, ends - time.monotonic()), 1.0)
             try:
-                return operation(_request_auth=auth, _request_timeout=self.timeout)
+                return operation(_request_auth=auth, _request_timeout=timeout)
             except ApiException as exc:
                 status = int(exc.status or 0)
                 if status == 401 and not token_refreshed:
@@ -284,7 +312,7 @@ class TerrapiApi:
                     logger.debug("%s: 401, retrying once with a fresh token", what)
                     self.credentials.invalidate()
                     continue
-                if self.retry.transient(status) and idempotent and attempt < self.retry.retries:
+                if self.retry.transient(status) and may_retry():
                     self._pause(what, attempt, f"HTTP {status}", exc.headers)
                     attempt += 1
                     continue
@@ -310,10 +338,16 @@ class TerrapiApi:
                         hint="check TERRAPI_URL: http:// or https://, and the port",
                     ) from exc
                 reason = type(exc).__name__
-                if idempotent and attempt < self.retry.retries:
+                if may_retry(self.retry.delay(attempt, None)):
                     self._pause(what, attempt, reason, None)
                     attempt += 1
                     continue
+                if _timed_out(exc):
+                    raise ApiUnavailableError(
+                        f"{what}: the API at {self.api_url} did not answer "
+                        f"({attempt + 1} attempt(s) in {self.deadline:.0f} s)",
+                        hint="the API may be overloaded or stopped: try again later",
+                    ) from exc
                 raise ApiUnavailableError(
                     f"{what}: the API at {self.api_url} could not be reached "
                     f"after {attempt + 1} attempt(s) ({reason})",

@@ -44,6 +44,17 @@ def faults(proxied: Proxied, tmp_path: Path) -> Iterator[Proxied]:
         proxied.heal()
 
 
+@pytest.fixture
+def short_faults(proxied_short: Proxied, tmp_path: Path) -> Iterator[Proxied]:
+    """``proxied_short`` healed before and after the test, with this test's CLI env."""
+    proxied_short.heal()
+    proxied_short.env_for_test = cli_env(proxied_short, tmp_path)  # type: ignore[attr-defined]
+    try:
+        yield proxied_short
+    finally:
+        proxied_short.heal()
+
+
 @pytest.fixture(scope="session")
 def readers(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Any]:
     return {}

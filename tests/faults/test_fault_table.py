@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from faults_support import Checker, Proxied, one_line_error, run_cli
+from faults_support import Checker, Proxied, make_checker, one_line_error, run_cli
 
 pytestmark = [pytest.mark.integration]
 
@@ -118,3 +121,39 @@ def test_token_refused_by_the_api_but_valid_by_the_clock_is_replaced_once(
     assert _cached_token(cache) != refused  # a new token, not the refused cache
     after, _ = run_cli(["ls", checker.base], env)
     assert after.returncode == 0, after.stderr.decode()
+
+
+# --------------------------------------------------------------------------
+# the API stops (SIGSTOP) while the STS credentials expire
+# --------------------------------------------------------------------------
+#: "well before 2 minutes": the API's deadline (45 s, every attempt included)
+#: plus the start of the CLI. Without the deadline a stopped API holds the
+#: command for 4 x 30 s, and the run below is killed and the test fails.
+STOPPED_API_BOUND = 100
+
+
+def test_api_stopped_while_sts_credentials_expire_ls_is_one_line(
+    short_faults: Proxied, readers: dict[int, Any], tmp_path: Path
+) -> None:
+    """5 s STS credentials; the API process is stopped, they expire, ``ls``:
+    one error line and one hint (exit 7), no botocore traceback."""
+    checker = make_checker(short_faults.platform, readers, tmp_path / "checker-cache")
+    env = _env(short_faults)
+    first, _ = run_cli(["ls", checker.base], env)
+    assert first.returncode == 0, first.stderr.decode()
+    (cache,) = _sts_cache_files(tmp_path / "cache")
+    expiry = json.loads(cache.read_text())["credentials"]["expiry"]
+    pid = short_faults.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        while time.time() <= expiry:  # the event: the cached credentials have expired
+            time.sleep(0.2)
+        result, seconds = run_cli(["ls", checker.base], env, timeout=STOPPED_API_BOUND)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    line = one_line_error(result)
+    assert result.returncode == 7, line
+    assert "did not answer" in line, line
+    lines = [ln for ln in result.stderr.decode().splitlines() if ln.strip()]
+    assert len(lines) == 2 and lines[1].startswith("sts-bridge: hint: "), lines
+    print(f"FAULT API stopped, ls: exit 7 in {seconds:.1f} s: {line}")

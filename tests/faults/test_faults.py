@@ -391,16 +391,6 @@ def test_killed_download_leaves_no_stray_file_after_rerun(
 # --------------------------------------------------------------------------
 # credentials and disks
 # --------------------------------------------------------------------------
-@pytest.fixture
-def short_faults(proxied_short: Proxied, tmp_path: Path) -> Any:
-    from faults_support import cli_env
-
-    proxied_short.heal()
-    proxied_short.env_for_test = cli_env(proxied_short, tmp_path)  # type: ignore[attr-defined]
-    yield proxied_short
-    proxied_short.heal()
-
-
 def test_credentials_expiring_mid_part(
     short_faults: Proxied, readers: dict[int, Any], tmp_path: Path
 ) -> None:

@@ -113,3 +113,28 @@ def test_folder_prefix(folder: str, expected: str) -> None:
 def test_folder_prefix_refuses_empty_segments(folder: str) -> None:
     with pytest.raises(InvalidKeyError):
         folder_prefix(folder)
+
+
+def test_credentials_cache_lock_held_too_long_is_passed_by(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 20: a process stopped while holding the lock (longer than any
+    exchange lasts) does not stop the others: they go on without it."""
+    import fcntl
+    import os
+
+    cache = CredentialCache(
+        tmp_path, api_url="http://api", workspace="w", subject="s", lock_timeout=0.2
+    )
+    cache.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    holder = os.open(cache.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another open file description: another holder
+        entered = False
+        with cache.locked():
+            entered = True
+        assert entered
+        assert "going on without it" in caplog.text
+    finally:
+        os.close(holder)
+
