@@ -133,10 +133,14 @@ def cmd_up_detached(args: argparse.Namespace, argv: list[str]) -> int:
             _say(f"the platform did not start; its log:\n{log_path.read_text(errors='replace')}")
             return 1
         time.sleep(0.1)
-    sys.stdout.write(env_file.read_text())
-    sys.stdout.write(f"export STS_BRIDGE_DEVSTACK_PID={child.pid}\n")
-    sys.stdout.flush()
+    block = env_file.read_text() + f"export STS_BRIDGE_DEVSTACK_PID={child.pid}\n"
     env_file.unlink()  # the block holds a client secret: keep no copy around
+    if args.env_file:
+        # the child was given our own --env-file after the user's (argparse
+        # keeps the last), so the user's file is written here, with the pid
+        _write_private(Path(args.env_file), block)
+    sys.stdout.write(block)
+    sys.stdout.flush()
     _say(f"running in the background (pid {child.pid}); log: {log_path}")
     _say("stop it with: sts-bridge devstack down   (or kill $STS_BRIDGE_DEVSTACK_PID)")
     return 0
