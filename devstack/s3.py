@@ -120,6 +120,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -301,6 +302,7 @@ class RadosGateway(S3Gateway):
         self.admin_secret_key = ""
         self.mon_port = 0
         self.rgw_port = 0
+        self.osd_id = ""
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._admin: Any = None
 
@@ -395,6 +397,14 @@ osd objectstore = memstore
 memstore device bytes = {self.memstore_bytes}
 osd op num shards = 2
 osd op num threads per shard = 1
+# short placement-group logs: every write adds an entry that holds memory
+# until the log is trimmed, and with the defaults (thousands per PG) a long
+# run of overwrites grew the OSD by ~21 MiB/min; one OSD never recovers from
+# a peer, so it needs no long log
+osd min pg log entries = 10
+osd max pg log entries = 20
+osd pg log dups tracked = 10
+osd pg log trim min = 5
 
 [client.rgw]
 # tcp_nodelay: as production gateways run; with Nagle on, a small GET body
@@ -422,6 +432,21 @@ rgw gc processor max time = 5
         GC runs; long benchmarks call this between rounds.
         """
         self._run("radosgw-admin", "gc", "process", "--include-all", timeout=timeout)
+
+    def gc_pending(self) -> int:
+        """How many deleted or overwritten objects wait for the garbage collector."""
+        return len(json.loads(self._run("radosgw-admin", "gc", "list", "--include-all")))
+
+    def osd_memory_pools(self) -> dict[str, int]:
+        """Bytes the OSD's memory pools hold, by pool and ``"total"`` (memstore's
+        objects, the placement-group logs, ...): what the OSD keeps, unlike its
+        RSS, which also counts memory its allocator has not returned yet."""
+        pools = json.loads(self._run("ceph", "daemon", f"osd.{self.osd_id}", "dump_mempools"))[
+            "mempool"
+        ]
+        sizes = {name: int(pool["bytes"]) for name, pool in pools["by_pool"].items()}
+        sizes["total"] = int(pools["total"]["bytes"])
+        return sizes
 
     def _run(self, *args: str, timeout: float = 30.0) -> str:
         cmd = [args[0], "-c", str(self._conf_path()), *args[1:]]
@@ -507,7 +532,7 @@ rgw gc processor max time = 5
 
         # osd (the monitor answers "osd new" as soon as it has formed a quorum)
         osd_uuid = str(uuid.uuid4())
-        osd_id = self._run("ceph", "osd", "new", osd_uuid, timeout=20).strip()
+        osd_id = self.osd_id = self._run("ceph", "osd", "new", osd_uuid, timeout=20).strip()
         self._run("ceph-osd", "--mkfs", "-i", osd_id, "--osd-uuid", osd_uuid)
         self._spawn("osd", "ceph-osd", "-i", osd_id)
 
