@@ -128,6 +128,32 @@ check-generated: $(VENV)/bin/openapi-generator-cli
 	    || { git status --short -- generated_client; echo "check-generated: generated_client/ has uncommitted changes"; exit 1; }; } && \
 	echo "check-generated: generated_client/ matches openapi/terrapi.yaml"
 
+# The distributions a package index would take: a wheel and an sdist built
+# without warnings from setuptools, checked by twine, and the wheel installed
+# into a clean virtualenv (dependencies from the registry, held to the lock)
+# where the command and the package answer.
+dist: python-deps
+	@rm -rf dist build
+	@$(PY) -m build --no-isolation --outdir dist >dist.log 2>&1 || { cat dist.log; exit 1; }
+	@! grep -n -E '^WARNING|Warning|^!!$$' dist.log || { echo "dist: the build warned (dist.log)"; exit 1; }
+	@rm -f dist.log
+	$(VENV)/bin/twine check --strict dist/*
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/pip" install --quiet -c $(LOCK) dist/*.whl && \
+	"$$tmp/venv/bin/pip" check && \
+	"$$tmp/venv/bin/sts-bridge" --version && \
+	"$$tmp/venv/bin/python" -c "import sts_bridge; print('import sts_bridge', sts_bridge.__version__)"
+
+# Installs sts-bridge the way a user with an existing data-stack environment
+# does: a venv made by `python3 -m venv` (its own pip), the newest s3fs,
+# xarray, zarr, pandas, pyarrow, dask and rasterio from the registry, then
+# `pip install '.[fsspec,dask]'` without the lock; `pip check`, then a
+# workspace:// round trip against the local platform. Not part of `make
+# test`, which stays locked and reproducible.
+user-env: setup
+	$(PY) -m sts_bridge_devstack.user_env --python $(PYTHON)
+
 demo: setup
 	$(PY) -m sts_bridge_devstack.demo
 
