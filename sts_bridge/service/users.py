@@ -27,9 +27,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sts_bridge.aio import AsyncWorkspace, run_cancellable
 from sts_bridge.auth.base import Token, TokenCredentials
 from sts_bridge.auth.exchange import (
     ExchangedTokenCredentials,
@@ -175,6 +177,14 @@ class ServiceUsers:
                     state.default_workspace = state.client.default_workspace_name()
                 name = state.default_workspace
         return state.client.workspace(name)
+
+    async def async_workspace(
+        self, caller: Caller, name: str | None = None, *, executor: Executor | None = None
+    ) -> AsyncWorkspace:
+        """:meth:`workspace` for asyncio: the exchange and the STS call (when this
+        user needs them) run in a worker thread; an :class:`~sts_bridge.aio.AsyncWorkspace`."""
+        ws = await run_cancellable(executor, lambda _cancelled: self.workspace(caller, name))
+        return AsyncWorkspace(ws, executor=executor)
 
     def forget(self, caller: Caller) -> bool:
         """Drop ``caller``'s state now (e.g. at logout); ``True`` when there was some."""

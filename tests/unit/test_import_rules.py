@@ -44,7 +44,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sts_bridge.urls",),
     ("sts_bridge.workspace",),
     ("sts_bridge.client",),
-    ("sts_bridge.interop", "sts_bridge.dask", "sts_bridge.service"),
+    ("sts_bridge.interop", "sts_bridge.dask", "sts_bridge.aio"),
+    ("sts_bridge.service",),
     ("sts_bridge.cli",),
     ("sts_bridge.__main__",),
     ("sts_bridge",),  # the package's lazy re-exports

@@ -1,0 +1,342 @@
+"""asyncio: ``AsyncWorkspace`` and ``AsyncClient``, the SDK's operations as coroutines.
+
+>>> ws = await AsyncClient(sts_bridge.Client.from_env()).workspace()   # doctest: +SKIP
+>>> await ws.upload(b"...", "results/out.bin")                          # doctest: +SKIP
+>>> async for obj in ws.list("results/"): ...                           # doctest: +SKIP
+
+Each operation runs the SDK's own transfer engine in a worker thread of a
+bounded executor, so the event loop never waits on a socket, a file or a
+hash. Why threads and not a second, asyncio HTTP engine: the engine's
+planning, signing, retries, resume records and error mapping then exist
+once (style note 17); the transfer bytes move in C (hashlib, ssl, socket)
+with the GIL released, and the loop's only work is to await a future.
+
+Cancellation: cancelling a coroutine sets an event the worker checks at
+every part boundary and at every read of an async stream; the worker then
+aborts what it started (a multipart upload is aborted, its parts deleted)
+and the coroutine waits for that abort before it re-raises
+``CancelledError``. A single-PUT upload (below the multipart threshold) that
+was already sent completes: cancelling it cannot un-send it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures as cf
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sts_bridge.errors import TransferError
+
+if TYPE_CHECKING:
+    from sts_bridge.client import Client
+    from sts_bridge.credentials.refreshing import S3Credentials
+    from sts_bridge.s3.transfer_types import ObjectInfo, PresignedUrl, ProgressCallback
+    from sts_bridge.s3.transfers import Source, UploadResult
+    from sts_bridge.workspace import Workspace
+
+__all__ = ["DEFAULT_MAX_THREADS", "AsyncClient", "AsyncWorkspace", "shared_executor"]
+
+T = TypeVar("T")
+
+#: Worker threads of the executor shared by every async object that is given none.
+DEFAULT_MAX_THREADS = 64
+
+_shared: cf.ThreadPoolExecutor | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_executor() -> cf.ThreadPoolExecutor:
+    """The bounded executor async objects use by default (threads start on demand)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = cf.ThreadPoolExecutor(
+                DEFAULT_MAX_THREADS, thread_name_prefix="sts-bridge-aio"
+            )
+        return _shared
+
+
+class Cancelled(TransferError):
+    """The coroutine driving a transfer was cancelled (raised in its worker thread)."""
+
+    def __init__(self) -> None:
+        super().__init__("the transfer was cancelled")
+
+
+async def run_cancellable(
+    executor: cf.Executor | None,
+    work: Callable[[threading.Event], T],
+    on_cancel: Callable[[], None] | None = None,
+) -> T:
+    """``work(cancelled)`` in a worker thread; on cancellation, set the event and wait for it.
+
+    ``on_cancel`` runs right after the event is set (to wake a worker that
+    waits on the loop). The coroutine re-raises ``CancelledError`` only once
+    ``work`` has returned or raised, so whatever the worker was doing
+    (aborting a multipart upload) is finished by then.
+    """
+    cancelled = threading.Event()
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(executor or shared_executor(), work, cancelled)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        cancelled.set()
+        if on_cancel is not None:
+            on_cancel()
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:
+                continue  # cancelled again: the abort still has to finish
+        if not future.cancelled():
+            future.exception()  # retrieved: the worker's Cancelled is expected
+        raise
+
+
+class _AsyncChunks:
+    """A blocking ``read()`` over an async iterable of bytes, for a worker thread.
+
+    Each read that needs more bytes asks the event loop for the next chunk
+    and waits for it (the worker waits, never the loop). One chunk is held at
+    a time. Cancellation cancels the pending ``__anext__`` too, so a stream
+    that never yields again cannot hold the abort back.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterable[bytes],
+        loop: asyncio.AbstractEventLoop,
+        cancelled: threading.Event,
+    ) -> None:
+        self._iterator = chunks.__aiter__()
+        self._loop = loop
+        self._cancelled = cancelled
+        self._buffer = memoryview(b"")
+        self._finished = False
+        self._pending: cf.Future[bytes] | None = None
+
+    async def _next(self) -> bytes:
+        return await self._iterator.__anext__()
+
+    def cancel_pending(self) -> None:
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()
+
+    def read(self, size: int = -1) -> bytes:
+        out: list[bytes] = []
+        wanted = size if size is not None and size >= 0 else None
+        while wanted is None or wanted > 0:
+            if not self._buffer and (self._finished or not self._fill()):
+                break
+            take = len(self._buffer) if wanted is None else min(wanted, len(self._buffer))
+            out.append(bytes(self._buffer[:take]))
+            self._buffer = self._buffer[take:]
+            if wanted is not None:
+                wanted -= take
+        return b"".join(out)
+
+    def _fill(self) -> bool:
+        if self._cancelled.is_set():
+            raise Cancelled()
+        pending = asyncio.run_coroutine_threadsafe(self._next(), self._loop)
+        self._pending = pending
+        if self._cancelled.is_set():  # cancelled between the check above and now
+            pending.cancel()
+        try:
+            chunk = pending.result()
+        except StopAsyncIteration:
+            self._finished = True
+            return False
+        except cf.CancelledError:
+            raise Cancelled() from None
+        finally:
+            self._pending = None
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TransferError(f"an async stream yielded {type(chunk).__name__}, not bytes")
+        self._buffer = memoryview(bytes(chunk))
+        return True
+
+
+class AsyncWorkspace:
+    """A :class:`~sts_bridge.Workspace` whose operations are coroutines (see the module).
+
+    :param workspace: the workspace to drive.
+    :param executor: the worker threads (default :func:`shared_executor`).
+    """
+
+    def __init__(self, workspace: Workspace, *, executor: cf.Executor | None = None) -> None:
+        self.workspace = workspace
+        self._executor = executor
+
+    def __repr__(self) -> str:
+        return f"AsyncWorkspace({self.workspace!r})"
+
+    @property
+    def name(self) -> str:
+        return self.workspace.name
+
+    @property
+    def prefix(self) -> str:
+        return self.workspace.prefix
+
+    def url(self, key: str = "") -> str:
+        return self.workspace.url(key)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_cancellable(self._executor, lambda _cancelled: fn(*args, **kwargs))
+
+    # -- transfers -----------------------------------------------------------------
+
+    async def upload(
+        self,
+        source: Source,
+        key: str | None = None,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        resumable: bool = True,
+    ) -> UploadResult:
+        """:meth:`Workspace.upload <sts_bridge.Workspace.upload>` (a file, bytes or a
+        blocking binary stream); cancellable at every part boundary."""
+
+        def work(cancelled: threading.Event) -> UploadResult:
+            if cancelled.is_set():
+                raise Cancelled()
+            return self.workspace.upload(
+                source,
+                key,
+                content_type=content_type,
+                metadata=metadata,
+                progress=_guarded(progress, cancelled),
+                resumable=resumable,
+            )
+
+        return await run_cancellable(self._executor, work)
+
+    async def upload_stream(
+        self,
+        chunks: AsyncIterable[bytes],
+        key: str,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        """Upload what an async iterable of ``bytes`` yields (a request body, a
+        generator) to ``key``: one part in memory per part in flight, multipart
+        when it is larger than one part; cancellable at every chunk."""
+        loop = asyncio.get_running_loop()
+        holder: list[_AsyncChunks] = []
+
+        def work(cancelled: threading.Event) -> UploadResult:
+            reader = _AsyncChunks(chunks, loop, cancelled)
+            holder.append(reader)
+            if cancelled.is_set():
+                raise Cancelled()
+            return self.workspace.upload(
+                reader,  # type: ignore[arg-type]
+                key,
+                content_type=content_type,
+                metadata=metadata,
+                progress=_guarded(progress, cancelled),
+                resumable=False,
+            )
+
+        def wake() -> None:
+            for reader in holder:
+                reader.cancel_pending()
+
+        return await run_cancellable(self._executor, work, wake)
+
+    async def download(
+        self,
+        key: str,
+        dest: str | os.PathLike[str] | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> Path:
+        """:meth:`Workspace.download <sts_bridge.Workspace.download>`; cancellable at every
+        range (the partial temporary file is removed, ``dest`` is never touched)."""
+
+        def work(cancelled: threading.Event) -> Path:
+            if cancelled.is_set():
+                raise Cancelled()
+            return self.workspace.download(key, dest, progress=_guarded(progress, cancelled))
+
+        return await run_cancellable(self._executor, work)
+
+    async def list(
+        self, prefix: str = "", *, recursive: bool = True, page_size: int = 1000
+    ) -> AsyncIterator[ObjectInfo]:
+        """:meth:`Workspace.list <sts_bridge.Workspace.list>` as an async iterator (one
+        page fetched at a time, in a worker thread)."""
+        pages = self.workspace.list(prefix, recursive=recursive, page_size=page_size)
+        while True:
+            batch = await self._call(lambda: builtins.list(itertools.islice(pages, page_size)))
+            for item in batch:
+                yield item
+            if len(batch) < page_size:
+                return
+
+    async def delete(self, key_or_prefix: str, *, recursive: bool = False) -> int:
+        """:meth:`Workspace.delete <sts_bridge.Workspace.delete>`."""
+        return await self._call(self.workspace.delete, key_or_prefix, recursive=recursive)
+
+    async def presign(
+        self, key: str, method: str = "GET", expires_in: int | timedelta = 3600
+    ) -> PresignedUrl:
+        """:meth:`Workspace.presign <sts_bridge.Workspace.presign>` (may refresh credentials)."""
+        return await self._call(self.workspace.presign, key, method, expires_in)
+
+    async def presign_many(
+        self, keys: Sequence[str], method: str = "GET", expires_in: int | timedelta = 3600
+    ) -> builtins.list[PresignedUrl]:
+        """:meth:`Workspace.presign_many <sts_bridge.Workspace.presign_many>`."""
+        return builtins.list(
+            await self._call(self.workspace.presign_many, keys, method, expires_in)
+        )
+
+    async def credentials(self) -> S3Credentials:
+        """A valid frozen snapshot (refreshed in a worker thread when needed)."""
+        return await self._call(self.workspace.credentials)
+
+
+class AsyncClient:
+    """A :class:`~sts_bridge.Client` whose calls that reach a server are coroutines."""
+
+    def __init__(self, client: Client, *, executor: cf.Executor | None = None) -> None:
+        self.client = client
+        self._executor = executor
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.client!r})"
+
+    async def workspaces(self) -> list[str]:
+        return await run_cancellable(self._executor, lambda _c: self.client.workspaces())
+
+    async def workspace(self, name: str | None = None) -> AsyncWorkspace:
+        """The :class:`AsyncWorkspace` ``name`` (default: the client's default workspace)."""
+        ws = await run_cancellable(self._executor, lambda _c: self.client.workspace(name))
+        return AsyncWorkspace(ws, executor=self._executor)
+
+
+def _guarded(progress: ProgressCallback | None, cancelled: threading.Event) -> ProgressCallback:
+    """A progress callback that stops the transfer once ``cancelled`` is set."""
+
+    def report(done: int, total: int | None) -> None:
+        if cancelled.is_set():
+            raise Cancelled()
+        if progress is not None:
+            progress(done, total)
+
+    return report
