@@ -92,7 +92,7 @@ test-unit: python-deps
 	$(PY) -m pytest tests/unit
 
 lint: python-deps
-	$(VENV)/bin/ruff check sts_bridge devstack tests bench
+	$(VENV)/bin/ruff check sts_bridge devstack tests bench examples
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_import_rules.py
 

@@ -1,0 +1,119 @@
+"""A reference service on sts-bridge: results stored in each caller's own workspace.
+
+* ``POST /results`` stores the request body (streamed, multipart when it is
+  large) in the caller's workspace under ``results/`` and answers ``201``
+  with the key, the size and a presigned GET link;
+* ``GET /results`` lists the caller's results;
+* ``GET /healthz`` answers ``ok`` (no token needed).
+
+Every request carries the caller's bearer token, addressed to this service
+(``RESULTS_AUDIENCE``); it is checked by :class:`CallerVerifier` (401/403
+with an RFC 6750 header otherwise) and exchanged (RFC 8693) for a token to
+the API by :class:`ServiceUsers`, which keeps each user's token, workspace
+and STS credentials in a bounded cache.
+
+Configuration (environment): the service's own ``TERRAPI_URL``,
+``TERRAPI_ISSUER``, ``TERRAPI_CLIENT_ID``, ``TERRAPI_CLIENT_SECRET`` (a
+client allowed to exchange tokens), ``TERRAPI_AUDIENCE`` (the API's),
+``TERRAPI_SCOPES``; and ``RESULTS_AUDIENCE`` (required), ``RESULTS_SCOPES``
+(scopes every caller needs, space-separated), ``RESULTS_GROUPS`` (the caller
+needs one of these ``groups``, comma-separated), ``RESULTS_MAX_USERS``,
+``RESULTS_IDLE_SECONDS``, ``RESULTS_LINK_SECONDS`` (default 900).
+
+Run it::
+
+    uvicorn --app-dir examples results_service:app --host 127.0.0.1 --port 8080
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from sts_bridge.config import load_settings
+from sts_bridge.errors import StsBridgeError
+from sts_bridge.service import Caller, CallerRequirements, CallerVerifier, any_of
+from sts_bridge.service.fastapi_auth import caller_dependency
+from sts_bridge.service.users import ServiceUsers
+
+logger = logging.getLogger("results_service")
+
+RESULTS_PREFIX = "results/"
+
+
+def create_app(environ: dict[str, str] | None = None) -> FastAPI:
+    """The application, configured from ``environ`` (default ``os.environ``)."""
+    env = dict(os.environ if environ is None else environ)
+    settings = load_settings()
+    audience = env["RESULTS_AUDIENCE"]
+    groups = [g for g in env.get("RESULTS_GROUPS", "").split(",") if g]
+    requirements = CallerRequirements(
+        scopes=tuple(env.get("RESULTS_SCOPES", "").split()),
+        claims=(any_of("groups", *groups),) if groups else (),
+    )
+    assert settings.issuer is not None, "TERRAPI_ISSUER is required"
+    verifier = CallerVerifier(
+        settings.issuer, audience, requirements=requirements, verify=settings.verify
+    )
+    users = ServiceUsers(
+        settings,
+        max_users=int(env.get("RESULTS_MAX_USERS", "1000")),
+        idle_seconds=float(env.get("RESULTS_IDLE_SECONDS", "900")),
+    )
+    link_seconds = int(env.get("RESULTS_LINK_SECONDS", "900"))
+    caller_of = caller_dependency(verifier)
+
+    app = FastAPI(title="sts-bridge results service")
+    app.state.users = users
+    app.state.verifier = verifier
+
+    @app.exception_handler(StsBridgeError)
+    async def sdk_error(request: Request, exc: StsBridgeError) -> JSONResponse:
+        # One line, already redacted by sts-bridge; never a traceback to the caller.
+        logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return JSONResponse({"detail": exc.message}, status_code=502)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/results", status_code=201)
+    async def store(request: Request, caller: Caller = Depends(caller_of)) -> dict[str, Any]:  # noqa: B008
+        ws = await users.async_workspace(caller)
+        key = f"{RESULTS_PREFIX}{uuid.uuid4().hex}"
+        result = await ws.upload_stream(
+            request.stream(),
+            key,
+            content_type=request.headers.get("content-type") or "application/octet-stream",
+        )
+        link = await ws.presign(key, expires_in=link_seconds)
+        return {
+            "key": key,
+            "size": result.size,
+            "url": link.url,
+            "expires_at": link.expires_at.isoformat(),
+        }
+
+    @app.get("/results")
+    async def listing(caller: Caller = Depends(caller_of)) -> dict[str, Any]:  # noqa: B008
+        ws = await users.async_workspace(caller)
+        found = [{"key": o.key, "size": o.size} async for o in ws.list(RESULTS_PREFIX)]
+        return {"workspace": ws.name, "results": found}
+
+    return app
+
+
+def _app_from_environment() -> FastAPI:
+    level = os.environ.get("RESULTS_LOG_LEVEL")
+    if level:
+        logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    return create_app()
+
+
+if os.environ.get("RESULTS_AUDIENCE"):
+    app = _app_from_environment()

@@ -1,0 +1,232 @@
+"""The reference service (examples/results_service.py) under uvicorn, beside the local platform.
+
+alice and bob log in through the IdP's pages for the service's audience and
+call it over HTTP on 127.0.0.1: each result lands in the caller's own
+workspace, the link serves it, each caller lists only their own results,
+bad tokens are refused with the right status, and a small concurrent load
+runs with 0 errors and one token exchange and one STS call per user (counted
+on the IdP and the reference API). The service's DEBUG log holds no token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sts_bridge_devstack.ports import free_port, wait_until_ready
+from sts_bridge_devstack.static_issuer import StaticIssuer
+
+from sts_bridge import Client
+from sts_bridge.auth.static import StaticToken
+from sts_bridge.config import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+@dataclass
+class RunningService:
+    url: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+    def call(self, method: str, path: str, token: str | None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
+
+
+def start_service(platform: Any, workdir: Path) -> RunningService:
+    """The example under uvicorn on a free port, configured as its docstring says."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TERRAPI_", "STS_BRIDGE_"))}
+    env.update(
+        TERRAPI_URL=platform.api_url,
+        TERRAPI_ISSUER=platform.issuer,
+        TERRAPI_CLIENT_ID=platform.exchange_client_id,
+        TERRAPI_CLIENT_SECRET=platform.exchange_client_secret,
+        TERRAPI_AUDIENCE=platform.audience,
+        TERRAPI_SCOPES="openid profile gep",
+        STS_BRIDGE_CACHE_DIR=str(workdir / "cache"),
+        RESULTS_AUDIENCE=platform.exchange_audience,
+        RESULTS_SCOPES="gep",
+        RESULTS_GROUPS="team-a,team-b",
+        RESULTS_LINK_SECONDS="600",
+        RESULTS_LOG_LEVEL="DEBUG",
+    )
+    log = workdir / f"service-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(EXAMPLES),
+                "results_service:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "debug",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    running = RunningService(f"http://127.0.0.1:{port}", log, process)
+    try:
+        wait_until_ready(f"{running.url}/healthz", timeout=60, what="results service")
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+@pytest.fixture(scope="module")
+def service(local_platform: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    running = start_service(local_platform, tmp_path_factory.mktemp("results-service"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def tokens(local_platform: Any) -> dict[str, str]:
+    audience = local_platform.exchange_audience
+    return {
+        "alice": local_platform.user_token("alice", resource=audience),
+        "bob": local_platform.user_token("bob", resource=audience),
+        "alice-openid-only": local_platform.user_token("alice", "openid", resource=audience),
+        "alice-for-the-api": local_platform.user_token("alice"),
+    }
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_results_land_in_the_callers_own_workspace(
+    local_platform: Any, service: RunningService, tokens: dict[str, str]
+) -> None:
+    body = f"alice's result {uuid.uuid4()}".encode()
+    stored = service.call("POST", "/results", tokens["alice"], data=body)
+    assert stored.status_code == 201, stored.text
+    answer = stored.json()
+    assert answer["size"] == len(body)
+    assert requests.get(answer["url"], timeout=10).content == body
+    # stored under alice's own workspace, as the API describes it to alice herself
+    own = Client(
+        Settings(api_url=local_platform.api_url),
+        credentials=StaticToken(tokens["alice-for-the-api"]),
+        cache=False,
+    ).workspace()
+    assert [o.size for o in own.list(answer["key"])] == [len(body)]
+
+    alice = service.call("GET", "/results", tokens["alice"]).json()
+    bob = service.call("GET", "/results", tokens["bob"]).json()
+    assert alice["workspace"] == "gep-alice-private-workspace"
+    assert bob["workspace"] == "gep-bob-private-workspace"
+    assert answer["key"] in [r["key"] for r in alice["results"]]
+    assert answer["key"] not in [r["key"] for r in bob["results"]]
+
+
+def test_a_large_body_is_streamed_multipart(
+    service: RunningService, tokens: dict[str, str]
+) -> None:
+    body = os.urandom(20 << 20)
+    stored = service.call("POST", "/results", tokens["bob"], data=body)
+    assert stored.status_code == 201, stored.text
+    assert requests.get(stored.json()["url"], timeout=60).content == body
+
+
+def test_bad_tokens_are_refused(
+    local_platform: Any, service: RunningService, tokens: dict[str, str]
+) -> None:
+    header, payload, signature = tokens["alice"].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    bob_sub = json.loads(
+        base64.urlsafe_b64decode(
+            tokens["bob"].split(".")[1] + "=" * (-len(tokens["bob"].split(".")[1]) % 4)
+        )
+    )["sub"]
+    with StaticIssuer(local_platform.exchange_audience) as other:
+        foreign = other.token(sub=claims["sub"], scope="openid gep", groups=["team-a"])
+    expired = {**claims, "exp": claims["iat"] - 3600}
+    cases = {
+        "no token": (None, 401),
+        "another audience": (tokens["alice-for-the-api"], 401),
+        "forged": (f"{header}.{b64({**claims, 'sub': bob_sub})}.{signature}", 401),
+        "expired (re-signed payload)": (f"{header}.{b64(expired)}.{signature}", 401),
+        "alg none": (f"{b64({'alg': 'none', 'typ': 'at+jwt'})}.{payload}.", 401),
+        "another issuer": (foreign, 401),
+        "missing scope": (tokens["alice-openid-only"], 403),
+    }
+    for name, (token, status) in cases.items():
+        for method in ("GET", "POST"):
+            answer = service.call(method, "/results", token, data=b"x")
+            assert answer.status_code == status, (name, method, answer.text)
+            assert answer.headers["www-authenticate"].startswith("Bearer"), name
+            if token:
+                assert token not in answer.text and token not in str(answer.headers)
+            assert "\n" not in answer.json()["detail"]
+
+
+def test_a_concurrent_load_exchanges_once_per_user(
+    local_platform: Any, tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    """2 users x 50 concurrent requests on a fresh service: 0 errors, one exchange
+    (IdP POST /token) and one STS call (reference API) per user."""
+    # a fresh service process: the users it serves have no state yet
+    fresh = start_service(local_platform, tmp_path)
+    try:
+        _load(local_platform, fresh, tokens)
+    finally:
+        fresh.stop()
+
+
+def _load(local_platform: Any, fresh: RunningService, tokens: dict[str, str]) -> None:
+    idp_before = local_platform.idp_stats()["by_path"].get("POST /token", 0)
+    sts_before = local_platform.api_stats()["sts_exchanges"]
+
+    def one(i: int) -> int:
+        who = ("alice", "bob")[i % 2]
+        if i % 5 == 0:
+            return int(fresh.call("GET", "/results", tokens[who]).status_code)
+        return int(fresh.call("POST", "/results", tokens[who], data=b"r" * 1024).status_code)
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(one, range(100)))
+    errors = [s for s in statuses if s not in (200, 201)]
+    assert errors == []
+    assert local_platform.idp_stats()["by_path"].get("POST /token", 0) - idp_before == 2
+    assert local_platform.api_stats()["sts_exchanges"] - sts_before == 2
+
+    log = fresh.log.read_text("utf-8", errors="replace")
+    assert "DEBUG" in log  # the sweep looks at a DEBUG log
+    assert not JWT.findall(log)
+    for token in tokens.values():
+        assert token not in log
