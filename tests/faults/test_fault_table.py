@@ -157,3 +157,40 @@ def test_api_stopped_while_sts_credentials_expire_ls_is_one_line(
     lines = [ln for ln in result.stderr.decode().splitlines() if ln.strip()]
     assert len(lines) == 2 and lines[1].startswith("sts-bridge: hint: "), lines
     print(f"FAULT API stopped, ls: exit 7 in {seconds:.1f} s: {line}")
+
+
+# --------------------------------------------------------------------------
+# credentials printed for another tool
+# --------------------------------------------------------------------------
+def test_printed_credentials_have_at_least_half_their_life_left(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """``credentials --format env`` hands out a snapshot that cannot refresh
+    itself: cached credentials past half their life are exchanged first, and
+    stderr says when the printed ones expire."""
+    import shlex
+    from datetime import datetime
+
+    env = _env(faults)
+    first, _ = run_cli(["ls", checker.base], env)
+    assert first.returncode == 0, first.stderr.decode()
+    (cache,) = _sts_cache_files(tmp_path / "cache")
+    doc = json.loads(cache.read_text())
+    # valid for 10 more minutes, but issued 50 minutes ago: a sixth of the life left,
+    # outside every refresh window, so only the half-life rule refreshes them
+    now = time.time()
+    doc["credentials"]["issued_at"] = now - 3000
+    doc["credentials"]["expiry"] = now + 600
+    cache.write_text(json.dumps(doc))
+    stale_key = doc["credentials"]["access_key"]
+
+    result, _ = run_cli(["credentials", "--format", "env"], env)
+    assert result.returncode == 0, result.stderr.decode()
+    exported = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in result.stdout.decode().splitlines()
+    )
+    assert exported["AWS_ACCESS_KEY_ID"] != stale_key  # exchanged first
+    expires = datetime.fromisoformat(exported["AWS_CREDENTIAL_EXPIRATION"].replace("Z", "+00:00"))
+    assert expires.timestamp() > now + 600
+    assert "expire at" in result.stderr.decode() and "--serve" in result.stderr.decode()
