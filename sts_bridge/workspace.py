@@ -26,7 +26,7 @@ from sts_bridge.s3.transfer_types import (
     UnfinishedUpload,
     UploadResult,
 )
-from sts_bridge.s3.transfers import Source, TransferEngine
+from sts_bridge.s3.transfers import SkipCallback, Source, TransferEngine
 from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.urls import format_workspace_url
 
@@ -225,6 +225,7 @@ class Workspace:
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
         resumable: bool = True,
+        on_skip: SkipCallback | None = None,
     ) -> UploadResults:
         """Upload a directory recursively; one :class:`UploadResult` per file.
 
@@ -235,6 +236,9 @@ class Workspace:
         pattern, :class:`~sts_bridge.errors.TransferError` (nothing left
         behind; also for a path that is not a directory, before any
         request), :class:`~sts_bridge.errors.StorageAccessDeniedError`.
+        What is not a regular file (FIFO, socket, dangling link, link loop,
+        link to a folder) fails the upload before any request, or, with
+        ``on_skip``, is handed to ``on_skip(path, reason)`` and left out.
         """
         return self.engine.upload_directory(
             path,
@@ -245,6 +249,7 @@ class Workspace:
             metadata=metadata,
             progress=progress,
             resumable=resumable,
+            on_skip=on_skip,
         )
 
     def unfinished_uploads(self, prefix: str = "") -> UnfinishedUploads:
@@ -263,6 +268,39 @@ class Workspace:
         runs it, a storage error when the store does not confirm it.
         """
         self.engine.abort_upload(upload)
+
+    def upload_many(
+        self,
+        sources: Sequence[tuple[Source, str | None]],
+        *,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        resumable: bool = True,
+        on_skip: SkipCallback | None = None,
+    ) -> UploadResults:
+        """Upload several ``(source, key)`` pairs (files, directories, streams) in one go.
+
+        Everything is planned before the first request: two sources that map
+        to one key are refused (:class:`~sts_bridge.errors.InvalidArgumentError`:
+        the second would overwrite the first), and ``include``/``exclude``
+        apply to named files too. What is left out (filtered named files,
+        what is not a regular file) goes to ``on_skip(path, reason)``; without
+        it, the first one fails the upload before any request. See
+        :meth:`TransferEngine.plan_uploads
+        <sts_bridge.s3.transfers.TransferEngine.plan_uploads>`.
+        """
+        specs = self.engine.plan_uploads(
+            sources,
+            include=include,
+            exclude=exclude,
+            content_type=content_type,
+            metadata=metadata,
+            on_skip=on_skip,
+        )
+        return self.engine.upload_planned(specs, progress=progress, resumable=resumable)
 
     def download(
         self,

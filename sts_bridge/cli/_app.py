@@ -253,7 +253,7 @@ def _run(handler: Handler, args: argparse.Namespace) -> ExitStatus:
         return ExitStatus.TERMINATED if terminated else ExitStatus.INTERRUPTED
     except StsBridgeError as exc:
         if args.debug:
-            raise
+            _print_traceback()
         status = exit_status_for(exc)
         error(exc.message, exc.hint or FALLBACK_HINTS[status])
         return status
@@ -265,7 +265,7 @@ def _run(handler: Handler, args: argparse.Namespace) -> ExitStatus:
         # A local file problem (a missing folder, no space left, a
         # permission): the system's own words name it well enough.
         if args.debug:
-            raise
+            _print_traceback()
         where = f": {exc.filename}" if exc.filename else ""
         error(
             f"{exc.strerror or type(exc).__name__}{where}",
@@ -274,7 +274,7 @@ def _run(handler: Handler, args: argparse.Namespace) -> ExitStatus:
         return ExitStatus.ERROR
     except Exception as exc:
         if args.debug:
-            raise
+            _print_traceback()
         error(
             f"unexpected {type(exc).__name__}: {_safe_text(exc)}",
             "run again with --debug for a traceback, and report it",
@@ -343,6 +343,18 @@ def _cli_logging(*, debug: bool) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
+def _print_traceback() -> None:
+    """``--debug``: the traceback of the exception being handled, redacted, on stderr.
+
+    The error line and the exit code that follow are the same as without
+    ``--debug``: a script's ``$?`` does not depend on how much it logs."""
+    import traceback
+
+    from sts_bridge._redact import redact
+
+    sys.stderr.write(redact(traceback.format_exc()))
+
+
 def _safe_text(exc: BaseException) -> str:
     from sts_bridge._redact import redact
 
@@ -355,6 +367,17 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
+
+
+def glob_pattern(text: str) -> str:
+    """argparse ``type`` of every ``--include`` / ``--exclude``: a pattern that cannot
+    mean what it says (``'data[1-3'``) is a usage error (exit 2) before any request."""
+    from sts_bridge.s3.upload import check_pattern
+
+    try:
+        return check_pattern(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_workspace_argument(parser: argparse.ArgumentParser, **kwargs: Any) -> None:

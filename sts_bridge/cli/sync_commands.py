@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from sts_bridge.cli._app import ExitStatus, error
+from sts_bridge.cli._app import ExitStatus, error, glob_pattern
+from sts_bridge.cli._text import printable
 
 if TYPE_CHECKING:
     from sts_bridge.s3.sync import SyncPlan, SyncReport, SyncStatus
@@ -44,8 +46,18 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--delete", action="store_true", help="delete what is gone from SRC")
     p.add_argument("-y", "--yes", action="store_true", help="delete without asking")
-    p.add_argument("--include", action="append", metavar="GLOB", help="only matching paths")
-    p.add_argument("--exclude", action="append", metavar="GLOB", help="skip matching paths")
+    p.add_argument(
+        "--include", action="append", metavar="GLOB", type=glob_pattern, help="only matching paths"
+    )
+    p.add_argument(
+        "--exclude", action="append", metavar="GLOB", type=glob_pattern, help="skip matching paths"
+    )
+    p.add_argument(
+        "--allow-empty-source",
+        action="store_true",
+        help="sync from a source that holds no file (a missing workspace folder counts as "
+        "empty); without it an empty source is an error, so a typo never empties DST",
+    )
     p.add_argument("--json", action="store_true", help="the plan or the report as JSON")
     p.add_argument(
         "--no-hash-cache",
@@ -142,8 +154,11 @@ def run_sync_command(args: argparse.Namespace) -> int:
             "write the workspace side as workspace://<workspace>/<folder>/",
         )
         return ExitStatus.USAGE
-    if args.log_interval <= 0:
-        error("--log-interval must be more than 0 seconds")
+    if not math.isfinite(args.log_interval) or args.log_interval <= 0:
+        error(
+            f"--log-interval must be a number of seconds above 0, not {args.log_interval!r}",
+            "e.g. --log-interval 30",
+        )
         return ExitStatus.USAGE
     direction = "download" if src_remote else "upload"
     workspace, prefix = _split(args.src if src_remote else args.dst)
@@ -160,6 +175,7 @@ def run_sync_command(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         delete=args.delete,
         use_hash_cache=not args.no_hash_cache,
+        allow_empty_source=args.allow_empty_source,
     )
     where = f"in workspace {workspace!r}" if direction == "upload" else f"in {local}"
     if args.dry_run:
@@ -192,6 +208,14 @@ def run_sync_command(args: argparse.Namespace) -> int:
             f"e.g. {key!r}: {message}",
             hint="run the same sync again to retry what failed",
         )
+    if plan.skipped:
+        first = plan.skipped[0]
+        error(
+            f"{len(plan.skipped)} path(s) skipped, e.g. {first.path!r}: {first.reason}; "
+            "everything else is in sync",
+            "rename or remove them, or leave them out with --exclude",
+        )
+        return ExitStatus.ERROR
     return 0
 
 
@@ -199,9 +223,8 @@ def _print_plan(args: argparse.Namespace, plan: SyncPlan) -> None:
     if args.json:
         print(json.dumps(plan.as_json(), indent=2))
         return
-    sys.stdout.write("".join(a.describe() + "\n" for a in plan.actions))
-    for key in plan.skipped:
-        print(f"sts-bridge: note: skipping {key!r}: not a safe local path", file=sys.stderr)
+    sys.stdout.write("".join(printable(a.describe()) + "\n" for a in plan.actions))
+    _print_skipped(plan)
     if not args.quiet:
         print(
             f"sts-bridge: note: dry run: {len(plan.actions)} action(s), "
@@ -210,7 +233,21 @@ def _print_plan(args: argparse.Namespace, plan: SyncPlan) -> None:
         )
 
 
+def _print_skipped(plan: SyncPlan) -> None:
+    """One warning line per path left out (also with --quiet and --json: it changes the
+    outcome, and the exit status says so too)."""
+    for s in plan.skipped:
+        print(f"sts-bridge: warning: skipped {s.path!r}: {s.reason}", file=sys.stderr)
+
+
 def _print_report(args: argparse.Namespace, plan: SyncPlan, report: SyncReport) -> None:
+    _print_skipped(plan)
+    if report.removed_part_files and not args.quiet:
+        print(
+            f"sts-bridge: note: removed {len(report.removed_part_files)} temp file(s) left by "
+            "an interrupted download",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
         return

@@ -16,7 +16,7 @@ import time
 import warnings
 from typing import Any
 
-from sts_bridge.cli._app import ExitStatus, add_workspace_argument, error
+from sts_bridge.cli._app import ExitStatus, add_workspace_argument, error, glob_pattern
 
 
 def register(sub: Any) -> None:
@@ -53,10 +53,10 @@ def register(sub: Any) -> None:
     )
     add_workspace_argument(p)
     p.add_argument(
-        "--include", action="append", metavar="GLOB", type=_glob, help="only matching files"
+        "--include", action="append", metavar="GLOB", type=glob_pattern, help="only matching files"
     )
     p.add_argument(
-        "--exclude", action="append", metavar="GLOB", type=_glob, help="skip matching files"
+        "--exclude", action="append", metavar="GLOB", type=glob_pattern, help="skip matching files"
     )
     p.add_argument("--content-type", help="Content-Type (default: guessed from the name)")
     p.add_argument("--json", action="store_true", help="JSON list of the uploaded objects")
@@ -103,16 +103,6 @@ def register(sub: Any) -> None:
     p.add_argument("-r", "--recursive", action="store_true", help="delete everything under it")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(handler=run_rm)
-
-
-def _glob(text: str) -> str:
-    """argparse type of --include/--exclude: a bad pattern is a usage error (exit 2)."""
-    from sts_bridge.s3.upload import check_pattern
-
-    try:
-        return check_pattern(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _open(args: argparse.Namespace, *keys: str | None, folders: bool = False) -> Any:
@@ -207,45 +197,62 @@ class _Bar:
 
 
 def run_upload(args: argparse.Namespace) -> int:
+    """Plan every path first (keys, patterns, two paths onto one key, what is skipped),
+    then upload: nothing is sent for a plan that cannot be carried out whole."""
     import os
 
     from sts_bridge.errors import InvalidArgumentError
 
     for path in args.paths:
-        if path != "-" and not os.path.exists(path):
+        if path != "-" and not os.path.exists(path) and not os.path.islink(path):
             raise InvalidArgumentError(
                 f"no such file or directory: {path}", hint="check the path to upload"
             )
+    if args.paths.count("-") > 1:
+        raise InvalidArgumentError("stdin ('-') can be uploaded once", hint="name '-' once")
     if len(args.paths) == 1:
         _hash_ahead(args.paths[0])
     ws = _open(args, args.to, folders=True)
+    several = len(args.paths) > 1
+    skipped: list[tuple[str, str]] = []
+    sources: list[tuple[Any, str | None]] = []
+    for path in args.paths:
+        key = args.to
+        if several and key and not key.endswith("/"):
+            key += "/"
+        if path != "-" and os.path.isdir(path):
+            # upload_directory's default key: the folder's own name
+            sources.append((path, key))
+            continue
+        sources.append((sys.stdin.buffer if path == "-" else path, key))
+
+    def skip(where: str, reason: str) -> None:  # said before the first byte is sent
+        skipped.append((where, reason))
+        print(f"sts-bridge: warning: skipped {where!r}: {reason}", file=sys.stderr)
+
     show = sys.stderr.isatty() and not getattr(args, "quiet", False)
     bar = _Bar() if show else None
-    several = len(args.paths) > 1
-    results: list[Any] = []
     try:
-        for path in args.paths:
-            key = args.to
-            if several and key and not key.endswith("/"):
-                key += "/"
-            if path != "-" and os.path.isdir(path):
-                uploaded = ws.upload_directory(
-                    path,
-                    key,
-                    include=args.include,
-                    exclude=args.exclude,
-                    content_type=args.content_type,
-                    progress=bar,
-                )
-                if not uploaded:
-                    _note(args, f"{path} holds no file: nothing uploaded from it")
-                results.extend(uploaded)
-                continue
-            source: Any = sys.stdin.buffer if path == "-" else path
-            results.append(ws.upload(source, key, content_type=args.content_type, progress=bar))
+        results = ws.upload_many(
+            sources,
+            include=args.include,
+            exclude=args.exclude,
+            content_type=args.content_type,
+            progress=bar,
+            on_skip=skip,
+        )
     finally:
         if bar is not None:
             bar.close()
+    for path in args.paths:
+        if path != "-" and os.path.isdir(path) and not _holds_entries(path):
+            _note(args, f"{path} holds no file: nothing uploaded from it")
+    if not results and skipped:
+        raise InvalidArgumentError(
+            f"nothing to upload: {len(skipped)} path(s) skipped, e.g. "
+            f"{skipped[0][0]!r}: {skipped[0][1]}",
+            hint="check the paths and the --include/--exclude patterns",
+        )
     if args.json:
         doc = [
             {
@@ -261,7 +268,19 @@ def run_upload(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(r.uri)
+    if skipped:
+        error(
+            f"{len(skipped)} path(s) skipped, e.g. {skipped[0][0]!r}: {skipped[0][1]}; "
+            f"the other {len(results)} file(s) were uploaded",
+            "remove or rename them, or leave them out with --exclude",
+        )
+        return ExitStatus.ERROR
     return 0
+
+
+def _holds_entries(folder: str) -> bool:
+    """Whether anything but folders is under ``folder`` (stops at the first)."""
+    return next((True for _, _, names in os.walk(folder) if names), False)
 
 
 def _hash_ahead(path: str) -> None:

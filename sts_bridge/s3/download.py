@@ -107,6 +107,19 @@ def part_file(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}-{random.getrandbits(32):08x}.part")
 
 
+#: The name of a download's temp file, ``.NAME.PID-XXXXXXXX.part`` (older ones:
+#: ``.NAME.PID.part``); group 1 is NAME, group 2 the pid of the process writing it.
+PART_FILE_NAME = re.compile(r"\.(.+)\.(\d+)(?:-[0-9a-f]{8})?\.part")
+
+
+def stale_part_file(name: str) -> bool:
+    """Whether ``name`` is a download temp file whose process is gone (kill -9, a crash).
+
+    A temp file of a running download (ours or another process's) is not stale."""
+    match = PART_FILE_NAME.fullmatch(name)
+    return match is not None and not _alive(int(match.group(2)))
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -44,6 +44,21 @@ folder (see :func:`sts_bridge.s3.upload.matches_filters`): a pattern without
 include means everything. They apply to both sides, so ``--delete`` never
 touches what the filters leave out.
 
+What is never synced
+--------------------
+A download's temp files (``.NAME.PID-XXXXXXXX.part``, left by a killed
+sync or download) are never uploaded, never compared and never kept: the
+ones whose process is gone are removed by the next run. What cannot be
+transferred is listed in :attr:`SyncPlan.skipped` with the reason (a FIFO,
+a socket, a dangling link or a link loop in the local source; a remote key
+that cannot be a local file name, such as ``../../x``, ``a//b`` or one with
+a newline), and the CLI says it on stderr and in its exit status.
+
+An empty source is refused (:class:`ObjectNotFoundError` for a workspace
+folder without objects, :class:`TransferError` for a local folder without
+files) unless ``allow_empty_source``: a typo in the source folder must not
+turn ``--delete`` into "delete everything".
+
 Resuming
 --------
 A sync that stops (Ctrl-C, a killed process, a failure) is resumed by
@@ -69,9 +84,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sts_bridge.errors import InvalidKeyError, TransferError
+from sts_bridge.errors import InvalidKeyError, ObjectNotFoundError, TransferError
 from sts_bridge.s3.config import TransferConfig
-from sts_bridge.s3.download import DownloadEngine
+from sts_bridge.s3.download import PART_FILE_NAME, DownloadEngine, stale_part_file
 from sts_bridge.s3.keys import check_relative_key, workspace_key, workspace_prefix
 from sts_bridge.s3.signed_http import MiB, strip_etag, xml_text
 from sts_bridge.s3.transfer_types import Progress, UploadResult
@@ -79,13 +94,16 @@ from sts_bridge.s3.upload import (
     SHA256_METADATA,
     UploadEngine,
     UploadSpec,
+    check_patterns,
     guess_content_type,
     matches_filters,
+    skip_reason,
 )
 
 __all__ = [
     "RACY_WINDOW_NS",
     "LocalDigests",
+    "SkippedPath",
     "SyncAction",
     "SyncPlan",
     "SyncReport",
@@ -99,8 +117,6 @@ log = logging.getLogger(__name__)
 RACY_WINDOW_NS = 2_000_000_000
 _HASH_CHUNK = 1 * MiB
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
-# the temp files of an interrupted download (see sts_bridge.s3.download)
-_PARTIAL_DOWNLOAD = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.part$")
 
 SyncProgress = Callable[["SyncStatus"], None]
 """``progress(status)``; called after each action (and each MiB moved), serialised."""
@@ -113,6 +129,17 @@ class LocalDigests:
 
     md5: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class SkippedPath:
+    """Something a sync leaves out, and why: ``path`` is relative to the synced folders."""
+
+    path: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -168,7 +195,8 @@ class SyncPlan:
     remote_prefix: str  # relative to the workspace prefix; "" or ends with "/"
     actions: list[SyncAction]
     unchanged: int
-    skipped: list[str] = field(default_factory=list)  # remote keys unsafe as local paths
+    skipped: list[SkippedPath] = field(default_factory=list)  # what cannot be transferred
+    stale_parts: list[Path] = field(default_factory=list)  # temp files of dead downloads
     _local: dict[str, _LocalFile] = field(default_factory=dict, repr=False)
     _remote: dict[str, _RemoteObject] = field(default_factory=dict, repr=False)
 
@@ -188,7 +216,8 @@ class SyncPlan:
             "actions": [a.as_json() for a in self.actions],
             "unchanged": self.unchanged,
             "bytes": self.bytes,
-            "skipped": self.skipped,
+            "skipped": [s.as_json() for s in self.skipped],
+            "stale_part_files": [str(p) for p in self.stale_parts],
         }
 
 
@@ -213,9 +242,13 @@ class SyncReport:
     unchanged: int = 0
     bytes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, message)
+    skipped: list[SkippedPath] = field(default_factory=list)  # from the plan
+    removed_part_files: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "skipped": [s.as_json() for s in self.skipped],
+            "removed_part_files": self.removed_part_files,
             "uploaded": self.uploaded,
             "downloaded": self.downloaded,
             "deleted": self.deleted,
@@ -226,36 +259,52 @@ class SyncReport:
 
 
 # ------------------------------------------------------------- local side
-def _walk(
-    root: Path, include: Sequence[str] | None, exclude: Sequence[str] | None, skip_partial: bool
-) -> dict[str, _LocalFile]:
-    """Regular files under ``root`` that pass the filters, by relative posix path."""
-    found: dict[str, _LocalFile] = {}
+@dataclass
+class _LocalTree:
+    """What :func:`_walk` found under a local folder."""
+
+    files: dict[str, _LocalFile] = field(default_factory=dict)  # regular files, filtered
+    skipped: list[SkippedPath] = field(default_factory=list)  # not files, filtered
+    stale_parts: list[Path] = field(default_factory=list)  # temp files of dead downloads
+    holds_files: bool = False  # any file at all, before the filters
+
+
+def _walk(root: Path, include: Sequence[str] | None, exclude: Sequence[str] | None) -> _LocalTree:
+    """Regular files under ``root`` that pass the filters, by relative posix path;
+    what is not a file (with the reason) and the download temp files left behind."""
+    tree = _LocalTree()
     if not root.exists():
-        return found
+        return tree
     stack = [("", root)]
     while stack:
         rel_dir, directory = stack.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
                 rel = rel_dir + entry.name
-                if entry.is_dir():  # follows a link to a directory, as os.walk does not
-                    if not entry.is_symlink():
-                        stack.append((rel + "/", Path(entry.path)))
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((rel + "/", Path(entry.path)))
                     continue
-                if skip_partial and _PARTIAL_DOWNLOAD.match(entry.name):
+                if PART_FILE_NAME.fullmatch(entry.name):  # never data, whatever the filters
+                    if stale_part_file(entry.name) and not entry.is_symlink():
+                        tree.stale_parts.append(Path(entry.path))
                     continue
+                tree.holds_files = True
                 if not matches_filters(rel, include, exclude):
                     continue
                 try:
                     st = entry.stat()
-                except OSError:  # a broken symlink, a file removed meanwhile
+                except OSError as exc:  # a dangling link, a loop: skip_reason says which
+                    reason = skip_reason(entry.path, error=exc) or "gone meanwhile"
+                    tree.skipped.append(SkippedPath(rel, reason))
                     continue
                 if not stat.S_ISREG(st.st_mode):
+                    reason = skip_reason(entry.path, st) or "not a regular file"
+                    tree.skipped.append(SkippedPath(rel, reason))
                     continue
                 ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                found[rel] = _LocalFile(rel, Path(entry.path), st.st_size, ident)
-    return found
+                tree.files[rel] = _LocalFile(rel, Path(entry.path), st.st_size, ident)
+    tree.skipped.sort(key=lambda s: s.path)
+    return tree
 
 
 def hash_file(path: Path) -> LocalDigests:
@@ -439,6 +488,7 @@ def plan_sync(
     delete: bool = False,
     use_hash_cache: bool = True,
     hash_threads: int | None = None,
+    allow_empty_source: bool = False,
 ) -> SyncPlan:
     """Compare a local folder with a workspace folder; return the plan (nothing is changed).
 
@@ -447,12 +497,16 @@ def plan_sync(
     (``""`` = the whole workspace). With ``delete`` the plan also removes
     what is gone from the source. See the module docstring for how content
     is compared. Raises :class:`InvalidKeyError` for an unsafe prefix or
-    local path (before any request), :class:`TransferError` when the local
-    source is not a folder, and the transfer errors of listing
-    (:class:`StorageAccessDeniedError`, :class:`CredentialsError`...).
+    local path and :class:`InvalidArgumentError` for an invalid
+    include/exclude pattern (both before any request), :class:`TransferError`
+    when the local source is not a folder or holds no file, and
+    :class:`ObjectNotFoundError` when the workspace source folder holds no
+    object (both unless ``allow_empty_source``), and the transfer errors of
+    listing (:class:`StorageAccessDeniedError`, :class:`CredentialsError`...).
     """
     if direction not in ("upload", "download"):
         raise ValueError(f"direction must be 'upload' or 'download', not {direction!r}")
+    check_patterns(include, exclude)
     if remote_prefix:
         check_relative_key(remote_prefix, allow_trailing_slash=True)
         if not remote_prefix.endswith("/"):
@@ -463,28 +517,45 @@ def plan_sync(
     if direction == "download" and root.exists() and not root.is_dir():
         raise TransferError(f"{root} is not a folder", hint="sync into a folder")
     full_prefix = workspace_prefix(ws.prefix, remote_prefix)
+    tree = _walk(root, include, exclude)
+    if direction == "upload" and not tree.holds_files and not allow_empty_source:
+        raise TransferError(
+            f"{root} holds no file: refusing to sync from an empty folder",
+            hint="check the path (is it mounted?); to make the workspace folder match an "
+            "empty one on purpose, add --allow-empty-source (allow_empty_source=True)",
+        )
+    local = tree.files
     cache = _HashCache(root, _cache_dir_of(ws)) if use_hash_cache else None
-    local = _walk(root, include, exclude, skip_partial=direction == "download")
     hasher = _Hasher(cache, hash_threads or min(4, os.cpu_count() or 1))
     engine = _engine(ws)
     try:
         hasher.submit(local)  # hashing runs while the pages arrive
         remote: dict[str, _RemoteObject] = {}
-        skipped: list[str] = []
+        skipped = tree.skipped if direction == "upload" else []
+        remote_objects = 0
         for page in _list_remote(engine, full_prefix):
             for full_key, size, etag in page:
                 rel = full_key[len(full_prefix) :]
                 if not rel or rel.endswith("/"):
                     continue  # a "folder marker" object
+                remote_objects += 1
                 if not matches_filters(rel, include, exclude):
                     continue
                 if direction == "download":
                     try:
                         check_relative_key(rel)
-                    except InvalidKeyError:
-                        skipped.append(rel)
+                    except InvalidKeyError as exc:
+                        skipped.append(SkippedPath(rel, f"not a safe local name: {exc.message}"))
                         continue
                 remote[rel] = _RemoteObject(rel, full_key, size, etag)
+        if direction == "download" and not remote_objects and not allow_empty_source:
+            raise ObjectNotFoundError(
+                f"no object under workspace://{getattr(ws, 'name', '')}/{remote_prefix}: "
+                "refusing to sync from an empty or missing workspace folder",
+                key=remote_prefix,
+                hint="check the folder with `sts-bridge ls`; to make the local folder match "
+                "an empty one on purpose, add --allow-empty-source (allow_empty_source=True)",
+            )
         actions: list[SyncAction] = []
         unchanged = 0
         verb, where = ("upload", "remote") if direction == "upload" else ("download", "local")
@@ -513,7 +584,9 @@ def plan_sync(
         engine.close()
     if cache is not None:
         cache.save()
-    return SyncPlan(direction, root, remote_prefix, actions, unchanged, skipped, local, remote)
+    return SyncPlan(
+        direction, root, remote_prefix, actions, unchanged, skipped, tree.stale_parts, local, remote
+    )
 
 
 def _difference(engine: UploadEngine, hasher: _Hasher, f: _LocalFile, obj: _RemoteObject) -> str:
@@ -565,7 +638,8 @@ def run_sync(
     stops at once; running the same sync again resumes it.
     """
     config = transfer_config_of(ws) if config is None else config
-    report = SyncReport(unchanged=plan.unchanged)
+    report = SyncReport(unchanged=plan.unchanged, skipped=list(plan.skipped))
+    _remove_stale_parts(plan, report)
     tracker = _Tracker(plan, progress)
     transfers = [a for a in plan.actions if a.action != "delete"]
     deletes = plan.deletes
@@ -759,6 +833,21 @@ def _run_local_deletes(
             continue
         report.deleted.append(action.key)
         tracker.add(actions=1)
+
+
+def _remove_stale_parts(plan: SyncPlan, report: SyncReport) -> None:
+    """Remove the temp files that killed downloads left in the local folder."""
+    for path in plan.stale_parts:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("could not remove the stale temp file %s: %s", path, exc.strerror)
+            continue
+        report.removed_part_files.append(str(path))
+    if report.removed_part_files:
+        log.info("removed %d stale temp file(s)", len(report.removed_part_files))
 
 
 def _message(exc: BaseException) -> str:

@@ -86,10 +86,11 @@ from sts_bridge.s3.transfer_types import (
 from sts_bridge.s3.upload import (
     UploadEngine,
     UploadSpec,
-    check_pattern,
+    check_patterns,
     composite_checksum,
     guess_content_type,
     matches_filters,
+    skip_reason,
 )
 
 if TYPE_CHECKING:
@@ -118,6 +119,9 @@ _DELETE_THREADS = 4
 
 
 Source = Union[str, "os.PathLike[str]", IO[bytes], bytes, bytearray, memoryview]
+
+SkipCallback = Callable[[str, str], None]
+"""``on_skip(path, reason)``: a directory upload leaves out ``path`` (not a regular file)."""
 
 
 class PresignClampedWarning(UserWarning):
@@ -252,6 +256,7 @@ class TransferEngine:
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
         resumable: bool = True,
+        on_skip: SkipCallback | None = None,
     ) -> builtins.list[UploadResult]:
         """Upload a directory recursively; one :class:`UploadResult` per file, in path order.
 
@@ -266,6 +271,12 @@ class TransferEngine:
         behind; also, before any request, for a path that is not a
         directory, a folder that cannot be read anywhere in the tree, or
         patterns that leave no file), :class:`StorageAccessDeniedError`.
+
+        What is not a regular file (a FIFO, a socket, a device, a dangling
+        link, a link loop, a link to a folder) is never uploaded: without
+        ``on_skip`` the first one fails the upload before any request
+        (:class:`TransferError`); with it, ``on_skip(path, reason)`` is
+        called for each and the other files are uploaded.
         """
         meta = self._checked_headers(content_type, metadata)
         folder = Path(os.fspath(path))
@@ -273,12 +284,69 @@ class TransferEngine:
             raise TransferError(
                 f"{folder} is not a directory", hint="upload a file or a stream with upload()"
             )
-        specs = self._plan_upload(folder, key, content_type, meta, include, exclude)
+        specs = self._plan_upload(
+            folder, key, content_type, meta, include, exclude, on_skip=on_skip
+        )
+        return self.upload_planned(specs, progress=progress, resumable=resumable)
+
+    def plan_uploads(
+        self,
+        sources: Sequence[tuple[Source, str | None]],
+        *,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        on_skip: SkipCallback | None = None,
+    ) -> builtins.list[UploadSpec]:
+        """Every object that uploading ``(source, key)`` pairs would write, checked,
+        before any request: keys, headers, patterns, and that no two sources map
+        to one key (:class:`InvalidArgumentError`: the second would overwrite
+        the first). ``include``/``exclude`` apply to every file, a named one
+        too (by its name); a named file they leave out is given to
+        ``on_skip`` (or refused, without it), like what is not a regular file
+        in a directory (see :meth:`upload_directory`). Carry the plan out with
+        :meth:`upload_planned`."""
+        meta = self._checked_headers(content_type, metadata)
+        check_patterns(include, exclude)
+        specs: builtins.list[UploadSpec] = []
+        origin: dict[str, str] = {}
+        for source, key in sources:
+            named = "-" if hasattr(source, "read") else str(source)
+            planned = self._plan_upload(
+                source, key, content_type, meta, include, exclude, on_skip=on_skip
+            )
+            for spec in planned:
+                where = str(spec.source) if spec.source is not None else named
+                if spec.full_key in origin:
+                    raise InvalidArgumentError(
+                        f"{origin[spec.full_key]} and {where} would both be uploaded to "
+                        f"{spec.key!r}; nothing was sent",
+                        hint="upload them with different --to destinations, one at a time",
+                    )
+                origin[spec.full_key] = where
+                specs.append(spec)
+        return specs
+
+    def upload_planned(
+        self,
+        specs: Sequence[UploadSpec],
+        *,
+        progress: ProgressCallback | None = None,
+        resumable: bool = True,
+    ) -> builtins.list[UploadResult]:
+        """Upload what :meth:`plan_uploads` planned; one :class:`UploadResult` per spec."""
         engine = self._upload_engine(resumable)
-        sizes = [s.size or 0 for s in specs]
-        tracker = Progress(progress, sum(sizes))
+        streams = [s for s in specs if s.stream is not None]
+        files = [s for s in specs if s.stream is None]
+        tracker = Progress(progress, None if streams else sum(s.size or 0 for s in files))
         try:
-            return self._upload_many(engine, specs, tracker)
+            done = {s.full_key: engine.upload_stream(s, tracker) for s in streams}
+            if files:
+                results = self._upload_many(engine, files, tracker)
+                for spec, result in zip(files, results, strict=True):
+                    done[spec.full_key] = result
+            return [done[s.full_key] for s in specs]
         finally:
             engine.close()
 
@@ -311,8 +379,20 @@ class TransferEngine:
         metadata: Mapping[str, str],
         include: Sequence[str] | None,
         exclude: Sequence[str] | None,
+        *,
+        on_skip: SkipCallback | None = None,
     ) -> builtins.list[UploadSpec]:
         """Every object to write, keys checked, before any request."""
+
+        def skipped(where: Path, reason: str) -> None:
+            if on_skip is None:
+                raise TransferError(
+                    f"{where} is {reason}; nothing was uploaded",
+                    hint="remove it or leave it out with exclude=[...] (--exclude); "
+                    "pass on_skip= to upload the other files without it",
+                )
+            on_skip(str(where), reason)
+
         import io
 
         def spec(
@@ -336,8 +416,7 @@ class TransferEngine:
                 raise InvalidKeyError("uploading a stream needs a key")
             return [spec(None, source, key, None)]  # type: ignore[arg-type]
         path = Path(os.fspath(source))  # type: ignore[arg-type]
-        for pattern in (*(include or ()), *(exclude or ())):
-            check_pattern(pattern)
+        check_patterns(include, exclude)
         if path.is_dir():
             if key is None:
                 base = path.resolve().name + "/"
@@ -350,6 +429,11 @@ class TransferEngine:
             filtered_out = 0
             for root, dirs, files in os.walk(path, onerror=unreadable.append):
                 dirs.sort()
+                for dname in dirs:
+                    if os.path.islink(os.path.join(root, dname)):  # os.walk does not follow it
+                        rel = Path(root, dname).relative_to(path).as_posix()
+                        if matches_filters(rel, include, exclude):
+                            skipped(Path(root, dname), skip_reason(Path(root, dname)) or "a link")
                 for fname in sorted(files):
                     full_path = Path(root, fname)
                     rel = full_path.relative_to(path).as_posix()
@@ -358,11 +442,13 @@ class TransferEngine:
                         continue
                     try:  # one stat per file: its type and its size
                         st = os.stat(full_path)
-                    except OSError as exc:  # a broken symlink...: not a file
+                    except OSError as exc:  # a dangling link, a loop: not a file
                         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+                            skipped(full_path, skip_reason(full_path, error=exc) or "gone")
                             continue
                         raise
                     if not stat.S_ISREG(st.st_mode):
+                        skipped(full_path, skip_reason(full_path, st) or "not a regular file")
                         continue
                     found.append(spec(full_path, None, base + rel, st.st_size))
             if unreadable:
@@ -382,7 +468,11 @@ class TransferEngine:
                 )
             return found
         if not path.is_file():
-            raise TransferError(f"{path} is not a file or directory", hint="check the path")
+            reason = skip_reason(path) or "not a file or directory"
+            raise TransferError(f"{path} is {reason}", hint="check the path")
+        if (include or exclude) and not matches_filters(path.name, include, exclude):
+            skipped(path, "left out by the include/exclude patterns")
+            return []
         if key is None:
             key = path.name
         elif key.endswith("/"):

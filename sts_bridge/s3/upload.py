@@ -66,7 +66,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sts_bridge.errors import ObjectNotFoundError, StsBridgeError, TransferError
+from sts_bridge.errors import (
+    InvalidArgumentError,
+    ObjectNotFoundError,
+    StsBridgeError,
+    TransferError,
+)
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.digests import (
     MAX_PARTS,
@@ -146,6 +151,70 @@ def check_pattern(pattern: str) -> str:
             i = j
         i += 1
     return pattern
+
+
+def check_patterns(include: Sequence[str] | None, exclude: Sequence[str] | None) -> None:
+    """Check every include/exclude glob (:func:`check_pattern`) before anything is listed
+    or sent; raise :class:`InvalidArgumentError` (a ``ValueError``) for the first bad one.
+
+    ``upload`` and ``sync`` share it, so a pattern refused by one is refused by the other.
+    """
+    for option, patterns in (("include", include), ("exclude", exclude)):
+        if patterns is None:
+            continue
+        if isinstance(patterns, str):
+            raise InvalidArgumentError(
+                f"{option} must be a list of patterns, not the string {patterns!r}",
+                hint=f"write {option}=[{patterns!r}]",
+            )
+        for pattern in patterns:
+            if not isinstance(pattern, str):
+                raise InvalidArgumentError(
+                    f"{option} pattern {pattern!r} is a {type(pattern).__name__}, not a string"
+                )
+            try:
+                check_pattern(pattern)
+            except ValueError as exc:
+                raise InvalidArgumentError(
+                    f"invalid {option} pattern: {exc}",
+                    hint="a glob such as '*.tif' or 'data/2024-*'; quote it in the shell",
+                ) from None
+
+
+def skip_reason(
+    path: str | os.PathLike[str], st: os.stat_result | None = None, error: OSError | None = None
+) -> str | None:
+    """Why the entry at ``path`` is not uploaded as a file, or ``None`` for a regular file
+    (a symlink to one included). ``st`` / ``error``: what ``os.stat(path)`` already gave.
+
+    A tree walk says these aloud instead of leaving them out silently: a
+    dangling link, a link loop, a FIFO (reading it could block forever), a
+    socket, a device, a link to a folder (never followed: it may loop).
+    """
+    import errno
+    import stat
+
+    if st is None and error is None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            error = exc
+    if st is None:
+        code = error.errno if error is not None else None
+        if code == errno.ELOOP:
+            return "a symbolic link loop"
+        if code in (errno.ENOENT, errno.ENOTDIR):
+            return "a dangling symbolic link" if os.path.islink(path) else "gone meanwhile"
+        return f"cannot be read ({error.strerror if error is not None else 'unknown'})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return "a link to a folder (links to folders are not followed)"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket"
+    return "a device or other special file"
 
 
 def _changed(source: Path) -> TransferError:

@@ -111,6 +111,12 @@ class EngineFacade:
     def presign_many(self, *args: Any, **kwargs: Any) -> Any:
         return TransferEngine(self).presign_many(*args, warn_stacklevel=4, **kwargs)  # type: ignore[arg-type]
 
+    def upload_many(self, *args: Any, **kwargs: Any) -> Any:
+        engine = TransferEngine(self)  # type: ignore[arg-type]
+        progress, resumable = kwargs.pop("progress", None), kwargs.pop("resumable", True)
+        specs = engine.plan_uploads(*args, **kwargs)
+        return engine.upload_planned(specs, progress=progress, resumable=resumable)
+
 
 @dataclass
 class FakeWorkspace(EngineFacade):

@@ -265,7 +265,7 @@ def test_plan_upload_of_a_directory_stats_each_file_once_and_skips_non_files(
     (root / "sub").mkdir(parents=True)
     (root / "a.txt").write_bytes(b"abc")
     (root / "sub" / "b.bin").write_bytes(b"x" * 10)
-    (root / "gone").symlink_to(root / "missing")  # broken symlink: skipped, as is_file() did
+    (root / "gone").symlink_to(root / "missing")  # broken symlink: skipped, and said
     (root / "link.txt").symlink_to(root / "a.txt")  # a symlink to a file: uploaded, as before
     calls: list[str] = []
     real_stat = os.stat
@@ -276,9 +276,11 @@ def test_plan_upload_of_a_directory_stats_each_file_once_and_skips_non_files(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "stat", counting)
+        skipped: list[tuple[str, str]] = []
         specs = TransferEngine(Offline(lifetime=None))._plan_upload(  # type: ignore[arg-type]
-            root, "up/", None, {}, None, None
+            root, "up/", None, {}, None, None, on_skip=lambda p, r: skipped.append((p, r))
         )
+    assert skipped == [(str(root / "gone"), "a dangling symbolic link")]  # said, not silent
     assert [(s.key, s.full_key, s.size) for s in specs] == [
         ("up/a.txt", "a2s/up/a.txt", 3),
         ("up/link.txt", "a2s/up/link.txt", 3),

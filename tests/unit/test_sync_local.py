@@ -21,7 +21,7 @@ def test_hash_file_streams_md5_and_sha256(tmp_path: Path) -> None:
 
 
 def _only(root: Path) -> sync._LocalFile:
-    files = sync._walk(root, None, None, skip_partial=False)
+    files = sync._walk(root, None, None).files
     assert len(files) == 1
     return next(iter(files.values()))
 
@@ -79,11 +79,14 @@ def test_walk_applies_filters_and_skips_partial_downloads(tmp_path: Path) -> Non
     (root / "sub").mkdir(parents=True)
     for rel in ("keep.tif", "sub/keep.tif", "sub/drop.tmp", "sub/.x.tif.123-0a1b2c3d.part"):
         (root / rel).write_bytes(b"x")
-    (root / "link").symlink_to(root / "sub")  # a linked folder is not followed
-    got = sync._walk(root, ["*.tif", "*.part"], ["sub/keep*"], skip_partial=True)
-    assert sorted(got) == ["keep.tif"]  # exclude wins over include
-    got = sync._walk(root, None, ["*.tmp"], skip_partial=False)
-    assert sorted(got) == ["keep.tif", "sub/.x.tif.123-0a1b2c3d.part", "sub/keep.tif"]
+    (root / "link").symlink_to(root / "sub")  # a linked folder is not followed: said so
+    got = sync._walk(root, ["*.tif", "*.part"], ["sub/keep*"])
+    assert sorted(got.files) == ["keep.tif"]  # exclude wins over include; .part never data
+    got = sync._walk(root, None, ["*.tmp"])
+    assert sorted(got.files) == ["keep.tif", "sub/keep.tif"]
+    assert [(s.path, s.reason.split(" (")[0]) for s in got.skipped] == [
+        ("link", "a link to a folder")
+    ]
 
 
 def test_listing_page_reader_unescapes_keys_and_etags() -> None:
