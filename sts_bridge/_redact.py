@@ -54,6 +54,8 @@ def _patterns() -> tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]],
         # key=value and 'Key': b'value' pairs, and a bearer token anywhere
         (pair, lambda m: m.group(1) + "***"),
         (re.compile(r"(?i)(bearer\s+)([A-Za-z0-9._~+/=-]+)"), lambda m: m.group(1) + "***"),
+        # the userinfo of a URL (``http://user:password@host``): all of it goes
+        (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@"), lambda m: m.group(1) + "***@"),
     )
 
 

@@ -35,7 +35,12 @@ from sts_bridge.credentials.refreshing import (
     S3Credentials,
     StsFetcher,
 )
-from sts_bridge.errors import NotFoundError, WorkspaceError, WorkspaceNotFoundError
+from sts_bridge.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    WorkspaceError,
+    WorkspaceNotFoundError,
+)
 from sts_bridge.terrapi.storage_point import StoragePoint
 from sts_bridge.workspace import Workspace
 
@@ -170,6 +175,12 @@ class Client:
         suggestion), :class:`~sts_bridge.errors.PermissionDeniedError`,
         :class:`WorkspaceError` (not S3) or an auth/API error.
         """
+        if name is not None and not isinstance(name, str):
+            raise InvalidArgumentError(
+                f"a workspace name is a string, not {type(name).__name__} {name!r}"[:160],
+                hint="e.g. client.workspace('gep-alice-private-workspace'); "
+                "client.workspaces() lists them",
+            )
         name = name or self.default_workspace_name()
         with self._lock:
             ws = self._workspaces.get(name)

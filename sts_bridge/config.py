@@ -91,6 +91,20 @@ def _parse_url(value: str) -> str | None:
     if not url:
         return None
     parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        # never echoed: the password would land in the error line and the logs
+        shown = urllib.parse.urlunsplit(
+            parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[-1])
+        )
+        raise ValueError(
+            f"{shown!r} holds a user name or password; sts-bridge never sends them "
+            "(it authenticates with OIDC tokens): remove the 'user:password@' part"
+        )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError(
+            f"{url!r} has a query ('?...') or fragment ('#...'); give the base URL only, "
+            "e.g. https://host/core"
+        )
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError(f"{url!r} is not an http:// or https:// URL")
     if any(c.isspace() or not c.isprintable() for c in url):
@@ -327,14 +341,8 @@ def load_settings(**explicit: Any) -> Settings:
     values: dict[str, Any] = {}
     for spec in _FIELDS:
         if spec.name in given:
-            value = given[spec.name]
-            if spec.name == "scopes" and isinstance(value, str):
-                value = _parse_scopes(value)
-            elif spec.name == "scopes":
-                value = tuple(value)
-            elif spec.name == "cache_dir":
-                value = Path(value).expanduser()
-            values[spec.name], sources[spec.name] = value, "argument"
+            values[spec.name] = _explicit_value(spec, given[spec.name])
+            sources[spec.name] = "argument"
             continue
         raw, origin = None, ""
         if spec.env and os.environ.get(spec.env, "") != "":
@@ -353,6 +361,8 @@ def load_settings(**explicit: Any) -> Settings:
             ) from exc
         if parsed is None:
             continue
+        if spec.name in _PATHS and origin.startswith("profile"):
+            parsed = _relative_to_file(parsed, path)
         values[spec.name], sources[spec.name] = parsed, origin
 
     settings = Settings(
@@ -379,6 +389,67 @@ def load_settings(**explicit: Any) -> Settings:
             hint="set TERRAPI_CLIENT_ID to the id of the confidential client",
         )
     return settings
+
+
+#: Settings that name a file or folder: relative in a profile = relative to the file.
+_PATHS = ("cache_dir", "ca_bundle")
+
+
+def _relative_to_file(value: Any, config_file: Path) -> Any:
+    """A relative path written in the configuration file is relative to that file's
+    folder, not to wherever a command happens to run (the token cache would
+    follow the current directory)."""
+    as_path = Path(value).expanduser()
+    if as_path.is_absolute():
+        return value
+    resolved = config_file.parent.resolve() / as_path
+    return resolved if isinstance(value, Path) else str(resolved)
+
+
+def _explicit_value(spec: _Field, value: Any) -> Any:
+    """An argument of ``load_settings`` / ``Client.from_env``, checked like the same
+    text from the environment; the wrong type is an :class:`InvalidArgumentError`
+    (a ``ValueError``) naming the argument, never an ``AttributeError`` later."""
+    from sts_bridge.errors import InvalidArgumentError
+
+    def wrong(expected: str) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"{spec.name} must be {expected}, not {type(value).__name__} {value!r}"[:200],
+            hint=f"pass {spec.name} as {expected}",
+        )
+
+    if spec.name == "scopes":
+        if isinstance(value, str):
+            return _parse_scopes(value)
+        if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+            isinstance(v, str) for v in value
+        ):
+            raise wrong("a string or a list of strings")
+        return tuple(value)
+    if spec.name == "cache_dir":
+        if not isinstance(value, (str, os.PathLike)):
+            raise wrong("a path (str or os.PathLike)")
+        return Path(value).expanduser()
+    if spec.name in ("insecure", "token_cache"):
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, str):
+            raise wrong("True or False")
+    elif spec.name == "leeway":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise wrong("a number of seconds")
+    elif not isinstance(value, str):
+        raise wrong("a string")
+    try:
+        parsed = spec.parse(value)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"invalid value for {spec.name}: {exc}",
+            hint="fix the argument (see the README, section Configuration)",
+        ) from None
+    return value if parsed is None else parsed
 
 
 def _origin(settings: Settings, name: str) -> str:

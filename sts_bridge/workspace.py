@@ -90,6 +90,13 @@ class Workspace:
         self._lock = threading.Lock()
         self._client: Any = None
         self._filesystem: WorkspaceFileSystem | None = None
+        if transfer_config is not None and not isinstance(transfer_config, TransferConfig):
+            from sts_bridge.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
+                f"transfer_config must be a TransferConfig, not {type(transfer_config).__name__}",
+                hint="e.g. ws.with_transfer_config(TransferConfig(part_size=64 * 1024 * 1024))",
+            )
         self.transfer_config = TransferConfig() if transfer_config is None else transfer_config
         self.engine = TransferEngine(
             self,

@@ -6,9 +6,10 @@ import importlib
 from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
+from sts_bridge._redact import redact
 from sts_bridge.auth.base import DEFAULT_LEEWAY, Token, TokenCredentials
 from sts_bridge.clock import Clock
-from sts_bridge.errors import AuthError, ConfigurationError
+from sts_bridge.errors import AuthError, ConfigurationError, StsBridgeError
 
 __all__ = ["Authenticator", "AuthenticatorCredentials", "load_authenticator"]
 
@@ -49,7 +50,17 @@ class AuthenticatorCredentials(TokenCredentials):
         self.authenticator = authenticator
 
     def _fetch(self, current: Token | None) -> Token:
-        result = self.authenticator()
+        try:
+            result = self.authenticator()
+        except StsBridgeError:
+            raise
+        except Exception as exc:  # the user's code: its failure is a failed login
+            raise AuthError(
+                f"the authenticator {self.authenticator!r} failed: "
+                f"{type(exc).__name__}: {redact(str(exc))[:200]}",
+                hint="run it yourself to see why; it must take no argument and "
+                "return (token, expiry)",
+            ) from exc
         try:
             access_token, expiry = result
         except (TypeError, ValueError):
@@ -73,8 +84,31 @@ def load_authenticator(spec: str) -> Authenticator:
             f"cannot load the authenticator {spec!r} ({type(exc).__name__})",
             hint="TERRAPI_FLOW=package.module:name must name an importable callable",
         ) from None
+    hint = "TERRAPI_FLOW=package.module:name must name a callable that takes no argument"
     if isinstance(target, type):
-        target = target()
+        _check_no_arguments(target, spec, hint)
+        try:
+            target = target()
+        except Exception as exc:
+            raise ConfigurationError(
+                f"the authenticator factory {spec!r} failed: {type(exc).__name__}", hint=hint
+            ) from exc
     if not callable(target):
-        raise ConfigurationError(f"the authenticator {spec!r} is not callable")
+        raise ConfigurationError(f"the authenticator {spec!r} is not callable", hint=hint)
+    _check_no_arguments(target, spec, hint)
     return target  # type: ignore[no-any-return]
+
+
+def _check_no_arguments(target: object, spec: str, hint: str) -> None:
+    """A callable that needs arguments (``json:loads``) cannot be an authenticator:
+    say so now, not as a ``TypeError`` at the first login."""
+    import inspect
+
+    try:
+        inspect.signature(target).bind()  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"the authenticator {spec!r} cannot be called without arguments ({exc})", hint=hint
+        ) from None
+    except ValueError:  # no signature to read (some builtins): it is tried at the first use
+        return

@@ -10,6 +10,7 @@ a token without any expiry is asked for again after ``max_age`` seconds.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ from sts_bridge.clock import Clock
 from sts_bridge.errors import AuthError, ConfigurationError
 
 __all__ = ["CommandToken"]
+
+# RFC 6750 b64token: what a bearer token may hold (a JWT, an opaque token)
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class CommandToken(TokenCredentials):
@@ -41,7 +45,14 @@ class CommandToken(TokenCredentials):
         clock: Clock | None = None,
     ) -> None:
         super().__init__(leeway=leeway, clock=clock)
-        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        try:
+            argv = shlex.split(command) if isinstance(command, str) else list(command)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise ConfigurationError(
+                f"TERRAPI_TOKEN_COMMAND cannot be split into a command line: {exc}",
+                hint="check its quotes and backslashes (it is split like a shell line, "
+                "without a shell)",
+            ) from None
         if not argv:
             raise ConfigurationError(
                 "TERRAPI_TOKEN_COMMAND is empty", hint="set it to e.g. `oidc-token myaccount`"
@@ -71,6 +82,11 @@ class CommandToken(TokenCredentials):
                 f"the token command {name!r} was not found",
                 hint="check TERRAPI_TOKEN_COMMAND and your PATH",
             ) from None
+        except UnicodeDecodeError:
+            raise AuthError(
+                f"the token command {name!r} printed bytes that are not UTF-8 text",
+                hint="it must print the access token (or a JSON document) as text",
+            ) from None
         except subprocess.TimeoutExpired:
             raise AuthError(
                 f"the token command {name!r} ran longer than {self.timeout:.0f} s"
@@ -98,6 +114,12 @@ class CommandToken(TokenCredentials):
                 ) from None
         else:
             token = Token.from_response({"access_token": out.split()[0]}, now=now)
+        if not _TOKEN_SHAPE.fullmatch(token.access_token):
+            raise AuthError(
+                f"the token command {name!r} printed something that is not an access token",
+                hint="it must print the token alone (letters, digits and -._~+/=), "
+                "or a JSON document with access_token",
+            )
         if token.expiry is None:
             token = Token(
                 access_token=token.access_token,

@@ -209,9 +209,11 @@ def error(message: str, hint: str | None = None) -> None:
     Line breaks and control characters in either (from a server's answer,
     an object key, a user's argument) are escaped: one line each, always.
     """
-    print(f"sts-bridge: error: {printable(message, backslash=False)}", file=sys.stderr)
+    from sts_bridge._redact import redact
+
+    print(f"sts-bridge: error: {printable(redact(message), backslash=False)}", file=sys.stderr)
     if hint:
-        print(f"sts-bridge: hint: {printable(hint, backslash=False)}", file=sys.stderr)
+        print(f"sts-bridge: hint: {printable(redact(hint), backslash=False)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> ExitStatus:
@@ -331,7 +333,9 @@ def _cli_logging(*, debug: bool) -> Iterator[None]:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
     for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(logging.INFO)
+        # their INFO records ("Resetting dropped connection") only with --debug:
+        # a logger's own level lets records past the root's WARNING
+        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
     if not debug:
         for name in SAID_BY_US:
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -352,7 +356,7 @@ def _print_traceback() -> None:
 
     from sts_bridge._redact import redact
 
-    sys.stderr.write(redact(traceback.format_exc()))
+    print(redact(traceback.format_exc()), end="", file=sys.stderr)
 
 
 def _safe_text(exc: BaseException) -> str:

@@ -128,8 +128,7 @@ def _token(args: argparse.Namespace) -> int:
 
     creds = credentials_from_settings(load_settings(), interactive=False)
     token = creds.token()
-    sys.stdout.write(token + "\n")
-    sys.stdout.flush()
+    print(token, flush=True)  # a closed stdout (`>&-`) drops it, as print does
     return 0
 
 

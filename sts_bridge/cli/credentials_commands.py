@@ -158,7 +158,7 @@ def _serve(workspace: Any, port: int, child: list[str]) -> int:
                     ) from None
         for name, value in server.env().items():
             print(f"export {name}={shlex.quote(value)}")
-        sys.stdout.flush()
+        print(end="", flush=True)
         print(
             f"sts-bridge: serving {workspace.name} credentials at {server.url}; Ctrl-C to stop",
             file=sys.stderr,

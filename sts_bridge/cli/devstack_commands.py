@@ -46,7 +46,8 @@ def _run(args: argparse.Namespace) -> int:
             hint="install sts-bridge[devstack] from a source checkout and run `make setup`",
         )
     argv = devstack_argv(args)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None: started with that descriptor closed
+            stream.flush()
     os.execv(argv[0], argv)  # noqa: S606 (no shell: a fixed argv)
     return 1  # not reached

@@ -136,7 +136,7 @@ def _confirm_deletes(args: argparse.Namespace, plan: SyncPlan, where: str) -> bo
     count = len(plan.deletes)
     if not count or args.yes:
         return True
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():  # None: started with `<&-`
         return None
     answer = input(f"delete {count} file(s) {where} that are gone from the source? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
@@ -194,7 +194,11 @@ def run_sync_command(args: argparse.Namespace) -> int:
             print("sts-bridge: note: nothing changed", file=sys.stderr)
         return ExitStatus.ERROR
     quiet = getattr(args, "quiet", False)
-    line = None if quiet else _ProgressLine(sys.stderr.isatty(), args.log_interval)
+    line = (
+        None
+        if quiet or sys.stderr is None
+        else _ProgressLine(sys.stderr.isatty(), args.log_interval)
+    )
     try:
         report = run_sync(ws, plan, progress=line)
     finally:
@@ -223,7 +227,7 @@ def _print_plan(args: argparse.Namespace, plan: SyncPlan) -> None:
     if args.json:
         print(json.dumps(plan.as_json(), indent=2))
         return
-    sys.stdout.write("".join(printable(a.describe()) + "\n" for a in plan.actions))
+    print("".join(printable(a.describe()) + "\n" for a in plan.actions), end="")
     _print_skipped(plan)
     if not args.quiet:
         print(

@@ -117,6 +117,11 @@ def _open(args: argparse.Namespace, *keys: str | None, folders: bool = False) ->
     return open_workspace(args)
 
 
+def _on_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal; ``None`` (a descriptor closed at start) is not."""
+    return stream is not None and stream.isatty()
+
+
 def _note(args: argparse.Namespace, text: str) -> None:
     if not getattr(args, "quiet", False):
         print(f"sts-bridge: note: {text}", file=sys.stderr)
@@ -165,7 +170,7 @@ def run_presign(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(doc, indent=2))
     else:
-        sys.stdout.write("".join(u.url + "\n" for u in urls))
+        print("".join(u.url + "\n" for u in urls), end="")
     return 0
 
 
@@ -210,6 +215,11 @@ def run_upload(args: argparse.Namespace) -> int:
             )
     if args.paths.count("-") > 1:
         raise InvalidArgumentError("stdin ('-') can be uploaded once", hint="name '-' once")
+    if "-" in args.paths and sys.stdin is None:  # started with `<&-`
+        raise InvalidArgumentError(
+            "cannot upload '-': standard input is closed",
+            hint="pipe the data in (`cmd | sts-bridge upload - --to KEY`) or name a file",
+        )
     if len(args.paths) == 1:
         _hash_ahead(args.paths[0])
     ws = _open(args, args.to, folders=True)
@@ -226,12 +236,12 @@ def run_upload(args: argparse.Namespace) -> int:
             continue
         sources.append((sys.stdin.buffer if path == "-" else path, key))
 
-    def skip(where: str, reason: str) -> None:  # said before the first byte is sent
+    def skip(where: str, reason: str) -> None:
         skipped.append((where, reason))
-        print(f"sts-bridge: warning: skipped {where!r}: {reason}", file=sys.stderr)
 
-    show = sys.stderr.isatty() and not getattr(args, "quiet", False)
+    show = _on_terminal(sys.stderr) and not getattr(args, "quiet", False)
     bar = _Bar() if show else None
+    results: list[Any] = []
     try:
         results = ws.upload_many(
             sources,
@@ -244,6 +254,9 @@ def run_upload(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+        if results or len(skipped) > 1:  # one skip and nothing else: the error says it
+            for where, reason in skipped:
+                print(f"sts-bridge: warning: skipped {where!r}: {reason}", file=sys.stderr)
     for path in args.paths:
         if path != "-" and os.path.isdir(path) and not _holds_entries(path):
             _note(args, f"{path} holds no file: nothing uploaded from it")
@@ -302,8 +315,15 @@ def _hash_ahead(path: str) -> None:
 
 # ---------------------------------------------------------------- download
 def run_download(args: argparse.Namespace) -> int:
+    if args.dest == "-" and sys.stdout is None:  # started with `>&-`
+        from sts_bridge.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            "cannot download to '-': standard output is closed",
+            hint="redirect it (`> file`) or name a destination file",
+        )
     ws = _open(args, args.key)
-    show = sys.stderr.isatty() and not getattr(args, "quiet", False)
+    show = _on_terminal(sys.stderr) and not getattr(args, "quiet", False)
     bar = _Bar() if show else None
     try:
         if args.dest == "-":
@@ -417,7 +437,7 @@ def run_rm(args: argparse.Namespace) -> int:
         return 0
     folder = args.key if args.key in ("", "/") else args.key.rstrip("/") + "/"
     if not args.yes:
-        if not sys.stdin.isatty():
+        if not _on_terminal(sys.stdin):
             error(
                 f"refusing to delete everything under {folder or 'the workspace root'!r} "
                 "without confirmation",

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sts_bridge.errors import ObjectNotFoundError, TransferError
+from sts_bridge.errors import InvalidArgumentError, ObjectNotFoundError, TransferError
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.errors import storage_unreachable
 from sts_bridge.s3.http_pool import ProtocolError
@@ -173,6 +173,13 @@ def resolve_target(key: str, dest: str | os.PathLike[str] | None) -> tuple[Path,
     import stat
 
     name = key.rsplit("/", 1)[-1]
+    if dest is not None and os.fspath(dest) in ("", b""):
+        # Path("") is ".": an empty argument (an unset shell variable) would
+        # quietly write here
+        raise InvalidArgumentError(
+            f"empty destination for {key!r}",
+            hint=f"name a file or a folder, or leave the destination out to write {name!r} here",
+        )
     if dest is None:
         target = Path(name)
     else:

@@ -145,9 +145,49 @@ def parse_duration(text: str) -> int:
     return int(seconds)
 
 
-def _header_safe(value: str) -> bool:
-    """Printable ASCII only: a CR/LF would split the HTTP header it goes into."""
-    return value.isascii() and value.isprintable()
+def _check_source_and_key(source: object, key: object) -> None:
+    """The types of an upload's arguments, checked before anything is read or sent."""
+    if key is not None and not isinstance(key, str):
+        raise InvalidKeyError(
+            f"object key must be a string, not {type(key).__name__} {key!r}"[:160],
+            hint="name the object, e.g. 'results/run-1/output.tif'",
+        )
+    readable = hasattr(source, "read") or isinstance(source, (bytes, bytearray, memoryview))
+    if not readable and not isinstance(source, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"cannot upload a {type(source).__name__}: give a path, bytes or a binary file object",
+            hint="e.g. ws.upload('data.csv', 'in/data.csv') or ws.upload(b'...', 'k')",
+        )
+
+
+def _expiry_seconds(expires_in: object) -> int:
+    """Whole seconds of a presign lifetime: an ``int`` / ``float`` of seconds or a
+    ``timedelta``; ``True`` is not a duration (it would be a 1-second URL)."""
+    if isinstance(expires_in, timedelta):
+        seconds: float = expires_in.total_seconds()
+    elif isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
+        seconds = expires_in
+    else:
+        raise InvalidArgumentError(
+            f"expires_in must be a number of seconds or a timedelta, "
+            f"not {type(expires_in).__name__} {expires_in!r}"[:160],
+            hint="e.g. expires_in=900 or timedelta(hours=1) (parse_duration('1h') reads text)",
+        )
+    if not math.isfinite(seconds):
+        raise InvalidArgumentError(f"expires_in must be a finite number, not {seconds!r}")
+    return int(seconds)
+
+
+def _header_safe(value: object) -> bool:
+    """Printable ASCII text only: a CR/LF would split the HTTP header it goes into."""
+    return isinstance(value, str) and value.isascii() and value.isprintable()
+
+
+#: S3's limit on user metadata (names and values together, in bytes).
+MAX_METADATA_BYTES = 2048
+#: The longest Content-Type sent: a store refuses longer header lines (400), and a
+#: MIME type with its parameters is far shorter.
+MAX_CONTENT_TYPE = 1024
 
 
 # -------------------------------------------------------------------- engine
@@ -227,6 +267,7 @@ class TransferEngine:
         :class:`StorageAccessDeniedError`.
         """
         meta = self._checked_headers(content_type, metadata)
+        _check_source_and_key(source, key)
         if not isinstance(source, (bytes, bytearray, memoryview)) and not hasattr(source, "read"):
             path = Path(os.fspath(source))  # type: ignore[arg-type]
             if path.is_dir():
@@ -279,6 +320,7 @@ class TransferEngine:
         called for each and the other files are uploaded.
         """
         meta = self._checked_headers(content_type, metadata)
+        _check_source_and_key(path, key)
         folder = Path(os.fspath(path))
         if not folder.is_dir():
             raise TransferError(
@@ -312,6 +354,7 @@ class TransferEngine:
         specs: builtins.list[UploadSpec] = []
         origin: dict[str, str] = {}
         for source, key in sources:
+            _check_source_and_key(source, key)
             named = "-" if hasattr(source, "read") else str(source)
             planned = self._plan_upload(
                 source, key, content_type, meta, include, exclude, on_skip=on_skip
@@ -357,16 +400,37 @@ class TransferEngine:
     def _checked_headers(
         content_type: str | None, metadata: Mapping[str, str] | None
     ) -> dict[str, str]:
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidArgumentError(
+                f"metadata must be a mapping of names to values, not {type(metadata).__name__}",
+                hint="e.g. metadata={'project': 'gep'}",
+            )
         meta = dict(metadata or {})
         for name, value in meta.items():
-            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or not _header_safe(value):
+            if (
+                not isinstance(name, str)
+                or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name)
+                or not _header_safe(value)
+            ):
                 raise InvalidArgumentError(
-                    f"metadata {name!r} is not a valid header name/ASCII value",
+                    f"metadata {name!r} is not a valid header name/ASCII value"[:200],
                     hint="use letters, digits and -_. in names, printable ASCII in values",
                 )
+        size = sum(len(n) + len(v) for n, v in meta.items())
+        if size > MAX_METADATA_BYTES:
+            raise InvalidArgumentError(
+                f"metadata is {size} bytes; S3 allows {MAX_METADATA_BYTES} (names and values)",
+                hint="store large descriptions in an object of their own",
+            )
         if content_type is not None and not _header_safe(content_type):
             raise InvalidArgumentError(
-                f"content type {content_type!r} is not printable ASCII on one line",
+                f"content type {content_type!r} is not printable ASCII on one line"[:200],
+                hint="give a MIME type such as 'text/csv' or 'application/octet-stream'",
+            )
+        if content_type is not None and len(content_type) > MAX_CONTENT_TYPE:
+            raise InvalidArgumentError(
+                f"content type is {len(content_type)} characters long; at most "
+                f"{MAX_CONTENT_TYPE} are sent",
                 hint="give a MIME type such as 'text/csv' or 'application/octet-stream'",
             )
         return meta
@@ -796,16 +860,17 @@ class TransferEngine:
         *,
         stacklevel: int,
     ) -> builtins.list[PresignedUrl]:
-        method = method.upper()
-        if method not in ("GET", "PUT", "HEAD", "DELETE"):
+        if not isinstance(method, str) or method.upper() not in ("GET", "PUT", "HEAD", "DELETE"):
             raise ValueError(f"method must be GET, PUT, HEAD or DELETE, not {method!r}")
-        seconds = (
-            int(expires_in.total_seconds())
-            if isinstance(expires_in, timedelta)
-            else int(expires_in)
-        )
+        method = method.upper()
+        seconds = _expiry_seconds(expires_in)
         if not 1 <= seconds <= MAX_EXPIRES:
             raise ValueError(f"expires_in must be between 1 second and 7 days, not {seconds}s")
+        if isinstance(keys, (str, bytes)):
+            raise InvalidArgumentError(
+                f"keys must be a list of object keys, not the {type(keys).__name__} {keys[:60]!r}",
+                hint=f"write presign_many([{keys[:60]!r}]), or presign({keys[:60]!r}) for one",
+            )
         key_list = builtins.list(keys)
         prefix = self.target.prefix
         full_keys = [workspace_key(prefix, k) for k in key_list]

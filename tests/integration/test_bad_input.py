@@ -52,6 +52,7 @@ class Case:
     env: dict[str, str | None] = field(default_factory=dict)
     files: dict[str, str | bytes] = field(default_factory=dict)
     needle: str = ""  # a word the error line must contain (case-insensitive)
+    secret: str = ""  # a word that must appear nowhere in the output
 
 
 def case(
@@ -61,8 +62,9 @@ def case(
     env: dict[str, str | None] | None = None,
     files: dict[str, str | bytes] | None = None,
     needle: str = "",
+    secret: str = "",
 ) -> Any:
-    return pytest.param(Case(id, argv, code, env or {}, files or {}, needle), id=id)
+    return pytest.param(Case(id, argv, code, env or {}, files or {}, needle, secret), id=id)
 
 
 def _unsigned_jwt(claims: dict[str, Any]) -> str:
@@ -218,6 +220,90 @@ ARGUMENT_CASES = [
         code=USAGE,
     ),
     case("profile-without-file", "--profile", "nope", "workspaces", code=CONFIG, needle="profile"),
+    # issue 20: inputs that used to get the wrong answer
+    case("download-empty-dest", "download", OBJECT, "", code=USAGE, needle="empty destination"),
+    case(
+        "sync-log-interval-nan",
+        "sync",
+        TMP,
+        "workspace://gep-processing-results-a2s-service-workspace/x/",
+        "--log-interval",
+        "nan",
+        code=USAGE,
+        needle="--log-interval",
+    ),
+    case(
+        "upload-content-type-20k",
+        "upload",
+        TMP + "/f.txt",
+        "--to",
+        "x",
+        "--content-type",
+        "a" * 20_000,
+        code=USAGE,
+        files={"f.txt": "x"},
+        needle="content type",
+    ),
+    case(
+        "sync-exclude-unclosed-bracket",
+        "sync",
+        TMP,
+        "workspace://gep-processing-results-a2s-service-workspace/prot/",
+        "--delete",
+        "-y",
+        "--exclude",
+        "data[1-3",
+        code=USAGE,
+    ),
+    case(
+        "sync-include-bracket",
+        "sync",
+        TMP,
+        "workspace://gep-processing-results-a2s-service-workspace/prot/",
+        "--include",
+        "[",
+        code=USAGE,
+    ),
+    case(
+        "sync-include-open-range",
+        "sync",
+        TMP,
+        "workspace://gep-processing-results-a2s-service-workspace/prot/",
+        "--include",
+        "[a-",
+        code=USAGE,
+    ),
+    case(
+        "sync-missing-source-prefix",
+        "sync",
+        "workspace://gep-processing-results-a2s-service-workspace/typo-does-not-exist/",
+        TMP,
+        "--delete",
+        "-y",
+        code=NOT_FOUND,
+        needle="no object under",
+    ),
+    case(
+        "upload-two-sources-one-key",
+        "upload",
+        TMP + "/f.txt",
+        TMP + "/clash",
+        "--to",
+        "clash2/",
+        code=USAGE,
+        files={"f.txt": "first", "clash/f.txt": "second"},
+        needle="clash2/f.txt",
+    ),
+    case(
+        "upload-named-file-filtered-out",
+        "upload",
+        TMP + "/f.txt",
+        "--include",
+        "*.tif",
+        code=USAGE,
+        files={"f.txt": "x"},
+        needle="nothing to upload",
+    ),
 ]
 
 # -------------------------------------------------------- environment variables
@@ -274,6 +360,29 @@ ENV_CASES = [
         needle="TLS handshake",
     ),
     case("url-not-terrapi", "workspaces", code=API, env={"TERRAPI_URL": ISSUER}),
+    case(
+        "url-query",
+        "workspaces",
+        code=CONFIG,
+        env={"TERRAPI_URL": API_URL + "?x=1"},
+        needle="TERRAPI_URL",
+    ),
+    case(
+        "url-password",
+        "workspaces",
+        code=CONFIG,
+        env={"TERRAPI_URL": "http://user:PASSWORD@" + PLAIN + "/core"},
+        needle="TERRAPI_URL",
+        secret="PASSWORD",
+    ),
+    case(
+        "issuer-password",
+        "workspaces",
+        code=CONFIG,
+        env={"TERRAPI_ISSUER": "http://user:PASSWORD@" + CLOSED},
+        needle="TERRAPI_ISSUER",
+        secret="PASSWORD",
+    ),
     case(
         "issuer-unset",
         "workspaces",
@@ -411,6 +520,34 @@ ENV_CASES = [
         "workspaces",
         code=AUTH,
         env={"TERRAPI_TOKEN_COMMAND": "echo garbage", "TERRAPI_CLIENT_SECRET": None},
+    ),
+    case(
+        "token-command-unclosed-quote",
+        "workspaces",
+        code=CONFIG,
+        env={"TERRAPI_TOKEN_COMMAND": "echo 'abc", "TERRAPI_CLIENT_SECRET": None},
+        needle="TERRAPI_TOKEN_COMMAND",
+    ),
+    case(
+        "token-command-binary",
+        "workspaces",
+        code=AUTH,
+        env={"TERRAPI_TOKEN_COMMAND": "printf '\\377\\376\\000x'", "TERRAPI_CLIENT_SECRET": None},
+        needle="not UTF-8",
+    ),
+    case(
+        "token-command-control-characters",
+        "workspaces",
+        code=AUTH,
+        env={"TERRAPI_TOKEN_COMMAND": "printf 'ab\\033[31mc'", "TERRAPI_CLIENT_SECRET": None},
+        needle="not an access token",
+    ),
+    case(
+        "flow-json-loads",
+        "workspaces",
+        code=CONFIG,
+        env={"TERRAPI_FLOW": "json:loads"},
+        needle="without arguments",
     ),
     case(
         "no-credentials-at-all",
@@ -704,6 +841,7 @@ def prepare(bad: Case, logged_in: dict[str, Any], tmp: Path) -> tuple[list[str],
     values = {**logged_in["values"], "tmp": str(tmp)}
     for name, content in bad.files.items():
         path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:
@@ -728,6 +866,7 @@ def assert_one_error(bad: Case, code: int, stdout: str, stderr: str) -> None:
     assert lines == [errors[0], hints[0]], stderr  # nothing else: no usage block, no warnings
     assert bad.needle.lower() in errors[0].lower(), stderr
     assert stdout == "", stdout
+    assert not bad.secret or bad.secret not in stderr, stderr
 
 
 @pytest.mark.parametrize("bad", CLI_CASES)
@@ -835,6 +974,31 @@ API_CASES = [
     ApiCase(
         "presign-many-bad-key", lambda c, t: _ws(c).presign_many(["ok", "../x"]), "InvalidKeyError"
     ),
+    # issue 20: the wrong type is a clear ValueError-type SDK error, at once
+    ApiCase("upload-key-int", lambda c, t: _ws(c).upload("f", 123), "InvalidKeyError"),
+    ApiCase(
+        "from-env-issuer-int",
+        lambda c, t: type(c).from_env(issuer=123),
+        "InvalidArgumentError",
+    ),
+    ApiCase(
+        "with-transfer-config-dict",
+        lambda c, t: _ws(c).with_transfer_config({"part_size": 8 << 20}),
+        "InvalidArgumentError",
+    ),
+    ApiCase("workspace-int", lambda c, t: c.workspace(123), "InvalidArgumentError"),
+    ApiCase("presign-many-str", lambda c, t: _ws(c).presign_many("k"), "InvalidArgumentError"),
+    ApiCase(
+        "presign-expires-bool",
+        lambda c, t: _ws(c).presign("k", expires_in=True),
+        "InvalidArgumentError",
+    ),
+    ApiCase("download-empty-dest", lambda c, t: _ws(c).download("k", ""), "InvalidArgumentError"),
+    ApiCase(
+        "upload-directory-fifo",
+        lambda c, t: (os.mkfifo(t / "fifo"), _ws(c).upload_directory(t, "d/"))[1],
+        "TransferError",
+    ),
 ]
 
 
@@ -886,6 +1050,116 @@ def test_python_api_bad_settings(name: str, env: dict[str, str], logged_in: dict
     ):
         sts_bridge.Client.from_env().workspace()
     assert caught.value.hint
+
+
+# ------------------------------------------------------- issue 20: beyond the table
+@pytest.mark.parametrize(
+    "argv,env,code",
+    [
+        (["workspace", "no-such-workspace"], {}, NOT_FOUND),
+        (["workspaces"], {"TERRAPI_URL": "http://" + CLOSED}, API),
+        (["workspaces"], {"TERRAPI_TOKEN": "garbage"}, AUTH),
+    ],
+    ids=["not-found", "api", "auth"],
+)
+def test_debug_keeps_the_exit_code(
+    argv: list[str],
+    env: dict[str, str],
+    code: int,
+    logged_in: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--debug`` adds a traceback; the error line, the hint and the exit code stay."""
+    filled = {k: _fill(v, logged_in["values"]) for k, v in env.items()}
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    with patched_environ({**logged_in["env"], **filled}):
+        got = int(main(["--debug", *argv]))
+    _, err = capsys.readouterr()
+    assert got == code, err
+    assert "Traceback" in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-2].startswith("sts-bridge: error: ") and lines[-1].startswith(
+        "sts-bridge: hint: "
+    )
+
+
+@pytest.mark.parametrize(
+    "shell_line,needle",
+    [
+        ("upload - --to k <&-", "standard input is closed"),
+        ("download {object} - >&-", "standard output is closed"),
+    ],
+    ids=["closed-stdin", "closed-stdout"],
+)
+def test_closed_stdin_or_stdout_is_one_error(
+    shell_line: str, needle: str, logged_in: dict[str, Any], tmp_path: Path
+) -> None:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("TERRAPI_", "STS_BRIDGE_"))}
+    full.update(logged_in["env"])
+    line = f"exec {sys.executable} -m sts_bridge " + _fill(shell_line, logged_in["values"])
+    result = subprocess.run(
+        ["sh", "-c", line], env=full, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    bad = Case(shell_line, (), USAGE, needle=needle)
+    assert_one_error(bad, result.returncode, result.stdout, result.stderr)
+
+
+def test_a_relative_cache_dir_in_the_profile_is_relative_to_the_file(
+    logged_in: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config_dir = tmp_path / "conf"
+    config_dir.mkdir()
+    (config_dir / "config").write_text("[default]\ncache_dir = rel-cache\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    env = dict(logged_in["env"])
+    env.pop("STS_BRIDGE_CACHE_DIR")
+    env["STS_BRIDGE_CONFIG_FILE"] = str(config_dir / "config")
+    with patched_environ(env):
+        assert int(main(["workspaces"])) == 0, capsys.readouterr().err
+        from sts_bridge.config import load_settings
+
+        assert load_settings().cache_dir == config_dir.resolve() / "rel-cache"
+    assert (config_dir / "rel-cache").is_dir()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_key_with_escapes_from_the_store_is_printed_escaped(
+    api_client: Any,
+    logged_in: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys written by other tools reach the terminal escaped, whatever the command."""
+    ws = _ws(api_client)
+    folder = f"evil-{uuid.uuid4().hex[:8]}/"
+    key = folder + "abs/\x1b[31mred.txt"
+    ws.s3_client().put_object(Bucket=ws.bucket, Key=ws.prefix + key, Body=b"red")
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    outputs = []
+    with patched_environ(logged_in["env"]):
+        for argv in (
+            ["ls", "-r", folder],
+            ["sync", f"workspace://{ws.name}/{folder}", str(tmp_path / "copy"), "--dry-run"],
+            ["sync", f"workspace://{ws.name}/{folder}", str(tmp_path / "copy")],
+            ["download", key, str(tmp_path / "one")],
+            ["rm", "-r", "-y", folder],
+        ):
+            code = int(main(argv))
+            out, err = capsys.readouterr()
+            outputs.append((argv[0], code, out, err))
+    for name, code, out, err in outputs:
+        assert "\x1b" not in out + err, (name, code, out, err)
+        assert "Traceback" not in err and "unexpected" not in err.lower(), err
+    assert outputs[0][1] == 0 and "\\x1b[31mred.txt" in outputs[0][2]
+    assert outputs[-1][1] == 0, outputs[-1]
+    assert list(ws.list(folder, recursive=True)) == []
 
 
 def test_the_table_is_big_enough() -> None:
