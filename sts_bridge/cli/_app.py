@@ -327,9 +327,7 @@ def _cli_logging(*, debug: bool) -> Iterator[None]:
         else _OneLineFormatter("sts-bridge: %(levelname)s: %(name)s: %(message)s")
     )
     handler.addFilter(RedactingFilter())
-    saved = {
-        name: logging.getLogger(name).level for name in ("", *QUIET_LIBRARIES, *SAID_BY_US)
-    }
+    saved = {name: logging.getLogger(name).level for name in ("", *QUIET_LIBRARIES, *SAID_BY_US)}
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
     for name in QUIET_LIBRARIES:
