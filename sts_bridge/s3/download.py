@@ -102,6 +102,27 @@ def _pwrite_all(fd: int, view: memoryview, offset: int, what: str) -> None:
         raise TransferError(f"{what}: writing the file failed: {exc}") from exc
 
 
+def _put_in_place(tmp: Path, target: Path, what: str) -> None:
+    """Rename the complete temp file to ``target``; when that fails (``target``
+    became a directory meanwhile, a read-only folder...) the temp file goes
+    and the error names the destination, not the temp file."""
+    try:
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, IsADirectoryError) or target.is_dir():
+            raise TransferError(
+                f"{what}: {target} became a directory during the download; nothing was written",
+                hint="remove or rename that directory, or give a directory to download into",
+            ) from exc
+        raise TransferError(
+            f"{what}: cannot write {target}: {exc.strerror or type(exc).__name__}; "
+            "nothing was written",
+            hint="check the destination, its folder's permissions and the free space",
+        ) from exc
+
+
 def part_file(target: Path) -> Path:
     """The temp file a download into ``target`` writes before the rename."""
     return target.with_name(f".{target.name}.{os.getpid()}-{random.getrandbits(32):08x}.part")
@@ -382,7 +403,7 @@ class DownloadEngine(S3Http):
                 os.close(opened)
             os.close(fd)
             if ok:
-                os.replace(tmp, target)
+                _put_in_place(tmp, target, what)
             else:
                 with contextlib.suppress(OSError):
                     tmp.unlink()

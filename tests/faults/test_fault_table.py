@@ -194,3 +194,44 @@ def test_printed_credentials_have_at_least_half_their_life_left(
     expires = datetime.fromisoformat(exported["AWS_CREDENTIAL_EXPIRATION"].replace("Z", "+00:00"))
     assert expires.timestamp() > now + 600
     assert "expire at" in result.stderr.decode() and "--serve" in result.stderr.decode()
+
+
+# --------------------------------------------------------------------------
+# the destination of a download changes under it
+# --------------------------------------------------------------------------
+def test_destination_replaced_by_a_directory_mid_download(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """The error names the destination (not the temp file) and the temp file goes."""
+    import subprocess
+    import sys
+
+    from faults_support import MiB, pattern_file
+
+    data = pattern_file(tmp_path / "src.bin", 17 * MiB, seed=20)
+    key = checker.base + "obj.bin"
+    checker.put(key, data)
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / "becomesdir"
+    faults.s3.set("trickle", rate=2 * MiB)  # ~8 s: time to swap the destination
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sts_bridge", "download", key, str(dest)],
+        env=_env(faults), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.endswith(".part") for p in out.iterdir()):
+            assert time.monotonic() < deadline and proc.poll() is None, "no temp file appeared"
+            time.sleep(0.05)
+        dest.mkdir()  # the destination becomes a directory mid-download
+        faults.s3.heal()
+        _, err = proc.communicate(timeout=HANG_GUARD)
+    finally:
+        proc.kill()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, b"", err)
+    line = one_line_error(result)
+    assert str(dest) in line and "directory" in line, line
+    assert ".part" not in line, line
+    assert sorted(p.name for p in out.iterdir()) == ["becomesdir"]  # no temp file left
+    assert list(dest.iterdir()) == []  # nothing put inside it either
