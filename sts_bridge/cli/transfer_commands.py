@@ -53,7 +53,11 @@ def register(sub: Any) -> None:
     )
     add_workspace_argument(p)
     p.add_argument(
-        "--include", action="append", metavar="GLOB", type=glob_pattern, help="only matching files"
+        "--include",
+        action="append",
+        metavar="GLOB",
+        type=glob_pattern,
+        help="only matching files (named files too, by name)",
     )
     p.add_argument(
         "--exclude", action="append", metavar="GLOB", type=glob_pattern, help="skip matching files"
