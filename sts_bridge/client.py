@@ -203,8 +203,10 @@ class Client:
 
         point: StoragePoint | None = None
         initial: S3Credentials | None = None
+        cached = False
         if store is not None:
             point, initial = store.load_entry()
+            cached = point is not None
             if point is None:
                 with store.locked():
                     point, initial = store.load_entry()  # another process may have just done it
@@ -226,6 +228,18 @@ class Client:
             store=store,
             initial=initial,
         )
+
+        def resolve_again() -> StoragePoint:
+            # The cached entry named a store that cannot be reached: new
+            # credentials come with the description the API gives now, and
+            # both replace the entry (replace_refused saves them).
+            current = refreshing.current
+            if current is None:
+                refreshing.get()  # an exchange, which brings the description too
+            else:
+                refreshing.replace_refused(current)
+            return sts.storage_point or point
+
         return Workspace(
             point,
             refreshing,
@@ -233,6 +247,7 @@ class Client:
             api_url=self.api_url,
             cache_dir=self.settings.cache_dir,
             transfer_config=self.transfer_config,
+            resolve_again=resolve_again if cached else None,
         )
 
     def _store(self, name: str) -> CredentialCache | None:

@@ -8,15 +8,17 @@ it owns, which knows the workspace only as a
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.credentials.sources import workspace_by_reference
+from sts_bridge.errors import StorageUnavailableError, StsBridgeError
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.keys import workspace_prefix
 from sts_bridge.s3.transfer_types import (
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from sts_bridge.interop.filesystem import WorkspaceFileSystem
 
 __all__ = ["Workspace"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 #: The result of uploading a directory (one per file).
@@ -64,6 +69,10 @@ class Workspace:
         to its ``sync/``; ``None``: the default one).
     :param transfer_config: every knob of uploads, downloads and sync
         (default: ``TransferConfig()``); see :meth:`with_transfer_config`.
+    :param resolve_again: for a description read from a cache: drops that
+        cache entry and returns the description the API gives now. Called
+        once when the store cannot be reached; an operation that failed
+        before sending anything is retried when the endpoint changed.
 
     It pickles by reference (its name and ``api_url``, never credentials):
     unpickled, it is :func:`~sts_bridge.credentials.sources.resolve_workspace`
@@ -80,8 +89,12 @@ class Workspace:
         api_url: str | None = None,
         cache_dir: Path | None = None,
         transfer_config: TransferConfig | None = None,
+        resolve_again: Callable[[], StoragePoint] | None = None,
     ) -> None:
         self.storage_point = storage_point
+        # The description came from a cache: when its endpoint cannot be
+        # reached, this asks the API again once (see _endpoint_checked).
+        self._resolve_again = resolve_again
         self.api_url = api_url
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.refreshing = credentials
@@ -114,6 +127,7 @@ class Workspace:
             api_url=self.api_url,
             cache_dir=self.cache_dir,
             transfer_config=config,
+            resolve_again=self._resolve_again,
         )
 
     # -- where ---------------------------------------------------------------
@@ -212,13 +226,24 @@ class Workspace:
         for a directory, before any request),
         :class:`~sts_bridge.errors.StorageAccessDeniedError`.
         """
-        return self.engine.upload(
-            source,
-            key,
-            content_type=content_type,
-            metadata=metadata,
-            progress=progress,
-            resumable=resumable,
+        if hasattr(source, "read"):  # a stream cannot be read a second time
+            return self.engine.upload(
+                source,
+                key,
+                content_type=content_type,
+                metadata=metadata,
+                progress=progress,
+                resumable=resumable,
+            )
+        return self._endpoint_checked(
+            lambda: self.engine.upload(
+                source,
+                key,
+                content_type=content_type,
+                metadata=metadata,
+                progress=progress,
+                resumable=resumable,
+            )
         )
 
     def upload_directory(
@@ -247,16 +272,18 @@ class Workspace:
         link to a folder) fails the upload before any request, or, with
         ``on_skip``, is handed to ``on_skip(path, reason)`` and left out.
         """
-        return self.engine.upload_directory(
-            path,
-            key,
-            include=include,
-            exclude=exclude,
-            content_type=content_type,
-            metadata=metadata,
-            progress=progress,
-            resumable=resumable,
-            on_skip=on_skip,
+        return self._endpoint_checked(
+            lambda: self.engine.upload_directory(
+                path,
+                key,
+                include=include,
+                exclude=exclude,
+                content_type=content_type,
+                metadata=metadata,
+                progress=progress,
+                resumable=resumable,
+                on_skip=on_skip,
+            )
         )
 
     def unfinished_uploads(self, prefix: str = "") -> UnfinishedUploads:
@@ -307,7 +334,11 @@ class Workspace:
             metadata=metadata,
             on_skip=on_skip,
         )
-        return self.engine.upload_planned(specs, progress=progress, resumable=resumable)
+        if any(spec.stream is not None for spec in specs):  # a stream is read once
+            return self.engine.upload_planned(specs, progress=progress, resumable=resumable)
+        return self._endpoint_checked(
+            lambda: self.engine.upload_planned(specs, progress=progress, resumable=resumable)
+        )
 
     def download(
         self,
@@ -323,7 +354,7 @@ class Workspace:
         object, :class:`~sts_bridge.errors.TransferError` when the destination
         is a directory (before any request) or the transfer failed.
         """
-        return self.engine.download(key, dest, progress=progress)
+        return self._endpoint_checked(lambda: self.engine.download(key, dest, progress=progress))
 
     def download_fileobj(
         self,
@@ -349,7 +380,12 @@ class Workspace:
         :class:`~sts_bridge.errors.InvalidKeyError` for an unsafe prefix and
         the storage errors of :mod:`sts_bridge.errors`.
         """
-        return self.engine.list(prefix, recursive=recursive, page_size=page_size)
+        listing = self.engine.list(prefix, recursive=recursive, page_size=page_size)
+        if self._resolve_again is None:
+            return listing
+        return self._listing_checked(
+            listing, lambda: self.engine.list(prefix, recursive=recursive, page_size=page_size)
+        )
 
     def delete(self, key_or_prefix: str, *, recursive: bool = False) -> int:
         """Delete one object, or with ``recursive=True`` everything under a folder.
@@ -359,7 +395,9 @@ class Workspace:
         Raises :class:`~sts_bridge.errors.ObjectNotFoundError` for a missing single
         key, :class:`~sts_bridge.errors.InvalidKeyError` (before any request).
         """
-        return self.engine.delete(key_or_prefix, recursive=recursive)
+        return self._endpoint_checked(
+            lambda: self.engine.delete(key_or_prefix, recursive=recursive)
+        )
 
     def presign(
         self, key: str, method: str = "GET", expires_in: int | timedelta = 3600
@@ -382,6 +420,66 @@ class Workspace:
         Raises what :meth:`presign` raises.
         """
         return self.engine.presign_many(keys, method, expires_in, warn_stacklevel=4)
+
+    # -- a cached description whose endpoint cannot be reached ------------------
+
+    def _endpoint_checked(self, operation: Callable[[], _T]) -> _T:
+        """``operation()``; when the store cannot be reached and this workspace's
+        description came from a cache, the description is asked again and, if
+        it changed, ``operation()`` runs once more against the new one.
+
+        Only operations that can run twice use this (files, listings,
+        deletes; never a stream, read once): a refused connection sends
+        nothing, and an upload or download that fails cleans up after itself.
+        """
+        try:
+            return operation()
+        except StorageUnavailableError:
+            if not self._described_again():
+                raise
+        return operation()
+
+    def _listing_checked(
+        self, listing: Iterator[ObjectInfo], again: Callable[[], Iterator[ObjectInfo]]
+    ) -> Iterator[ObjectInfo]:
+        """A listing retried like :meth:`_endpoint_checked` while nothing was yielded yet."""
+        try:
+            first = next(listing, None)
+        except StorageUnavailableError:
+            if not self._described_again():
+                raise
+            yield from again()
+            return
+        if first is not None:
+            yield first
+            yield from listing
+
+    def _described_again(self) -> bool:
+        """Ask the API for this workspace's description again (once); ``True``
+        when the place changed (another endpoint, bucket or prefix)."""
+        resolve, self._resolve_again = self._resolve_again, None
+        if resolve is None:
+            return False
+        old = self.storage_point
+        try:
+            new = resolve()
+        except StsBridgeError as exc:
+            log.info("could not describe workspace %s again: %s", self.name, exc)
+            return False
+        where = ("endpoint_url", "bucket", "prefix", "region", "addressing_style")
+        if all(getattr(new, f) == getattr(old, f) for f in where):
+            return False
+        log.info(
+            "the cached description of %s named a store that cannot be reached; "
+            "the API now names %s",
+            self.name,
+            new.endpoint_url,
+        )
+        with self._lock:
+            self.storage_point = new
+            self._client = None
+            self._filesystem = None
+        return True
 
     # -- with what -------------------------------------------------------------
 

@@ -235,3 +235,32 @@ def test_destination_replaced_by_a_directory_mid_download(
     assert ".part" not in line, line
     assert sorted(p.name for p in out.iterdir()) == ["becomesdir"]  # no temp file left
     assert list(dest.iterdir()) == []  # nothing put inside it either
+
+
+# --------------------------------------------------------------------------
+# a cached workspace description whose store cannot be reached
+# --------------------------------------------------------------------------
+def test_cached_entry_with_an_unreachable_endpoint_is_resolved_again(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """The STS cache names a storage endpoint nobody listens on (the store
+    moved): the entry is dropped and the API asked again, at once, not
+    after the cached credentials expire."""
+    from sts_bridge_devstack.ports import free_port
+
+    env = _env(faults)
+    first, _ = run_cli(["ls", checker.base], env)
+    assert first.returncode == 0, first.stderr.decode()
+    (cache,) = _sts_cache_files(tmp_path / "cache")
+    doc = json.loads(cache.read_text())
+    real = doc["storage_point"]["endpoint_url"]
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"through the endpoint the API names now")
+    for args in (["ls", checker.base], ["upload", str(src), "--to", checker.base]):
+        doc["storage_point"]["endpoint_url"] = dead
+        cache.write_text(json.dumps(doc))
+        result, _ = run_cli(args, env, timeout=HANG_GUARD)
+        assert result.returncode == 0, (args, result.stderr.decode())
+        assert json.loads(cache.read_text())["storage_point"]["endpoint_url"] == real
+    assert checker.data(checker.base + "a.txt") == src.read_bytes()
