@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -1162,6 +1163,18 @@ def test_a_key_with_escapes_from_the_store_is_printed_escaped(
     assert list(ws.list(folder, recursive=True)) == []
 
 
-def test_the_table_is_big_enough() -> None:
-    total = len(CLI_CASES) + len(API_CASES) + len(SETTINGS_CASES)
-    assert total >= 100, total
+def test_the_readme_counts_what_the_table_holds() -> None:
+    """The README's failure section says how many bad inputs this file checks;
+    the count must be exact, and every case must have a name of its own."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    claim = re.search(r"test_bad_input\.py`\s*\([^)]*?a table of (\d+)", readme)
+    assert claim, "README.md must say how many inputs test_bad_input.py's table holds"
+    tables = {
+        "CLI": [c.values[0].id for c in CLI_CASES],
+        "API": [c.id for c in API_CASES],
+        "settings": [c[0] for c in SETTINGS_CASES],
+    }
+    total = sum(len(names) for names in tables.values())
+    assert total == int(claim.group(1)), (total, claim.group(0))
+    for table, names in tables.items():
+        assert len(set(names)) == len(names), f"{table} cases share a name"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -844,14 +845,29 @@ def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> N
     assert broke and out.read_bytes() == data
 
 
-def _direct_supported(folder: Path) -> bool:
-    probe = folder / ".probe"
+def _file_system_takes_o_direct(folder: Path) -> bool:
+    """Whether ``folder``'s file system takes an O_DIRECT write, asked by the test
+    itself (never by the code under test): tmpfs refuses, ext4 and xfs take it."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    probe = folder / ".o-direct-probe"
     probe.write_bytes(b"")
-    fd = _download.open_direct(probe, 1 << 40, 4 * MiB, 0)
-    if fd is not None:
+    try:
+        fd = os.open(probe, os.O_WRONLY | flag)
+    except OSError:
+        probe.unlink()
+        return False
+    page = mmap.mmap(-1, 4096)  # anonymous maps are page-aligned, as O_DIRECT wants
+    try:
+        os.pwrite(fd, page, 0)
+        return True
+    except OSError:
+        return False
+    finally:
         os.close(fd)
-    probe.unlink()
-    return fd is not None
+        page.close()
+        probe.unlink()
 
 
 def _open_fds() -> int:
@@ -907,12 +923,14 @@ def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how:
     assert out.read_bytes() == data
     assert _open_fds() == fds  # the O_DIRECT descriptor is closed too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "o.bin", "src.bin"]
-    if _direct_supported(tmp_path):
-        assert direct_writes
+    if _file_system_takes_o_direct(tmp_path):
+        assert direct_writes  # where O_DIRECT works, a large download uses it
         if how == "refused":
             assert 1 <= len(refused) <= 2  # given up after the first refusal (2 threads)
         if how == "broken":
             assert broke
+    else:
+        assert direct_writes == []  # and where it does not, it writes buffered
 
 
 def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
@@ -941,6 +959,8 @@ def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
         os.close(large)
     assert (small, unaligned, never) == (None, None, None)
     assert asked == [True]  # only the large aligned download tried O_DIRECT
+    # and got it, where the file system takes O_DIRECT
+    assert (large is not None) == _file_system_takes_o_direct(tmp_path)
 
 
 def test_upload_and_resume_never_build_a_boto3_client(

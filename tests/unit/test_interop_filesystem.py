@@ -71,6 +71,7 @@ class CountingSource:
     delay: float = 0.0
     calls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    expiries: dict[str, datetime] = field(default_factory=dict)  # access key -> expiry
 
     def credentials(self) -> S3Credentials:
         with self.lock:
@@ -78,9 +79,10 @@ class CountingSource:
             n = self.calls
         time.sleep(self.delay)
         now = datetime.now(timezone.utc)
+        expiry = now + timedelta(seconds=self.lifetime)
+        self.expiries[f"AK{n}"] = expiry
         return S3Credentials(
-            f"AK{n}", "secret-key-value", "session-token-value",
-            now + timedelta(seconds=self.lifetime), now,
+            f"AK{n}", "secret-key-value", "session-token-value", expiry, now
         )  # fmt: skip
 
 
@@ -180,18 +182,26 @@ def test_concurrent_coroutines_and_threads_share_one_exchange(
 def test_short_credentials_are_refreshed_before_they_expire(
     s3_endpoint: tuple[str, list[str]],
 ) -> None:
-    source = CountingSource("unit-fs-ws", s3_endpoint[0], lifetime=3.0)
+    """Over two lifetimes of 3-second credentials, every credential served
+    still has time to sign and send a request: none expired, none about to."""
+    lifetime = 3.0
+    source = CountingSource("unit-fs-ws", s3_endpoint[0], lifetime=lifetime)
     creds = aio_credentials(source)
 
-    async def keys_over(seconds: float) -> list[str]:
-        seen = []
+    async def served_over(seconds: float) -> list[tuple[str, datetime]]:
+        served = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
+            # measured from before the call: a slow event loop only adds time
+            asked_at = datetime.now(timezone.utc)
             frozen = await creds.get_frozen_credentials()
-            seen.append(frozen.access_key)
+            served.append((frozen.access_key, asked_at))
             await asyncio.sleep(0.05)
-        return seen
+        return served
 
-    seen = asyncio.run(keys_over(7.0))
-    assert 3 <= source.calls <= 8  # once per ~2/3 lifetime, not per call
-    assert len(seen) > 3 * source.calls
+    served = asyncio.run(served_over(2.3 * lifetime))
+    for key, asked_at in served:
+        left = (source.expiries[key] - asked_at).total_seconds()
+        assert left >= lifetime / 10, f"{key} was served {left:.2f} s before it expired"
+    assert len({key for key, _ in served}) >= 3  # it did refresh, twice at least
+    assert len(served) > 3 * source.calls  # once per lifetime, not per call
