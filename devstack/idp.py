@@ -142,6 +142,8 @@ def default_clients() -> list[ClientSpec]:
 @dataclass
 class IdpConfig:
     access_token_ttl: int = 3600
+    #: lifetime of tokens issued by token exchange (None: ``access_token_ttl``)
+    exchange_token_ttl: int | None = None
     refresh_token_ttl: int = 14 * 24 * 3600
     device_code_ttl: int = 600
     audience: str = DEFAULT_AUDIENCE
@@ -333,6 +335,7 @@ class IdentityProvider:
             "audience": self.config.audience,
             "platform_scopes": [self.config.platform],
             "access_token_ttl": int(self.config.access_token_ttl),
+            "exchange_token_ttl": int(self.config.exchange_token_ttl or 0) or None,
             "refresh_token_ttl": int(self.config.refresh_token_ttl),
             "device_code_ttl": int(self.config.device_code_ttl),
             "auto_approve": bool(self.config.auto_approve),

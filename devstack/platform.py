@@ -20,6 +20,10 @@ enforcement on, but see :data:`~sts_bridge_devstack.s3_moto.LOST_GUARANTEES`),
 ``"auto"``: radosgw when the Ceph binaries are on PATH, else moto with a
 warning on stderr listing what the fallback loses. ``platform.s3_backend``
 says which one runs.
+
+``users=`` replaces the IdP's users (default alice and bob; every user gets
+a private workspace); ``exchange_token_ttl=`` gives tokens issued by token
+exchange their own lifetime (re-exchange tests).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any, TextIO
 import requests
 
 from .api.policy import load_policy
-from .idp import IdentityProvider, IdpConfig
+from .idp import IdentityProvider, IdpConfig, User
 from .ports import free_port, wait_until_ready
 from .s3 import (
     LIFECYCLE,
@@ -103,7 +107,8 @@ class LocalPlatform:
     Attributes after :meth:`start`: ``issuer``, ``api_url`` (``http://127.0.0.1:PORT/core``),
     ``s3_endpoint``, ``s3_backend`` (``radosgw`` or ``moto``, known at
     construction), ``fallback_warning`` (empty on radosgw), ``service_client_id``,
-    ``service_client_secret``,
+    ``service_client_secret``, ``exchange_client_id`` / ``exchange_client_secret`` /
+    ``exchange_audience`` (the service that may exchange users' tokens),
     ``cli_client_id``, ``audience``, ``scopes``, ``users`` (username ->
     password), ``idp`` (:class:`IdentityProvider`), ``s3``
     (:class:`RadosGateway`), ``role_arn``, ``policy`` (the policy mapping),
@@ -123,12 +128,16 @@ class LocalPlatform:
         startup_timeout: float = 30.0,
         s3_backend: str | None = None,
         warn: TextIO | None = None,
+        users: list[User] | None = None,
+        exchange_token_ttl: int | None = None,
     ) -> None:
         self.s3_backend = resolve_s3_backend(s3_backend)
         #: where the fallback warning goes (default sys.stderr at start())
         self._warn_stream = warn
         self.fallback_warning = fallback_warning() if self.s3_backend == "moto" else ""
         self.token_ttl = int(token_ttl)
+        self.exchange_token_ttl = exchange_token_ttl
+        self._users = users
         self.policy = load_policy(policy_file)
         sts_default = int((self.policy.get("sts") or {}).get("duration_seconds", 900))
         self.sts_duration = int(sts_duration if sts_duration is not None else sts_default)
@@ -185,6 +194,8 @@ class LocalPlatform:
         self.idp = IdentityProvider(
             IdpConfig(
                 access_token_ttl=self.token_ttl,
+                exchange_token_ttl=self.exchange_token_ttl,
+                **({"users": list(self._users)} if self._users is not None else {}),
                 auto_approve=self.auto_approve,
                 platform=str(self.policy.get("platform_id", "gep")),
             ),

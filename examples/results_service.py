@@ -18,7 +18,11 @@ client allowed to exchange tokens), ``TERRAPI_AUDIENCE`` (the API's),
 ``TERRAPI_SCOPES``; and ``RESULTS_AUDIENCE`` (required), ``RESULTS_SCOPES``
 (scopes every caller needs, space-separated), ``RESULTS_GROUPS`` (the caller
 needs one of these ``groups``, comma-separated), ``RESULTS_MAX_USERS``,
-``RESULTS_IDLE_SECONDS``, ``RESULTS_LINK_SECONDS`` (default 900).
+``RESULTS_IDLE_SECONDS``, ``RESULTS_LINK_SECONDS`` (default 900; a link
+never outlives the credentials that sign it, so it may be shorter);
+``RESULTS_LAG_PROBE=1`` measures the event loop's lag (a task that sleeps
+5 ms and records how late it wakes; ``GET /__lag``, ``POST /__lag/reset``;
+for bench/service_load.py).
 
 Run it::
 
@@ -27,14 +31,18 @@ Run it::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from sts_bridge.clock import utc_now
 from sts_bridge.config import load_settings
 from sts_bridge.errors import StsBridgeError
 from sts_bridge.service import Caller, CallerRequirements, CallerVerifier, any_of
@@ -68,7 +76,18 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
     link_seconds = int(env.get("RESULTS_LINK_SECONDS", "900"))
     caller_of = caller_dependency(verifier)
 
-    app = FastAPI(title="sts-bridge results service")
+    lag = {"max_ms": 0.0, "samples": 0}
+    probe = bool(env.get("RESULTS_LAG_PROBE"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_measure_lag(lag)) if probe else None
+        yield
+        if task is not None:
+            task.cancel()
+        users.close()
+
+    app = FastAPI(title="sts-bridge results service", lifespan=lifespan)
     app.state.users = users
     app.state.verifier = verifier
 
@@ -91,7 +110,11 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
             key,
             content_type=request.headers.get("content-type") or "application/octet-stream",
         )
-        link = await ws.presign(key, expires_in=link_seconds)
+        # A link cannot outlive the credentials that sign it; asking for more
+        # would make every request buy fresh credentials (an STS call each).
+        creds = await ws.credentials()
+        left = (creds.expiry - utc_now()).total_seconds() if creds.expiry else link_seconds
+        link = await ws.presign(key, expires_in=max(1, min(link_seconds, int(left))))
         return {
             "key": key,
             "size": result.size,
@@ -105,7 +128,28 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         found = [{"key": o.key, "size": o.size} async for o in ws.list(RESULTS_PREFIX)]
         return {"workspace": ws.name, "results": found}
 
+    if probe:
+
+        @app.get("/__lag")
+        async def loop_lag() -> dict[str, float]:
+            return dict(lag)
+
+        @app.post("/__lag/reset")
+        async def reset_lag() -> dict[str, float]:
+            lag.update(max_ms=0.0, samples=0)
+            return dict(lag)
+
     return app
+
+
+async def _measure_lag(lag: dict[str, float], period: float = 0.005) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(period)
+        late = (loop.time() - before - period) * 1000
+        lag["samples"] += 1
+        lag["max_ms"] = max(lag["max_ms"], late)
 
 
 def _app_from_environment() -> FastAPI:

@@ -117,7 +117,9 @@ const configuration = {
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   expiresWithSession: async () => false,
   ttl: {
-    AccessToken: cfg.access_token_ttl,
+    // Exchanged tokens may live shorter than logins (tests of the re-exchange).
+    AccessToken: (ctx, token) => (token.gty === 'token_exchange' && cfg.exchange_token_ttl)
+      || cfg.access_token_ttl,
     ClientCredentials: cfg.access_token_ttl,
     AuthorizationCode: 60,
     IdToken: cfg.access_token_ttl,

@@ -21,6 +21,7 @@ the one place touching botocore private attributes (:func:`set_refresh_windows`)
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -115,11 +116,29 @@ class _Provider(CredentialProvider):  # type: ignore[misc]
         return self._credentials
 
 
+_loader: Any = None
+_loader_lock = threading.Lock()
+
+
+def shared_data_loader() -> Any:
+    """One botocore data loader for every session of this process (its cache is shared)."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            from botocore.loaders import create_loader
+
+            _loader = create_loader()
+        return _loader
+
+
 def botocore_session(
     refreshing: RefreshingS3Credentials, *, region: str | None = None
 ) -> botocore.session.Session:
     """A botocore session whose only credential source is ``refreshing``."""
     session = botocore.session.Session()
+    # Every session would otherwise parse the S3 service model again (several
+    # MB each): a service holding hundreds of users' workspaces shares one.
+    session.register_component("data_loader", shared_data_loader())
     session.register_component(
         "credential_provider", CredentialResolver([_Provider(botocore_credentials(refreshing))])
     )

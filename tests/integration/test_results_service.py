@@ -14,95 +14,29 @@ import base64
 import json
 import os
 import re
-import subprocess
-import sys
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from sts_bridge_devstack.ports import free_port, wait_until_ready
+from sts_bridge_devstack.results_service import ResultsService
 from sts_bridge_devstack.static_issuer import StaticIssuer
 
 from sts_bridge import Client
 from sts_bridge.auth.static import StaticToken
 from sts_bridge.config import Settings
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
-@dataclass
-class RunningService:
-    url: str
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
-
-    def call(self, method: str, path: str, token: str | None, **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return requests.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
-
-
-def start_service(platform: Any, workdir: Path) -> RunningService:
-    """The example under uvicorn on a free port, configured as its docstring says."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TERRAPI_", "STS_BRIDGE_"))}
-    env.update(
-        TERRAPI_URL=platform.api_url,
-        TERRAPI_ISSUER=platform.issuer,
-        TERRAPI_CLIENT_ID=platform.exchange_client_id,
-        TERRAPI_CLIENT_SECRET=platform.exchange_client_secret,
-        TERRAPI_AUDIENCE=platform.audience,
-        TERRAPI_SCOPES="openid profile gep",
-        STS_BRIDGE_CACHE_DIR=str(workdir / "cache"),
-        RESULTS_AUDIENCE=platform.exchange_audience,
-        RESULTS_SCOPES="gep",
-        RESULTS_GROUPS="team-a,team-b",
-        RESULTS_LINK_SECONDS="600",
-        RESULTS_LOG_LEVEL="DEBUG",
+def start_service(platform: Any, workdir: Path) -> ResultsService:
+    return ResultsService(
+        platform, workdir, RESULTS_GROUPS="team-a,team-b", RESULTS_LOG_LEVEL="DEBUG"
     )
-    log = workdir / f"service-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                str(EXAMPLES),
-                "results_service:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "debug",
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    running = RunningService(f"http://127.0.0.1:{port}", log, process)
-    try:
-        wait_until_ready(f"{running.url}/healthz", timeout=60, what="results service")
-    except BaseException:
-        running.stop()
-        raise
-    return running
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +64,7 @@ def b64(data: dict[str, Any]) -> str:
 
 
 def test_results_land_in_the_callers_own_workspace(
-    local_platform: Any, service: RunningService, tokens: dict[str, str]
+    local_platform: Any, service: ResultsService, tokens: dict[str, str]
 ) -> None:
     body = f"alice's result {uuid.uuid4()}".encode()
     stored = service.call("POST", "/results", tokens["alice"], data=body)
@@ -155,7 +89,7 @@ def test_results_land_in_the_callers_own_workspace(
 
 
 def test_a_large_body_is_streamed_multipart(
-    service: RunningService, tokens: dict[str, str]
+    service: ResultsService, tokens: dict[str, str]
 ) -> None:
     body = os.urandom(20 << 20)
     stored = service.call("POST", "/results", tokens["bob"], data=body)
@@ -164,7 +98,7 @@ def test_a_large_body_is_streamed_multipart(
 
 
 def test_bad_tokens_are_refused(
-    local_platform: Any, service: RunningService, tokens: dict[str, str]
+    local_platform: Any, service: ResultsService, tokens: dict[str, str]
 ) -> None:
     header, payload, signature = tokens["alice"].split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -208,7 +142,7 @@ def test_a_concurrent_load_exchanges_once_per_user(
         fresh.stop()
 
 
-def _load(local_platform: Any, fresh: RunningService, tokens: dict[str, str]) -> None:
+def _load(local_platform: Any, fresh: ResultsService, tokens: dict[str, str]) -> None:
     idp_before = local_platform.idp_stats()["by_path"].get("POST /token", 0)
     sts_before = local_platform.api_stats()["sts_exchanges"]
 
@@ -225,8 +159,45 @@ def _load(local_platform: Any, fresh: RunningService, tokens: dict[str, str]) ->
     assert local_platform.idp_stats()["by_path"].get("POST /token", 0) - idp_before == 2
     assert local_platform.api_stats()["sts_exchanges"] - sts_before == 2
 
-    log = fresh.log.read_text("utf-8", errors="replace")
+    log = fresh.read_log()
     assert "DEBUG" in log  # the sweep looks at a DEBUG log
     assert not JWT.findall(log)
     for token in tokens.values():
         assert token not in log
+
+
+def test_tokens_and_credentials_refresh_under_load(platform_factory: Any, tmp_path: Path) -> None:
+    """Exchanged tokens and STS credentials of 5 s: requests keep coming from two
+    users until each has been re-exchanged and re-credentialed several times,
+    with no failed request and no more renewals than their lifetimes allow."""
+    platform = platform_factory(sts_duration=5, exchange_token_ttl=5)
+    audience = platform.exchange_audience
+    tokens = {n: platform.user_token(n, resource=audience) for n in ("alice", "bob")}
+    service = ResultsService(platform, tmp_path)
+    try:
+        idp_before = platform.idp_stats()["by_path"].get("POST /token", 0)
+        sts_before = platform.api_stats()["sts_exchanges"]
+        started = time.monotonic()
+        statuses: list[int] = []
+
+        def one(i: int) -> int:
+            who = ("alice", "bob")[i % 2]
+            return int(service.call("POST", "/results", tokens[who], data=b"x").status_code)
+
+        def renewals() -> tuple[int, int]:
+            return (
+                platform.idp_stats()["by_path"].get("POST /token", 0) - idp_before,
+                platform.api_stats()["sts_exchanges"] - sts_before,
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            while min(renewals()) < 2 * 3:  # three of each per user at least
+                statuses += list(pool.map(one, range(16)))
+        elapsed = time.monotonic() - started
+    finally:
+        service.stop()
+    assert [s for s in statuses if s != 201] == []
+    # never more than one renewal per half lifetime per user (leeway <= half the life)
+    ceiling = 2 * (int(elapsed / 2.5) + 2)
+    exchanges, sts = renewals()
+    assert exchanges <= ceiling and sts <= ceiling, (exchanges, sts, elapsed)

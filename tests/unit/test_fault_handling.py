@@ -137,4 +137,3 @@ def test_credentials_cache_lock_held_too_long_is_passed_by(
         assert "going on without it" in caplog.text
     finally:
         os.close(holder)
-

@@ -1,0 +1,258 @@
+"""Load on the reference service (examples/results_service.py) beside the local platform.
+
+    .venv/bin/python bench/service_load.py                      # the full size (issue 22)
+    .venv/bin/python bench/service_load.py --users 3 --requests 50 --uploads 20 \\
+        --churn-users 200 --cache 20                            # a reduced run
+
+Three phases, each against the service under uvicorn (one process):
+
+1. ``--users`` users (logged in through the IdP's pages for the service's
+   audience) send ``--requests`` requests each, all at once through 32
+   client threads (4 of 5 ``POST /results`` of 1 KiB, 1 of 5 ``GET
+   /results``): errors, p50/p99 latency, and the token exchanges (IdP
+   ``POST /token``) and STS calls (reference API) the service made, which
+   must be one per user;
+2. ``--uploads`` concurrent ``POST /results`` of ``--upload-mib`` MiB: the
+   event loop's largest lag while they are in flight (the service's own
+   probe, ``RESULTS_LAG_PROBE``), errors, latency;
+3. ``--churn-users`` distinct users, one ``GET /results`` each (8 at a time),
+   through a service whose cache holds ``--cache`` users: its RSS after every
+   tenth of them (flat once the cache is full).
+
+Peak RSS is the service's ``VmHWM``. Writes ``bench/results/service.json``
+and ``service.md`` (``--out`` changes the stem) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sts_bridge_devstack.idp import User, default_users
+from sts_bridge_devstack.platform import LocalPlatform
+from sts_bridge_devstack.results_service import ResultsService
+
+HERE = Path(__file__).resolve().parent
+MiB = 1 << 20
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` field in bytes (``VmRSS``, ``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def counts(platform: LocalPlatform) -> tuple[int, int]:
+    return (
+        int(platform.idp_stats()["by_path"].get("POST /token", 0)),
+        int(platform.api_stats()["sts_exchanges"]),
+    )
+
+
+def timed(service: ResultsService, method: str, token: str, **kwargs: Any) -> tuple[float, int]:
+    started = time.perf_counter()
+    try:
+        status = int(service.call(method, "/results", token, **kwargs).status_code)
+    except Exception:  # a refused connection counts as an error, not a crash
+        status = 0
+    return time.perf_counter() - started, status
+
+
+def logins(platform: LocalPlatform, names: list[str], threads: int = 8) -> dict[str, str]:
+    audience = platform.exchange_audience
+    with ThreadPoolExecutor(threads) as pool:
+        tokens = pool.map(lambda n: platform.user_token(n, resource=audience), names)
+        return dict(zip(names, tokens, strict=True))
+
+
+def load_phase(
+    platform: LocalPlatform, service: ResultsService, tokens: dict[str, str], per_user: int
+) -> dict[str, Any]:
+    before = counts(platform)
+    jobs = [(name, i) for i in range(per_user) for name in tokens]
+
+    def one(job: tuple[str, int]) -> tuple[float, int]:
+        name, i = job
+        if i % 5 == 4:
+            return timed(service, "GET", tokens[name])
+        return timed(service, "POST", tokens[name], data=b"r" * 1024)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, jobs))
+    wall = time.perf_counter() - started
+    after = counts(platform)
+    latencies = [t for t, _ in results]
+    return {
+        "requests": len(results),
+        "errors": sum(1 for _, s in results if s not in (200, 201)),
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(len(results) / wall, 1),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "exchanges": after[0] - before[0],
+        "sts_calls": after[1] - before[1],
+        "users": len(tokens),
+    }
+
+
+def upload_phase(
+    service: ResultsService, tokens: dict[str, str], uploads: int, size: int
+) -> dict[str, Any]:
+    body = os.urandom(size)
+    names = list(tokens)
+    # the loop's lag with nothing to do: what the machine alone adds
+    service.call("POST", "/__lag/reset", None)
+    time.sleep(2)
+    idle = service.call("GET", "/__lag", None).json()
+    service.call("POST", "/__lag/reset", None)
+    start = threading.Barrier(uploads)
+
+    def one(i: int) -> tuple[float, int]:
+        start.wait()
+        return timed(service, "POST", tokens[names[i % len(names)]], data=body)
+
+    with ThreadPoolExecutor(uploads) as pool:
+        results = list(pool.map(one, range(uploads)))
+    lag = service.call("GET", "/__lag", None).json()
+    latencies = [t for t, _ in results]
+    return {
+        "uploads": uploads,
+        "mib_each": size // MiB,
+        "errors": sum(1 for _, s in results if s != 201),
+        "max_loop_lag_ms": round(lag["max_ms"], 1),
+        "idle_loop_lag_ms": round(idle["max_ms"], 1),
+        "lag_samples": lag["samples"],
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+    }
+
+
+def churn_phase(
+    platform: LocalPlatform, workdir: Path, tokens: dict[str, str], cache: int
+) -> dict[str, Any]:
+    with ResultsService(platform, workdir, RESULTS_MAX_USERS=str(cache)) as service:
+        names = list(tokens)
+        step = max(1, len(names) // 10)
+        rss: list[int] = []
+        errors = 0
+        with ThreadPoolExecutor(8) as pool:
+            for first in range(0, len(names), step):
+                batch = names[first : first + step]
+                statuses = list(pool.map(lambda n: timed(service, "GET", tokens[n])[1], batch))
+                errors += sum(1 for s in statuses if s != 200)
+                rss.append(proc_status(service.pid, "VmRSS"))
+        return {
+            "users": len(names),
+            "cache": cache,
+            "errors": errors,
+            "rss_mib_by_tenth": [round(r / MiB, 1) for r in rss],
+            "peak_rss_mib": round(proc_status(service.pid, "VmHWM") / MiB, 1),
+        }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    load, up, churn = result["load"], result["uploads"], result["churn"]
+    return "\n".join(
+        [
+            f"Service load ({result['when']}, {result['cpus']} CPUs, load average "
+            f"{result['loadavg']}):",
+            "",
+            "| phase | what | result |",
+            "|---|---|---|",
+            f"| load | {load['users']} users x {load['requests'] // load['users']} requests "
+            f"| {load['errors']} errors, p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms, "
+            f"{load['requests_per_s']} req/s; {load['exchanges']} exchanges, "
+            f"{load['sts_calls']} STS calls |",
+            f"| uploads | {up['uploads']} x {up['mib_each']} MiB at once | {up['errors']} errors, "
+            f"largest loop lag {up['max_loop_lag_ms']} ms (idle "
+            f"{up['idle_loop_lag_ms']} ms), p50 {up['p50_ms']} ms, "
+            f"p99 {up['p99_ms']} ms |",
+            f"| peak RSS | after load and uploads | {result['peak_rss_mib']} MiB |",
+            f"| churn | {churn['users']} users through a cache of {churn['cache']} "
+            f"| {churn['errors']} errors, RSS by tenth (MiB) {churn['rss_mib_by_tenth']}, "
+            f"peak {churn['peak_rss_mib']} MiB |",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=200, help="per user")
+    parser.add_argument("--uploads", type=int, default=50)
+    parser.add_argument("--upload-mib", type=int, default=8)
+    parser.add_argument("--churn-users", type=int, default=1000)
+    parser.add_argument("--cache", type=int, default=100)
+    parser.add_argument("--out", default=str(HERE / "results" / "service"))
+    args = parser.parse_args(argv)
+
+    load_names = [u.username for u in default_users()]
+    extra = [f"user{i:02d}" for i in range(max(0, args.users - len(load_names)))]
+    churn_names = [f"churn{i:04d}" for i in range(args.churn_users)]
+    users = default_users() + [
+        User(name, f"{name}-password", groups=["team-a"]) for name in extra + churn_names
+    ]
+    load_names = (load_names + extra)[: args.users]
+
+    with tempfile.TemporaryDirectory(prefix="sts-bridge-service-bench-") as tmp:
+        workdir = Path(tmp)
+        with LocalPlatform(users=users, workdir=workdir) as platform:
+            print(f"platform up in {platform.start_seconds:.1f} s", file=sys.stderr)
+            tokens = logins(platform, load_names)
+            with ResultsService(platform, workdir, RESULTS_LAG_PROBE="1") as service:
+                load = load_phase(platform, service, tokens, args.requests)
+                print(f"load: {load}", file=sys.stderr)
+                uploads = upload_phase(service, tokens, args.uploads, args.upload_mib * MiB)
+                print(f"uploads: {uploads}", file=sys.stderr)
+                peak = proc_status(service.pid, "VmHWM")
+            started = time.perf_counter()
+            churn_tokens = logins(platform, churn_names)
+            print(
+                f"{len(churn_tokens)} logins in {time.perf_counter() - started:.1f} s",
+                file=sys.stderr,
+            )
+            churn = churn_phase(platform, workdir, churn_tokens, args.cache)
+            print(f"churn: {churn}", file=sys.stderr)
+
+    result = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "args": vars(args),
+        "load": load,
+        "uploads": uploads,
+        "peak_rss_mib": round(peak / MiB, 1),
+        "churn": churn,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    ok = load["errors"] == 0 and uploads["errors"] == 0 and churn["errors"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
