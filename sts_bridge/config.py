@@ -151,6 +151,33 @@ _FIELDS: tuple[_Field, ...] = (
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
 
+#: The CA rule after ``TERRAPI_CA_BUNDLE`` (argument, environment, profile):
+#: the variables users already set for their other tools, in this order;
+#: then the system's store (:func:`trusted_cas`). One rule for every
+#: connection: identity provider, API, S3 engine, boto3, s3fs.
+CA_BUNDLE_VARIABLES = ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+
+
+def trusted_cas(verify: bool | str) -> bool | str:
+    """``verify`` as given to a library with a CA store of its own.
+
+    requests and botocore trust certifi's bundle when given ``True``;
+    urllib3 (the S3 engine, the API client) and curl trust the system's.
+    ``True`` becomes the system's CA file (OpenSSL's default, the one
+    ``SSL_CERT_FILE`` moves), so every connection trusts the same store;
+    it stays ``True`` (the library's own default) where Python's OpenSSL
+    has no CA file, as on python.org builds for macOS.
+    """
+    if verify is not True:
+        return verify
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return True
+
 
 def default_cache_dir() -> Path:
     """``STS_BRIDGE_CACHE_DIR`` or the per-user cache directory."""
@@ -365,6 +392,12 @@ def load_settings(**explicit: Any) -> Settings:
             parsed = _relative_to_file(parsed, path)
         values[spec.name], sources[spec.name] = parsed, origin
 
+    if "ca_bundle" not in values:
+        for name in CA_BUNDLE_VARIABLES:
+            if os.environ.get(name, "").strip():
+                values["ca_bundle"], sources["ca_bundle"] = os.environ[name].strip(), f"env {name}"
+                break
+
     settings = Settings(
         profile=profile,
         config_file=path if ini else None,
@@ -455,8 +488,8 @@ def _explicit_value(spec: _Field, value: Any) -> Any:
 def _origin(settings: Settings, name: str) -> str:
     spec = _BY_NAME[name]
     source = settings.source(name)
-    if source.startswith("env ") and spec.env:
-        return spec.env
+    if source.startswith("env "):
+        return source.removeprefix("env ")  # the variable it came from (CA_BUNDLE_VARIABLES too)
     if source.startswith("profile") and spec.ini:
         return f"{spec.ini} ({source})"
     return name
@@ -466,8 +499,6 @@ def _check_ca_bundle(settings: Settings) -> None:
     """A CA bundle that is missing or not PEM certificates fails here, not as a TLS error later."""
     if not settings.ca_bundle or settings.insecure:
         return
-    import ssl
-
     where = _origin(settings, "ca_bundle")
     path = Path(settings.ca_bundle).expanduser()
     hint = "point it at a PEM file of CA certificates (-----BEGIN CERTIFICATE-----)"
@@ -475,13 +506,59 @@ def _check_ca_bundle(settings: Settings) -> None:
         state = "is not a file" if path.exists() else "does not exist"
         raise ConfigurationError(f"the CA bundle {path} from {where} {state}", hint=hint)
     try:
-        ssl.create_default_context(cafile=str(path))
-    except (ssl.SSLError, OSError, ValueError, UnicodeDecodeError) as exc:
+        problem = pem_certificates_problem(path.read_bytes())
+    except OSError as exc:
+        problem = exc.strerror or type(exc).__name__
+    if problem is not None:
         raise ConfigurationError(
-            f"the CA bundle {path} from {where} holds no usable PEM certificate "
-            f"({type(exc).__name__})",
+            f"the CA bundle {path} from {where} holds no usable PEM certificate ({problem})",
             hint=hint,
-        ) from exc
+        )
+
+
+_PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_PEM_END = b"-----END CERTIFICATE-----"
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def pem_certificates_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a bundle of PEM certificates, or ``None``.
+
+    Every ``BEGIN CERTIFICATE`` block must be base64 of one DER sequence of
+    its stated length. Structural, not a parse: loading the system's bundle
+    into an ``SSLContext`` costs tens of milliseconds on every command, and
+    this check runs whenever one of the CA variables is set.
+    """
+    import binascii
+
+    blocks = 0
+    start = data.find(_PEM_BEGIN)
+    while start != -1:
+        end = data.find(_PEM_END, start)
+        if end == -1:
+            return "a certificate without its END line"
+        body = b"".join(data[start + len(_PEM_BEGIN) : end].split())
+        if len(body) % 4 or body.rstrip(b"=").translate(None, _BASE64) or body.count(b"=") > 2:
+            return "a certificate that is not base64"
+        der = binascii.a2b_base64(body)
+        if not _der_sequence(der):
+            return "a certificate that is not DER"
+        blocks += 1
+        start = data.find(_PEM_BEGIN, end)
+    return None if blocks else "no -----BEGIN CERTIFICATE----- block"
+
+
+def _der_sequence(der: bytes) -> bool:
+    """Whether ``der`` is exactly one DER SEQUENCE (tag 0x30 and its length)."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first = der[1]
+    if first < 0x80:
+        return len(der) == 2 + first
+    count = first & 0x7F
+    if not 1 <= count <= 4 or len(der) < 2 + count:
+        return False
+    return len(der) == 2 + count + int.from_bytes(der[2 : 2 + count], "big")
 
 
 def _check_cache_dir(settings: Settings) -> None:

@@ -30,6 +30,7 @@ from sts_bridge.auth.device import Prompt, run_device_flow
 from sts_bridge.auth.discovery import unreachable
 from sts_bridge.auth.oauth import map_oauth_error
 from sts_bridge.auth.refresh import UserCredentials
+from sts_bridge.config import trusted_cas
 from sts_bridge.errors import AuthError, ConfigurationError, LoginTimeoutError
 
 __all__ = ["BrowserCredentials", "OpenBrowser", "default_open_browser", "validate_id_token"]
@@ -276,7 +277,9 @@ class BrowserCredentials(UserCredentials):
                 "the identity provider publishes no jwks_uri: cannot check the ID token"
             )
         try:
-            response = requests.get(metadata.jwks_uri, verify=self.verify, timeout=self.timeout)
+            response = requests.get(
+                metadata.jwks_uri, verify=trusted_cas(self.verify), timeout=self.timeout
+            )
             response.raise_for_status()
             jwks = response.json()
         except requests.RequestException as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from sts_bridge.config import trusted_cas
 from sts_bridge.errors import ConfigurationError, ProviderUnreachableError
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def discover(
     url = f"{issuer}/.well-known/openid-configuration"
     http = session or requests.Session()
     try:
-        response = http.get(url, timeout=timeout, verify=verify)
+        response = http.get(url, timeout=timeout, verify=trusted_cas(verify))
         if response.status_code >= 500:
             response.raise_for_status()
         if response.status_code != 200:

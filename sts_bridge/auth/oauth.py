@@ -23,6 +23,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from sts_bridge._redact import redact
 from sts_bridge.auth.base import Token
 from sts_bridge.auth.discovery import ProviderMetadata, unreachable
+from sts_bridge.config import trusted_cas
 from sts_bridge.errors import (
     AccessDeniedError,
     AuthError,
@@ -122,7 +123,7 @@ class OAuthClient:
                 code_challenge_method="S256",
                 default_timeout=self.timeout,
             )
-            session.verify = self.verify
+            session.verify = trusted_cas(self.verify)  # the one CA rule, not certifi's
             self._session = session
         return self._session
 

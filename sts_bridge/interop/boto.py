@@ -33,6 +33,7 @@ from botocore.credentials import (
 )
 
 from sts_bridge._redact import guard_library_loggers
+from sts_bridge.config import trusted_cas
 from sts_bridge.credentials.refreshing import (
     DEFAULT_ADVISORY_WINDOW,
     DEFAULT_MANDATORY_WINDOW,
@@ -226,7 +227,7 @@ def s3_client(
         "s3",
         region_name=region,
         endpoint_url=endpoint_url,
-        verify=verify,
+        verify=trusted_cas(verify),  # the one CA rule, not certifi's
         config=s3_config(
             region=region,
             addressing_style=addressing_style,

@@ -45,6 +45,7 @@ from fsspec.asyn import AsyncFileSystem
 from s3fs import S3FileSystem
 
 from sts_bridge._redact import guard_library_loggers
+from sts_bridge.config import trusted_cas
 from sts_bridge.credentials.sources import WorkspaceSource, resolve_workspace
 from sts_bridge.errors import (
     ObjectNotFoundError,
@@ -211,7 +212,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         store = S3FileSystem(
             session=refreshing_session(source),
             endpoint_url=source.endpoint_url,
-            client_kwargs={"region_name": source.region, "verify": source.verify},
+            client_kwargs={"region_name": source.region, "verify": trusted_cas(source.verify)},
             config_kwargs={
                 "s3": {"addressing_style": source.addressing_style},
                 "signature_version": "s3v4",

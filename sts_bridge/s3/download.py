@@ -46,9 +46,9 @@ from typing import Any
 from sts_bridge.errors import InvalidArgumentError, ObjectNotFoundError, TransferError
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.errors import storage_unreachable
-from sts_bridge.s3.http_pool import ProtocolError
 from sts_bridge.s3.signed_http import BucketTarget, MiB, S3Http, describe_failure, strip_etag
 from sts_bridge.s3.transfer_types import Progress, ProgressCallback
+from sts_bridge.s3.transport import ProtocolError
 
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")

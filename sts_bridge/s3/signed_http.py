@@ -3,9 +3,10 @@
 Every request of an upload or a download (data and control plane) goes
 through :class:`S3Http`, signed with :class:`~sts_bridge.s3.signer.Signer`
 from a fresh ``credentials()`` snapshot (a transfer may outlive one set of
-STS credentials) and sent over one connection pool (:mod:`sts_bridge.s3.http_pool`); no boto3 client
-is built. Also here: the few regular expressions that read S3's small XML
-answers; a refused request is mapped by :func:`sts_bridge.s3.errors.map_s3_error`.
+STS credentials) and sent over one urllib3 connection pool
+(:mod:`sts_bridge.s3.transport`); no boto3 client is built. Also here: the
+few regular expressions that read S3's small XML answers; a refused request
+is mapped by :func:`sts_bridge.s3.errors.map_s3_error`.
 See :mod:`sts_bridge.s3.transfers` for why not s3transfer.
 """
 
@@ -28,8 +29,8 @@ from sts_bridge.s3.errors import (
     storage_unreachable,
     tls_refused,
 )
-from sts_bridge.s3.http_pool import ConnectFailed, HostPool
 from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
+from sts_bridge.s3.transport import ANSWER_LIMIT, Answer, ConnectFailed, StoreConnection
 
 # The engine logs under the public module's name.
 log = logging.getLogger("sts_bridge.s3.transfers")
@@ -41,6 +42,8 @@ REFUSED_CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccessDenied"}
 )
 _OK = frozenset({200})
+#: Most bytes of an error answer read (S3's are a few hundred bytes of XML).
+_ERROR_ANSWER_LIMIT = 1 * MiB
 
 
 def credentials_refused(code: str, status: int | None) -> bool:
@@ -123,23 +126,23 @@ class S3Http:
         self.retry = retry
         # Connections kept in the pool: the most requests the engine has in flight.
         self.connections = max(1, connections)
-        # The stall timeout bounds every socket operation, sends included: a
-        # request that moves no byte for `stall` seconds fails and is retried.
+        # The stall timeout bounds every socket operation, sends of one block
+        # included: a request that moves nothing for `stall` seconds fails
+        # and is retried.
         self.stall = config.stall_timeout
         self._signer_lock = threading.Lock()
         self._signer: tuple[CredentialsLike, Signer] | None = None
         # One connection pool for the one host every request of the engine
         # goes to (made with the first signer, which knows the URL).
-        self.http: HostPool | None = None
+        self.http: StoreConnection | None = None
         self._base_len = 0
 
-    def _make_pool(self, base_url: str) -> HostPool:
+    def _make_pool(self, base_url: str) -> StoreConnection:
         self._base_len = len(base_url)
-        return HostPool(
+        return StoreConnection(
             base_url,
             maxsize=self.connections + 1,
-            connect_timeout=min(15.0, self.stall),
-            read_timeout=self.stall,
+            stall_timeout=self.stall,
             verify=self.ws.verify,
         )
 
@@ -183,13 +186,17 @@ class S3Http:
         payload_sha256: str | None = None,
         ok: frozenset[int] = _OK,
         stream: bool = False,
+        answer_limit: int | None = ANSWER_LIMIT,
     ) -> Any:
-        """One signed request, retrying transient failures; returns the :class:`Response`.
+        """One signed request, retrying transient failures; returns the
+        :class:`~sts_bridge.s3.transport.Answer`.
 
         Signed with fresh credentials on every attempt. The body is covered
         by ``x-amz-content-sha256`` (computed here unless given). With
         ``stream=True`` the body of an ``ok`` response is left unread (the
-        caller reads it and releases the connection). Any other status
+        caller reads it and releases the connection); otherwise it is read
+        whole (``data``), at most ``answer_limit`` bytes (``None``: no limit),
+        and a body that breaks off is retried like a failed request. Any other status
         raises (mapped by :func:`~sts_bridge.s3.errors.map_s3_error`);
         a store that never answers raises
         :class:`~sts_bridge.errors.StorageUnavailableError` after the retries.
@@ -208,15 +215,22 @@ class S3Http:
                 method, full_key, query=query, headers=headers, payload_sha256=payload_sha256
             )
             assert self.http is not None  # made with the first signer
+            signed["Host"] = signer.host  # the value signed, whatever the route (a proxy)
+            resp: Answer | None = None
             try:
                 resp = self.http.request(
                     method,
                     url[self._base_len :],  # the pool knows scheme, host and port
                     body=body,
                     headers=signed,
-                    preload=not stream,
                 )
+                if resp.status in ok and not stream:
+                    resp.read(answer_limit)  # whole, so the connection goes back
+                    resp.release_conn()
             except OSError as exc:
+                if resp is not None:
+                    resp.close()
+                    resp.release_conn()
                 refused = tls_refused(what, self.ws.endpoint_url, exc)
                 if refused is not None:
                     raise refused from exc  # the next attempt would fail the same way
@@ -225,9 +239,12 @@ class S3Http:
                 continue
             if resp.status in ok:
                 return resp
-            data = resp.data if method != "HEAD" else b""
-            if stream:
-                resp.release_conn()
+            try:
+                data = resp.read(_ERROR_ANSWER_LIMIT) if method != "HEAD" else b""
+            except OSError as exc:
+                data = b""  # the status is the answer; the connection is not reused
+                log.debug("%s %s: the error answer broke off: %s", method, full_key, exc)
+            resp.release_conn()
             code = xml_text(data, "Code")
             last = f"HTTP {resp.status} {code}".strip()
             if self.retry.transient(resp.status, code):

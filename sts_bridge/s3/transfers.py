@@ -36,7 +36,7 @@ This module is the public face (the engine, the result types,
 the other modules of :mod:`sts_bridge.s3`, each with one job:
 
 - :mod:`sts_bridge.s3.signed_http`: the signed HTTP client (over
-  :mod:`sts_bridge.s3.http_pool`), S3's XML answers, error mapping;
+  :mod:`sts_bridge.s3.transport`, urllib3), S3's XML answers, error mapping;
 - :mod:`sts_bridge.s3.upload`: upload helpers, single PUTs, multipart
   uploads and resume (integrity and resume are described there);
 - :mod:`sts_bridge.s3.download`: ranged parallel GETs, O_DIRECT writes and

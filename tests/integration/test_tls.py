@@ -283,3 +283,55 @@ def test_the_store_over_tls_without_verification_warns(
     finally:
         objects.close()
     ws.delete(key.removeprefix(ws.prefix))
+
+
+# ------------------------------------------------------------------ one CA rule, every variable
+CA_VARIABLES = ["TERRAPI_CA_BUNDLE", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"]
+
+
+@pytest.mark.parametrize("variable", CA_VARIABLES)
+def test_each_variable_of_the_ca_rule_reaches_every_connection(
+    tls_api: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """A private CA named by any one variable of the rule is trusted by the API
+    client, the S3 engine (ObjectIO, the transfer engine), boto3 and s3fs; with
+    none of them set, the same endpoints are refused."""
+    _, ca = tls_api
+    monkeypatch.setenv(variable, str(ca))
+    client = sts_bridge.Client.from_env()
+    assert client.workspaces() == [SERVICE_WS]  # the API over TLS
+    ws = client.workspace(SERVICE_WS)
+    assert ws.verify == str(ca)
+    cert, tls_key = ca.parent / "server.pem", ca.parent / "server.key"  # made with ca
+    store = urlsplit(ws.endpoint_url)
+    relay = TlsRelay((store.hostname or "127.0.0.1", store.port or 80), cert, tls_key)
+    WorkspaceFileSystem.clear_instance_cache()
+    try:
+        source = SourceVariant(ws, endpoint_url=f"https://127.0.0.1:{relay.port}")
+        assert source.verify == str(ca)  # what the rule chose travels with the workspace
+        folder = f"tls-tests/{uuid.uuid4().hex}"
+        objects = ObjectIO(source)
+        try:
+            objects.put(f"{ws.prefix}{folder}/a", b"engine")  # the S3 engine
+            assert objects.get(f"{ws.prefix}{folder}/a") == b"engine"
+        finally:
+            objects.close()
+        fs = WorkspaceFileSystem(source)  # s3fs (aiobotocore) for listing
+        assert fs.ls(f"{SERVICE_WS}/{folder}", detail=False) == [f"{SERVICE_WS}/{folder}/a"]
+        from sts_bridge.config import trusted_cas
+        from sts_bridge.interop.boto import s3_client
+
+        boto = s3_client(  # boto3, as `ls` and `rm` use it
+            ws.refreshing,
+            endpoint_url=source.endpoint_url,
+            region=ws.region,
+            verify=ws.verify,
+        )
+        listed = boto.list_objects_v2(Bucket=ws.bucket, Prefix=f"{ws.prefix}{folder}/")
+        assert [o["Key"] for o in listed["Contents"]] == [f"{ws.prefix}{folder}/a"]
+        boto.delete_object(Bucket=ws.bucket, Key=f"{ws.prefix}{folder}/a")
+        assert trusted_cas(ws.verify) == str(ca)
+    finally:
+        relay.close()
+        WorkspaceFileSystem.clear_instance_cache()
+    assert relay.accepted >= 3

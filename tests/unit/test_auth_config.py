@@ -12,14 +12,20 @@ import pytest
 
 from sts_bridge._files import LockTimeout, atomic_write, file_lock, read_private_json
 from sts_bridge._user_dirs import user_dir
-from sts_bridge.config import DEFAULT_CLIENT_ID, Settings, load_settings
+from sts_bridge.config import (
+    CA_BUNDLE_VARIABLES,
+    DEFAULT_CLIENT_ID,
+    Settings,
+    load_settings,
+    trusted_cas,
+)
 from sts_bridge.errors import ConfigurationError
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in list(os.environ):
-        if name.startswith(("TERRAPI_", "STS_BRIDGE_")):
+        if name.startswith(("TERRAPI_", "STS_BRIDGE_")) or name in CA_BUNDLE_VARIABLES:
             monkeypatch.delenv(name)
     config = tmp_path / "config"
     monkeypatch.setenv("STS_BRIDGE_CONFIG_FILE", str(config))
@@ -122,6 +128,38 @@ def test_verify_and_insecure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERRAPI_INSECURE", "maybe")
     with pytest.raises(ConfigurationError, match="TERRAPI_INSECURE"):
         load_settings()
+
+
+def test_the_ca_rule_takes_the_first_bundle_in_its_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import certifi
+
+    order = ["TERRAPI_CA_BUNDLE", *CA_BUNDLE_VARIABLES]
+    assert order == ["TERRAPI_CA_BUNDLE", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"]
+    bundles = {}
+    for name in order:
+        bundles[name] = tmp_path / f"{name}.pem"
+        bundles[name].write_bytes(Path(certifi.where()).read_bytes())
+        monkeypatch.setenv(name, str(bundles[name]))
+    for name in order:
+        settings = load_settings()
+        assert settings.verify == str(bundles[name])
+        assert settings.source("ca_bundle") == f"env {name}"
+        monkeypatch.delenv(name)
+    assert load_settings().verify is True  # then the system's store
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigurationError, match="REQUESTS_CA_BUNDLE"):  # named, checked
+        load_settings()
+
+
+def test_trusted_cas_gives_libraries_with_their_own_store_the_systems() -> None:
+    import ssl
+
+    system = trusted_cas(True)
+    assert system is True or system == ssl.get_default_verify_paths().cafile
+    assert trusted_cas(False) is False
+    assert trusted_cas("/some/bundle.pem") == "/some/bundle.pem"
 
 
 def test_secret_needs_client_id_and_repr_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:

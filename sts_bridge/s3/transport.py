@@ -1,0 +1,464 @@
+"""HTTP for the S3 engine: urllib3, configured once for the one storage endpoint.
+
+The engine signs every request itself (:mod:`sts_bridge.s3.signer`) and
+retries by its own policy (:class:`~sts_bridge.s3.signed_http.S3Http`).
+What it needs from HTTP is built here on urllib3, the way botocore's
+``URLLib3Session`` builds it:
+
+- one connection pool for the endpoint's scheme, host and port, reached
+  through a ``ProxyManager`` when the environment names a proxy for it
+  (:func:`proxy_for`: ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` and
+  ``NO_PROXY``, lower case too, read as requests and botocore read them);
+- urllib3's retries and redirects off (``Retry(False)``): the engine's
+  ``RetryPolicy`` is the one policy;
+- a timeout per socket operation (connect, each send, each read) equal to
+  the stall timeout, and request bodies sent in blocks of at most
+  :data:`SEND_BLOCK` bytes, each its own ``sendall``: a request fails as
+  stalled when no block moves for that long, however big the body (one
+  ``sendall`` of a whole part would have to finish within the timeout);
+- ``Expect: 100-continue`` on PUT bodies of :data:`EXPECT_CONTINUE_MIN`
+  bytes or more (botocore's ``AWSConnection``): the head goes first, the
+  body follows a ``100 Continue`` (or one second of silence); a final
+  answer before the body (a 403 for credentials the store refuses) is the
+  answer, the body is never sent and the connection is closed after it;
+- answers read with ``preload_content=False``, ``decode_content=False``
+  (bytes as stored) and ``enforce_content_length``; a connection goes back
+  to the pool only when its answer was read to its end and nothing more
+  is waiting on it, otherwise it is closed.
+
+Failures come out as ``OSError`` subclasses, whatever urllib3 raised:
+:class:`ConnectFailed` (the request never reached the store: refused,
+unreachable, proxy, TLS handshake), ``TimeoutError`` (it stalled),
+:class:`ProtocolError` (a ``ConnectionError``: the answer broke off or is
+not HTTP/1.1). The TLS cause stays chained (``__cause__``) for
+:func:`sts_bridge.s3.errors.tls_refused`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    import urllib3
+
+__all__ = [
+    "ANSWER_LIMIT",
+    "EXPECT_CONTINUE_MIN",
+    "SEND_BLOCK",
+    "Answer",
+    "ConnectFailed",
+    "ProtocolError",
+    "StoreConnection",
+    "proxy_for",
+]
+
+log = logging.getLogger("sts_bridge.s3.transfers")
+
+MiB = 1024 * 1024
+#: Largest piece of a request body handed to one ``sendall`` (the stall
+#: timeout bounds each one): 256 KiB moves within 25 s down to about 10 KiB/s.
+SEND_BLOCK = 256 * 1024
+#: PUT bodies this large or larger wait for ``100 Continue`` (botocore: 1 MiB).
+EXPECT_CONTINUE_MIN = 1 * MiB
+#: Seconds to wait for ``100 Continue`` before sending the body anyway (RFC 9110, botocore).
+CONTINUE_WAIT = 1.0
+#: Longest answer body read whole by default: S3's XML answers are far
+#: smaller; a store announcing or sending more is refused, not buffered.
+ANSWER_LIMIT = 64 * MiB
+#: Read-block size of :meth:`Answer.read`.
+_READ_BLOCK = 1 * MiB
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+class ConnectFailed(OSError):
+    """No connection to the storage endpoint (refused, unreachable, proxy, TLS handshake)."""
+
+
+class ProtocolError(ConnectionError):
+    """The store's answer broke off, or is not HTTP/1.1."""
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url``, or ``None``.
+
+    ``<scheme>_proxy`` then ``all_proxy`` (either case; a value without a
+    scheme is ``http://``), unless ``no_proxy`` matches the host, as
+    ``urllib.request`` reads them for requests and the generated API client.
+    """
+    if not any(name.lower() in _PROXY_VARIABLES for name in os.environ):
+        return None  # the usual case, without importing urllib.request
+    from urllib.request import (  # type: ignore[attr-defined]  # public, untyped in typeshed
+        getproxies_environment,
+        proxy_bypass_environment,
+    )
+
+    proxies = getproxies_environment()
+    parts = urlsplit(url)
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or proxy_bypass_environment(parts.netloc, proxies):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+# ----------------------------------------------------------------- connections
+class _ExpectContinue:
+    """``Expect: 100-continue`` for urllib3 connections (botocore's ``AWSConnection``).
+
+    urllib3 sends the head in ``endheaders()`` and then the body block by
+    block through ``send()``: the wait for ``100 Continue`` goes between the
+    two. A final answer instead makes every ``send()`` of this request a
+    no-op and is handed to ``getresponse()`` (its status line already read).
+    """
+
+    body_skipped = False
+    response_class: Any = None
+    _expect = False
+
+    def request(
+        self, method: str, url: str, body: Any = None, headers: Any = None, **kw: Any
+    ) -> None:
+        import http.client
+
+        self.body_skipped = False
+        self.response_class = http.client.HTTPResponse
+        self._expect = bool(headers) and headers.get("Expect") == "100-continue"
+        try:
+            super().request(method, url, body, headers, **kw)  # type: ignore[misc]
+        finally:
+            self._expect = False
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        super()._send_output(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
+        if self._expect:
+            from urllib3.util import wait_for_read
+
+            sock = self.sock  # type: ignore[attr-defined]
+            if wait_for_read(sock, CONTINUE_WAIT):
+                self._read_interim(sock)
+
+    def _read_interim(self, sock: Any) -> None:
+        fp = sock.makefile("rb", 0)  # unbuffered: bytes after the interim answer stay unread
+        try:
+            line = fp.readline(65537)
+            parts = line.split(None, 2)
+            if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1] == b"100":
+                for _ in range(100):  # its headers, if any, up to the blank line
+                    if fp.readline(65537) in (b"\r\n", b"\n", b""):
+                        break
+                return
+            if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+                reason = parts[2].decode("latin-1").strip() if len(parts) > 2 else ""
+                status = (parts[0].decode("ascii", "replace"), int(parts[1]), reason)
+                early = _pool_classes()["early answer"]
+                self.response_class = functools.partial(early, status=status)
+                self.body_skipped = True
+            # anything else: getresponse() reads on and fails on it
+        finally:
+            fp.close()
+
+    def send(self, data: Any) -> None:
+        if self.body_skipped:
+            return  # the store answered before the body: it is not sent
+        super().send(data)  # type: ignore[misc]
+
+
+class _CleanReturn:
+    """Pools that take a connection back only when it is clean.
+
+    urllib3 gives a connection back by itself once an answer was read to
+    its end; a connection whose request body was never sent, or with bytes
+    waiting after the answer (which the next request would read as its
+    answer), is closed instead.
+    """
+
+    def _put_conn(self, conn: Any) -> None:
+        from urllib3.util import wait_for_read
+
+        if conn is not None:
+            sock = getattr(conn, "sock", None)
+            if getattr(conn, "body_skipped", False) or (
+                sock is not None and wait_for_read(sock, timeout=0.0)
+            ):
+                conn.close()
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+@functools.cache
+def _pool_classes() -> dict[str, Any]:
+    """urllib3's pools with the behaviour above, made on first use: importing
+    urllib3 (and ``http.client``, ``ssl``) costs a command that sends no
+    request (``presign``) tens of milliseconds."""
+    import http.client
+
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class EarlyAnswer(http.client.HTTPResponse):
+        """An answer whose status line was read while waiting for ``100 Continue``."""
+
+        def __init__(self, sock: Any, *, status: tuple[str, int, str], **kwargs: Any) -> None:
+            super().__init__(sock, **kwargs)
+            self._early_status: tuple[str, int, str] | None = status
+
+        def _read_status(self) -> tuple[str, int, str]:
+            if self._early_status is not None:
+                status, self._early_status = self._early_status, None
+                return status
+            return super()._read_status()  # type: ignore[misc,no-any-return]
+
+    class StoreHTTPConnection(_ExpectContinue, HTTPConnection):
+        pass
+
+    class StoreHTTPSConnection(_ExpectContinue, HTTPSConnection):
+        pass
+
+    class StoreHTTPPool(_CleanReturn, HTTPConnectionPool):
+        ConnectionCls = StoreHTTPConnection
+
+    class StoreHTTPSPool(_CleanReturn, HTTPSConnectionPool):
+        ConnectionCls = StoreHTTPSConnection
+
+    return {"http": StoreHTTPPool, "https": StoreHTTPSPool, "early answer": EarlyAnswer}
+
+
+# ----------------------------------------------------------------- answers
+class Answer:
+    """One answer: ``status``, ``headers`` (case-insensitive), the body read whole
+    (:meth:`read`, ``data``) or streamed (:meth:`readinto`); :meth:`release_conn`
+    gives the connection back when it is clean, closes it otherwise."""
+
+    __slots__ = ("_body_skipped", "_data", "_resp", "headers", "status")
+
+    def __init__(self, resp: urllib3.BaseHTTPResponse, *, body_skipped: bool) -> None:
+        self._resp: urllib3.BaseHTTPResponse | None = resp
+        self.status = resp.status
+        self.headers = resp.headers
+        self._body_skipped = body_skipped
+        self._data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The whole body (read on first use with :meth:`read`, at most
+        :data:`ANSWER_LIMIT` bytes)."""
+        if self._data is None:
+            self._data = self.read(ANSWER_LIMIT)
+        return self._data
+
+    def read(self, limit: int | None) -> bytes:
+        """The whole body (kept as ``data``), refused (:class:`ProtocolError`) when
+        longer than ``limit`` bytes (``None``: no limit)."""
+        if self._data is not None:
+            return self._data
+        resp = self._live()
+        announced = resp.length_remaining
+        if limit is not None and announced is not None and announced > limit:
+            raise ProtocolError(f"the answer announces {announced} bytes, more than {limit}")
+        parts = []
+        got = 0
+        while True:
+            try:
+                block = resp.read(_READ_BLOCK)
+            except Exception as exc:
+                _reraise(exc)
+            if not block:
+                break
+            got += len(block)
+            if limit is not None and got > limit:
+                raise ProtocolError(f"the answer is longer than {limit} bytes")
+            parts.append(block)
+        self._data = b"".join(parts)
+        return self._data
+
+    def readinto(self, buffer: Any) -> int:
+        """Up to ``len(buffer)`` bytes of the body into ``buffer``; 0 at its end."""
+        try:
+            return self._live().readinto(buffer)
+        except Exception as exc:
+            _reraise(exc)
+
+    def release_conn(self) -> None:
+        """Back to the pool when the body was read to its end (the pool checks the
+        connection is clean, see :class:`_CleanReturn`); closed otherwise. Safe to
+        call more than once."""
+        resp, self._resp = self._resp, None
+        if resp is None:
+            return
+        if not _ended(resp) and resp.length_remaining == 0 and not self._body_skipped:
+            with contextlib.suppress(Exception):  # then it is closed below
+                resp.read()  # an empty body (HEAD, 204, Content-Length: 0): ends the answer
+        if not _ended(resp):
+            resp.close()  # closes the connection too; the pool opens a new one
+        resp.release_conn()
+
+    def close(self) -> None:
+        """Drop the connection (a body left unread cannot be skipped cheaply)."""
+        if self._resp is not None:
+            self._resp.close()
+
+    def _live(self) -> urllib3.BaseHTTPResponse:
+        if self._resp is None:
+            raise ProtocolError("the answer's connection was already given back")
+        return self._resp
+
+
+# ----------------------------------------------------------------- the pool
+class StoreConnection:
+    """Persistent connections to the scheme, host and port of ``base_url``.
+
+    :param maxsize: idle connections kept (more may be open at once; the
+        surplus is closed when given back).
+    :param stall_timeout: seconds any one socket operation (connect, send
+        of one block, read) may wait.
+    :param verify: TLS verification: ``True`` (the system's CAs), a CA
+        bundle file or directory, or ``False`` (urllib3 warns
+        ``InsecureRequestWarning``).
+    """
+
+    def __init__(
+        self, base_url: str, *, maxsize: int, stall_timeout: float, verify: bool | str = True
+    ) -> None:
+        import urllib3
+
+        parts = urlsplit(base_url)
+        self.base_url = base_url
+        self.proxy = proxy_for(base_url)
+        kwargs: dict[str, Any] = {
+            "maxsize": maxsize,
+            "block": False,
+            "timeout": urllib3.Timeout(connect=stall_timeout, read=stall_timeout),
+            "retries": urllib3.Retry(False),
+        }
+        if parts.scheme == "https":
+            if verify is False:
+                kwargs["cert_reqs"] = "CERT_NONE"
+            else:
+                kwargs["cert_reqs"] = "CERT_REQUIRED"
+                if isinstance(verify, str):
+                    key = "ca_cert_dir" if os.path.isdir(verify) else "ca_certs"
+                    kwargs[key] = verify
+        self._manager: urllib3.PoolManager | None = None
+        # A forwarding proxy (plain http through an http proxy) takes absolute URLs.
+        self._target_prefix = ""
+        if self.proxy is None:
+            pool_cls = _pool_classes()[parts.scheme]
+            self._pool: Any = pool_cls(parts.hostname, parts.port, **kwargs)
+        else:
+            proxy = urlsplit(self.proxy)
+            proxy_headers = None
+            if proxy.username:
+                proxy_headers = urllib3.make_headers(
+                    proxy_basic_auth=f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+                )
+            manager = urllib3.ProxyManager(self.proxy, proxy_headers=proxy_headers, **kwargs)
+            classes = _pool_classes()
+            manager.pool_classes_by_scheme = {"http": classes["http"], "https": classes["https"]}
+            self._manager = manager
+            self._pool = manager.connection_from_url(base_url)
+            if parts.scheme == "http":
+                self._target_prefix = base_url
+            log.debug("the storage endpoint %s is reached through a proxy", base_url)
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | memoryview | None = None,
+    ) -> Answer:
+        """Send one request (``target``: path and query) and return its answer,
+        the body unread."""
+        out = dict(headers)
+        blocks: Any = None
+        if body is not None:
+            size = len(body)
+            out["Content-Length"] = str(size)
+            blocks = _blocks(body) if size > SEND_BLOCK else body
+            if method == "PUT" and size >= EXPECT_CONTINUE_MIN:
+                out["Expect"] = "100-continue"
+        try:
+            resp = self._pool.urlopen(
+                method,
+                self._target_prefix + target,
+                body=blocks,
+                headers=out,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,
+                enforce_content_length=True,
+            )
+        except Exception as exc:
+            _reraise(exc)
+        problem = _framing_problem(resp.headers)
+        if problem is not None:
+            resp.close()
+            resp.release_conn()
+            raise ProtocolError(f"the answer's framing is unusable: {problem}")
+        conn = resp.connection
+        return Answer(resp, body_skipped=bool(getattr(conn, "body_skipped", False)))
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.clear()
+        else:
+            self._pool.close()
+
+
+def _ended(resp: urllib3.BaseHTTPResponse) -> bool:
+    """Whether the answer's body was read to its end (or the answer closed)."""
+    return bool(resp.closed)
+
+
+def _framing_problem(headers: Any) -> str | None:
+    """What makes an answer's length unknowable, as h11 would refuse it (http.client
+    reads an unreadable ``Content-Length`` or a coding it does not know as "until
+    the connection closes")."""
+    length = headers.get("Content-Length")
+    if length is not None and not all(v.strip().isdigit() for v in length.split(",")):
+        return f"Content-Length {length[:40]!r}"
+    coding = headers.get("Transfer-Encoding")
+    if coding is not None and coding.strip().lower() != "chunked":
+        return f"Transfer-Encoding {coding[:40]!r}"
+    return None
+
+
+def _blocks(body: bytes | memoryview) -> Iterator[memoryview]:
+    view = memoryview(body).cast("B")
+    for start in range(0, len(view), SEND_BLOCK):
+        yield view[start : start + SEND_BLOCK]
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    new = _translated(exc)
+    if new is exc:
+        raise exc
+    raise new from exc
+
+
+def _translated(exc: BaseException) -> BaseException:
+    """A urllib3 or http.client failure as the engine's ``OSError`` kinds."""
+    import http.client
+
+    from urllib3 import exceptions as u3
+
+    if isinstance(exc, (ConnectFailed, ProtocolError)):
+        return exc
+    if isinstance(exc, u3.ProtocolError) and exc.args and isinstance(exc.args[-1], BaseException):
+        exc = exc.args[-1]  # "Connection aborted.": urllib3 wraps what the socket raised
+    if isinstance(exc, (u3.ReadTimeoutError, TimeoutError)) and not isinstance(
+        exc, u3.ConnectTimeoutError
+    ):
+        return TimeoutError(f"no progress: {exc}")
+    if isinstance(exc, (u3.NewConnectionError, u3.ConnectTimeoutError, u3.ProxyError, u3.SSLError)):
+        return ConnectFailed(f"cannot connect: {exc}")
+    if isinstance(exc, (u3.HTTPError, http.client.HTTPException)):
+        return ProtocolError(f"the answer broke off or is not HTTP/1.1: {exc}")
+    return exc

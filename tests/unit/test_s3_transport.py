@@ -1,0 +1,370 @@
+"""The engine's urllib3 transport against scripted HTTP/1.1 servers on loopback.
+
+Each server answers with scripted bytes, so the tests see what the client
+does with answers a real store would never send (a hostile or broken one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sts_bridge.s3.signed_http import describe_failure
+from sts_bridge.s3.transport import (
+    EXPECT_CONTINUE_MIN,
+    ConnectFailed,
+    ProtocolError,
+    StoreConnection,
+    proxy_for,
+)
+
+MiB = 1024 * 1024
+
+
+def _answer(status: str, headers: list[str], body: bytes = b"") -> bytes:
+    head = f"HTTP/1.1 {status}\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
+    return head.encode() + body
+
+
+class _Request:
+    def __init__(self, head: bytes, body: bytes) -> None:
+        self.head = head
+        self.body = body
+
+
+class Scripted:
+    """A loopback server: each request gets the next scripted step.
+
+    A step is ``(answer bytes, close after it)`` or a callable
+    ``step(conn, reader, head) -> close`` for exchanges that need more (a
+    ``100 Continue``, an answer before the body). ``requests`` records what
+    arrived; ``connections`` counts accepted connections.
+    """
+
+    def __init__(self, steps: list[Any]) -> None:
+        self.steps = list(steps)
+        self.requests: list[_Request] = []
+        self.connections = 0
+        self.refusal_recorded = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.steps:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the client closed: what it saw is the test's
+            self._exchange(conn)
+
+    def _exchange(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while self.steps:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                step = self.steps.pop(0)
+                if callable(step):
+                    if step(conn, reader, head, self):
+                        return
+                    continue
+                body = reader.read(_length(head))
+                self.requests.append(_Request(head, body))
+                answer, close = step
+                conn.sendall(answer)
+                if close:
+                    return
+
+    def store(self, **kw: Any) -> StoreConnection:
+        return StoreConnection(
+            f"http://127.0.0.1:{self.port}", maxsize=2, stall_timeout=kw.pop("stall", 5), **kw
+        )
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _length(head: bytes) -> int:
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[list[Any]], Scripted]]:
+    made: list[Scripted] = []
+
+    def make(steps: list[Any]) -> Scripted:
+        made.append(Scripted(steps))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.close()
+
+
+OK0 = (_answer("200 OK", ["Content-Length: 0"]), False)
+
+
+def _get(store: StoreConnection, path: str = "/", **kw: Any) -> bytes:
+    resp = store.request("GET", path, headers={"Host": "store"}, **kw)
+    data = resp.read(None)
+    resp.release_conn()
+    return data
+
+
+# ------------------------------------------------------------------ keep-alive
+def test_requests_reuse_one_connection_and_carry_their_length(scripted: Any) -> None:
+    server = scripted([(_answer("200 OK", ["Content-Length: 5"], b"hello"), False), OK0, OK0])
+    store = server.store()
+    assert _get(store) == b"hello"
+    put = store.request("PUT", "/x", headers={"Host": "store"}, body=b"x" * 300_000)
+    put.release_conn()
+    empty = store.request("PUT", "/empty", headers={"Host": "store"})
+    empty.release_conn()
+    assert server.connections == 1
+    big, none = server.requests[1:]
+    assert b"Content-Length: 300000\r\n" in big.head and big.body == b"x" * 300_000
+    assert b"Expect" not in big.head  # small bodies go at once
+    assert b"Content-Length: 0\r\n" in none.head
+    assert b"Host: store\r\n" in big.head
+    store.close()
+
+
+def test_a_body_left_unread_closes_its_connection(scripted: Any) -> None:
+    body = _answer("200 OK", ["Content-Length: 5"], b"hello")
+    server = scripted([(body, False), (body, False)])
+    store = server.store()
+    unread = store.request("GET", "/unread", headers={})
+    unread.release_conn()
+    assert _get(store) == b"hello"
+    assert server.connections == 2
+    store.close()
+
+
+def test_bytes_after_a_body_are_never_read_as_the_next_answer(scripted: Any) -> None:
+    forged = _answer("200 OK", ["Content-Length: 6"], b"forged")
+    real = (_answer("200 OK", ["Content-Length: 4"], b"real"), False)
+    # in the same packet as the body: they go with the answer's buffer
+    server = scripted([(_answer("200 OK", ["Content-Length: 5"], b"hello") + forged, False), real])
+    store = server.store()
+    assert _get(store, "/first") == b"hello"
+    assert _get(store, "/second") == b"real"
+    store.close()
+
+
+def test_bytes_arriving_after_a_body_close_the_idle_connection(scripted: Any) -> None:
+    forged = _answer("200 OK", ["Content-Length: 6"], b"forged")
+    released, sent = threading.Event(), threading.Event()
+
+    def late_bytes(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
+        conn.sendall(_answer("200 OK", ["Content-Length: 5"], b"hello"))
+        released.wait(30)
+        conn.sendall(forged)  # after the client gave the connection back
+        sent.set()
+        return False  # and it would answer the next request on it too
+
+    real = (_answer("200 OK", ["Content-Length: 4"], b"real"), False)
+    server = scripted([late_bytes, real, real])
+    store = server.store()
+    assert _get(store, "/first") == b"hello"
+    released.set()
+    assert sent.wait(30)
+    assert _get(store, "/second") == b"real"
+    assert server.connections == 2
+    store.close()
+
+
+def test_connections_the_store_closes_are_not_reused(scripted: Any) -> None:
+    closing = (_answer("200 OK", ["Content-Length: 2", "Connection: close"], b"ok"), True)
+    server = scripted([closing, closing])
+    store = server.store()
+    assert _get(store) == b"ok" and _get(store) == b"ok"
+    assert server.connections == 2
+    store.close()
+
+
+# ------------------------------------------------------------------ failures
+def test_no_listener_is_connect_failed() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    store = StoreConnection(f"http://127.0.0.1:{port}", maxsize=1, stall_timeout=5)
+    with pytest.raises(ConnectFailed) as info:
+        store.request("GET", "/", headers={})
+    assert describe_failure(info.value, 25) == "cannot connect to the storage endpoint"
+
+
+def test_a_store_that_stops_answering_is_a_stall(scripted: Any) -> None:
+    gate = threading.Event()
+
+    def silent(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
+        gate.wait(30)
+        return True
+
+    server = scripted([silent])
+    store = server.store(stall=0.5)
+    try:
+        with pytest.raises(TimeoutError) as info:
+            store.request("GET", "/", headers={})
+        assert describe_failure(info.value, 0.5).endswith("(the storage endpoint stalled)")
+    finally:
+        gate.set()
+        store.close()
+
+
+HOSTILE = {
+    "closed without a word": b"",
+    "not HTTP": b"SSH-2.0-OpenSSH\r\n\r\n",
+    "status 2000": b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+    "broke off": _answer("200 OK", ["Content-Length: 10"], b"short"),
+    "unreadable length": _answer("200 OK", ["Content-Length: ten"], b"x"),
+    "conflicting lengths": _answer("200 OK", ["Content-Length: 5", "Content-Length: 7"], b"hello"),
+    "bad chunk": _answer("200 OK", ["Transfer-Encoding: chunked"], b"zz\r\n"),
+    "identity, chunked": _answer("200 OK", ["Transfer-Encoding: identity, chunked"], b"0\r\n\r\n"),
+    "101 header lines of folds": _answer(
+        "200 OK", ["X-A: a", *([" " + "f" * 1000] * 101), "Content-Length: 0"]
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_answers_are_protocol_errors_never_data(scripted: Any, answer: bytes) -> None:
+    server = scripted([(answer, True)])
+    store = server.store()
+    with pytest.raises(ConnectionError) as info:
+        _get(store)
+    assert describe_failure(info.value, 25) == "the connection to the storage endpoint broke"
+    store.close()
+
+
+def test_a_huge_announced_length_is_refused_before_reading(scripted: Any) -> None:
+    server = scripted([(_answer("200 OK", ["Content-Length: 999999999999"], b"x" * 100), True)])
+    store = server.store()
+    resp = store.request("GET", "/", headers={})
+    with pytest.raises(ProtocolError, match="announces"):
+        resp.read(1 * MiB)
+    resp.close()
+    resp.release_conn()
+    store.close()
+
+
+def test_an_endless_body_stops_at_the_limit(scripted: Any) -> None:
+    def endless(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
+        try:
+            conn.sendall(_answer("200 OK", ["Connection: close"]))
+            while True:
+                conn.sendall(b"x" * 65536)
+        except OSError:
+            return True
+
+    server = scripted([endless])
+    store = server.store()
+    resp = store.request("GET", "/", headers={})
+    with pytest.raises(ProtocolError, match="longer than"):
+        resp.read(2 * MiB)
+    resp.close()
+    resp.release_conn()
+    store.close()
+
+
+# ------------------------------------------------------------------ Expect: 100-continue
+def _continue_then_ok(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
+    assert b"Expect: 100-continue\r\n" in head
+    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    server.requests.append(_Request(head, reader.read(_length(head))))
+    conn.sendall(_answer("200 OK", ['ETag: "e"', "Content-Length: 0"]))
+    return False
+
+
+def _refuse_before_body(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
+    error = b"<Error><Code>AccessDenied</Code></Error>"
+    conn.sendall(_answer("403 Forbidden", [f"Content-Length: {len(error)}"], error))
+    conn.shutdown(socket.SHUT_WR)  # as a store that will not read the body: nothing more
+    drained = b""
+    while more := reader.read1(65536):  # whatever the client still sends
+        drained += more
+    server.requests.append(_Request(head, drained))
+    server.refusal_recorded.set()
+    return True
+
+
+def test_a_large_put_waits_for_100_continue(scripted: Any) -> None:
+    server = scripted([_continue_then_ok])
+    store = server.store()
+    body = bytes(range(256)) * (EXPECT_CONTINUE_MIN // 256 + 1)
+    resp = store.request("PUT", "/part", headers={}, body=body)
+    assert resp.status == 200 and resp.headers.get("etag") == '"e"'
+    resp.release_conn()
+    assert server.requests[0].body == body
+    store.close()
+
+
+def test_a_refusal_before_the_body_is_the_answer_and_the_body_is_not_sent(scripted: Any) -> None:
+    server = scripted([_refuse_before_body, OK0])
+    store = server.store()
+    resp = store.request("PUT", "/part", headers={}, body=b"x" * (16 * MiB))
+    assert resp.status == 403
+    assert b"AccessDenied" in resp.read(MiB)
+    resp.release_conn()
+    # the connection that skipped its body is not used again
+    again = store.request("PUT", "/small", headers={}, body=b"ok")
+    assert again.status == 200
+    again.release_conn()
+    assert server.connections == 2
+    assert server.refusal_recorded.wait(30)
+    (refused,) = [r for r in server.requests if r.head.startswith(b"PUT /part ")]
+    assert refused.body == b""  # not one byte of the refused body
+    store.close()
+
+
+# ------------------------------------------------------------------ proxies
+@pytest.mark.parametrize(
+    ("env", "url", "proxy"),
+    [
+        ({}, "http://s3.example:8080", None),
+        ({"HTTP_PROXY": "http://p:3128"}, "http://s3.example:8080", "http://p:3128"),
+        ({"http_proxy": "p:3128"}, "http://s3.example", "http://p:3128"),
+        ({"HTTP_PROXY": "http://p:3128"}, "https://s3.example", None),
+        ({"HTTPS_PROXY": "http://p:3128"}, "https://s3.example", "http://p:3128"),
+        ({"ALL_PROXY": "http://p:1"}, "https://s3.example", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example"}, "https://s3.example", None),
+        ({"HTTPS_PROXY": "http://p:1", "no_proxy": ".example"}, "https://s3.example", None),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "other.org"},
+            "https://s3.example",
+            "http://p:1",
+        ),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "*"}, "http://127.0.0.1:9000", None),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:9000", None),
+    ],
+)
+def test_proxy_for_reads_the_environment_as_requests_does(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, proxy: str | None
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.delenv("REQUEST_METHOD", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == proxy
+    if proxy is None and any(k.lower() != "no_proxy" for k in env):
+        import requests.utils
+
+        assert not requests.utils.get_environ_proxies(url).get(url.split(":")[0])
