@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sts_bridge.auth.discovery import discover, unreachable
+from sts_bridge.config import trusted_cas
 from sts_bridge.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class IssuerKeys:
             )
         http = self._session or requests.Session()
         try:
-            response = http.get(url, timeout=self.timeout, verify=self.verify)
+            response = http.get(url, timeout=self.timeout, verify=trusted_cas(self.verify))
             response.raise_for_status()
             document: Any = response.json()
         except requests.RequestException as exc:
