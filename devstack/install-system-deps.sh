@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the local platform needs: a throwaway Ceph
-# cluster (ceph-mon, ceph-osd with memstore, radosgw) for S3 with real STS.
+# cluster (ceph-mon, ceph-osd with memstore, radosgw) for S3 with real STS,
+# and tinyproxy, the forward proxy the proxy tests start.
 # Idempotent: does nothing when the binaries are already there.
 set -euo pipefail
 
@@ -9,7 +10,7 @@ LOCK="$(dirname "$0")/debian-packages.lock"
 mapfile -t LOCKED < <(grep -v '^#' "$LOCK" | grep '=')
 PACKAGES=()
 for entry in "${LOCKED[@]}"; do PACKAGES+=("${entry%%=*}"); done
-BINARIES=(ceph-mon ceph-osd radosgw radosgw-admin)
+BINARIES=(ceph-mon ceph-osd radosgw radosgw-admin tinyproxy)
 
 missing=()
 for bin in "${BINARIES[@]}"; do
