@@ -121,7 +121,9 @@ def test_seed_notebook_client_credentials(idp: IdentityProvider) -> None:
     scopes = "openid email profile offline_access" + " ".join([f" {s}" for s in platform_scopes])
     client = OAuth2Session(client_id, client_secret, scope=scopes)
     token_endpoint = t2_oidc_dicovery["token_endpoint"]
+    asked_at = int(time.time())
     token = client.fetch_token(token_endpoint, grant_type="client_credentials")
+    answered_at = time.time()
     access_token = token["access_token"]
     refresh_token = token["refresh_token"]
 
@@ -135,7 +137,9 @@ def test_seed_notebook_client_credentials(idp: IdentityProvider) -> None:
     assert claims["client_id"] == client_id
     assert claims["preferred_username"] == f"service-account-{client_id}"
     assert set(claims["scope"].split()) == set(scopes.split())
-    assert 3590 <= claims["exp"] - time.time() <= 3600
+    # issued during the call and living one hour (bounded by meaning, not by the clock)
+    assert asked_at <= claims["iat"] <= answered_at
+    assert claims["exp"] - claims["iat"] == 3600
     assert token["expires_in"] == 3600
 
     # the refresh token is real: authlib re-sends the session scope, and it works

@@ -47,7 +47,6 @@ DASK = Path(sys.executable).with_name("dask")
 RETRIES = 2
 #: Bounds of the scan of a worker's memory (bytes read per process, seconds).
 SCAN_BYTES = 3 << 30
-SCAN_SECONDS = 30.0
 
 
 # ----------------------------------------------------------------- the fleet
@@ -208,13 +207,13 @@ def scan_memory(pid: int, needles: dict[str, bytes]) -> tuple[set[str], int]:
     Read: every readable mapping that is writable or anonymous (heap, stacks,
     arenas, and the writable data of libraries); skipped: read-only file
     mappings (code and constants of libraries, identical to the files on
-    disk). Bounded by :data:`SCAN_BYTES` and :data:`SCAN_SECONDS`; a bound
-    that is hit fails the test (a partial scan proves nothing).
+    disk). Bounded by :data:`SCAN_BYTES`, by what a worker can hold, not by
+    the clock (a loaded machine only makes it slower); a bound that is hit
+    fails the test (a partial scan proves nothing).
     """
     found: set[str] = set()
     overlap = max(len(n) for n in needles.values())
     scanned = 0
-    deadline = time.monotonic() + SCAN_SECONDS
     regions: list[tuple[int, int]] = []
     with open(f"/proc/{pid}/maps") as maps:
         for line in maps:
@@ -248,7 +247,6 @@ def scan_memory(pid: int, needles: dict[str, bytes]) -> tuple[set[str], int]:
                 offset += len(chunk)
                 scanned += len(chunk)
                 assert scanned <= SCAN_BYTES, f"worker {pid}: over {SCAN_BYTES} bytes mapped"
-                assert time.monotonic() < deadline, f"worker {pid}: scan took too long"
     return found, scanned
 
 

@@ -42,12 +42,17 @@ class Fetcher:
         self.delay = delay
         self.calls = 0
         self.fail: Exception | None = None
+        self.gate: threading.Event | None = None  # set: each call waits until it opens
+        self.entered = threading.Event()  # a call is under way
         self._lock = threading.Lock()
 
     def __call__(self) -> S3Credentials:
         with self._lock:
             self.calls += 1
             n = self.calls
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait()
         if self.delay:
             time.sleep(self.delay)
         if self.fail is not None:
@@ -163,21 +168,21 @@ def test_advisory_window_does_not_block_other_threads() -> None:
     clock, fetcher, rc = make()
     first = rc.get()
     clock.advance(900 - 100)
-    fetcher.delay = 0.3
-    started = threading.Event()
-
-    def slow_refresh() -> None:
-        started.set()
-        rc.get()
-
-    t = threading.Thread(target=slow_refresh)
-    t.start()
-    started.wait()
-    time.sleep(0.05)
-    t0 = time.monotonic()
-    assert rc.get() is first  # lock busy: keep going with the current snapshot
-    assert time.monotonic() - t0 < 0.2
-    t.join()
+    fetcher.gate = threading.Event()  # the refresh holds the lock until the gate opens
+    fetcher.entered.clear()
+    refresher = threading.Thread(target=rc.get)
+    refresher.start()
+    assert fetcher.entered.wait(30)
+    got: list[S3Credentials] = []
+    other = threading.Thread(target=lambda: got.append(rc.get()))
+    other.start()
+    other.join(30)  # a hang guard only: get() answers at once or never
+    waited_for_the_refresh = other.is_alive()
+    fetcher.gate.set()
+    refresher.join()
+    other.join()
+    assert not waited_for_the_refresh
+    assert got == [first]  # lock busy: keep going with the current snapshot
     assert rc.get().access_key == "AK2"
 
 
