@@ -1,10 +1,9 @@
-"""TransferEngine against a real radosgw with real STS credentials.
+"""The real Workspace and its TransferEngine against a real radosgw with real STS credentials.
 
-Until the full ``Workspace`` exists, a small test-only double satisfies the
-contract of ``docs/architecture.md`` with temporary credentials from
-AssumeRoleWithWebIdentity, narrowed by a session policy to the workspace
-prefix (as the reference API does). A tiny OIDC issuer (discovery + JWKS)
-signs the web identity tokens.
+The SDK's own ``Workspace`` and ``RefreshingS3Credentials``; only the
+exchange is radosgw's AssumeRoleWithWebIdentity, narrowed by a session policy
+to the workspace prefix (as the reference API does), instead of the TerrAPI
+call. A tiny OIDC issuer (discovery + JWKS) signs the web identity tokens.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from sts_bridge_devstack.s3 import (
 from sts_bridge_devstack.static_issuer import StaticIssuer
 
 from sts_bridge.client import upload_to_workspace
+from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
 from sts_bridge.errors import (
     ApiError,
     InvalidKeyError,
@@ -53,9 +52,10 @@ from sts_bridge.s3 import upload as _upload
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.transfers import (
     PresignClampedWarning,
-    TransferEngine,
     UploadResult,
 )
+from sts_bridge.terrapi.storage_point import StoragePoint
+from sts_bridge.workspace import Workspace
 
 pytestmark = [
     pytest.mark.integration,
@@ -73,123 +73,9 @@ MiB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------
-# a Workspace double (tokens come from sts_bridge_devstack.static_issuer)
+# the real Workspace over radosgw's STS (tokens from sts_bridge_devstack.static_issuer)
 # --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Creds:
-    access_key: str
-    secret_key: str
-    token: str | None
-    expiry: datetime | None
-
-    def __repr__(self) -> str:
-        return f"Creds({self.access_key!r}, expiry={self.expiry})"
-
-
-class EngineFacade:
-    """The data operations of ``Workspace`` over this fake, through the engine as ``Workspace``."""
-
-    def upload(self, *args: Any, config: TransferConfig | None = None, **kwargs: Any) -> Any:
-        return TransferEngine(self, config).upload(*args, **kwargs)  # type: ignore[arg-type]
-
-    def upload_directory(self, *args: Any, **kwargs: Any) -> Any:
-        return TransferEngine(self).upload_directory(*args, **kwargs)  # type: ignore[arg-type]
-
-    def download(self, *args: Any, config: TransferConfig | None = None, **kwargs: Any) -> Any:
-        return TransferEngine(self, config).download(*args, **kwargs)  # type: ignore[arg-type]
-
-    def download_fileobj(self, *args: Any, **kwargs: Any) -> Any:
-        return TransferEngine(self).download_fileobj(*args, **kwargs)  # type: ignore[arg-type]
-
-    def list(self, *args: Any, **kwargs: Any) -> Any:
-        return TransferEngine(self).list(*args, **kwargs)  # type: ignore[arg-type]
-
-    def delete(self, *args: Any, **kwargs: Any) -> Any:
-        return TransferEngine(self).delete(*args, **kwargs)  # type: ignore[arg-type]
-
-    def presign(self, *args: Any, **kwargs: Any) -> Any:
-        return TransferEngine(self).presign(*args, warn_stacklevel=4, **kwargs)  # type: ignore[arg-type]
-
-    def presign_many(self, *args: Any, **kwargs: Any) -> Any:
-        return TransferEngine(self).presign_many(*args, warn_stacklevel=4, **kwargs)  # type: ignore[arg-type]
-
-    def upload_many(self, *args: Any, **kwargs: Any) -> Any:
-        engine = TransferEngine(self)  # type: ignore[arg-type]
-        progress, resumable = kwargs.pop("progress", None), kwargs.pop("resumable", True)
-        specs = engine.plan_uploads(*args, **kwargs)
-        return engine.upload_planned(specs, progress=progress, resumable=resumable)
-
-
-@dataclass
-class FakeWorkspace(EngineFacade):
-    """The Workspace contract, nothing more; counts every call that could reach S3."""
-
-    fetch: Callable[[], Creds]
-    endpoint_url: str
-    name: str = "gep-processing-results-a2s-service-workspace"
-    bucket: str = BUCKET
-    prefix: str = PREFIX
-    region: str = "us-east-1"
-    addressing_style: str = "path"
-    verify: bool | str = True
-    calls: list[str] = field(default_factory=list)
-    _creds: Creds | None = None
-    _clients: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _remaining(self) -> float:
-        if self._creds is None:
-            return -1
-        if self._creds.expiry is None:
-            return float("inf")
-        return (self._creds.expiry - datetime.now(timezone.utc)).total_seconds()
-
-    def credentials(self) -> Creds:
-        self.calls.append("credentials")
-        with self._lock:
-            if self._remaining() < 2:
-                self._creds = self.fetch()
-            assert self._creds is not None
-            return self._creds
-
-    def credentials_for(self, min_lifetime: float) -> Creds:
-        self.calls.append("credentials_for")
-        with self._lock:
-            if self._remaining() < min_lifetime:
-                fresh = self.fetch()
-                if self._creds is None or (
-                    fresh.expiry is None
-                    or self._creds.expiry is None
-                    or fresh.expiry > self._creds.expiry
-                ):
-                    self._creds = fresh
-            assert self._creds is not None
-            return self._creds
-
-    def s3_client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        self.calls.append("s3_client")
-        c = self.credentials()
-        client = self._clients.get(c.access_key)
-        if client is None:
-            client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                region_name=self.region,
-                aws_access_key_id=c.access_key,
-                aws_secret_access_key=c.secret_key,
-                aws_session_token=c.token,
-                config=Config(
-                    signature_version="s3v4",
-                    s3={"addressing_style": "path"},
-                    request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required",
-                ),
-            )
-            self._clients[c.access_key] = client
-        return client
+WORKSPACE_NAME = "gep-processing-results-a2s-service-workspace"
 
 
 # --------------------------------------------------------------------------
@@ -219,12 +105,62 @@ def sts(rgw: RadosGateway) -> Iterator[Callable[[int], dict[str, Any]]]:
     issuer.stop()
 
 
-def _workspace(rgw: RadosGateway, sts: Callable[[int], dict[str, Any]], duration: int = 900):
-    def fetch() -> Creds:
-        c = sts(duration)
-        return Creds(c["access_key"], c["secret_key"], c["session_token"], c["expiration"])
+def _workspace(
+    rgw: RadosGateway, sts: Callable[[int], dict[str, Any]], duration: int = 900
+) -> Workspace:
+    """The SDK's own Workspace and RefreshingS3Credentials; only the exchange is
+    radosgw's AssumeRoleWithWebIdentity instead of the TerrAPI call."""
 
-    return FakeWorkspace(fetch=fetch, endpoint_url=rgw.endpoint_url)
+    def fetch() -> S3Credentials:
+        c = sts(duration)
+        return S3Credentials(
+            c["access_key"],
+            c["secret_key"],
+            c["session_token"],
+            c["expiration"],
+            datetime.now(timezone.utc),
+        )
+
+    point = StoragePoint(
+        name=WORKSPACE_NAME, bucket=BUCKET, prefix=PREFIX, endpoint_url=rgw.endpoint_url
+    )
+    return Workspace(point, RefreshingS3Credentials(fetch))
+
+
+def _workspace_first_refused(
+    rgw: RadosGateway, sts: Callable[[int], dict[str, Any]]
+) -> tuple[Workspace, list[str]]:
+    """A Workspace whose first credentials the store refuses (a damaged secret,
+    as a corrupted cache would hand over); the access keys fetched, in order."""
+    fetched: list[str] = []
+
+    def fetch() -> S3Credentials:
+        c = sts(900)
+        secret = c["secret_key"] if fetched else c["secret_key"][::-1]
+        fetched.append(c["access_key"])
+        return S3Credentials(
+            c["access_key"], secret, c["session_token"], c["expiration"], datetime.now(timezone.utc)
+        )
+
+    point = StoragePoint(
+        name=WORKSPACE_NAME, bucket=BUCKET, prefix=PREFIX, endpoint_url=rgw.endpoint_url
+    )
+    return Workspace(point, RefreshingS3Credentials(fetch)), fetched
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every call of a Workspace (any copy) that could lead to S3, by name."""
+    seen: list[str] = []
+    for name in ("credentials", "credentials_for", "s3_client"):
+        original = getattr(Workspace, name)
+
+        def recording(self: Workspace, *args: Any, _f: Any = original, _n: str = name) -> Any:
+            seen.append(_n)
+            return _f(self, *args)
+
+        monkeypatch.setattr(Workspace, name, recording)
+    return seen
 
 
 @pytest.fixture
@@ -275,7 +211,7 @@ def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]
 # --------------------------------------------------------------------------
 # uploads
 # --------------------------------------------------------------------------
-def test_upload_small_file(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
+def test_upload_small_file(ws: Workspace, admin: Any, tmp_path: Path) -> None:
     data = _file(tmp_path / "report.json", 1000)
     seen: list[tuple[int, int | None]] = []
     res = ws.upload(tmp_path / "report.json", "docs/", progress=lambda d, t: seen.append((d, t)))
@@ -293,7 +229,7 @@ def test_upload_small_file(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> Non
     assert seen[-1] == (1000, 1000)
 
 
-def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
+def test_upload_multipart_concurrent_parts(ws: Workspace, admin: Any, tmp_path: Path) -> None:
     data = _file(tmp_path / "big.bin", 13 * MiB, seed=1)
     seen: list[int] = []
     lock = threading.Lock()
@@ -313,14 +249,13 @@ def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_pa
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload.UploadEngine, "put_part", counting)
-        res = ws.upload(
+        res = ws.with_transfer_config(
+            TransferConfig(part_size=5 * MiB, multipart_threshold=5 * MiB, part_concurrency=3)
+        ).upload(
             tmp_path / "big.bin",
             "mp/big.bin",
             metadata={"run": "42"},
             progress=lambda d, t: seen.append(d),
-            config=TransferConfig(
-                part_size=5 * MiB, multipart_threshold=5 * MiB, part_concurrency=3
-            ),
         )
     assert isinstance(res, UploadResult)
     assert res.parts == 3
@@ -338,7 +273,7 @@ def test_upload_multipart_concurrent_parts(ws: FakeWorkspace, admin: Any, tmp_pa
 
 
 def test_multipart_file_changed_after_hashing_fails_and_aborts(
-    ws: FakeWorkspace, admin: Any, tmp_path: Path
+    ws: Workspace, admin: Any, tmp_path: Path
 ) -> None:
     src = tmp_path / "moving.bin"
     _file(src, 11 * MiB, seed=3)
@@ -354,17 +289,18 @@ def test_multipart_file_changed_after_hashing_fails_and_aborts(
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload, "file_digests", then_rewrite)
         with pytest.raises(TransferError, match="changed while it was being uploaded"):
-            ws.upload(
+            ws.with_transfer_config(
+                TransferConfig(part_size=5 * MiB, multipart_threshold=5 * MiB)
+            ).upload(
                 src,
                 "mp/moving.bin",
-                config=TransferConfig(part_size=5 * MiB, multipart_threshold=5 * MiB),
             )
     assert _uploads(admin) == []
     with pytest.raises(Exception, match=r"404|Not Found"):
         admin.head_object(Bucket=BUCKET, Key=f"{PREFIX}mp/moving.bin")
 
 
-def test_upload_directory_include_exclude(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
+def test_upload_directory_include_exclude(ws: Workspace, admin: Any, tmp_path: Path) -> None:
     root = tmp_path / "scene"
     _file(root / "a.tif", 10)
     _file(root / "sub" / "b.tif", 20)
@@ -398,9 +334,11 @@ class _Unseekable(io.RawIOBase):
         return self._buf.read(min(n, 100_000) if n > 0 else n)  # short reads, like a pipe
 
 
-def test_upload_stream_unknown_length(ws: FakeWorkspace, admin: Any) -> None:
+def test_upload_stream_unknown_length(ws: Workspace, admin: Any) -> None:
     data = os.urandom(11 * MiB)
-    res = ws.upload(_Unseekable(data), "streams/s.bin", config=TransferConfig(part_size=5 * MiB))
+    res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB)).upload(
+        _Unseekable(data), "streams/s.bin"
+    )
     assert isinstance(res, UploadResult)
     assert res.parts == 3 and res.size == len(data)
     assert _get(admin, f"{PREFIX}streams/s.bin") == data
@@ -411,7 +349,7 @@ def test_upload_stream_unknown_length(ws: FakeWorkspace, admin: Any) -> None:
         ws.upload(io.BytesIO(b"x"))
 
 
-def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
+def test_server_verifies_the_payload_sha256(ws: Workspace) -> None:
     engine = _upload.UploadEngine(
         ws,
         TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=5 * MiB),
@@ -423,7 +361,7 @@ def test_server_verifies_the_payload_sha256(ws: FakeWorkspace) -> None:
     engine.close()
 
 
-def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_path: Path) -> None:
+def test_failed_multipart_upload_is_aborted(ws: Workspace, admin: Any, tmp_path: Path) -> None:
     _file(tmp_path / "fail.bin", 11 * MiB)
     original = _upload.UploadEngine.put_part
 
@@ -435,10 +373,11 @@ def test_failed_multipart_upload_is_aborted(ws: FakeWorkspace, admin: Any, tmp_p
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload.UploadEngine, "put_part", failing)
         with pytest.raises(TransferError, match="disk on fire"):
-            ws.upload(
+            ws.with_transfer_config(
+                TransferConfig(part_size=5 * MiB, multipart_threshold=1)
+            ).upload(
                 tmp_path / "fail.bin",
                 "fail.bin",
-                config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
             )
     assert _uploads(admin) == []
     assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
@@ -492,7 +431,7 @@ KILLER = textwrap.dedent(
 
 
 def test_kill_9_then_resume_uploads_only_missing_parts(
-    ws: FakeWorkspace, admin: Any, tmp_path: Path
+    ws: Workspace, admin: Any, tmp_path: Path
 ) -> None:
     data = _file(tmp_path / "resume.bin", 17 * MiB, seed=7)  # 4 parts of 5 MiB
     creds = ws.credentials()
@@ -546,8 +485,8 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_upload.UploadEngine, "put_part", recording)
-        res = ws.upload(
-            tmp_path / "resume.bin", "resume.bin", config=TransferConfig(part_size=5 * MiB)
+        res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB)).upload(
+            tmp_path / "resume.bin", "resume.bin"
         )
     assert isinstance(res, UploadResult)
     assert sorted(sent) == [1, 3, 4]
@@ -558,11 +497,29 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
 
 
 # --------------------------------------------------------------------------
+# credentials the store refuses are replaced once, on both request paths
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["signed requests (upload, download)", "botocore (list)"])
+def test_refused_credentials_are_replaced_once(
+    rgw: RadosGateway, sts: Any, admin: Any, tmp_path: Path, path: str
+) -> None:
+    ws, fetched = _workspace_first_refused(rgw, sts)
+    if path.startswith("signed"):
+        ws.upload(b"after a refusal", "refused/x.txt")
+        assert _get(admin, f"{PREFIX}refused/x.txt") == b"after a refusal"
+        assert ws.download("refused/x.txt", tmp_path / "x").read_bytes() == b"after a refusal"
+    else:
+        admin.put_object(Bucket=BUCKET, Key=f"{PREFIX}refused/y.txt", Body=b"y")
+        assert "refused/y.txt" in [o.key for o in ws.list("refused/")]
+    assert len(fetched) == 2  # the refused set, then one new set for everything after
+
+
+# --------------------------------------------------------------------------
 # refused keys never reach the network
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("key", ["../escape", "/abs", "a//b", "a\\b", "a/./b", "x\n", ""])
 def test_refused_keys_make_no_request(
-    rgw: RadosGateway, sts: Any, tmp_path: Path, key: str
+    rgw: RadosGateway, sts: Any, tmp_path: Path, key: str, calls: list[str]
 ) -> None:
     ws = _workspace(rgw, sts)
     (tmp_path / "f").write_bytes(b"x")
@@ -580,13 +537,13 @@ def test_refused_keys_make_no_request(
     for attempt in attempts:
         with pytest.raises(InvalidKeyError):
             attempt()
-    assert ws.calls == []
+    assert calls == []
 
 
 # --------------------------------------------------------------------------
 # presigned URLs used by plain HTTP
 # --------------------------------------------------------------------------
-def test_presigned_put_get_head_delete(ws: FakeWorkspace) -> None:
+def test_presigned_put_get_head_delete(ws: Workspace) -> None:
     key = "shared/hello world+ü~.txt"
     put = ws.presign(key, "PUT", 600)
     assert put.method == "PUT" and put.key == key
@@ -628,7 +585,7 @@ def test_presign_clamped_to_credentials_life(rgw: RadosGateway, sts: Any) -> Non
 # --------------------------------------------------------------------------
 # download, list, delete
 # --------------------------------------------------------------------------
-def test_download(ws: FakeWorkspace, tmp_path: Path) -> None:
+def test_download(ws: Workspace, tmp_path: Path) -> None:
     data = os.urandom(6 * MiB + 3)
     ws.upload(data, "dl/data.bin")
     seen: list[tuple[int, int | None]] = []
@@ -646,15 +603,15 @@ def test_download(ws: FakeWorkspace, tmp_path: Path) -> None:
     assert missing.value.key == "dl/nope.bin" and PREFIX not in str(missing.value)
 
 
-def test_list_paging_and_delete_prefix(ws: FakeWorkspace, admin: Any) -> None:
+def test_list_paging_and_delete_prefix(ws: Workspace, admin: Any, calls: list[str]) -> None:
     names = [f"many/{i:03d}.txt" for i in range(25)] + ["many/sub/x.txt", "many-not/y.txt"]
     for n in names:
         ws.upload(n.encode(), n)
-    calls_before = ws.calls.count("s3_client")
+    calls_before = calls.count("s3_client")
     listed = list(ws.list("many/", page_size=7))
     assert [o.key for o in listed] == sorted(n for n in names if n.startswith("many/"))
     assert all(o.size == len(o.key) for o in listed)
-    assert ws.calls.count("s3_client") == calls_before + 1
+    assert calls.count("s3_client") == calls_before + 1
     shallow = list(ws.list("many/", recursive=False, page_size=10))
     assert [o.key for o in shallow if o.is_prefix] == ["many/sub/"]
     assert len([o for o in shallow if not o.is_prefix]) == 25
@@ -669,19 +626,21 @@ def test_list_paging_and_delete_prefix(ws: FakeWorkspace, admin: Any) -> None:
         ws.delete("many-not/y.txt")
 
 
-def test_upload_to_workspace_with_object(ws: FakeWorkspace, admin: Any) -> None:
+def test_upload_to_workspace_with_object(ws: Workspace, admin: Any) -> None:
     res = upload_to_workspace(b"one call", "one/call.txt", workspace=ws)
     assert isinstance(res, UploadResult)
     assert _get(admin, f"{PREFIX}one/call.txt") == b"one call"
 
 
 # --------------------------------------------------------------------------
-# the CLI commands (main(argv) with the workspace double)
+# the CLI commands (main(argv) with the real Workspace)
 # --------------------------------------------------------------------------
 @pytest.fixture
-def cli(ws: FakeWorkspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+def cli(ws: Workspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     from sts_bridge.cli import main
 
+    # the real Workspace over radosgw's STS; how the CLI builds one from the
+    # API is test_cli_end_to_end's (on the whole platform)
     current = {"ws": ws}
     monkeypatch.setattr("sts_bridge.cli._workspace.open_workspace", lambda args: current["ws"])
 
@@ -754,53 +713,53 @@ def test_cli_refuses_bad_key_and_notes_clamping(
 # the own download path: ranged GETs, checks, no boto3 client
 # --------------------------------------------------------------------------
 def test_download_parallel_ranges_fresh_credentials_no_boto3(
-    ws: FakeWorkspace, tmp_path: Path
+    ws: Workspace, tmp_path: Path, calls: list[str]
 ) -> None:
     data = _file(tmp_path / "src.bin", 11 * MiB + 5, seed=3)
-    res = ws.upload(
+    res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
         tmp_path / "src.bin",
         "rg/src.bin",
-        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
     )
     assert isinstance(res, UploadResult) and res.parts == 3
-    ws.calls.clear()
+    calls.clear()
     seen: list[int] = []
-    out = ws.download(
+    out = ws.with_transfer_config(TransferConfig(range_size=2 * MiB, range_concurrency=3)).download(
         "rg/src.bin",
         tmp_path / "out.bin",
         progress=lambda d, t: seen.append(d),
-        config=TransferConfig(range_size=2 * MiB, range_concurrency=3),
     )
     assert out.read_bytes() == data
     assert seen == sorted(seen) and seen[-1] == len(data)
     # 6 ranged GETs, each signed with a fresh credentials() snapshot; no boto3 client
-    assert "s3_client" not in ws.calls
-    assert ws.calls.count("credentials") >= 6
+    assert "s3_client" not in calls
+    assert calls.count("credentials") >= 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out.bin", "src.bin"]
 
 
-def test_download_single_part_md5_and_empty_object(ws: FakeWorkspace, tmp_path: Path) -> None:
+def test_download_single_part_md5_and_empty_object(
+    ws: Workspace, tmp_path: Path, calls: list[str]
+) -> None:
     small = os.urandom(3 * MiB + 1)
     ws.upload(small, "rg/small.bin")  # single PUT: the ETag is the MD5
     assert ws.download("rg/small.bin", tmp_path / "s.bin").read_bytes() == small
     # larger than one range and still single-part: MD5 read back from the file
     assert (
-        ws.download(
-            "rg/small.bin", tmp_path / "s2.bin", config=TransferConfig(range_size=1 * MiB)
-        ).read_bytes()
+        ws.with_transfer_config(TransferConfig(range_size=1 * MiB))
+        .download("rg/small.bin", tmp_path / "s2.bin")
+        .read_bytes()
         == small
     )
     ws.upload(b"", "rg/empty.bin")
     out = ws.download("rg/empty.bin", tmp_path / "e.bin")
     assert out.exists() and out.read_bytes() == b""
-    assert "s3_client" not in ws.calls
+    assert "s3_client" not in calls
 
 
 @pytest.mark.parametrize(
     ("part_size", "how"), [(8 * MiB, "etag"), (1 * MiB, "etag"), (1 * MiB, "disk")]
 )
 def test_download_corruption_is_caught_and_leaves_no_file(
-    ws: FakeWorkspace, tmp_path: Path, part_size: int, how: str
+    ws: Workspace, tmp_path: Path, part_size: int, how: str
 ) -> None:
     ws.upload(os.urandom(3 * MiB), "rg/bad.bin")
     original = _download._pwrite_all
@@ -817,20 +776,18 @@ def test_download_corruption_is_caught_and_leaves_no_file(
         else:  # the bytes received are not what the ETag promises
             mp.setattr(_download, "_etag_md5", lambda etag, headers: ("f" * 32, ""))
         with pytest.raises(TransferError, match="ETag"):
-            ws.download(
+            ws.with_transfer_config(TransferConfig(range_size=part_size)).download(
                 "rg/bad.bin",
                 tmp_path / "d" / "bad.bin",
-                config=TransferConfig(range_size=part_size),
             )
     assert list((tmp_path / "d").iterdir()) == []  # neither the file nor a temp file
 
 
-def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> None:
+def test_download_resumes_a_broken_range(ws: Workspace, tmp_path: Path) -> None:
     data = _file(tmp_path / "src.bin", 6 * MiB, seed=4)
-    ws.upload(
+    ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
         tmp_path / "src.bin",
         "rg/broken.bin",
-        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
     )
     original = _download._pwrite_all
     broke: list[int] = []
@@ -843,10 +800,11 @@ def test_download_resumes_a_broken_range(ws: FakeWorkspace, tmp_path: Path) -> N
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_download, "_pwrite_all", breaking)
-        out = ws.download(
+        out = ws.with_transfer_config(
+            TransferConfig(range_size=4 * MiB, range_concurrency=1)
+        ).download(
             "rg/broken.bin",
             tmp_path / "o.bin",
-            config=TransferConfig(range_size=4 * MiB, range_concurrency=1),
         )
     assert broke and out.read_bytes() == data
 
@@ -881,17 +839,16 @@ def _open_fds() -> int:
 
 
 @pytest.mark.parametrize("how", ["direct", "refused", "broken"])
-def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how: str) -> None:
+def test_download_with_o_direct_odd_size(ws: Workspace, tmp_path: Path, how: str) -> None:
     """Large downloads write with O_DIRECT: aligned writes, the odd tail buffered, same bytes.
 
     ``refused``: the file system refuses a direct write (EINVAL): buffered for the rest.
     ``broken``: a connection breaks after a direct write: the range resumes.
     """
     data = _file(tmp_path / "src.bin", 5 * MiB + 777, seed=6)
-    ws.upload(
+    ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
         tmp_path / "src.bin",
         "rg/direct.bin",
-        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
     )
     original = _download.DownloadEngine._write_direct
     direct_writes: list[int] = []
@@ -921,10 +878,11 @@ def test_download_with_o_direct_odd_size(ws: FakeWorkspace, tmp_path: Path, how:
         mp.setattr(_download.DownloadEngine, "_write_direct", staticmethod(spy))
         if how == "refused":
             mp.setattr(os, "pwrite", pwrite)
-        out = ws.download(
+        out = ws.with_transfer_config(
+            TransferConfig(range_size=2 * MiB, range_concurrency=2, direct_io_min_size=0)
+        ).download(
             "rg/direct.bin",
             tmp_path / "o.bin",
-            config=TransferConfig(range_size=2 * MiB, range_concurrency=2, direct_io_min_size=0),
         )
     assert out.read_bytes() == data
     assert _open_fds() == fds  # the O_DIRECT descriptor is closed too
@@ -970,7 +928,7 @@ def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
 
 
 def test_upload_and_resume_never_build_a_boto3_client(
-    ws: FakeWorkspace, tmp_path: Path, admin: Any
+    ws: Workspace, tmp_path: Path, admin: Any, calls: list[str]
 ) -> None:
     data = _file(tmp_path / "r.bin", 11 * MiB, seed=5)
     full = PREFIX + "nb/r.bin"
@@ -1001,21 +959,20 @@ def test_upload_and_resume_never_build_a_boto3_client(
     path.write_text(json.dumps(state))
     path.chmod(0o600)
     engine.close()
-    ws.calls.clear()
-    res = ws.upload(
+    calls.clear()
+    res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
         tmp_path / "r.bin",
         "nb/r.bin",
-        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
     )
     assert isinstance(res, UploadResult) and res.resumed_parts == 1 and res.parts == 3
     assert res.etag.endswith("-3")
     assert _get(admin, full) == data
-    assert "s3_client" not in ws.calls
+    assert "s3_client" not in calls
     assert _uploads(admin) == []
 
 
 def test_resume_refuses_an_upload_that_recorded_another_sha256(
-    ws: FakeWorkspace, tmp_path: Path, admin: Any
+    ws: Workspace, tmp_path: Path, admin: Any
 ) -> None:
     # A file rewritten with the same size and mtime after an interrupted upload:
     # the state file matches, but the upload records another SHA-256.
@@ -1048,10 +1005,9 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
     path.write_text(json.dumps(state))
     path.chmod(0o600)
     engine.close()
-    res = ws.upload(
+    res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
         tmp_path / "s.bin",
         "nb/s.bin",
-        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
     )
     assert isinstance(res, UploadResult) and res.resumed_parts == 0 and res.parts == 3
     head = admin.head_object(Bucket=BUCKET, Key=full)
@@ -1061,7 +1017,7 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
 
 
 def test_resume_state_of_an_upload_aborted_since_starts_again(
-    ws: FakeWorkspace, tmp_path: Path, admin: Any
+    ws: Workspace, tmp_path: Path, admin: Any
 ) -> None:
     # The upload of the state file was aborted by someone else: ListParts says
     # NoSuchUpload, and the upload starts again without listing the bucket.
@@ -1093,10 +1049,9 @@ def test_resume_state_of_an_upload_aborted_since_starts_again(
     path.chmod(0o600)
     engine.close()
     admin.abort_multipart_upload(Bucket=BUCKET, Key=full, UploadId=upload_id)
-    res = ws.upload(
+    res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
         tmp_path / "g.bin",
         "nb/g.bin",
-        config=TransferConfig(part_size=5 * MiB, multipart_threshold=1),
     )
     assert isinstance(res, UploadResult) and res.resumed_parts == 0 and res.parts == 3
     assert _get(admin, full) == data

@@ -1,5 +1,5 @@
-"""The real Client -> Workspace -> transfers path on the local platform
-(the transfer engine's own tests use a workspace double; these do not)."""
+"""The real Client -> Workspace -> transfers path on the whole local platform
+(the transfer engine's own tests build the Workspace on radosgw's STS alone)."""
 
 from __future__ import annotations
 
