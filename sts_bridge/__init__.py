@@ -14,7 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sts_bridge._lazy import lazy_exports
-from sts_bridge.credentials.sources import WorkspaceSource, set_configuration_chain_opener
+from sts_bridge.credentials.sources import (
+    WorkspaceSource,
+    set_configuration_chain_lister,
+    set_configuration_chain_opener,
+)
 from sts_bridge.errors import (
     AccessDeniedError,
     ApiError,
@@ -89,7 +93,14 @@ def _open_from_configuration_chain(settings: Settings, name: str) -> WorkspaceSo
 # Wired here, above every layer: ``credentials.sources`` resolves a workspace
 # by name (unpickling, ``workspace://``) but sits below ``client``, and any
 # import of an ``sts_bridge`` module runs this file first.
+def _list_from_configuration_chain(settings: Settings) -> list[str]:
+    from sts_bridge.client import Client
+
+    return Client(settings).workspaces()
+
+
 set_configuration_chain_opener(_open_from_configuration_chain)
+set_configuration_chain_lister(_list_from_configuration_chain)
 
 
 __all__ = [

@@ -35,12 +35,15 @@ if TYPE_CHECKING:
     from sts_bridge.credentials.refreshing import S3Credentials
 
 __all__ = [
+    "ConfigurationChainLister",
     "ConfigurationChainOpener",
     "WorkspaceSource",
     "register_workspace_source",
     "resolve_workspace",
+    "set_configuration_chain_lister",
     "set_configuration_chain_opener",
     "workspace_by_reference",
+    "workspace_names",
 ]
 
 
@@ -82,8 +85,12 @@ class WorkspaceSource(Protocol):
 ConfigurationChainOpener = Callable[["Settings", str], WorkspaceSource]
 """Builds workspace ``name`` from resolved settings (``Client(settings).workspace(name)``)."""
 
+ConfigurationChainLister = Callable[["Settings"], "list[str]"]
+"""Names the principal of resolved settings may use: ``Client(settings).workspaces()``."""
+
 _lock = threading.Lock()
 _chain_opener: list[ConfigurationChainOpener] = []
+_chain_lister: list[ConfigurationChainLister] = []
 _registered: dict[str, list[WorkspaceSource]] = {}
 _from_chain: dict[tuple[Settings, str], WorkspaceSource] = {}
 
@@ -111,6 +118,39 @@ def register_workspace_source(source: WorkspaceSource) -> Callable[[], None]:
                 del _registered[name]
 
     return unregister
+
+
+def workspace_names(*, api_url: str | None = None) -> list[str]:
+    """The workspaces this process can reach by name (sorted): those registered
+    here, plus those the configuration chain's principal may use.
+
+    Raises what the chain raises (:class:`~sts_bridge.errors.ConfigurationError`
+    only when nothing is registered either, auth and API errors).
+    """
+    with _lock:
+        names = set(_registered)
+        listers = list(_chain_lister)
+    if not listers:
+        return sorted(names)
+    from sts_bridge.config import load_settings
+
+    try:
+        settings = load_settings(**({"api_url": api_url} if api_url else {}))
+        names.update(listers[0](settings))
+    except ConfigurationError:
+        if not names:
+            raise
+    return sorted(names)
+
+
+def set_configuration_chain_lister(
+    lister: ConfigurationChainLister | None,
+) -> ConfigurationChainLister | None:
+    """Make ``lister`` what :func:`workspace_names` asks; return the previous one."""
+    with _lock:
+        previous = _chain_lister[0] if _chain_lister else None
+        _chain_lister[:] = [] if lister is None else [lister]
+    return previous
 
 
 def set_configuration_chain_opener(

@@ -41,18 +41,24 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from fsspec.asyn import AsyncFileSystem
+from fsspec.asyn import AsyncFileSystem, sync_wrapper
 from s3fs import S3FileSystem
 
 from sts_bridge._redact import guard_library_loggers
 from sts_bridge.config import trusted_cas
-from sts_bridge.credentials.sources import WorkspaceSource, resolve_workspace
+from sts_bridge.credentials.sources import (
+    WorkspaceSource,
+    resolve_workspace,
+    workspace_names,
+)
 from sts_bridge.errors import (
-    ObjectNotFoundError,
-    StorageAccessDeniedError,
+    ConfigurationError,
+    PermissionDeniedError,
     StorageError,
+    WorkspaceNotFoundError,
 )
 from sts_bridge.interop.aiobotocore_session import refreshing_session
+from sts_bridge.interop.workspace_file import WorkspaceFile, claim_key, storage_os_error
 from sts_bridge.s3.keys import relative_key, workspace_key, workspace_prefix
 from sts_bridge.s3.objects import ObjectIO, needs_size
 from sts_bridge.urls import SCHEME, parse_workspace_url
@@ -68,6 +74,8 @@ _CLOSE_TIMEOUT = 2.0
 _OBJECT_CONCURRENCY = 16
 #: ``pipe_file`` stores smaller data in one PUT, as s3fs does (2 x its 50 MiB chunk).
 _SINGLE_PUT_BELOW = 100 * 2**20
+#: Block size of file objects (s3fs's): the readahead of reads, the part size of writes.
+_BLOCK_SIZE = 50 * 2**20
 
 
 class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
@@ -154,12 +162,22 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return url.workspace, url.key
 
     def source(self, name: str) -> WorkspaceSource:
-        """The source serving workspace ``name`` (resolved on first use)."""
+        """The source serving workspace ``name`` (resolved on first use).
+
+        Raises ``FileNotFoundError`` for a workspace the platform does not
+        know (or does not show this principal), ``PermissionError`` for one
+        it refuses, and the other errors of ``resolve_workspace``.
+        """
         with self._lock:
             known = self._sources.get(name)
         if known is not None:
             return known
-        found = resolve_workspace(name, api_url=self.api_url)
+        try:
+            found = resolve_workspace(name, api_url=self.api_url)
+        except WorkspaceNotFoundError as exc:
+            raise FileNotFoundError(errno.ENOENT, str(exc), name) from exc
+        except PermissionDeniedError as exc:
+            raise PermissionError(errno.EACCES, str(exc), name) from exc
         with self._lock:
             return self._sources.setdefault(name, found)
 
@@ -242,19 +260,61 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
     # -- the fsspec primitives, delegated ------------------------------------
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        if self._strip_protocol(path) == "":
+            return _directory("")
         name, key = self._split(path)
         if not key:
-            return {"name": name, "size": 0, "type": "directory"}
+            self.source(name)  # FileNotFoundError for a workspace that does not exist
+            return _directory(name)
         store, s3_path, name = self._object(path)
-        info = await store._info(s3_path, **kwargs)
+        with _in_workspace_terms(path):
+            info = await store._info(s3_path, **kwargs)
         return self._back_info(name, info)
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        if self._strip_protocol(path) == "":
+            names = self.workspace_names()
+            return [_directory(n) for n in names] if detail else names
         store, s3_path, name = self._folder(path)
-        found = await store._ls(s3_path, detail=detail, **kwargs)
+        try:
+            with _in_workspace_terms(path):
+                found = await store._ls(s3_path, detail=detail, **kwargs)
+        except FileNotFoundError:
+            if self._split(path)[1]:
+                raise
+            found = []  # an empty workspace, like an empty bucket
         if detail:
             return [self._back_info(name, info) for info in found]
         return [self._back(name, p) for p in found]
+
+    def workspace_names(self) -> list[str]:
+        """The workspaces ``ls("")`` shows: those this principal may use (the
+        configuration chain's answer) and those registered in this process
+        (a Dask worker's), plus those this filesystem was given; sorted."""
+        with self._lock:
+            given = set(self._sources)
+        try:
+            names = set(workspace_names(api_url=self.api_url))
+        except ConfigurationError:
+            if not given:
+                raise
+            names = set()
+        return sorted(names | given)
+
+    def modified(self, path: str) -> Any:
+        """When the object was last written (``LastModified``, tz-aware UTC).
+
+        Raises ``IsADirectoryError`` for a folder or a workspace, like s3fs.
+        """
+        info = self.info(path)
+        if "LastModified" not in info:
+            raise IsADirectoryError(errno.EISDIR, "a folder has no modification time", path)
+        return info["LastModified"]
+
+    def created(self, path: str) -> Any:
+        """When the object was created: an S3 object is written whole, so its
+        ``LastModified``."""
+        return self.modified(path)
 
     async def _find(
         self,
@@ -278,11 +338,25 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return out if detail else sorted(out)
 
     async def _exists(self, path: str, **kwargs: Any) -> bool:
-        _, key = self._split(path)
+        if self._strip_protocol(path) == "":
+            return True
+        name, key = self._split(path)  # an unsafe key is an error, not "no"
+        try:
+            self.source(name)
+        except (FileNotFoundError, PermissionError):
+            return False  # no such workspace, or none for this principal
         if not key:
             return True
         store, s3_path, _ = self._object(path)
-        return bool(await store._exists(s3_path, **kwargs))
+        with _in_workspace_terms(path):
+            return bool(await store._exists(s3_path, **kwargs))
+
+    async def _touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
+        """An empty object at ``path``. S3 cannot update a file's time:
+        ``truncate=False`` on an existing object raises ``ValueError``, as s3fs does."""
+        if not truncate and await self._exists(path):
+            raise ValueError(f"S3 does not support touching existing files: {path}")
+        await self._pipe_file(path, b"")
 
     async def _cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
@@ -290,7 +364,8 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         store, s3_path, name = self._object(path)
         if kwargs or needs_size(start, end):
             # Versions, and bounds counted from an end the size must tell: s3fs's way.
-            return bytes(await store._cat_file(s3_path, start=start, end=end, **kwargs))
+            with _in_workspace_terms(path):
+                return bytes(await store._cat_file(s3_path, start=start, end=end, **kwargs))
         objects, full_key = self._objects[name], s3_path.partition("/")[2]
         with _as_os_errors(path):
             return await objects.run(objects.get, full_key, start, end)
@@ -299,36 +374,61 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self, path: str, data: bytes, mode: str = "overwrite", **kwargs: Any
     ) -> Any:
         store, s3_path, name = self._object(path)
-        if kwargs or mode != "overwrite" or len(data) >= _SINGLE_PUT_BELOW:
-            # Exclusive creation, extra PUT arguments, and multipart: s3fs's way.
-            return await store._pipe_file(s3_path, data, mode=mode, **kwargs)
         objects, full_key = self._objects[name], s3_path.partition("/")[2]
         body = data if isinstance(data, bytes) else bytes(data)
         try:
+            if mode == "create":
+                # One conditional PUT decides (radosgw honours If-None-Match on
+                # PutObject only): small data in it, big data after it.
+                if len(body) < _SINGLE_PUT_BELOW and not kwargs:
+                    return {"ETag": await objects.run(claim_key, objects, full_key, path, body)}
+                await objects.run(claim_key, objects, full_key, path)
+            elif mode != "overwrite":
+                raise ValueError(f"mode must be 'overwrite' or 'create', not {mode!r}")
+            if kwargs or len(body) >= _SINGLE_PUT_BELOW:
+                # Extra PUT arguments, and multipart: s3fs's way.
+                with _in_workspace_terms(path):
+                    return await store._pipe_file(s3_path, body, **kwargs)
             with _as_os_errors(path):
                 return {"ETag": await objects.run(objects.put, full_key, body)}
         finally:
             store.invalidate_cache(s3_path)
 
-    async def _put_file(self, lpath: str, rpath: str, **kwargs: Any) -> Any:
-        store, s3_path, _ = self._object(rpath)
-        return await store._put_file(lpath, s3_path, **kwargs)
+    touch = sync_wrapper(_touch)
+
+    async def _put_file(
+        self, lpath: str, rpath: str, mode: str = "overwrite", **kwargs: Any
+    ) -> Any:
+        store, s3_path, name = self._object(rpath)
+        if mode == "create":
+            objects, full_key = self._objects[name], s3_path.partition("/")[2]
+            await objects.run(claim_key, objects, full_key, rpath)
+        elif mode != "overwrite":
+            raise ValueError(f"mode must be 'overwrite' or 'create', not {mode!r}")
+        with _in_workspace_terms(rpath):
+            return await store._put_file(lpath, s3_path, **kwargs)
 
     async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> Any:
         store, s3_path, _ = self._object(rpath)
-        return await store._get_file(s3_path, lpath, **kwargs)
+        with _in_workspace_terms(rpath):
+            return await store._get_file(s3_path, lpath, **kwargs)
 
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> Any:
         store1, s3_path1, name1 = self._object(path1)
         store2, s3_path2, name2 = self._object(path2)
         if name1 == name2:
-            return await store1._cp_file(s3_path1, s3_path2, **kwargs)
+            with _in_workspace_terms(path1):
+                return await store1._cp_file(s3_path1, s3_path2, **kwargs)
         # Two workspaces have two sets of credentials: no server-side copy.
-        await store2._pipe_file(s3_path2, await store1._cat_file(s3_path1))
+        with _in_workspace_terms(path1):
+            data = await store1._cat_file(s3_path1)
+        with _in_workspace_terms(path2):
+            await store2._pipe_file(s3_path2, data)
 
     async def _rm_file(self, path: str, **kwargs: Any) -> Any:
         store, s3_path, _ = self._object(path)
-        return await store._rm_file(s3_path, **kwargs)
+        with _in_workspace_terms(path):
+            return await store._rm_file(s3_path, **kwargs)
 
     async def _rm(
         self,
@@ -375,9 +475,37 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
     async def _rmdir(self, path: str) -> None:
         self._folder(path)
 
-    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
-        store, s3_path, _ = self._object(path)
-        return store._open(s3_path, mode=mode, **kwargs)
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> WorkspaceFile:
+        store, s3_path, name = self._object(path)
+        stripped = self._strip_protocol(path)
+        size = kwargs.pop("size", None)
+        if "r" in mode and size is None:
+            info = self.info(stripped)
+            if info["type"] == "directory":
+                raise IsADirectoryError(errno.EISDIR, "a folder cannot be opened", stripped)
+            size = info["size"]
+        return WorkspaceFile(
+            self,
+            stripped,
+            mode,
+            objects=self._objects[name],
+            store=store,
+            bucket=s3_path.partition("/")[0],
+            full_key=s3_path.partition("/")[2],
+            block_size=block_size or self._s3_options.get("default_block_size", _BLOCK_SIZE),
+            autocommit=autocommit,
+            cache_options=cache_options,
+            size=size,
+            **kwargs,
+        )
 
     def invalidate_cache(self, path: str | None = None) -> None:
         with self._lock:
@@ -401,18 +529,43 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
 @contextlib.contextmanager
 def _as_os_errors(path: str) -> Iterator[None]:
     """The store's answers about an object as the built-in errors fsspec users
-    catch (zarr reads a missing chunk as ``FileNotFoundError``), with the SDK's
-    message and the SDK's error as the cause. Credentials that cannot be had
-    (``CredentialsError``: expired shared credentials, a login needed) stay the
-    SDK's own error: its hint says what to do."""
+    catch, with the SDK's message and the SDK's error as the cause. Credentials
+    that cannot be had (``CredentialsError``: expired shared credentials, a
+    login needed) stay the SDK's own error: its hint says what to do."""
     try:
         yield
-    except ObjectNotFoundError as exc:
-        raise FileNotFoundError(errno.ENOENT, str(exc), path) from exc
-    except StorageAccessDeniedError as exc:
-        raise PermissionError(errno.EACCES, str(exc), path) from exc
     except StorageError as exc:
-        raise OSError(errno.EIO, str(exc), path) from exc
+        raise storage_os_error(exc, path) from exc
+
+
+#: The errors s3fs raises about an object or folder, rewritten in workspace terms.
+_PATH_ERRORS = {
+    FileNotFoundError: (errno.ENOENT, "no such object or folder"),
+    PermissionError: (errno.EACCES, "access denied"),
+    FileExistsError: (errno.EEXIST, "exists already"),
+    IsADirectoryError: (errno.EISDIR, "is a folder"),
+    NotADirectoryError: (errno.ENOTDIR, "is not a folder"),
+}
+
+
+@contextlib.contextmanager
+def _in_workspace_terms(path: str) -> Iterator[None]:
+    """s3fs names ``bucket/prefix/key`` in its errors; the user named ``path``.
+    An error about a local file (``get_file``'s target) keeps its own name."""
+    try:
+        yield
+    except tuple(_PATH_ERRORS) as exc:
+        if exc.filename is not None:
+            raise  # about a local file
+        for kind, (number, text) in _PATH_ERRORS.items():
+            if isinstance(exc, kind):
+                said = exc.strerror if exc.strerror and exc.strerror != "None" else text
+                raise kind(number, said, path) from exc
+        raise
+
+
+def _directory(name: str) -> dict[str, Any]:
+    return {"name": name, "size": 0, "type": "directory"}
 
 
 def _rebuild(

@@ -110,10 +110,17 @@ class ObjectIO:
             data = data[start:end]
         return data
 
-    def put(self, full_key: str, data: bytes) -> str:
-        """Store ``data`` under ``full_key`` in one PUT; returns the ETag."""
+    def put(self, full_key: str, data: bytes, *, exclusive: bool = False) -> str:
+        """Store ``data`` under ``full_key`` in one PUT; returns the ETag.
+
+        ``exclusive`` stores it only if no object has that key
+        (``If-None-Match: *``): the store refuses otherwise, raised as
+        :class:`~sts_bridge.errors.PreconditionFailedError`.
+        """
         digest = hashlib.sha256(data).hexdigest()
         headers = {f"x-amz-meta-{SHA256_METADATA}": digest}
+        if exclusive:
+            headers["If-None-Match"] = "*"
         return self.http.put(full_key, data, digest, headers=headers)
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:

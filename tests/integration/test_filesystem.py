@@ -237,3 +237,126 @@ def test_refused_reads_and_writes_are_permission_errors_in_one_sentence(
         message = str(info.value)
         assert "\n" not in message and "fs-tests/x" in message, message
         assert "not-the-secret" not in message
+
+
+def test_the_fsspec_contract_s3fs_users_rely_on(platform_env: dict[str, str]) -> None:
+    """exists / ls / info / modified / touch answer as s3fs does, in workspace terms."""
+    import datetime as dt
+
+    fs = WorkspaceFileSystem()
+    base = _base().removeprefix("workspace://")
+    # exists: a bool for any well-formed URL, the unknown workspace included
+    assert fs.exists("workspace://no-such-workspace/x") is False
+    assert fs.exists("workspace://no-such-workspace") is False
+    assert fs.exists(f"workspace://{SERVICE_WS}") is True
+    assert fs.exists(f"{base}/nothing") is False
+    with pytest.raises(InvalidKeyError):
+        fs.exists(f"workspace://{SERVICE_WS}/a/../b")  # not well-formed: an error, not "no"
+    # errors are OSError subclasses naming the path the user gave
+    with pytest.raises(FileNotFoundError, match="no-such-workspace"):
+        fs.ls("workspace://no-such-workspace")
+    with pytest.raises(FileNotFoundError) as missing:
+        fs.info(f"{base}/nothing")
+    assert missing.value.filename == f"{base}/nothing"
+    # ls(""): the workspaces this principal may use
+    assert SERVICE_WS in fs.ls("", detail=False)
+    assert {"name": SERVICE_WS, "size": 0, "type": "directory"} in fs.ls("")
+    # modified / created from the store
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=5)
+    fs.pipe_file(f"{base}/dated.txt", b"x")
+    modified = fs.modified(f"{base}/dated.txt")
+    assert modified.tzinfo is not None and modified >= before
+    assert fs.created(f"{base}/dated.txt") == modified
+    with pytest.raises(IsADirectoryError):
+        fs.modified(base)
+    # touch: a new empty object; an existing one cannot be touched without truncating
+    fs.touch(f"{base}/empty")
+    assert fs.cat_file(f"{base}/empty") == b""
+    with pytest.raises(ValueError, match="touching existing"):
+        fs.touch(f"{base}/dated.txt", truncate=False)
+    assert fs.cat_file(f"{base}/dated.txt") == b"x"
+    with pytest.raises(IsADirectoryError):
+        fs.open(base, "rb")
+    fs.rm(base, recursive=True)
+
+
+def test_an_empty_workspace_lists_as_empty(platform_env: dict[str, str]) -> None:
+    ws = Client.from_env().workspace(SERVICE_WS)
+    # the same workspace seen with a fresh prefix inside its own: nothing there yet
+    empty = SourceVariant(ws, prefix=f"{ws.prefix}empty-{uuid.uuid4().hex}/")
+    fs = WorkspaceFileSystem(empty, skip_instance_cache=True)
+    assert fs.ls(f"workspace://{SERVICE_WS}") == []
+    assert fs.ls(f"workspace://{SERVICE_WS}/", detail=False) == []
+    with pytest.raises(FileNotFoundError):
+        fs.ls(f"workspace://{SERVICE_WS}/no-such-folder")
+
+
+def test_exclusive_creation_is_decided_by_the_store(platform_env: dict[str, str]) -> None:
+    """pipe_file(mode="create") and open("xb") raise FileExistsError for an existing
+    key (radosgw honours If-None-Match on PUT), and of many writers racing for one
+    key exactly one wins."""
+    import concurrent.futures
+
+    fs = WorkspaceFileSystem()
+    base = _base()
+    fs.pipe_file(f"{base}/taken", b"first")
+    with pytest.raises(FileExistsError):
+        fs.pipe_file(f"{base}/taken", b"second", mode="create")
+    with pytest.raises(FileExistsError):
+        fs.open(f"{base}/taken", "xb")
+    assert fs.cat_file(f"{base}/taken") == b"first"
+    with fs.open(f"{base}/fresh", "xb") as f:
+        f.write(b"mine")
+    assert fs.cat_file(f"{base}/fresh") == b"mine"
+
+    def race(n: int) -> int:
+        try:
+            fs.pipe_file(f"{base}/raced", str(n).encode(), mode="create")
+            return n
+        except FileExistsError:
+            return -1
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        winners = [n for n in pool.map(race, range(8)) if n >= 0]
+    assert len(winners) == 1
+    assert fs.cat_file(f"{base}/raced") == str(winners[0]).encode()
+    fs.rm(base, recursive=True)
+
+
+@pytest.mark.parametrize("cache", ["blockcache", "simplecache", "filecache"])
+def test_file_objects_are_the_workspace_filesystems_and_caches_work(
+    platform_env: dict[str, str], tmp_path: Any, cache: str
+) -> None:
+    import fsspec
+
+    fs = WorkspaceFileSystem()
+    base = _base()
+    with fs.open(f"{base}/plain.bin", "wb") as f:
+        assert f.fs is fs and f.path == f"{base}/plain.bin".removeprefix("workspace://")
+    url = f"{cache}::{base}/cached.bin"
+    options = {cache: {"cache_storage": str(tmp_path / cache)}}
+    data = bytes(range(256)) * 4096  # 1 MiB
+    with fsspec.open(url, "wb", **options) as f:
+        f.write(data)
+    assert fs.cat_file(f"{base}/cached.bin") == data
+    for _ in range(2):  # the second time from the local cache
+        with fsspec.open(url, "rb", **options) as f:
+            f.seek(1000)
+            assert f.read(5000) == data[1000:6000]
+    fs.rm(base, recursive=True)
+
+
+def test_a_file_bigger_than_a_block_is_written_in_parts(platform_env: dict[str, str]) -> None:
+    fs = WorkspaceFileSystem()
+    base = _base()
+    block = 5 * 2**20
+    data = bytes(range(256)) * (3 * block // 256) + b"tail"
+    with fs.open(f"{base}/parts.bin", "wb", block_size=block) as f:
+        for start in range(0, len(data), 1_000_000):
+            f.write(data[start : start + 1_000_000])
+    assert fs.size(f"{base}/parts.bin") == len(data)
+    assert fs.cat_file(f"{base}/parts.bin") == data
+    with fs.open(f"{base}/parts.bin", "ab", block_size=block) as f:
+        f.write(b"+more")
+    assert fs.cat_file(f"{base}/parts.bin", start=-9) == b"tail+more"
+    fs.rm(base, recursive=True)
