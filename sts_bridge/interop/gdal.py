@@ -1,19 +1,24 @@
 """GDAL and rasterio on a workspace, with credentials that refresh for hours.
 
-GDAL (3.10, as bundled in rasterio's wheels) has no ``credential_process``
+GDAL (3.10, as bundled in rasterio's wheels; 3.12 in pyogrio's) has no ``credential_process``
 and takes no credentials callback; it does refresh from the AWS
 container-credentials endpoint (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` plus
 ``AWS_CONTAINER_AUTHORIZATION_TOKEN``), both when it opens a file and while
 a dataset stays open. :func:`gdal_env` serves that endpoint from a helper
 process (see :mod:`sts_bridge.interop.credentials_relay` for why not from a
 thread) and gives GDAL its own endpoint options, which it reads instead of
-``AWS_ENDPOINT_URL``::
+``AWS_ENDPOINT_URL``. Every GDAL of the process it can reach gets them:
+rasterio's (through ``rasterio.Env``) and pyogrio's (geopandas' vector I/O,
+``pyogrio.set_gdal_config_options``), each wheel bundling its own library::
 
     from sts_bridge.interop.gdal import gdal_env
 
     with gdal_env(ws) as gdal_ws:              # also enters rasterio.Env(...)
         with rasterio.open(gdal_ws.path("run-42/out.tif"), "w", **profile) as dst:
             dst.write(array)
+
+        gdf.to_file(gdal_ws.path("run-42/roads.gpkg"))     # geopandas through pyogrio
+        roads = geopandas.read_file(gdal_ws.path("run-42/roads.gpkg"))
 
     # osgeo.gdal instead of rasterio:
     with gdal_env(ws, rasterio_env=False) as gdal_ws:
@@ -90,11 +95,12 @@ def gdal_env(workspace: Workspace, *, rasterio_env: bool = True) -> Iterator[Gda
 
     Starts a helper process serving the workspace's refreshing credentials
     on a loopback container-credentials URL and yields a
-    :class:`GdalWorkspace` whose ``options`` point GDAL at it. With
-    ``rasterio_env`` (the default, when rasterio is installed) the options
-    are applied through ``rasterio.Env`` for the duration of the block;
-    otherwise apply them yourself (``gdal.SetConfigOption``). The helper
-    process is stopped when the block ends.
+    :class:`GdalWorkspace` whose ``options`` point GDAL at it. pyogrio's
+    GDAL (when pyogrio is installed) gets the options for the duration of
+    the block, and, with ``rasterio_env`` (the default, when rasterio is
+    installed), rasterio's through ``rasterio.Env``; for ``osgeo.gdal``
+    apply them yourself (``gdal.SetConfigOption``). The helper process is
+    stopped when the block ends.
 
     Raises :class:`~sts_bridge.errors.CredentialsError` (or the error behind
     it) when the first credentials cannot be obtained or the helper does not
@@ -110,11 +116,31 @@ def gdal_env(workspace: Workspace, *, rasterio_env: bool = True) -> Iterator[Gda
             **gdal_endpoint_options(workspace),
         }
         gdal_ws = GdalWorkspace(workspace.bucket, workspace.prefix, options)
-        if not rasterio_env:
-            yield gdal_ws
-            return
-        with _rasterio_env(options):
-            yield gdal_ws
+        with _pyogrio_config(options):
+            if not rasterio_env:
+                yield gdal_ws
+                return
+            with _rasterio_env(options):
+                yield gdal_ws
+
+
+@contextlib.contextmanager
+def _pyogrio_config(options: dict[str, str]) -> Iterator[None]:
+    """pyogrio's own GDAL (its wheel bundles one, separate from rasterio's):
+    the options for the block, then the values it had before. Its
+    configuration is process-wide (``CPLSetConfigOption``), not per thread."""
+    try:
+        import pyogrio  # type: ignore[import-untyped]
+    except ImportError:
+        yield
+        return
+    before = {name: pyogrio.get_gdal_config_option(name) for name in options}
+    pyogrio.set_gdal_config_options(options)
+    try:
+        yield
+    finally:
+        # None unsets an option that was not set before.
+        pyogrio.set_gdal_config_options(before)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,8 @@
   ``expiry``).
 - ``obstore_credential_provider``: a refreshing credential provider for
   obstore's ``S3Store(credential_provider=...)``.
+- ``polars_options``: ``storage_options`` and a refreshing
+  ``credential_provider`` for polars' cloud readers and writers.
 
 The refreshing delegation for child processes is in :mod:`sts_bridge.interop.container_credentials`.
 """
@@ -220,3 +222,52 @@ def obstore_credential_provider(workspace: Workspace) -> Callable[[], dict[str, 
         }
 
     return provide
+
+
+#: Seconds before the real expiry that polars is told its credentials expire,
+#: at most: polars signs with cached credentials until the expiry it was told.
+_POLARS_MARGIN = 60.0
+
+
+def polars_options(workspace: Workspace) -> dict[str, Any]:
+    """Keyword arguments for polars' cloud I/O on ``workspace``, refreshing.
+
+    ``{"storage_options": ..., "credential_provider": ...}`` for
+    ``pl.scan_parquet`` / ``read_parquet`` / ``read_csv`` / ``scan_csv`` /
+    ``write_parquet`` / ``sink_parquet`` / ... with the workspace's
+    ``s3://`` URLs (``workspace.s3_url(key)``)::
+
+        pl.scan_parquet(ws.s3_url("tables/*.parquet"), **polars_options(ws))
+
+    ``storage_options`` say where the store is (endpoint, region, path
+    addressing, plain HTTP when the endpoint is); the provider hands polars
+    the workspace's current credentials each time polars asks, with an
+    expiry a little before the real one, so a lazy query or a long-lived
+    frame keeps working for as long as the process runs.
+    """
+    endpoint = workspace.endpoint_url
+    options = {
+        "aws_endpoint_url": endpoint,
+        "aws_region": workspace.region,
+        "aws_virtual_hosted_style_request": str(workspace.addressing_style == "virtual").lower(),
+    }
+    if endpoint.startswith("http://"):
+        options["aws_allow_http"] = "true"
+    if workspace.verify is False:
+        options["allow_invalid_certificates"] = "true"
+
+    def provide() -> tuple[dict[str, str], int | None]:
+        creds = workspace.credentials()
+        keys = {"aws_access_key_id": creds.access_key, "aws_secret_access_key": creds.secret_key}
+        if creds.token:
+            keys["aws_session_token"] = creds.token
+        if creds.expiry is None:
+            return keys, None
+        expires = creds.expiry.timestamp()
+        remaining = expires - dt.datetime.now(dt.timezone.utc).timestamp()
+        # Told a little early, polars asks again before the store would
+        # refuse; never in the past, or it would ask on every request.
+        told = expires - min(_POLARS_MARGIN, max(remaining, 0.0) / 4)
+        return keys, int(told)
+
+    return {"storage_options": options, "credential_provider": provide}
