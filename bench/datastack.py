@@ -22,6 +22,15 @@ credentials, is included):
   sts-bridge's refreshing ``credential_provider``, wrapped by ``zarr``'s
   ``FsspecStore``.
 
+Parquet reads by polars and duckdb (``polars-read``, ``duckdb-read``) of a
+table of ``--size-mib`` MiB (an int64 and a float64 column, uncompressed,
+written once before the rounds) have two contenders: ``workspace`` (polars
+with ``polars_options(ws)``, its own object store and sts-bridge's
+refreshing ``credential_provider``; duckdb with the ``workspace://``
+filesystem registered) and ``s3fs-static`` (polars' own object store with
+the snapshot as static keys in ``storage_options``; duckdb with a static-key
+s3fs registered: duckdb's httpfs extension is not installable offline).
+
 Scenarios: ``zarr-write`` / ``zarr-read`` of an int32 array of
 ``--size-mib`` MiB in 4 MiB chunks, uncompressed, written and read in
 slabs of 16 chunks (so the data held in memory is 64 MiB whatever the
@@ -58,7 +67,10 @@ SLAB_CHUNKS = 16
 SMALL_BYTES = 16 * 1024
 WORKSPACE = "gep-processing-results-a2s-service-workspace"
 CONTENDERS = ("workspace", "s3fs-static", "obstore")
-SCENARIOS = ("zarr-write", "zarr-read", "small-write", "small-read")
+SCENARIOS = ("zarr-write", "zarr-read", "small-write", "small-read", "polars-read", "duckdb-read")
+#: Scenarios of one tool, where obstore's fsspec layer is not a contender.
+TOOL_SCENARIOS = ("polars-read", "duckdb-read")
+TABLE_KEY = "table.parquet"
 
 
 # --------------------------------------------------------------------------- worker
@@ -112,12 +124,87 @@ def _filesystem_and_root(contender: str, key: str, asynchronous: bool) -> tuple[
 
 def worker(contender: str, scenario: str, key: str, size: int, count: int) -> None:
     """Run one scenario; print the seconds of its data phase (after imports and setup)."""
-    import numpy as np
+    if scenario in TOOL_SCENARIOS:
+        run = _polars_read if scenario == "polars-read" else _duckdb_read
+        seconds = run(contender, key, size)
+    else:
+        import numpy as np
 
-    fs, root = _filesystem_and_root(contender, key, asynchronous=scenario.startswith("zarr"))
+        fs, root = _filesystem_and_root(contender, key, asynchronous=scenario.startswith("zarr"))
+        started = time.perf_counter()
+        _run(fs, root, np, scenario, size, count)
+        seconds = time.perf_counter() - started
+    print(json.dumps({"data_seconds": seconds}))
+
+
+def _table_rows(size: int) -> int:
+    return size // 16  # an int64 and a float64 per row
+
+
+def _write_table(key: str, size: int) -> None:
+    """The parquet table both tools read (not measured)."""
+    import polars as pl
+
+    from sts_bridge import Client
+    from sts_bridge.interop.tool_credentials import polars_options
+
+    ws = Client.from_env().workspace(WORKSPACE)
+    n = _table_rows(size)
+    frame = pl.DataFrame({"i": pl.arange(0, n, eager=True), "x": pl.arange(0, n, eager=True) * 0.5})
+    frame.write_parquet(
+        ws.s3_url(f"{key}/{TABLE_KEY}"), compression="uncompressed", **polars_options(ws)
+    )
+
+
+def _check_sums(size: int, sum_i: int, sum_x: float) -> None:
+    n = _table_rows(size)
+    if sum_i != n * (n - 1) // 2 or abs(sum_x - sum_i * 0.5) > 1e-6 * max(1.0, sum_x):
+        raise SystemExit(f"wrong sums {sum_i} {sum_x}")
+
+
+def _polars_read(contender: str, key: str, size: int) -> float:
+    import polars as pl
+
+    if contender == "workspace":
+        from sts_bridge import Client
+        from sts_bridge.interop.tool_credentials import polars_options
+
+        ws = Client.from_env().workspace(WORKSPACE)
+        url, options = ws.s3_url(f"{key}/{TABLE_KEY}"), polars_options(ws)
+    else:
+        url = f"s3://{os.environ['BENCH_BUCKET']}/{os.environ['BENCH_PREFIX']}{key}/{TABLE_KEY}"
+        options = {
+            "storage_options": {
+                "aws_access_key_id": os.environ["BENCH_ACCESS_KEY"],
+                "aws_secret_access_key": os.environ["BENCH_SECRET_KEY"],
+                "aws_session_token": os.environ["BENCH_SESSION_TOKEN"],
+                "aws_endpoint_url": os.environ["BENCH_ENDPOINT"],
+                "aws_region": os.environ["BENCH_REGION"],
+                "aws_allow_http": "true",
+                "aws_virtual_hosted_style_request": "false",
+            }
+        }
     started = time.perf_counter()
-    _run(fs, root, np, scenario, size, count)
-    print(json.dumps({"data_seconds": time.perf_counter() - started}))
+    frame = pl.read_parquet(url, **options)
+    seconds = time.perf_counter() - started
+    _check_sums(size, int(frame["i"].sum()), float(frame["x"].sum()))
+    return seconds
+
+
+def _duckdb_read(contender: str, key: str, size: int) -> float:
+    import duckdb
+
+    fs, root = _filesystem_and_root(contender, key, asynchronous=False)
+    scheme = "workspace" if contender == "workspace" else "s3"
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    started = time.perf_counter()
+    url = f"{scheme}://{root}/{TABLE_KEY}"  # our own key
+    query = f"SELECT sum(i), sum(x) FROM read_parquet('{url}')"  # noqa: S608
+    sum_i, sum_x = con.sql(query).fetchall()[0]
+    seconds = time.perf_counter() - started
+    _check_sums(size, int(sum_i), float(sum_x))
+    return seconds
 
 
 def _run(fs: Any, root: str, np: Any, scenario: str, size: int, count: int) -> None:
@@ -213,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         env["STS_BRIDGE_CONFIG_FILE"] = str(Path(tmp) / "no-config")
         env["TERRAPI_WORKSPACE"] = WORKSPACE
         run_id = uuid.uuid4().hex[:8]
+        table_key = f"bench-datastack/{run_id}/tables"
+        if any(s in TOOL_SCENARIOS for s in scenarios):
+            code = f"import datastack; datastack._write_table({table_key!r}, {size})"
+            subprocess.run([PY, "-c", code], env=env, cwd=HERE, check=True, timeout=1800)
         for rnd in range(args.reps + 1):
             # The anchor's snapshot dies with the STS credentials (15 minutes):
             # a fresh one each round (this also warms the cache every contender
@@ -231,13 +322,17 @@ def main(argv: list[str] | None = None) -> int:
             for contender in order:
                 key = f"bench-datastack/{run_id}/{rnd}-{contender}"
                 for scenario in scenarios:
+                    if scenario in TOOL_SCENARIOS and contender == "obstore":
+                        continue
+                    # the tools read the one table written before the rounds
+                    run_key = table_key if scenario in TOOL_SCENARIOS else key
                     argv_ = [
                         PY,
                         str(Path(__file__).resolve()),
                         "--worker",
                         contender,
                         scenario,
-                        key,
+                        run_key,
                         str(size),
                         str(args.small_count),
                     ]
@@ -260,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                     if rnd:
                         results[scenario][contender].append(sample)
                 _cleanup(env, key)
+        if any(s in TOOL_SCENARIOS for s in scenarios):
+            _cleanup(env, table_key)
     report = _report(results, failures, args, scenarios)
     print(report)
     out = HERE / "results"
@@ -303,7 +400,7 @@ def _report(
 ) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"### Data stack, {when}: zarr {args.size_mib} MiB in 4 MiB chunks, "
+        f"### Data stack, {when}: zarr and parquet {args.size_mib} MiB (zarr in 4 MiB chunks), "
         f"{args.small_count} x 16 KiB objects, median of {args.reps} interleaved rounds",
         "",
         "| scenario | contender | data s | x anchor | process wall s | x anchor | CPU s "
@@ -313,6 +410,8 @@ def _report(
     for scenario in scenarios:
         anchor = _medians(results[scenario]["s3fs-static"])
         for contender in CONTENDERS:
+            if not results[scenario][contender]:
+                continue  # not a contender of this scenario
             m = _medians(results[scenario][contender])
             lines.append(
                 f"| {scenario} | {contender} | {m['data']:.2f} | {m['data'] / anchor['data']:.2f} "

@@ -10,6 +10,8 @@
   ``expiry``).
 - ``obstore_credential_provider``: a refreshing credential provider for
   obstore's ``S3Store(credential_provider=...)``.
+- ``obstore_store``: an ``obstore`` ``S3Store`` on the workspace prefix with
+  that provider.
 - ``polars_options``: ``storage_options`` and a refreshing
   ``credential_provider`` for polars' cloud readers and writers.
 
@@ -222,6 +224,36 @@ def obstore_credential_provider(workspace: Workspace) -> Callable[[], dict[str, 
         }
 
     return provide
+
+
+def obstore_store(workspace: Workspace, **options: Any) -> Any:
+    """An ``obstore.store.S3Store`` on the workspace (keys relative to its
+    prefix), its credentials from :func:`obstore_credential_provider`.
+
+    ``options`` are more ``S3Store`` keyword arguments (``retry_config``,
+    ``client_options`` merged with the ones set here, ...). Such a store
+    does not pickle (obstore#222: a Python credential provider).
+    """
+    from obstore.store import S3Store
+
+    client_options: dict[str, Any] = {}
+    if workspace.endpoint_url.startswith("http://"):
+        client_options["allow_http"] = True
+    if workspace.verify is False:
+        client_options["allow_invalid_certificates"] = True
+    client_options.update(options.pop("client_options", {}))
+    # obstore types its options as TypedDicts and its provider as a Protocol.
+    store: Any = S3Store
+    return store(
+        workspace.bucket,
+        prefix=workspace.prefix.rstrip("/") or None,
+        endpoint=workspace.endpoint_url,
+        region=workspace.region,
+        virtual_hosted_style_request=workspace.addressing_style == "virtual",
+        client_options=client_options,
+        credential_provider=obstore_credential_provider(workspace),
+        **options,
+    )
 
 
 #: Seconds before the real expiry that polars is told its credentials expire,

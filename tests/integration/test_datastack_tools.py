@@ -184,3 +184,21 @@ def test_vector_formats_through_pyogrio_with_gdal_env(
     # the options are gone with the block
     assert pyogrio.get_gdal_config_option("AWS_CONTAINER_CREDENTIALS_FULL_URI") is None
     WorkspaceFileSystem().rm(workspace.url(key), recursive=True)
+
+
+def test_obstore_store_in_one_call(short_lived_platform: Any, workspace: Any) -> None:
+    obstore = pytest.importorskip("obstore")
+    from sts_bridge.interop.tool_credentials import obstore_store
+
+    store = obstore_store(workspace)
+    key = f"obstore/{uuid.uuid4().hex}"
+
+    def one_round(n: int) -> None:
+        obstore.put(store, f"{key}/{n}.txt", f"payload {n}".encode())
+        assert bytes(obstore.get(store, f"{key}/{n}.txt").bytes()) == f"payload {n}".encode()
+
+    across_three_lifetimes(short_lived_platform, workspace, one_round)
+    # keys are relative to the workspace prefix: the filesystem sees the same objects
+    fs = workspace.filesystem()
+    assert fs.cat_file(workspace.url(f"{key}/0.txt")) == b"payload 0"
+    fs.rm(workspace.url(key), recursive=True)

@@ -360,3 +360,35 @@ def test_a_file_bigger_than_a_block_is_written_in_parts(platform_env: dict[str, 
         f.write(b"+more")
     assert fs.cat_file(f"{base}/parts.bin", start=-9) == b"tail+more"
     fs.rm(base, recursive=True)
+
+
+def test_copies_go_through_the_client_where_the_platform_refuses_server_side_copies(
+    platform_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform denies CopyObject to workspace credentials (x-amz-copy-source);
+    cp copies by ranged GETs into one PUT or the parts of a multipart upload."""
+    from sts_bridge.interop import filesystem
+
+    ws = Client.from_env().workspace(SERVICE_WS)
+    fs = ws.filesystem()
+    base = _base()
+    key = base.removeprefix(f"workspace://{SERVICE_WS}/")
+    fs.pipe_file(f"{base}/small", b"small object")
+    with pytest.raises(Exception, match="AccessDenied"):  # the refusal this test is about
+        ws.s3_client().copy_object(
+            Bucket=ws.bucket,
+            Key=f"{ws.prefix}{key}/server-side",
+            CopySource={"Bucket": ws.bucket, "Key": f"{ws.prefix}{key}/small"},
+        )
+    fs.cp(f"{base}/small", f"{base}/copied")
+    assert fs.cat_file(f"{base}/copied") == b"small object"
+    # a "big" object: smaller thresholds, so three parts of 5 MiB (the last shorter)
+    monkeypatch.setattr(filesystem, "_SINGLE_PUT_BELOW", 6 * 2**20)
+    monkeypatch.setattr(filesystem, "_BLOCK_SIZE", 5 * 2**20)
+    data = bytes(range(256)) * (12 * 2**20 // 256)
+    fs.pipe_file(f"{base}/big", data)
+    fs.cp(f"{base}/big", f"{base}/big-copy")
+    assert fs.cat_file(f"{base}/big-copy") == data
+    head = ws.s3_client().head_object(Bucket=ws.bucket, Key=f"{ws.prefix}{key}/big-copy")
+    assert head["ETag"].endswith('-3"')  # a multipart upload of three parts
+    fs.rm(base, recursive=True)
