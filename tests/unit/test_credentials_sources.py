@@ -126,3 +126,39 @@ def test_registration_from_many_threads(no_platform: None) -> None:
     for i in range(4):  # every registration is gone: the (empty) chain is asked
         with pytest.raises(ConfigurationError):
             resolve_workspace(f"unit-thread-{i}")
+
+
+def test_workspace_names_merges_registered_and_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sts_bridge.credentials.sources import set_configuration_chain_lister, workspace_names
+
+    monkeypatch.setenv("TERRAPI_URL", "http://127.0.0.1:1/core")
+    unregister = register_workspace_source(FakeSource("registered-ws"))
+    previous = set_configuration_chain_lister(lambda settings: ["b-ws", "a-ws"])
+    try:
+        assert workspace_names() == ["a-ws", "b-ws", "registered-ws"]
+        set_configuration_chain_lister(None)
+        assert workspace_names() == ["registered-ws"]
+    finally:
+        set_configuration_chain_lister(previous)
+        unregister()
+
+
+def test_workspace_names_without_a_chain_and_nothing_registered_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sts_bridge.credentials.sources import set_configuration_chain_lister, workspace_names
+
+    def no_platform(settings: object) -> list[str]:
+        raise ConfigurationError("no platform", hint="set TERRAPI_URL")
+
+    previous = set_configuration_chain_lister(no_platform)
+    try:
+        with pytest.raises(ConfigurationError):
+            workspace_names()
+        unregister = register_workspace_source(FakeSource("only-ws"))
+        try:
+            assert workspace_names() == ["only-ws"]
+        finally:
+            unregister()
+    finally:
+        set_configuration_chain_lister(previous)
