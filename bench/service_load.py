@@ -158,8 +158,14 @@ def churn_phase(
             for first in range(0, len(names), step):
                 batch = names[first : first + step]
                 statuses = list(pool.map(lambda n: timed(service, "GET", tokens[n])[1], batch))
-                errors += sum(1 for s in statuses if s != 200)
+                failed = [s for s in statuses if s != 200]
+                errors += len(failed)
+                if failed:
+                    print(f"churn: statuses {sorted(set(failed))}", file=sys.stderr)
                 rss.append(proc_status(service.pid, "VmRSS"))
+        if errors:
+            refusals = [ln for ln in service.read_log().splitlines() if "failed" in ln]
+            print("\n".join(refusals[-5:]), file=sys.stderr)
         return {
             "users": len(names),
             "cache": cache,
@@ -203,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upload-mib", type=int, default=8)
     parser.add_argument("--churn-users", type=int, default=1000)
     parser.add_argument("--cache", type=int, default=100)
+    parser.add_argument("--threads", default="", help="the service's RESULTS_THREADS")
     parser.add_argument("--out", default=str(HERE / "results" / "service"))
     args = parser.parse_args(argv)
 
@@ -219,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         with LocalPlatform(users=users, workdir=workdir) as platform:
             print(f"platform up in {platform.start_seconds:.1f} s", file=sys.stderr)
             tokens = logins(platform, load_names)
-            with ResultsService(platform, workdir, RESULTS_LAG_PROBE="1") as service:
+            with ResultsService(
+                platform, workdir, RESULTS_LAG_PROBE="1", RESULTS_THREADS=args.threads
+            ) as service:
                 load = load_phase(platform, service, tokens, args.requests)
                 print(f"load: {load}", file=sys.stderr)
                 uploads = upload_phase(service, tokens, args.uploads, args.upload_mib * MiB)

@@ -20,6 +20,9 @@ client allowed to exchange tokens), ``TERRAPI_AUDIENCE`` (the API's),
 needs one of these ``groups``, comma-separated), ``RESULTS_MAX_USERS``,
 ``RESULTS_IDLE_SECONDS``, ``RESULTS_LINK_SECONDS`` (default 900; a link
 never outlives the credentials that sign it, so it may be shorter);
+``RESULTS_THREADS`` (default 4 per CPU, at most 32): the worker threads that carry out
+transfers (fewer runnable threads leave the event loop more CPU on a small
+machine; more keep slow uploaders from queueing others);
 ``RESULTS_LAG_PROBE=1`` measures the event loop's lag (a task that sleeps
 5 ms and records how late it wakes; ``GET /__lag``, ``POST /__lag/reset``;
 for bench/service_load.py).
@@ -37,6 +40,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -74,6 +78,10 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         idle_seconds=float(env.get("RESULTS_IDLE_SECONDS", "900")),
     )
     link_seconds = int(env.get("RESULTS_LINK_SECONDS", "900"))
+    transfers = ThreadPoolExecutor(
+        int(env.get("RESULTS_THREADS") or min(32, 4 * (os.cpu_count() or 1))),
+        thread_name_prefix="results-transfer",
+    )
     caller_of = caller_dependency(verifier)
 
     lag = {"max_ms": 0.0, "samples": 0}
@@ -86,6 +94,7 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         if task is not None:
             task.cancel()
         users.close()
+        transfers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="sts-bridge results service", lifespan=lifespan)
     app.state.users = users
@@ -103,7 +112,7 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
 
     @app.post("/results", status_code=201)
     async def store(request: Request, caller: Caller = Depends(caller_of)) -> dict[str, Any]:  # noqa: B008
-        ws = await users.async_workspace(caller)
+        ws = await users.async_workspace(caller, executor=transfers)
         key = f"{RESULTS_PREFIX}{uuid.uuid4().hex}"
         result = await ws.upload_stream(
             request.stream(),
@@ -124,7 +133,7 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
 
     @app.get("/results")
     async def listing(caller: Caller = Depends(caller_of)) -> dict[str, Any]:  # noqa: B008
-        ws = await users.async_workspace(caller)
+        ws = await users.async_workspace(caller, executor=transfers)
         found = [{"key": o.key, "size": o.size} async for o in ws.list(RESULTS_PREFIX)]
         return {"workspace": ws.name, "results": found}
 
