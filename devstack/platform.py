@@ -130,6 +130,7 @@ class LocalPlatform:
         warn: TextIO | None = None,
         users: list[User] | None = None,
         exchange_token_ttl: int | None = None,
+        memstore_bytes: int | None = None,
     ) -> None:
         self.s3_backend = resolve_s3_backend(s3_backend)
         #: where the fallback warning goes (default sys.stderr at start())
@@ -137,6 +138,8 @@ class LocalPlatform:
         self.fallback_warning = fallback_warning() if self.s3_backend == "moto" else ""
         self.token_ttl = int(token_ttl)
         self.exchange_token_ttl = exchange_token_ttl
+        #: radosgw's store size (None: RadosGateway's default); a small one fills fast
+        self.memstore_bytes = memstore_bytes
         self._users = users
         self.policy = load_policy(policy_file)
         sts_default = int((self.policy.get("sts") or {}).get("duration_seconds", 900))
@@ -201,7 +204,13 @@ class LocalPlatform:
             ),
             workdir=self.workdir,
         )
-        self.s3 = MotoGateway() if self.s3_backend == "moto" else RadosGateway()
+        self.s3 = (
+            MotoGateway()
+            if self.s3_backend == "moto"
+            else RadosGateway()
+            if self.memstore_bytes is None
+            else RadosGateway(memstore_bytes=self.memstore_bytes)
+        )
         errors: list[BaseException] = []
 
         def start_idp() -> None:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from sts_bridge.errors import StorageUnavailableError
 from sts_bridge.retry import S3_RETRY, RetryPolicy
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.errors import (
@@ -205,6 +206,7 @@ class S3Http:
             payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         last = ""
         replaced = False
+        stalled = False  # a write that got no answer at all
         attempt = 0
         while self.retry.may_retry(attempt):
             if attempt:
@@ -235,6 +237,7 @@ class S3Http:
                 if refused is not None:
                     raise refused from exc  # the next attempt would fail the same way
                 last = describe_failure(exc, self.stall)
+                stalled = method in _WRITES and isinstance(exc, TimeoutError)
                 log.debug("%s %s attempt %d failed: %s", method, full_key, attempt, last)
                 continue
             if resp.status in ok:
@@ -266,12 +269,35 @@ class S3Http:
                 key=self.user_key(full_key),
                 signed_until=getattr(creds, "expiry", None),
             )
+        if stalled and self._answers_reads(full_key):
+            # radosgw with a full store holds every write without an answer
+            # and still answers reads: say that, not "unreachable".
+            raise StorageUnavailableError(
+                f"{what} failed: {last} on all {self.retry.attempts} attempts, while it "
+                "answers reads: the store is probably full or refusing writes",
+                key=self.user_key(full_key),
+                hint="the store cannot take data now: tell its operators, or try again "
+                "later (an interrupted upload resumes)",
+            )
         raise storage_unreachable(
             what,
             f"{last} (after {self.retry.attempts} attempts)",
             key=self.user_key(full_key),
             hint=UNAVAILABLE_HINT + " (an interrupted upload resumes)",
         )
+
+    def _answers_reads(self, full_key: str) -> bool:
+        """Whether the store answers a read (HEAD of the key) within the stall timeout."""
+        signer, _ = self.signer_and_credentials()
+        url, signed = signer.sign_request("HEAD", full_key, payload_sha256=EMPTY_SHA256)
+        signed["Host"] = signer.host
+        assert self.http is not None
+        try:
+            resp = self.http.request("HEAD", url[self._base_len :], headers=signed)
+        except OSError:
+            return False
+        resp.release_conn()
+        return True  # any status: 200, 404 and 403 are answers
 
     def put(
         self,
@@ -302,6 +328,10 @@ class S3Http:
     def head_etag(self, full_key: str) -> str:
         resp = self.call("HEAD", full_key, f"checking {self.user_key(full_key)!r}")
         return strip_etag(resp.headers.get("ETag"))
+
+
+#: Methods that write: a full store holds them without an answer.
+_WRITES = frozenset({"PUT", "POST", "DELETE"})
 
 
 def describe_failure(exc: BaseException, stall: float) -> str:

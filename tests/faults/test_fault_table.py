@@ -264,3 +264,70 @@ def test_cached_entry_with_an_unreachable_endpoint_is_resolved_again(
         assert result.returncode == 0, (args, result.stderr.decode())
         assert json.loads(cache.read_text())["storage_point"]["endpoint_url"] == real
     assert checker.data(checker.base + "a.txt") == src.read_bytes()
+
+
+# --------------------------------------------------------------------------
+# a store that is full: radosgw holds every write without an answer
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def full_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A platform of its own whose radosgw store (memstore, 96 MiB) is filled
+    up: radosgw 16 then holds every write (PUT, POST, DELETE) without ever
+    answering, and still answers reads at once (found on this platform)."""
+    from sts_bridge_devstack.platform import LocalPlatform
+    from sts_bridge_devstack.pytest_plugin import require_platform
+
+    require_platform("radosgw")
+    platform = LocalPlatform(
+        s3_backend="radosgw",
+        memstore_bytes=96 << 20,
+        workdir=tmp_path_factory.mktemp("full-store"),
+    ).start()
+    try:
+        yield platform
+    finally:
+        platform.stop()
+
+
+def _fill(platform: Any) -> None:
+    """Write 8 MiB objects until radosgw stops answering writes (the monitor
+    marks the OSD full a few seconds after it is)."""
+    admin = platform.s3.client("s3", read_timeout=5, connect_timeout=5)
+    bucket = "fill-" + os.urandom(4).hex()
+    admin.create_bucket(Bucket=bucket)
+    body = b"\0" * (8 << 20)
+    for i in range(200):
+        try:
+            admin.put_object(Bucket=bucket, Key=f"o{i}", Body=body)
+        except Exception as exc:  # the write got no answer: full
+            if "timeout" in type(exc).__name__.lower() or "timed out" in str(exc):
+                return
+            raise
+        time.sleep(0.5)
+    raise AssertionError("radosgw took 1.6 GB into a 96 MiB store")
+
+
+@pytest.mark.requires_radosgw("a full radosgw memstore")
+def test_full_store_is_named_full_or_refusing_writes(full_store: Any, tmp_path: Path) -> None:
+    from faults_support import STALL, pattern_file
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "S3_", "TERRAPI_", "STS_BRIDGE_"))
+    }
+    env.update(full_store.env())
+    env["STS_BRIDGE_CACHE_DIR"] = str(tmp_path / "cache")
+    env["STS_BRIDGE_CONFIG_FILE"] = str(tmp_path / "no-config")
+    env["STS_BRIDGE_STALL_TIMEOUT"] = str(STALL)
+    first, _ = run_cli(["ls"], env)  # credentials cached while the store takes writes
+    assert first.returncode == 0, first.stderr.decode()
+    _fill(full_store)
+    pattern_file(tmp_path / "one.bin", 1 << 20)
+    result, seconds = run_cli(
+        ["upload", str(tmp_path / "one.bin"), "--to", "full/"], env, timeout=HANG_GUARD
+    )
+    line = one_line_error(result)
+    assert result.returncode == 8, line
+    assert "full or refusing writes" in line, line
+    print(f"FAULT store full: exit 8 in {seconds:.1f} s: {line}")
