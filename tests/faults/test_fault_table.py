@@ -331,3 +331,23 @@ def test_full_store_is_named_full_or_refusing_writes(full_store: Any, tmp_path: 
     assert result.returncode == 8, line
     assert "full or refusing writes" in line, line
     print(f"FAULT store full: exit 8 in {seconds:.1f} s: {line}")
+
+
+def test_the_readme_counts_the_fault_cases() -> None:
+    """The README's failure section says how many cases tests/faults/ holds;
+    pytest's own collection counts them (parametrized cases each)."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    claim = re.search(r"`tests/faults/` \((\d+) fault cases", readme)
+    assert claim, "README.md must say how many fault cases tests/faults/ holds"
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         str(root / "tests" / "faults")],
+        capture_output=True, text=True, cwd=root, check=True,
+    )  # fmt: skip
+    total = sum(1 for line in collected.stdout.splitlines() if "::" in line)
+    assert total == int(claim.group(1)), (total, claim.group(0))
