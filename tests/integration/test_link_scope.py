@@ -191,3 +191,13 @@ def test_buckets_abort_incomplete_multipart_uploads_and_ignore_public_acls(
         assert aborts, (bucket, rules)
         block = admin.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         assert block["IgnorePublicAcls"] is True
+
+
+def test_a_copy_inside_the_workspace_goes_through_the_client(ws: Any, folder: str) -> None:
+    """The role policy refuses server-side copies; workspace:// copies anyway."""
+    import fsspec
+
+    fs = fsspec.filesystem("workspace")
+    source = f"workspace://{ws.name}/{folder}secret.txt"
+    fs.cp(source, f"workspace://{ws.name}/{folder}copy.txt")
+    assert fs.cat_file(f"workspace://{ws.name}/{folder}copy.txt") == SECRET
