@@ -167,6 +167,55 @@ class _ExpectContinue:
             return  # the store answered before the body: it is not sent
         super().send(data)  # type: ignore[misc]
 
+    def getresponse(self) -> Any:
+        if not self.body_skipped:
+            _await_delivery(self.sock, self.timeout)  # type: ignore[attr-defined]
+        return super().getresponse()  # type: ignore[misc]
+
+
+def _await_delivery(sock: Any, stall: Any) -> None:
+    """Wait while the kernel still sends the request's last bytes, and they move.
+
+    ``sendall`` returns once the bytes are in the socket's send buffer: on a
+    slow link megabytes may still be on their way, and the store answers
+    only after the last of them. The answer's read timeout starts here, so
+    that it means "nothing moved" too, not "the buffer did not drain within
+    it". Linux only (``TIOCOUTQ``: bytes not yet acknowledged); returns at
+    once when an answer is already there, the queue is empty, or it stopped
+    shrinking for ``stall`` seconds (the read then times out as a stall).
+    """
+    if sock is None or not isinstance(stall, (int, float)):
+        return
+    try:
+        import fcntl
+        import termios
+
+        request = termios.TIOCOUTQ
+        fd = sock.fileno()
+    except (ImportError, AttributeError, OSError):
+        return
+    import struct
+    import time
+
+    from urllib3.util import wait_for_read
+
+    last = -1
+    since = time.monotonic()
+    while True:
+        try:
+            (queued,) = struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))
+        except OSError:
+            return
+        if queued <= 0:
+            return
+        now = time.monotonic()
+        if last < 0 or queued < last:
+            last, since = queued, now
+        elif now - since >= stall:
+            return
+        if wait_for_read(sock, timeout=min(0.25, stall)):
+            return  # the store answered (early): read it
+
 
 class _CleanReturn:
     """Pools that take a connection back only when it is clean.

@@ -10,7 +10,10 @@ It relays bytes both ways and, when told, misbehaves on the next connections:
 - ``http500`` / ``slowdown``: the request (headers and ``Content-Length``
   body) is read and answered ``500 InternalError`` / ``503 SlowDown`` (S3's
   XML error body) without reaching the upstream;
-- ``down``: every connection is reset at once (a dead or restarting server).
+- ``down``: every connection is reset at once (a dead or restarting server);
+- ``refuse``: the request's head is read and answered ``403 AccessDenied``
+  at once, the body never read, the connection closed (a store that checks
+  the signature first: a body already on its way meets a reset).
 
 A fault applies to the next ``count`` connections (``None``: until
 :meth:`heal`); :meth:`set_sequence` gives successive connections different
@@ -30,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-MODES = ("pass", "reset", "stall", "trickle", "http500", "slowdown", "down")
+MODES = ("pass", "reset", "stall", "trickle", "http500", "slowdown", "down", "refuse")
 
 _ERROR_BODY = (
     '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
@@ -191,7 +194,7 @@ class FaultProxy:
             self.hits += 1
 
     def _serve(self, client: socket.socket, fault: _Fault) -> None:
-        if fault.mode in ("down", "http500", "slowdown") or (
+        if fault.mode in ("down", "http500", "slowdown", "refuse") or (
             fault.mode == "reset" and fault.after == 0
         ):
             self._hit()
@@ -200,6 +203,9 @@ class FaultProxy:
             return
         if fault.mode in ("http500", "slowdown"):
             self._answer_error(client, fault.mode)
+            return
+        if fault.mode == "refuse":
+            self._refuse(client)
             return
         try:
             upstream = socket.create_connection(self.upstream, timeout=10)
@@ -269,6 +275,27 @@ class FaultProxy:
                     dst.sendall(data)
         except OSError:
             self._close(client, upstream)
+
+    def _refuse(self, client: socket.socket) -> None:
+        """Read one request's head and answer 403 AccessDenied, the body unread."""
+        client.settimeout(30)
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                head += chunk
+            payload = _ERROR_BODY.format(code="AccessDenied", message="refused").encode()
+            client.sendall(
+                f"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
+        except OSError:
+            pass
+        finally:
+            self._close(client)
 
     def _answer_error(self, client: socket.socket, mode: str) -> None:
         """Read one request (headers + Content-Length body) and answer 500 or 503."""
