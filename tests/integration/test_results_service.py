@@ -162,6 +162,9 @@ def _load(local_platform: Any, fresh: ResultsService, tokens: dict[str, str]) ->
     log = fresh.read_log()
     assert "DEBUG" in log  # the sweep looks at a DEBUG log
     assert not JWT.findall(log)
+    # botocore's DEBUG request lines name the session token and signature: masked
+    assert "X-Amz-Security-Token" in log
+    assert not re.search(r"(X-Amz-Security-Token|Authorization)': b'(?!\*\*\*)", log)
     for token in tokens.values():
         assert token not in log
 

@@ -158,3 +158,34 @@ def test_the_fastapi_dependency(local_platform: Any, tokens: dict[str, str]) -> 
         group = get("/team-a", tokens["bob"])
         assert group.status_code == 403
         assert tokens["bob"] not in group.text
+
+
+def test_the_flask_decorator(local_platform: Any, tokens: dict[str, str]) -> None:
+    from flask import Flask, g
+
+    from sts_bridge.service.flask_auth import requires_caller
+
+    v = verifier(local_platform, requirements=CallerRequirements(scopes=("gep",)))
+    app = Flask("callers")
+
+    @app.get("/team-a")
+    @requires_caller(v, CallerRequirements(claims=(any_of("groups", "team-a"),)))
+    def team() -> dict[str, Any]:
+        return {"user": g.caller.username}
+
+    http = app.test_client()
+    ok = http.get("/team-a", headers={"Authorization": f"Bearer {tokens['alice']}"})
+    assert (ok.status_code, ok.json) == (200, {"user": "alice"})
+
+    missing = http.get("/team-a")
+    assert (missing.status_code, missing.headers["WWW-Authenticate"]) == (401, "Bearer")
+
+    wrong = http.get("/team-a", headers={"Authorization": f"Bearer {tokens['alice-for-the-api']}"})
+    assert wrong.status_code == 401
+    assert wrong.json["error"] == "invalid_token"
+
+    for token in (tokens["alice-openid-only"], tokens["bob"]):
+        refused = http.get("/team-a", headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 403
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+        assert token not in refused.get_data(as_text=True)
