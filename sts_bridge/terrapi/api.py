@@ -288,8 +288,10 @@ class TerrapiApi:
 
         def may_retry(delay: float = 0.0) -> bool:
             # a retry must have a real chance to finish before the deadline
-            return idempotent and attempt < self.retry.retries and (
-                time.monotonic() + delay + 1.0 < ends
+            return (
+                idempotent
+                and attempt < self.retry.retries
+                and (time.monotonic() + delay + 1.0 < ends)
             )
 
         while True:

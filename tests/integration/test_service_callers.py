@@ -189,3 +189,43 @@ def test_the_flask_decorator(local_platform: Any, tokens: dict[str, str]) -> Non
         assert refused.status_code == 403
         assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
         assert token not in refused.get_data(as_text=True)
+
+
+def test_the_aiohttp_decorator(local_platform: Any, tokens: dict[str, str]) -> None:
+    import asyncio
+
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+
+    from sts_bridge.service.aiohttp_auth import requires_caller
+
+    v = verifier(local_platform, requirements=CallerRequirements(scopes=("gep",)))
+
+    @requires_caller(v, CallerRequirements(claims=(any_of("groups", "team-a"),)))
+    async def team(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"user": request["caller"].username})
+
+    app = web.Application()
+    app.router.add_get("/team-a", team)
+
+    async def scenario() -> list[tuple[int, str, str]]:
+        answers = []
+        async with TestServer(app, host="127.0.0.1") as server, ClientSession() as http:
+            for token in (tokens["alice"], None, tokens["alice-for-the-api"], tokens["bob"]):
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                async with http.get(server.make_url("/team-a"), headers=headers) as answer:
+                    answers.append(
+                        (
+                            answer.status,
+                            answer.headers.get("WWW-Authenticate", ""),
+                            await answer.text(),
+                        )
+                    )
+        return answers
+
+    ok, missing, wrong, bob = asyncio.run(scenario())
+    assert ok[0] == 200 and '"alice"' in ok[2]
+    assert missing[:2] == (401, "Bearer")
+    assert wrong[0] == 401 and wrong[1].startswith('Bearer error="invalid_token"')
+    assert bob[0] == 403 and 'error="insufficient_scope"' in bob[1]
+    assert tokens["bob"] not in bob[2]
