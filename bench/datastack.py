@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     if rnd:
                         results[scenario][contender].append(sample)
-                _cleanup(env, key)
+                if any(s not in TOOL_SCENARIOS for s in scenarios):
+                    _cleanup(env, key)  # the tools only read the one table
         if any(s in TOOL_SCENARIOS for s in scenarios):
             _cleanup(env, table_key)
     report = _report(results, failures, args, scenarios)

@@ -74,8 +74,12 @@ _CLOSE_TIMEOUT = 2.0
 _OBJECT_CONCURRENCY = 16
 #: ``pipe_file`` stores smaller data in one PUT, as s3fs does (2 x its 50 MiB chunk).
 _SINGLE_PUT_BELOW = 100 * 2**20
-#: Block size of file objects (s3fs's): the readahead of reads, the part size of writes.
+#: Part size of files written through ``open()`` (s3fs's block size).
 _BLOCK_SIZE = 50 * 2**20
+#: Readahead of files read through ``open()``: parquet readers (duckdb, pyarrow)
+#: jump between column chunks, and each read fetches its size plus one block;
+#: with s3fs's 50 MiB duckdb fetched 7x the file (bench/datastack.py).
+_READ_BLOCK_SIZE = 4 * 2**20
 
 
 class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
@@ -561,7 +565,9 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             store=store,
             bucket=s3_path.partition("/")[0],
             full_key=s3_path.partition("/")[2],
-            block_size=block_size or self._s3_options.get("default_block_size", _BLOCK_SIZE),
+            block_size=block_size
+            or self._s3_options.get("default_block_size")
+            or (_READ_BLOCK_SIZE if "r" in mode else _BLOCK_SIZE),
             autocommit=autocommit,
             cache_options=cache_options,
             size=size,
