@@ -256,7 +256,9 @@ def _interrupt_stdin_upload(
     faults: Proxied, checker: Checker, sig: int, env: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
     """``upload -`` with three parts in flight, then ``sig`` to the command; its exit
-    status and stderr. After ``kill -9`` stdin stays open until no upload is left."""
+    status and stderr. stdin stays open until the command has ended (after ``kill -9``:
+    until no upload is left), so only the signal can end the upload: an end of file
+    that overtook a signal forwarded to the resident helper's worker would complete it."""
     proc = _start_upload(faults, checker, "-", env, stdin=subprocess.PIPE)
     try:
         proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
@@ -264,8 +266,8 @@ def _interrupt_stdin_upload(
         _wait_for(lambda: len(checker.uploads()) == 1)
         time.sleep(0.5)
         proc.send_signal(sig)
+        proc.wait(timeout=60)
         if sig == signal.SIGKILL:  # only a worker of the resident helper can clean up
-            proc.wait(timeout=60)
             _wait_for(lambda: checker.uploads() == [])
         _, err = proc.communicate(timeout=60)
     finally:
