@@ -392,3 +392,39 @@ def test_copies_go_through_the_client_where_the_platform_refuses_server_side_cop
     head = ws.s3_client().head_object(Bucket=ws.bucket, Key=f"{ws.prefix}{key}/big-copy")
     assert head["ETag"].endswith('-3"')  # a multipart upload of three parts
     fs.rm(base, recursive=True)
+
+
+def test_one_file_object_kept_open_across_three_lifetimes(
+    short_lived_platform_env: dict[str, str], short_lived_platform: Any
+) -> None:
+    """A file being written sends a part in each lifetime; a file being read
+    fetches a block in each: both with the credentials of the moment."""
+    ws = Client.from_env().workspace(SERVICE_WS)
+    fs = ws.filesystem()
+    base = _base()
+    block = 5 * 2**20
+    lifetime = short_lived_platform.sts_duration
+    parts = [bytes([n]) * block for n in range(4)]
+    short_lived_platform.reset_stats()
+    first = ws.credentials().expiry
+    assert first is not None
+
+    def wait_for_lifetime(n: int) -> None:
+        while time.time() < first.timestamp() + (n - 1) * lifetime + 0.5:
+            time.sleep(0.2)
+
+    with fs.open(f"{base}/kept.bin", "wb", block_size=block) as f:
+        for n, part in enumerate(parts):
+            wait_for_lifetime(n)
+            f.write(part)  # a full block: one part sent now
+    assert short_lived_platform.api_stats()["sts_exchanges"] >= 3
+    short_lived_platform.reset_stats()
+    first = ws.credentials().expiry
+    assert first is not None
+    with fs.open(f"{base}/kept.bin", "rb", block_size=block, cache_type="none") as f:
+        for n, part in enumerate(parts):
+            wait_for_lifetime(n)
+            f.seek(n * block)
+            assert f.read(block) == part
+    assert short_lived_platform.api_stats()["sts_exchanges"] >= 3
+    fs.rm(base, recursive=True)
