@@ -71,6 +71,9 @@ CONTINUE_WAIT = 1.0
 #: Longest answer body read whole by default: S3's XML answers are far
 #: smaller; a store announcing or sending more is refused, not buffered.
 ANSWER_LIMIT = 64 * MiB
+#: An answer read whole must bring this many bytes per stall timeout (a
+#: trickle slower than that is a stall: 64 KiB per 25 s is 2.6 KB/s).
+MIN_PROGRESS = 64 * 1024
 #: Read-block size of :meth:`Answer.read`.
 _READ_BLOCK = 1 * MiB
 _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
@@ -282,13 +285,16 @@ class Answer:
     (:meth:`read`, ``data``) or streamed (:meth:`readinto`); :meth:`release_conn`
     gives the connection back when it is clean, closes it otherwise."""
 
-    __slots__ = ("_body_skipped", "_data", "_resp", "headers", "status")
+    __slots__ = ("_body_skipped", "_data", "_resp", "_stall", "headers", "status")
 
-    def __init__(self, resp: urllib3.BaseHTTPResponse, *, body_skipped: bool) -> None:
+    def __init__(
+        self, resp: urllib3.BaseHTTPResponse, *, body_skipped: bool, stall: float | None = None
+    ) -> None:
         self._resp: urllib3.BaseHTTPResponse | None = resp
         self.status = resp.status
         self.headers = resp.headers
         self._body_skipped = body_skipped
+        self._stall = stall
         self._data: bytes | None = None
 
     @property
@@ -308,11 +314,16 @@ class Answer:
         announced = resp.length_remaining
         if limit is not None and announced is not None and announced > limit:
             raise ProtocolError(f"the answer announces {announced} bytes, more than {limit}")
+        import time
+
         parts = []
         got = 0
+        # A trickle of a few bytes at a time never trips the per-read timeout:
+        # every MIN_PROGRESS bytes must arrive within the stall timeout.
+        window_start, window_got = time.monotonic(), 0
         while True:
             try:
-                block = resp.read(_READ_BLOCK)
+                block = resp.read1(_READ_BLOCK)
             except Exception as exc:
                 _reraise(exc)
             if not block:
@@ -321,6 +332,14 @@ class Answer:
             if limit is not None and got > limit:
                 raise ProtocolError(f"the answer is longer than {limit} bytes")
             parts.append(block)
+            window_got += len(block)
+            now = time.monotonic()
+            if window_got >= MIN_PROGRESS:
+                window_start, window_got = now, 0
+            elif self._stall is not None and now - window_start > self._stall:
+                raise TimeoutError(
+                    f"no progress: less than {MIN_PROGRESS} bytes in {self._stall:g} s"
+                )
         self._data = b"".join(parts)
         return self._data
 
@@ -376,6 +395,7 @@ class StoreConnection:
 
         parts = urlsplit(base_url)
         self.base_url = base_url
+        self.stall_timeout = stall_timeout
         self.proxy = proxy_for(base_url)
         kwargs: dict[str, Any] = {
             "maxsize": maxsize,
@@ -452,7 +472,8 @@ class StoreConnection:
             resp.release_conn()
             raise ProtocolError(f"the answer's framing is unusable: {problem}")
         conn = resp.connection
-        return Answer(resp, body_skipped=bool(getattr(conn, "body_skipped", False)))
+        skipped = bool(getattr(conn, "body_skipped", False))
+        return Answer(resp, body_skipped=skipped, stall=self.stall_timeout)
 
     def close(self) -> None:
         if self._manager is not None:

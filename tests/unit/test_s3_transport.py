@@ -283,6 +283,32 @@ def test_an_endless_body_stops_at_the_limit(scripted: Any) -> None:
     store.close()
 
 
+def test_an_endless_trickle_is_a_stall_not_a_hang(scripted: Any) -> None:
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
+        try:
+            conn.sendall(_answer("200 OK", ["Content-Length: 1000000"]))
+            while not stop.wait(0.05):  # a byte at a time, never a pause as long as the timeout
+                conn.sendall(b"x")
+        except OSError:
+            pass
+        return True
+
+    server = scripted([trickle])
+    store = server.store(stall=1)
+    resp = store.request("GET", "/", headers={})
+    try:
+        with pytest.raises(TimeoutError) as info:
+            resp.read(2 * MiB)
+        assert describe_failure(info.value, 1).endswith("(the storage endpoint stalled)")
+    finally:
+        stop.set()
+        resp.close()
+        resp.release_conn()
+        store.close()
+
+
 # ------------------------------------------------------------------ Expect: 100-continue
 def _continue_then_ok(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
     assert b"Expect: 100-continue\r\n" in head
