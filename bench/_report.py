@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-STS_IDS = ("stsb-sdk", "stsb-cli", "stsb-cli-resident", "stsb-cli-10m")
+STS_IDS = ("stsb-sdk", "stsb-cli", "stsb-cli-10m")
 TRANSFERS = ("up", "down", "up_small", "down_small", "many", "few", "resync")
+#: ``sts-bridge run`` against ``s5cmd run`` with the same lines (issue 19)
+BATCHES = ("batch_presign", "batch_up", "batch_down")
 MARK_START = "<!-- bench:start -->"
 MARK_END = "<!-- bench:end -->"
 
@@ -52,7 +54,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     ) -> None:
         out.append({"target": name, "measured": measured, "limit": limit, "met": met, "note": note})
 
-    for sid in TRANSFERS:
+    for sid in TRANSFERS + BATCHES:
         s = sc.get(sid)
         if not s:
             continue
@@ -242,11 +244,14 @@ def markdown(doc: dict[str, Any]) -> str:
                 thr = f"{s['objects'] / w:,.0f} obj/s"
             elif s["kind"] == "resync":
                 thr = f"{s['objects'] / w:,.0f} files checked/s"
+            elif s["kind"] == "batch":
+                thr = f"{s['objects'] / w:,.0f} commands/s"
             cpu = _med(r, "cpu") or 0.0
+            per_gib = f"{cpu / gib:.2f}" if gib else "-"
             label = f"**{r['label']}**" if r.get("sts") else r["label"]
             lines.append(
                 f"| {s['label']} | {label} | {_spread(r, 'wall')} | {thr} | "
-                f"{_spread(r, 'cpu')} | {cpu / gib:.2f} | {_spread(r, 'rss', 1e6, '{:.0f}')} |"
+                f"{_spread(r, 'cpu')} | {per_gib} | {_spread(r, 'rss', 1e6, '{:.0f}')} |"
             )
     sc = _scenarios(doc)
     if "presign" in sc or doc.get("presign_many"):

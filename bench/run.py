@@ -30,6 +30,7 @@ import datetime as dt
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -46,7 +47,6 @@ sys.path.insert(0, str(HERE))
 import _report  # noqa: E402
 import _tools  # noqa: E402
 from _measure import CommandFailed, Sample, run_measured  # noqa: E402
-from _resident import ResidentHelper  # noqa: E402
 
 PY = sys.executable
 VENV_BIN = Path(PY).parent
@@ -86,17 +86,16 @@ class Contender:
     presign_label: str = ""
     sync: Callable[[str, str], list[str]] | None = None  # (dir, key prefix) -> argv
     sync_label: str = ""
-
-
-#: The CLI row whose commands the resident helper runs (its workers' CPU is added).
-RESIDENT_ID = "stsb-cli-resident"
+    batch: Callable[[str], list[str]] | None = None  # (file of commands) -> argv
+    batch_line: Callable[[str, str, str], str] | None = None  # (op, a, b) -> one line
+    batch_label: str = ""
 
 
 @dataclass
 class Scenario:
     id: str
     label: str
-    kind: str  # upload | download | upload_many | resync | presign
+    kind: str  # upload | download | upload_many | resync | presign | batch
     size: int = 0  # bytes moved per run
     objects: int = 1
 
@@ -149,6 +148,14 @@ def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
 
     def s3url(key: str) -> str:
         return f"s3://{t.bucket}/{t.prefix}{key}"
+
+    def s5_line(op: str, a: str, b: str) -> str:
+        q = shlex.quote
+        if op == "presign":  # 10 min, as the sts-bridge lines
+            return f"presign --expire 10m {q(s3url(a))}"
+        if op == "upload":
+            return f"cp {q(a)} {q(s3url(b))}"
+        return f"cp {q(s3url(a))} {q(b)}"
 
     boto = [PY, str(HERE / "boto3_defaults.py")]
     aws_common = ["--only-show-errors", "--endpoint-url", t.endpoint]
@@ -214,6 +221,9 @@ def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
             upload_many=lambda d, p: [*s5_common, "cp", d.rstrip("/") + "/*", s3url(p)],
             sync=lambda d, p: [*s5_common, "sync", d.rstrip("/") + "/", s3url(p)],
             sync_label="s5cmd sync (size + mtime)",
+            batch=lambda f: [*s5_common, "run", f],
+            batch_line=s5_line,
+            batch_label="s5cmd run (same lines)",
         ),
     ]
     return out
@@ -230,8 +240,13 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
     def sts_env() -> dict[str, str]:
         return env
 
-    def resident_env() -> dict[str, str]:
-        return {**env, "STS_BRIDGE_RESIDENT": "1"}
+    def batch_line(op: str, a: str, b: str) -> str:
+        q = shlex.quote
+        if op == "presign":  # 10 min: within the platform's 15-min credentials
+            return f"presign {q(a)} --workspace {q(ws)} --expires-in 10m"
+        if op == "upload":
+            return f"upload {q(a)} --to {q(b)} --workspace {q(ws)}"
+        return f"download {q(a)} {q(b)} --workspace {q(ws)}"
 
     def cli_row(
         cid: str, label: str, row_env: Callable[[], dict[str, str]], presign: str, sync: str
@@ -249,6 +264,9 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             presign_label=presign,
             sync=lambda d, p: [cli, "-q", "sync", d, f"workspace://{ws}/{p}"],
             sync_label=sync,
+            batch=lambda f: [cli, "-q", "run", f],
+            batch_line=batch_line,
+            batch_label="sts-bridge run (default --jobs)",
         )
 
     return [
@@ -274,13 +292,6 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             sts_env,
             "sts-bridge presign (SigV4, cached credentials, default 1h)",
             "sts-bridge sync (by content, hash cache)",
-        ),
-        cli_row(
-            RESIDENT_ID,
-            "sts-bridge CLI, resident helper (STS_BRIDGE_RESIDENT=1)",
-            resident_env,
-            "sts-bridge presign, resident helper (STS_BRIDGE_RESIDENT=1)",
-            "sts-bridge sync, resident helper (STS_BRIDGE_RESIDENT=1)",
         ),
         # the platform's STS credentials live 15 min: a 1 h URL makes the CLI try a
         # refresh first; this variant shows the cost of signing alone
@@ -372,19 +383,12 @@ def _say(msg: str) -> None:
 
 
 def measured_run(t: Target, c: Contender, argv: list[str]) -> Sample:
-    """One measured run; for sts-bridge, also the API/IdP requests it made (on the servers).
-
-    For the resident-helper row the CPU of the worker that ran the command
-    is added (``_resident.py``)."""
+    """One measured run; for sts-bridge, also the API/IdP requests it made (on the servers)."""
     env = c.env()
     if not (c.sts and t.platform is not None):
         return run_measured(argv, env=env)
-    helper = ResidentHelper(env["STS_BRIDGE_CACHE_DIR"]) if c.id == RESIDENT_ID else None
-    before = helper.cpu() if helper else 0.0
     t.platform.reset_stats()
     s = run_measured(argv, env=env)
-    if helper:
-        s.cpu += helper.cpu() - before
     n = _counts(t.platform)
     s.requests = {"api": n["api"], "idp": n["idp"], "idp_client": n["idp_client"]}
     return s
@@ -499,6 +503,82 @@ def run_resync(
     finally:
         for folder in folders.values():
             _delete_prefix(t, folder)
+        t.gc()
+    return results
+
+
+def run_batch(
+    sc: Scenario,
+    cs: list[Contender],
+    t: Target,
+    op: str,
+    src: Path,
+    work: Path,
+    warmup: int,
+    reps: int,
+) -> dict[str, list[Sample]]:
+    """``sc.objects`` commands of one kind (``op``: presign, upload, download) in a
+    file, run by each contender's batch mode (``sts-bridge run`` / ``s5cmd run``):
+    the same lines, each tool in its own syntax. Downloads read objects put once
+    (not measured) from the files in ``src``; uploads send the files in ``src``."""
+    active = [c for c in cs if c.batch is not None and c.batch_line is not None]
+    results: dict[str, list[Sample]] = {c.id: [] for c in active}
+    names = sorted(p.name for p in src.iterdir()) if op != "presign" else []
+    remote_src = f"bench/src-{sc.id}/"
+    if op == "download":
+        for name in names:
+            t.admin.upload_file(str(src / name), t.bucket, t.prefix + remote_src + name)
+    try:
+        for rnd in range(warmup + reps):
+            counted = rnd >= warmup
+            for c in _order(active, rnd):
+                line = c.batch_line
+                assert line is not None and c.batch is not None
+                folder = f"bench/{sc.id}/{c.id}-{rnd}/"
+                dest = work / f"batch-{c.id}-{rnd}"
+                if op == "presign":
+                    lines = [line(op, f"{folder}k{i:05d}.bin", "") for i in range(sc.objects)]
+                elif op == "upload":
+                    lines = [line(op, str(src / n), folder + n) for n in names]
+                else:
+                    dest.mkdir()
+                    lines = [line(op, remote_src + n, str(dest / n)) for n in names]
+                commands = work / f"batch-{c.id}-{rnd}.txt"
+                commands.write_text("\n".join(lines) + "\n")
+                try:
+                    s = measured_run(t, c, c.batch(str(commands)))
+                except CommandFailed as exc:
+                    _say(f"  {sc.id} {c.id} round {rnd}: FAILED {exc}")
+                    results[c.id].append(Sample(float("nan"), float("nan"), 0, exc.sample.rc))
+                    _delete_prefix(t, folder)
+                    shutil.rmtree(dest, ignore_errors=True)
+                    continue
+                if op == "presign":
+                    urls = [u for u in s.stdout.splitlines() if u.startswith("http")]
+                    ok = len(urls) == sc.objects
+                elif op == "upload":
+                    n, size = _count_prefix(t, folder)
+                    ok = n == sc.objects and size == sc.size
+                    _delete_prefix(t, folder)
+                    t.gc()
+                else:
+                    got = sum(p.stat().st_size for p in dest.iterdir())
+                    ok = len(list(dest.iterdir())) == sc.objects and got == sc.size
+                    shutil.rmtree(dest, ignore_errors=True)
+                if not ok:
+                    _say(f"  {sc.id} {c.id} round {rnd}: WRONG RESULT (not counted)")
+                    s.rc = -999
+                tag = "" if counted else " (warm-up)"
+                _say(
+                    f"  {sc.id:<14} {c.id:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s  "
+                    f"rss {s.rss / 1e6:6.1f} MB{tag}"
+                )
+                if counted:
+                    results[c.id].append(s)
+    finally:
+        if op == "download":
+            _delete_prefix(t, remote_src)
+        _abort_uploads(t)
         t.gc()
     return results
 
@@ -624,12 +704,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma list of scenarios: up,down,up_small,down_small,many,few,resync,presign,"
-        "presign_many,requests,profile",
+        "presign_many,batch_presign,batch_up,batch_down,requests,profile",
     )
     p.add_argument(
         "--contenders",
         default="",
-        help="comma list of contender ids (stsb-sdk,stsb-sdk-direct,stsb-cli,stsb-cli-resident,"
+        help="comma list of contender ids (stsb-sdk,stsb-sdk-direct,stsb-cli,"
         "boto3,boto3-32t,aws,s5cmd): "
         "a shorter run on a busy machine (default: all)",
     )
@@ -643,6 +723,10 @@ def main(argv: list[str] | None = None) -> int:
     count = a.small_count or (200 if quick else 2000)
     few = a.few_count or (50 if quick else 500)
     presign_n = a.presign_n or (2000 if quick else 10000)
+    # `run` batches: presigns, small uploads, downloads (counts, object sizes)
+    batch_presigns = 100 if quick else 1000
+    batch_uploads, batch_upload_size = (100 if quick else 1000), 16 * KiB
+    batch_downloads, batch_download_size = (20 if quick else 100), 1 * MiB
     only = {x.strip() for x in a.only.split(",") if x.strip()}
 
     def want(x: str) -> bool:
@@ -669,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             "few_count": few,
             "small_bytes": 64 * KiB,
             "presign_n": presign_n,
+            "batch": [batch_presigns, batch_uploads, batch_downloads],
         },
         "scenarios": [],
     }
@@ -706,6 +791,12 @@ def main(argv: list[str] | None = None) -> int:
             make_small_files(files["small"], count, 64 * KiB)
         if want("few"):
             make_small_files(files["few"], few, 64 * KiB)
+        files["batch_up"] = tmp / "batch-up"
+        files["batch_down"] = tmp / "batch-down"
+        if want("batch_up"):
+            make_small_files(files["batch_up"], batch_uploads, batch_upload_size)
+        if want("batch_down"):
+            make_small_files(files["batch_down"], batch_downloads, batch_download_size)
         work = tmp / "work"
         work.mkdir()
         ctx = platform_target(tmp, memstore) if mode == "platform" else plain_target(tmp, memstore)
@@ -750,6 +841,52 @@ def main(argv: list[str] | None = None) -> int:
                         },
                     }
                 )
+            batches = [
+                Scenario(
+                    "batch_presign",
+                    f"run: {batch_presigns:,} presigns",
+                    "batch",
+                    0,
+                    batch_presigns,
+                ),
+                Scenario(
+                    "batch_up",
+                    f"run: {batch_uploads:,} uploads x {batch_upload_size // KiB} KiB",
+                    "batch",
+                    batch_uploads * batch_upload_size,
+                    batch_uploads,
+                ),
+                Scenario(
+                    "batch_down",
+                    f"run: {batch_downloads:,} downloads x {_report.human(batch_download_size)}",
+                    "batch",
+                    batch_downloads * batch_download_size,
+                    batch_downloads,
+                ),
+            ]
+            for sc, op in zip(batches, ("presign", "upload", "download"), strict=True):
+                if not want(sc.id):
+                    continue
+                _say(f"bench: {sc.label} ({warmup} warm-up + {reps} rounds)")
+                res = run_batch(sc, cs, t, op, files.get(sc.id, tmp), work, warmup, reps)
+                report["scenarios"].append(
+                    {
+                        "id": sc.id,
+                        "label": sc.label,
+                        "kind": sc.kind,
+                        "bytes": sc.size,
+                        "objects": sc.objects,
+                        "results": {
+                            c.id: {
+                                "label": c.batch_label or c.label,
+                                "sts": c.sts,
+                                **summarize(res[c.id]),
+                            }
+                            for c in cs
+                            if c.id in res
+                        },
+                    }
+                )
             if want("presign"):
                 preps = max(reps, 3) if not quick else 1
                 _say(f"bench: presign, one command ({warmup} warm-up + {preps} rounds)")
@@ -784,7 +921,6 @@ def main(argv: list[str] | None = None) -> int:
                 _say("bench: requests made by a cold and a warm `sts-bridge upload`")
                 report["requests"] = run_request_counts(t, base, tmp)
     finally:
-        ResidentHelper(str(tmp / "sts-bridge-cache")).stop()
         shutil.rmtree(tmp, ignore_errors=True)
     report["duration_s"] = round(time.monotonic() - t0, 1)
     report["machine"]["load_avg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

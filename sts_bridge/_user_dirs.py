@@ -1,9 +1,8 @@
 """Where sts-bridge keeps its per-user files, answered without the configuration.
 
-The configuration (:mod:`sts_bridge.config`) and the resident helper's caller
-(:mod:`sts_bridge.cli.resident`, which must start in a few milliseconds and
-imports no dataclass, no ``pathlib``) both need the cache directory: paths
-are ``str`` here.
+The configuration (:mod:`sts_bridge.config`) needs the cache and config
+directories; they are answered here with ``str`` paths and without
+importing platformdirs on Linux (see :func:`user_dir`).
 """
 
 from __future__ import annotations

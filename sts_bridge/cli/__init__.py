@@ -4,9 +4,8 @@
 script. Commands live in small modules (``auth_commands``, ``transfer_commands``
 ...), each exposing ``register(subparsers)``; heavy imports (boto3, the
 generated client) happen inside the command functions so that ``--help`` and
-a warm ``presign`` start fast. With ``STS_BRIDGE_RESIDENT`` set, ``run()``
-hands data commands to the resident helper (:mod:`sts_bridge.cli.resident`)
-before importing any of that.
+a warm ``presign`` start fast. ``sts-bridge run FILE`` runs many data
+commands in this one process (:mod:`sts_bridge.cli.run_command`).
 """
 
 from __future__ import annotations
@@ -27,13 +26,7 @@ __getattr__, __dir__ = lazy_exports(
 
 
 def run() -> None:
-    """Console-script entry point: the resident helper runs the command when it
-    is on and up, this process otherwise."""
-    from sts_bridge.cli.resident import forward
+    """Console-script entry point."""
+    from sts_bridge.cli._app import main
 
-    status = forward(sys.argv[1:])
-    if status is None:
-        from sts_bridge.cli._app import main
-
-        status = int(main())
-    sys.exit(status)
+    sys.exit(int(main()))

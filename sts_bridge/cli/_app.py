@@ -13,11 +13,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sts_bridge._version import VERSION
-from sts_bridge.cli._argv import command_in
-from sts_bridge.cli._text import printable
+from sts_bridge.cli._context import CommandContext
 from sts_bridge.errors import (
     ApiError,
     AuthError,
@@ -91,10 +91,35 @@ COMMAND_MODULES = {
     "rm": "sts_bridge.cli.transfer_commands",
     "uploads": "sts_bridge.cli.transfer_commands",
     "sync": "sts_bridge.cli.sync_commands",
+    "run": "sts_bridge.cli.run_command",
     "devstack": "sts_bridge.cli.devstack_commands",
 }
 
-Handler = Callable[[argparse.Namespace], "int | ExitStatus | None"]
+#: A command: its parsed arguments and what it runs with -> its exit status.
+Handler = Callable[[argparse.Namespace, CommandContext], "int | ExitStatus | None"]
+
+#: Global options that take a value (the word after them is not the command).
+_GLOBAL_OPTIONS_WITH_VALUE = ("--profile",)
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not a global option."""
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+class UsageError(Exception):
+    """Arguments that do not parse: the message and the ``--help`` to read (exit 2)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -126,10 +151,12 @@ def _terminal_columns() -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the CLI's error format: one ``error:`` line, one ``hint:`` line, exit 2.
+    """argparse that raises :class:`UsageError` instead of printing and exiting.
 
-    Sub-command parsers are made from the same class, so the hint names
-    the sub-command's own ``--help``; their help has the same layout.
+    :func:`main` prints it as one ``error:`` line and one ``hint:`` line and
+    returns 2; ``sts-bridge run`` names the line. Sub-command parsers are made
+    from the same class, so the hint names the sub-command's own ``--help``;
+    their help has the same layout.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -137,16 +164,15 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        error(message, f"see `{self.prog} --help`")
-        self.exit(int(ExitStatus.USAGE))
+        raise UsageError(message, f"see `{self.prog} --help`")
 
 
 @functools.cache
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser: with a known ``command``, only the parsers of its module.
 
-    Cached: parsing leaves a parser as it was, and the resident helper builds
-    each served command's parser once for all its workers."""
+    Cached: parsing leaves a parser as it was, and ``sts-bridge run`` parses
+    every line of a command with the same one."""
     parser = _Parser(
         prog="sts-bridge",
         description=(
@@ -169,6 +195,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name in modules:
         importlib.import_module(name).register(sub)
     return parser
+
+
+@functools.cache
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The sub-parser of ``command`` (a key of :data:`COMMAND_MODULES`).
+
+    ``sts-bridge run`` parses each of its lines with it directly: going
+    through the top-level parser for a thousand lines costs a third more.
+    """
+    parser = build_parser(command)
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[command]  # type: ignore[no-any-return]
 
 
 def exit_status_for(exc: StsBridgeError) -> ExitStatus:
@@ -209,18 +247,22 @@ def error(message: str, hint: str | None = None) -> None:
     Line breaks and control characters in either (from a server's answer,
     an object key, a user's argument) are escaped: one line each, always.
     """
-    from sts_bridge._redact import redact
-
-    print(f"sts-bridge: error: {printable(redact(message), backslash=False)}", file=sys.stderr)
-    if hint:
-        print(f"sts-bridge: hint: {printable(redact(hint), backslash=False)}", file=sys.stderr)
+    CommandContext(out=sys.stdout, err=sys.stderr, open_workspace=_no_workspace).error(
+        message, hint
+    )
 
 
-def main(argv: Sequence[str] | None = None) -> ExitStatus:
-    """Run the CLI; the only place where exceptions become exit codes."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # Everything after the first "--" belongs to a child command
-    # (`sts-bridge credentials W --serve -- python job.py`), not to us.
+def _no_workspace(name: str | None) -> NoReturn:
+    raise AssertionError("no workspace here")
+
+
+def parse_command(argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed (raises :class:`UsageError`); ``args.handler`` runs it.
+
+    Everything after the first ``--`` belongs to a child command
+    (`sts-bridge credentials W --serve -- python job.py`), not to us.
+    """
+    argv = list(argv)
     passthrough: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
@@ -230,59 +272,86 @@ def main(argv: Sequence[str] | None = None) -> ExitStatus:
     args.passthrough = passthrough
     if passthrough and not getattr(args, "accepts_passthrough", False):
         parser.error("arguments after '--' are only for `credentials --serve -- CMD ...`")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> ExitStatus:
+    """Run the CLI: parse, run one command, print its error; never ``sys.exit``
+    (except argparse's own ``--help`` and ``--version``)."""
+    try:
+        args = parse_command(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        error(exc.message, exc.hint)
+        return ExitStatus.USAGE
     if args.profile:
         os.environ["TERRAPI_PROFILE"] = args.profile
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:
+    if getattr(args, "handler", None) is None:
         error("no command given", "run `sts-bridge --help` for the list of commands")
         return ExitStatus.USAGE
+    ctx = CommandContext.of_process(quiet=args.quiet)
     with _cli_logging(debug=args.debug):
-        return _run(handler, args)
+        outcome = execute(args, ctx)
+    if outcome.message is not None:
+        ctx.error(outcome.message, outcome.hint)
+    return outcome.status
 
 
-def _run(handler: Handler, args: argparse.Namespace) -> ExitStatus:
-    """Run one command: the only place where exceptions become exit codes."""
+@dataclass(frozen=True)
+class Outcome:
+    """How one command ended: its exit status, and for a failure one message and a hint."""
+
+    status: ExitStatus
+    message: str | None = None
+    hint: str | None = None
+
+
+def execute(args: argparse.Namespace, ctx: CommandContext) -> Outcome:
+    """Run one parsed command: the only place where exceptions become exit codes.
+
+    With ``--debug`` the traceback is printed on ``ctx.err`` first (redacted);
+    the outcome is the same.
+    """
+    handler: Handler = args.handler
     try:
         with _sigterm_as_interrupt():
-            result = handler(args)
+            result = handler(args, ctx)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        print("", file=sys.stderr)
-        error(
+        ctx.err.write("\n")
+        return Outcome(
+            ExitStatus.TERMINATED if terminated else ExitStatus.INTERRUPTED,
             "terminated" if terminated else "interrupted",
             "run the same command again: an interrupted file upload resumes",
         )
-        return ExitStatus.TERMINATED if terminated else ExitStatus.INTERRUPTED
     except StsBridgeError as exc:
         if args.debug:
-            _print_traceback()
+            _print_traceback(ctx.err)
         status = exit_status_for(exc)
-        error(exc.message, exc.hint or FALLBACK_HINTS[status])
-        return status
+        return Outcome(status, exc.message, exc.hint or FALLBACK_HINTS[status])
     except BrokenPipeError:
         # e.g. `sts-bridge presign ... | head -1`: not an error for the user.
         _silence_stdout()
-        return ExitStatus.SUCCESS
+        return Outcome(ExitStatus.SUCCESS)
     except OSError as exc:
         # A local file problem (a missing folder, no space left, a
         # permission): the system's own words name it well enough.
         if args.debug:
-            _print_traceback()
+            _print_traceback(ctx.err)
         where = f": {exc.filename}" if exc.filename else ""
-        error(
+        return Outcome(
+            ExitStatus.ERROR,
             f"{exc.strerror or type(exc).__name__}{where}",
             "check the path, its permissions and the free space",
         )
-        return ExitStatus.ERROR
     except Exception as exc:
         if args.debug:
-            _print_traceback()
-        error(
+            _print_traceback(ctx.err)
+        return Outcome(
+            ExitStatus.ERROR,
             f"unexpected {type(exc).__name__}: {_safe_text(exc)}",
             "run again with --debug for a traceback, and report it",
         )
-        return ExitStatus.ERROR
-    return ExitStatus(int(result or 0))
+    return Outcome(ExitStatus(int(result or 0)))
 
 
 #: Libraries whose DEBUG records are noise for a user and carry signed headers
@@ -345,7 +414,7 @@ def _cli_logging(*, debug: bool) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _print_traceback() -> None:
+def _print_traceback(err: Any) -> None:
     """``--debug``: the traceback of the exception being handled, redacted, on stderr.
 
     The error line and the exit code that follow are the same as without
@@ -354,7 +423,7 @@ def _print_traceback() -> None:
 
     from sts_bridge._redact import redact
 
-    print(redact(traceback.format_exc()), end="", file=sys.stderr)
+    print(redact(traceback.format_exc()), end="", file=err)
 
 
 def _safe_text(exc: BaseException) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sts_bridge.client import Client
     from sts_bridge.workspace import Workspace
 
+__all__ = ["SharedWorkspaces", "open_workspace"]
 
-def open_workspace(args: argparse.Namespace) -> Workspace:
-    """The ``Workspace`` for ``args.workspace`` (``None``: TERRAPI_WORKSPACE or the default).
+
+def open_workspace(name: str | None) -> Workspace:
+    """The ``Workspace`` ``name`` (``None``: TERRAPI_WORKSPACE or the default).
 
     No login prompt: a missing login is a ``LoginRequiredError`` telling the
     user to run ``sts-bridge login``. With a warm credentials cache this makes
@@ -23,7 +26,40 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
         from sts_bridge.config import load_settings
         from sts_bridge.interop.delegated import delegated_workspace
 
-        return delegated_workspace(getattr(args, "workspace", None), verify=load_settings().verify)
+        return delegated_workspace(name, verify=load_settings().verify)
     from sts_bridge.client import Client
 
-    return Client.from_env().workspace(getattr(args, "workspace", None))
+    return Client.from_env().workspace(name)
+
+
+class SharedWorkspaces:
+    """Workspaces opened once for many commands (``sts-bridge run``).
+
+    One :class:`~sts_bridge.client.Client` for every command: one login, one
+    STS exchange per workspace, however many lines name it. Thread-safe;
+    a workspace that failed to open is tried again by the next command.
+    """
+
+    def __init__(self) -> None:
+        # Held while a workspace opens: the lines that name it wait for the
+        # one STS exchange instead of making their own.
+        self._lock = threading.Lock()
+        self._client: Client | None = None
+        self._opened: dict[str | None, Workspace] = {}
+
+    def __call__(self, name: str | None) -> Workspace:
+        from sts_bridge.auth.delegation import in_delegated_process
+
+        with self._lock:
+            ws = self._opened.get(name)
+            if ws is None:
+                if in_delegated_process():
+                    ws = open_workspace(name)
+                else:
+                    if self._client is None:
+                        from sts_bridge.client import Client
+
+                        self._client = Client.from_env()
+                    ws = self._client.workspace(name)
+                self._opened[name] = ws
+            return ws

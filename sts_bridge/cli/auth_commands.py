@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sts_bridge.clock import utc_now
+
+if TYPE_CHECKING:
+    from sts_bridge.cli._context import CommandContext
 
 __all__ = ["register"]
 
@@ -62,9 +64,9 @@ def register(subparsers: Any) -> None:
     token.set_defaults(handler=_token)
 
 
-def _note(args: argparse.Namespace, text: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(text, file=sys.stderr)
+def _note(ctx: CommandContext, text: str) -> None:
+    if not ctx.quiet:
+        ctx.err.write(text + "\n")
 
 
 def _when(expiry: datetime | None) -> str:
@@ -79,7 +81,7 @@ def _describe(claims: dict[str, Any], subject: str | None) -> str:
     return f"{name} ({subject})" if subject and subject != name else str(name)
 
 
-def _login(args: argparse.Namespace) -> int:
+def _login(args: argparse.Namespace, ctx: CommandContext) -> int:
     from sts_bridge.auth import ClientCredentials, UserCredentials, credentials_from_settings
     from sts_bridge.config import load_settings
 
@@ -91,8 +93,8 @@ def _login(args: argparse.Namespace) -> int:
         flow = "client-credentials" if settings.client_secret else "browser"
     if args.no_browser and flow == "browser":
         flow = "device"
-    if settings.token and not getattr(args, "quiet", False):
-        _note(args, "note: TERRAPI_TOKEN is set and takes precedence over this login")
+    if settings.token:
+        _note(ctx, "note: TERRAPI_TOKEN is set and takes precedence over this login")
     creds = credentials_from_settings(settings.replace(flow=flow), interactive=True)
     if isinstance(creds, UserCredentials):
         creds.login()
@@ -103,32 +105,33 @@ def _login(args: argparse.Namespace) -> int:
         creds.token()
     where = f"; cached in {creds.cache.path}" if creds.cache is not None else ""
     _note(
-        args, f"Logged in as {_describe(creds.claims, creds.subject)} {_when(creds.expiry)}{where}"
+        ctx, f"Logged in as {_describe(creds.claims, creds.subject)} {_when(creds.expiry)}{where}"
     )
     return 0
 
 
-def _logout(args: argparse.Namespace) -> int:
+def _logout(args: argparse.Namespace, ctx: CommandContext) -> int:
     from sts_bridge.auth import logout
     from sts_bridge.config import load_settings
 
     existed, revoked = logout(load_settings())
     if not existed:
-        _note(args, "Not logged in (no cached login).")
+        _note(ctx, "Not logged in (no cached login).")
     elif revoked:
-        _note(args, "Logged out: the refresh token was revoked and the cached login deleted.")
+        _note(ctx, "Logged out: the refresh token was revoked and the cached login deleted.")
     else:
-        _note(args, "Logged out: the cached login was deleted.")
+        _note(ctx, "Logged out: the cached login was deleted.")
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
+def _token(args: argparse.Namespace, ctx: CommandContext) -> int:
     from sts_bridge.auth import credentials_from_settings
     from sts_bridge.config import load_settings
 
     creds = credentials_from_settings(load_settings(), interactive=False)
     token = creds.token()
-    print(token, flush=True)  # a closed stdout (`>&-`) drops it, as print does
+    ctx.out.write(token + "\n")
+    ctx.out.flush()
     return 0
 
 
@@ -148,7 +151,7 @@ _SHOWN_CLAIMS = (
 )
 
 
-def _whoami(args: argparse.Namespace) -> int:
+def _whoami(args: argparse.Namespace, ctx: CommandContext) -> int:
     from sts_bridge.auth import credentials_from_settings
     from sts_bridge.config import load_settings
 
@@ -166,20 +169,20 @@ def _whoami(args: argparse.Namespace) -> int:
     if api_info is not None:
         info["api"] = api_info
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        ctx.print(json.dumps(info, indent=2, default=str))
         return 0
-    print(f"subject:  {_describe(claims, creds.subject)}")
-    print(f"flow:     {info['flow']}")
-    print(f"token:    valid {_when(creds.expiry)}")
+    ctx.print(f"subject:  {_describe(claims, creds.subject)}")
+    ctx.print(f"flow:     {info['flow']}")
+    ctx.print(f"token:    valid {_when(creds.expiry)}")
     for key, value in info["claims"].items():
         if key in ("iat", "exp") and isinstance(value, (int, float)):
             value = datetime.fromtimestamp(value, timezone.utc).isoformat()
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value)
-        print(f"{key + ':':<20}{value}")
+        ctx.print(f"{key + ':':<20}{value}")
     if api_info is not None:
-        print("TerrAPI user info:")
-        print(json.dumps(api_info, indent=2, default=str))
+        ctx.print("TerrAPI user info:")
+        ctx.print(json.dumps(api_info, indent=2, default=str))
     return 0
 
 

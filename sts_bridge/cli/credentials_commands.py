@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sts_bridge.cli._context import CommandContext
 
 FORMATS = ("credential-process", "env", "json")
 
@@ -59,13 +61,7 @@ def port_number(text: str) -> int:
     return port
 
 
-def _open(args: argparse.Namespace) -> Any:
-    from sts_bridge.cli._workspace import open_workspace
-
-    return open_workspace(args)
-
-
-def run_credentials(args: argparse.Namespace) -> int:
+def run_credentials(args: argparse.Namespace, ctx: CommandContext) -> int:
     from sts_bridge.interop import tool_credentials as tc
 
     child = list(args.passthrough)
@@ -82,27 +78,26 @@ def run_credentials(args: argparse.Namespace) -> int:
             f"cannot run {child[0]!r}: not found, or not executable",
             hint="give the command to run after '--' (a program on PATH, or its path)",
         )
-    workspace = _open(args)
+    workspace = ctx.workspace(args.workspace)
     if args.serve:
-        return _serve(workspace, args.port, child)
+        return _serve(ctx, workspace, args.port, child)
     creds = handed_out(workspace)
     if args.format == "credential-process":
-        print(json.dumps(tc.credential_process_payload(creds)))
+        ctx.print(json.dumps(tc.credential_process_payload(creds)))
     elif args.format == "json":
-        print(json.dumps(tc.json_payload(workspace, creds), indent=2))
+        ctx.print(json.dumps(tc.json_payload(workspace, creds), indent=2))
     else:
         import shlex
 
         for name, value in tc.env_assignments(workspace, creds).items():
-            print(f"export {name}={shlex.quote(value)}")
-    if args.format != "credential-process" and creds.expiry is not None and not args.quiet:
+            ctx.print(f"export {name}={shlex.quote(value)}")
+    if args.format != "credential-process" and creds.expiry is not None:
         # a printed snapshot does not refresh itself: say how long it lasts
         left = creds.remaining()
-        print(
-            f"sts-bridge: note: these credentials expire at "
+        ctx.note(
+            f"these credentials expire at "
             f"{creds.expiry.strftime('%Y-%m-%d %H:%M:%S')} UTC (in {left:.0f} s) and do not "
-            "refresh; for a long job use `sts-bridge credentials --serve -- CMD`",
-            file=sys.stderr,
+            "refresh; for a long job use `sts-bridge credentials --serve -- CMD`"
         )
     return 0
 
@@ -123,7 +118,7 @@ def handed_out(workspace: Any) -> Any:
     return workspace.credentials_for(lifetime / 2)
 
 
-def _serve(workspace: Any, port: int, child: list[str]) -> int:
+def _serve(ctx: CommandContext, workspace: Any, port: int, child: list[str]) -> int:
     import contextlib
     import shlex
     import signal
@@ -137,9 +132,7 @@ def _serve(workspace: Any, port: int, child: list[str]) -> int:
             from sts_bridge.interop.child_env import served_child_environment
 
             served = server.env()
-            print(
-                f"sts-bridge: serving {workspace.name} credentials at {server.url}", file=sys.stderr
-            )
+            ctx.err.write(f"sts-bridge: serving {workspace.name} credentials at {server.url}\n")
             # The child gets the endpoint and an AWS configuration of its own,
             # never the user's tokens or secrets (see interop.child_env).
             with served_child_environment(
@@ -157,11 +150,10 @@ def _serve(workspace: Any, port: int, child: list[str]) -> int:
                         hint="give the command to run after '--' (a program on PATH, or its path)",
                     ) from None
         for name, value in server.env().items():
-            print(f"export {name}={shlex.quote(value)}")
-        print(end="", flush=True)
-        print(
-            f"sts-bridge: serving {workspace.name} credentials at {server.url}; Ctrl-C to stop",
-            file=sys.stderr,
+            ctx.print(f"export {name}={shlex.quote(value)}")
+        ctx.out.flush()
+        ctx.err.write(
+            f"sts-bridge: serving {workspace.name} credentials at {server.url}; Ctrl-C to stop\n"
         )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -10,9 +10,12 @@ import argparse
 import importlib.util
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sts_bridge.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sts_bridge.cli._context import CommandContext
 
 __all__ = ["devstack_argv", "register"]
 
@@ -38,7 +41,7 @@ def devstack_argv(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "sts_bridge_devstack", *args.devstack_args]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, ctx: CommandContext) -> int:
     # find_spec on a top-level name locates the package without importing it
     if importlib.util.find_spec("sts_bridge_devstack") is None:
         raise ConfigurationError(
@@ -46,8 +49,7 @@ def _run(args: argparse.Namespace) -> int:
             hint="install sts-bridge[devstack] from a source checkout and run `make setup`",
         )
     argv = devstack_argv(args)
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:  # None: started with that descriptor closed
-            stream.flush()
+    ctx.out.flush()
+    ctx.err.flush()
     os.execv(argv[0], argv)  # noqa: S606 (no shell: a fixed argv)
     return 1  # not reached

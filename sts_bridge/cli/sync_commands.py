@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from sts_bridge.cli._app import ExitStatus, error, glob_pattern
+from sts_bridge.cli._app import ExitStatus, glob_pattern
 from sts_bridge.cli._text import printable
 
 if TYPE_CHECKING:
+    from sts_bridge.cli._context import CommandContext
     from sts_bridge.s3.sync import SyncPlan, SyncReport, SyncStatus
 
 __all__ = ["register"]
@@ -71,7 +71,7 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="off a terminal, print a progress line this often (default 10)",
     )
-    p.set_defaults(handler=run_sync_command)
+    p.set_defaults(handler=run_sync_command, check=check_sync)
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -95,7 +95,8 @@ def _human(n: float) -> str:
 class _ProgressLine:
     """A progress line on a terminal, else a summary line every ``interval`` seconds."""
 
-    def __init__(self, tty: bool, interval: float) -> None:
+    def __init__(self, err: IO[str], tty: bool, interval: float) -> None:
+        self.err = err
         self.tty = tty
         self.interval = interval
         self.start = time.monotonic()
@@ -120,52 +121,71 @@ class _ProgressLine:
                 return
             self.last = now
             if self.tty:
-                sys.stderr.write(f"\r{self.text(s)}   ")
+                self.err.write(f"\r{self.text(s)}   ")
                 self.shown = True
             else:
-                sys.stderr.write(f"sts-bridge: sync: {self.text(s)}\n")
-            sys.stderr.flush()
+                self.err.write(f"sts-bridge: sync: {self.text(s)}\n")
+            self.err.flush()
 
     def close(self) -> None:
         if self.shown:
-            sys.stderr.write("\n")
+            self.err.write("\n")
 
 
-def _confirm_deletes(args: argparse.Namespace, plan: SyncPlan, where: str) -> bool | None:
+def _confirm_deletes(
+    ctx: CommandContext, args: argparse.Namespace, plan: SyncPlan, where: str
+) -> bool | None:
     """True to go on; False when the user said no; None when nobody could be asked."""
     count = len(plan.deletes)
     if not count or args.yes:
         return True
-    if sys.stdin is None or not sys.stdin.isatty():  # None: started with `<&-`
+    if not ctx.can_ask:
         return None
     answer = input(f"delete {count} file(s) {where} that are gone from the source? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
 
 
-def run_sync_command(args: argparse.Namespace) -> int:
-    from sts_bridge.errors import TransferError
-    from sts_bridge.s3.sync import plan_sync, run_sync
+def check_sync_arguments(args: argparse.Namespace) -> tuple[str, str, str, str]:
+    """``(direction, workspace, folder, local folder)`` of a sync, or
+    :class:`~sts_bridge.errors.InvalidArgumentError` (exit 2) before any request."""
+    from sts_bridge.errors import InvalidArgumentError
 
     src_remote = args.src.startswith(_SCHEME)
     dst_remote = args.dst.startswith(_SCHEME)
     if src_remote == dst_remote:
-        error(
+        raise InvalidArgumentError(
             "sync needs one local folder and one workspace folder",
-            "write the workspace side as workspace://<workspace>/<folder>/",
+            hint="write the workspace side as workspace://<workspace>/<folder>/",
         )
-        return ExitStatus.USAGE
     if not math.isfinite(args.log_interval) or args.log_interval <= 0:
-        error(
+        raise InvalidArgumentError(
             f"--log-interval must be a number of seconds above 0, not {args.log_interval!r}",
-            "e.g. --log-interval 30",
+            hint="e.g. --log-interval 30",
         )
-        return ExitStatus.USAGE
-    direction = "download" if src_remote else "upload"
     workspace, prefix = _split(args.src if src_remote else args.dst)
     local = args.dst if src_remote else args.src
-    from sts_bridge.cli._workspace import open_workspace
+    return ("download" if src_remote else "upload"), workspace, prefix, local
 
-    ws = open_workspace(argparse.Namespace(workspace=workspace))
+
+def check_sync(args: argparse.Namespace, ctx: CommandContext) -> None:
+    """What ``sts-bridge run`` checks of a sync line before anything runs: its
+    arguments, and ``--yes`` with ``--delete`` (nobody can be asked there)."""
+    check_sync_arguments(args)
+    if args.delete and not args.yes and not ctx.can_ask:
+        from sts_bridge.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            "sync --delete needs --yes here: there is no terminal to ask on",
+            hint="add --yes to delete without asking",
+        )
+
+
+def run_sync_command(args: argparse.Namespace, ctx: CommandContext) -> int:
+    from sts_bridge.errors import InvalidArgumentError, StsBridgeError, TransferError
+    from sts_bridge.s3.sync import plan_sync, run_sync
+
+    direction, workspace, prefix, local = check_sync_arguments(args)
+    ws = ctx.workspace(workspace)
     plan = plan_sync(
         ws,
         direction,
@@ -179,32 +199,29 @@ def run_sync_command(args: argparse.Namespace) -> int:
     )
     where = f"in workspace {workspace!r}" if direction == "upload" else f"in {local}"
     if args.dry_run:
-        _print_plan(args, plan)
+        _print_plan(ctx, args, plan)
         return 0
-    confirmed = _confirm_deletes(args, plan, where)
+    confirmed = _confirm_deletes(ctx, args, plan, where)
     if confirmed is None:
-        error(
+        raise InvalidArgumentError(
             f"refusing to delete {len(plan.deletes)} file(s) {where} without confirmation "
             "(nothing was changed)",
-            "add --yes to delete without asking, or --dry-run to see the plan",
+            hint="add --yes to delete without asking, or --dry-run to see the plan",
         )
-        return ExitStatus.USAGE
     if not confirmed:
-        if not args.quiet:
-            print("sts-bridge: note: nothing changed", file=sys.stderr)
+        ctx.note("nothing changed")
         return ExitStatus.ERROR
-    quiet = getattr(args, "quiet", False)
     line = (
         None
-        if quiet or sys.stderr is None
-        else _ProgressLine(sys.stderr.isatty(), args.log_interval)
+        if ctx.quiet or not ctx.interactive
+        else _ProgressLine(ctx.err, ctx.err.isatty(), args.log_interval)
     )
     try:
-        report = run_sync(ws, plan, progress=line)
+        report = run_sync(ws, plan, progress=ctx.watched_status(line))
     finally:
         if line is not None:
             line.close()
-    _print_report(args, plan, report)
+    _print_report(ctx, args, plan, report)
     if report.failed:
         key, message = report.failed[0]
         raise TransferError(
@@ -214,49 +231,47 @@ def run_sync_command(args: argparse.Namespace) -> int:
         )
     if plan.skipped:
         first = plan.skipped[0]
-        error(
+        raise StsBridgeError(  # exit 1
             f"{len(plan.skipped)} path(s) skipped, e.g. {first.path!r}: {first.reason}; "
             "everything else is in sync",
-            "rename or remove them, or leave them out with --exclude",
+            hint="rename or remove them, or leave them out with --exclude",
         )
-        return ExitStatus.ERROR
     return 0
 
 
-def _print_plan(args: argparse.Namespace, plan: SyncPlan) -> None:
+def _print_plan(ctx: CommandContext, args: argparse.Namespace, plan: SyncPlan) -> None:
     if args.json:
-        print(json.dumps(plan.as_json(), indent=2))
+        ctx.print(json.dumps(plan.as_json(), indent=2))
         return
-    print("".join(printable(a.describe()) + "\n" for a in plan.actions), end="")
-    _print_skipped(plan)
-    if not args.quiet:
-        print(
-            f"sts-bridge: note: dry run: {len(plan.actions)} action(s), "
-            f"{_human(plan.bytes)} to transfer, {plan.unchanged} unchanged; nothing changed",
-            file=sys.stderr,
-        )
+    ctx.out.write("".join(printable(a.describe()) + "\n" for a in plan.actions))
+    _print_skipped(ctx, plan)
+    ctx.note(
+        f"dry run: {len(plan.actions)} action(s), "
+        f"{_human(plan.bytes)} to transfer, {plan.unchanged} unchanged; nothing changed"
+    )
 
 
-def _print_skipped(plan: SyncPlan) -> None:
+def _print_skipped(ctx: CommandContext, plan: SyncPlan) -> None:
     """One warning line per path left out (also with --quiet and --json: it changes the
     outcome, and the exit status says so too)."""
     for s in plan.skipped:
-        print(f"sts-bridge: warning: skipped {s.path!r}: {s.reason}", file=sys.stderr)
+        ctx.err.write(f"sts-bridge: warning: skipped {s.path!r}: {s.reason}\n")
 
 
-def _print_report(args: argparse.Namespace, plan: SyncPlan, report: SyncReport) -> None:
-    _print_skipped(plan)
-    if report.removed_part_files and not args.quiet:
-        print(
-            f"sts-bridge: note: removed {len(report.removed_part_files)} temp file(s) left by "
-            "an interrupted download",
-            file=sys.stderr,
+def _print_report(
+    ctx: CommandContext, args: argparse.Namespace, plan: SyncPlan, report: SyncReport
+) -> None:
+    _print_skipped(ctx, plan)
+    if report.removed_part_files:
+        ctx.note(
+            f"removed {len(report.removed_part_files)} temp file(s) left by "
+            "an interrupted download"
         )
     if args.json:
-        print(json.dumps(report.as_json(), indent=2))
+        ctx.print(json.dumps(report.as_json(), indent=2))
         return
     moved = report.uploaded if plan.direction == "upload" else report.downloaded
-    print(
+    ctx.print(
         f"{plan.direction}ed {len(moved)} ({_human(report.bytes)}), "
         f"deleted {len(report.deleted)}, unchanged {report.unchanged}"
         + (f", failed {len(report.failed)}" if report.failed else "")

@@ -8,15 +8,18 @@ imported inside the commands, never at parser build time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import sys
 import threading
 import time
 import warnings
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-from sts_bridge.cli._app import ExitStatus, add_workspace_argument, error, glob_pattern
+from sts_bridge.cli._app import ExitStatus, add_workspace_argument, glob_pattern
+
+if TYPE_CHECKING:
+    from sts_bridge.cli._context import CommandContext
 
 
 def register(sub: Any) -> None:
@@ -42,7 +45,7 @@ def register(sub: Any) -> None:
         help="HTTP method the URL allows (default GET)",
     )
     p.add_argument("--json", action="store_true", help="JSON list with key, url, expires_at")
-    p.set_defaults(handler=run_presign)
+    p.set_defaults(handler=run_presign, check=check_presign)
 
     p = sub.add_parser("upload", help="upload files or directories into the workspace")
     p.add_argument("paths", nargs="+", metavar="PATH", help="file(s) or directory(ies); - = stdin")
@@ -64,7 +67,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--content-type", help="Content-Type (default: guessed from the name)")
     p.add_argument("--json", action="store_true", help="JSON list of the uploaded objects")
-    p.set_defaults(handler=run_upload)
+    p.set_defaults(handler=run_upload, check=check_upload)
 
     p = sub.add_parser("download", help="download an object")
     p.add_argument("key", metavar="KEY")
@@ -75,14 +78,14 @@ def register(sub: Any) -> None:
         help="file or directory (default: here); - = stdout; a FIFO or device is streamed into",
     )
     add_workspace_argument(p)
-    p.set_defaults(handler=run_download)
+    p.set_defaults(handler=run_download, check=check_download)
 
     p = sub.add_parser("ls", help="list objects")
     p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
     add_workspace_argument(p)
     p.add_argument("-r", "--recursive", action="store_true", help="list every level")
     p.add_argument("--json", action="store_true", help="JSON lines, one object per line")
-    p.set_defaults(handler=run_ls)
+    p.set_defaults(handler=run_ls, check=check_ls)
 
     p = sub.add_parser(
         "uploads",
@@ -106,29 +109,64 @@ def register(sub: Any) -> None:
     add_workspace_argument(p)
     p.add_argument("-r", "--recursive", action="store_true", help="delete everything under it")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(handler=run_rm)
+    p.set_defaults(handler=run_rm, check=check_rm)
 
 
-def _open(args: argparse.Namespace, *keys: str | None, folders: bool = False) -> Any:
-    """Check ``keys`` (refused before any request is made), then open the workspace."""
+def check_keys(*keys: str | None, folders: bool = False) -> None:
+    """Refuse unsafe keys (:class:`~sts_bridge.errors.InvalidKeyError`) before any request."""
     from sts_bridge.s3.keys import check_relative_key
 
     for key in keys:
         if key:  # empty / None: the workspace root or a default
             check_relative_key(key, allow_trailing_slash=folders)
-    from sts_bridge.cli._workspace import open_workspace
-
-    return open_workspace(args)
 
 
-def _on_terminal(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal; ``None`` (a descriptor closed at start) is not."""
-    return stream is not None and stream.isatty()
+# The checks each command makes before any request, also run by `sts-bridge run`
+# on every line before the first one starts (``check`` in the parser defaults).
+def check_presign(args: argparse.Namespace, ctx: CommandContext) -> None:
+    presign_seconds(args.expires_in)
+    check_keys(*args.keys)
 
 
-def _note(args: argparse.Namespace, text: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(f"sts-bridge: note: {text}", file=sys.stderr)
+def check_upload(args: argparse.Namespace, ctx: CommandContext) -> None:
+    from sts_bridge.errors import InvalidArgumentError
+
+    if args.paths.count("-") > 1:
+        raise InvalidArgumentError("stdin ('-') can be uploaded once", hint="name '-' once")
+    if "-" in args.paths and ctx.stdin is None:  # started with `<&-`, or in `run`
+        raise InvalidArgumentError(
+            "cannot upload '-': standard input is closed (or taken: `sts-bridge run`)",
+            hint="pipe the data in (`cmd | sts-bridge upload - --to KEY`) or name a file",
+        )
+    check_keys(args.to, folders=True)
+
+
+def check_download(args: argparse.Namespace, ctx: CommandContext) -> None:
+    if args.dest == "-" and ctx.stdout is None:  # started with `>&-`, or in `run`
+        from sts_bridge.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            "cannot download to '-': standard output is closed (or taken: `sts-bridge run`)",
+            hint="redirect it (`> file`) or name a destination file",
+        )
+    check_keys(args.key)
+
+
+def check_ls(args: argparse.Namespace, ctx: CommandContext) -> None:
+    check_keys(args.prefix, folders=True)
+
+
+def check_rm(args: argparse.Namespace, ctx: CommandContext) -> None:
+    check_keys(None if args.key in ("", "/") else args.key, folders=args.recursive)
+    if args.recursive and not args.yes and not ctx.can_ask:
+        from sts_bridge.errors import InvalidArgumentError
+
+        folder = args.key if args.key in ("", "/") else args.key.rstrip("/") + "/"
+        raise InvalidArgumentError(
+            f"refusing to delete everything under {folder or 'the workspace root'!r} "
+            "without confirmation",
+            hint="add --yes to delete without asking",
+        )
 
 
 def _human(n: float) -> str:
@@ -140,26 +178,42 @@ def _human(n: float) -> str:
 
 
 # ---------------------------------------------------------------- presign
-def run_presign(args: argparse.Namespace) -> int:
+@functools.lru_cache(maxsize=64)  # `sts-bridge run`: a thousand lines, one duration
+def presign_seconds(expires_in: str) -> int:
+    """The lifetime ``--expires-in`` asks for (raises InvalidArgumentError: exit 2)."""
+    from sts_bridge.errors import InvalidArgumentError
     from sts_bridge.s3.signer import MAX_EXPIRES
-    from sts_bridge.s3.transfers import PresignClampedWarning, parse_duration
+    from sts_bridge.s3.transfers import parse_duration
 
     hint = "give a duration between 1s and 7d, e.g. 900, 15m, 1h, 7d"
     try:
-        seconds = parse_duration(args.expires_in)
+        seconds = parse_duration(expires_in)
     except ValueError as exc:
-        error(f"--expires-in: {exc}", hint)
-        return ExitStatus.USAGE
+        raise InvalidArgumentError(f"--expires-in: {exc}", hint=hint) from None
     if not 1 <= seconds <= MAX_EXPIRES:
-        error(f"--expires-in {args.expires_in!r} is {seconds} s, outside 1 s .. 7 days", hint)
-        return ExitStatus.USAGE
-    ws = _open(args, *args.keys)
-    with warnings.catch_warnings(record=True) as caught:
+        raise InvalidArgumentError(
+            f"--expires-in {expires_in!r} is {seconds} s, outside 1 s .. 7 days", hint=hint
+        )
+    return seconds
+
+
+#: ``warnings.catch_warnings`` swaps process-wide state: presigns running at
+#: once in threads (``sts-bridge run``) take turns, or one would lose its notes.
+_presign_warnings = threading.Lock()
+
+
+def run_presign(args: argparse.Namespace, ctx: CommandContext) -> int:
+    from sts_bridge.s3.transfers import PresignClampedWarning
+
+    check_presign(args, ctx)
+    seconds = presign_seconds(args.expires_in)
+    ws = ctx.workspace(args.workspace)
+    with _presign_warnings, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PresignClampedWarning)
         urls = ws.presign_many(args.keys, args.method, seconds)
     for w in caught:
         if issubclass(w.category, PresignClampedWarning):
-            _note(args, str(w.message))
+            ctx.note(str(w.message))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if args.json:
@@ -172,9 +226,9 @@ def run_presign(args: argparse.Namespace) -> int:
             }
             for u in urls
         ]
-        print(json.dumps(doc, indent=2))
+        ctx.print(json.dumps(doc, indent=2))
     else:
-        print("".join(u.url + "\n" for u in urls), end="")
+        ctx.out.write("".join(u.url + "\n" for u in urls))
     return 0
 
 
@@ -182,7 +236,8 @@ def run_presign(args: argparse.Namespace) -> int:
 class _Bar:
     """A one-line progress bar on stderr (only used on a TTY)."""
 
-    def __init__(self) -> None:
+    def __init__(self, err: IO[str]) -> None:
+        self.err = err
         self.start = time.monotonic()
         self.last = 0.0
         self.lock = threading.Lock()
@@ -198,35 +253,27 @@ class _Bar:
             text = f"{done * 100 // total:3d}% {_human(done)} / {_human(total)}"
         else:
             text = _human(done)
-        sys.stderr.write(f"\r{text}  {_human(rate)}/s   ")
-        sys.stderr.flush()
+        self.err.write(f"\r{text}  {_human(rate)}/s   ")
+        self.err.flush()
 
     def close(self) -> None:
-        sys.stderr.write("\n")
+        self.err.write("\n")
 
 
-def run_upload(args: argparse.Namespace) -> int:
+def run_upload(args: argparse.Namespace, ctx: CommandContext) -> int:
     """Plan every path first (keys, patterns, two paths onto one key, what is skipped),
     then upload: nothing is sent for a plan that cannot be carried out whole."""
-    import os
+    from sts_bridge.errors import InvalidArgumentError, StsBridgeError
 
-    from sts_bridge.errors import InvalidArgumentError
-
+    check_upload(args, ctx)
     for path in args.paths:
         if path != "-" and not os.path.exists(path) and not os.path.islink(path):
             raise InvalidArgumentError(
                 f"no such file or directory: {path}", hint="check the path to upload"
             )
-    if args.paths.count("-") > 1:
-        raise InvalidArgumentError("stdin ('-') can be uploaded once", hint="name '-' once")
-    if "-" in args.paths and sys.stdin is None:  # started with `<&-`
-        raise InvalidArgumentError(
-            "cannot upload '-': standard input is closed",
-            hint="pipe the data in (`cmd | sts-bridge upload - --to KEY`) or name a file",
-        )
     if len(args.paths) == 1:
         _hash_ahead(args.paths[0])
-    ws = _open(args, args.to, folders=True)
+    ws = ctx.workspace(args.workspace)
     several = len(args.paths) > 1
     skipped: list[tuple[str, str]] = []
     sources: list[tuple[Any, str | None]] = []
@@ -238,13 +285,12 @@ def run_upload(args: argparse.Namespace) -> int:
             # upload_directory's default key: the folder's own name
             sources.append((path, key))
             continue
-        sources.append((sys.stdin.buffer if path == "-" else path, key))
+        sources.append((ctx.stdin if path == "-" else path, key))
 
     def skip(where: str, reason: str) -> None:
         skipped.append((where, reason))
 
-    show = _on_terminal(sys.stderr) and not getattr(args, "quiet", False)
-    bar = _Bar() if show else None
+    bar = _Bar(ctx.err) if ctx.shows_progress else None
     results: list[Any] = []
     try:
         results = ws.upload_many(
@@ -252,7 +298,7 @@ def run_upload(args: argparse.Namespace) -> int:
             include=args.include,
             exclude=args.exclude,
             content_type=args.content_type,
-            progress=bar,
+            progress=ctx.watched(bar),
             on_skip=skip,
         )
     finally:
@@ -260,10 +306,10 @@ def run_upload(args: argparse.Namespace) -> int:
             bar.close()
         if results or len(skipped) > 1:  # one skip and nothing else: the error says it
             for where, reason in skipped:
-                print(f"sts-bridge: warning: skipped {where!r}: {reason}", file=sys.stderr)
+                ctx.err.write(f"sts-bridge: warning: skipped {where!r}: {reason}\n")
     for path in args.paths:
         if path != "-" and os.path.isdir(path) and not _holds_entries(path):
-            _note(args, f"{path} holds no file: nothing uploaded from it")
+            ctx.note(f"{path} holds no file: nothing uploaded from it")
     if not results and skipped:
         raise InvalidArgumentError(
             f"nothing to upload: {len(skipped)} path(s) skipped, e.g. "
@@ -281,17 +327,16 @@ def run_upload(args: argparse.Namespace) -> int:
             }
             for r in results
         ]
-        print(json.dumps(doc, indent=2))
+        ctx.print(json.dumps(doc, indent=2))
     else:
         for r in results:
-            print(r.uri)
+            ctx.print(r.uri)
     if skipped:
-        error(
+        raise StsBridgeError(  # exit 1
             f"{len(skipped)} path(s) skipped, e.g. {skipped[0][0]!r}: {skipped[0][1]}; "
             f"the other {len(results)} file(s) were uploaded",
-            "remove or rename them, or leave them out with --exclude",
+            hint="remove or rename them, or leave them out with --exclude",
         )
-        return ExitStatus.ERROR
     return 0
 
 
@@ -318,28 +363,24 @@ def _hash_ahead(path: str) -> None:
 
 
 # ---------------------------------------------------------------- download
-def run_download(args: argparse.Namespace) -> int:
-    if args.dest == "-" and sys.stdout is None:  # started with `>&-`
-        from sts_bridge.errors import InvalidArgumentError
-
-        raise InvalidArgumentError(
-            "cannot download to '-': standard output is closed",
-            hint="redirect it (`> file`) or name a destination file",
-        )
-    ws = _open(args, args.key)
-    show = _on_terminal(sys.stderr) and not getattr(args, "quiet", False)
-    bar = _Bar() if show else None
+def run_download(args: argparse.Namespace, ctx: CommandContext) -> int:
+    check_download(args, ctx)
+    ws = ctx.workspace(args.workspace)
+    bar = _Bar(ctx.err) if ctx.shows_progress else None
+    progress = ctx.watched(bar)
     try:
         if args.dest == "-":
-            ws.download_fileobj(args.key, sys.stdout.buffer, progress=bar)
-            sys.stdout.buffer.flush()
+            assert ctx.stdout is not None
+            ctx.out.flush()
+            ws.download_fileobj(args.key, ctx.stdout, progress=progress)
+            ctx.stdout.flush()
             return 0
-        path = ws.download(args.key, args.dest, progress=bar)
+        path = ws.download(args.key, args.dest, progress=progress)
     finally:
         if bar is not None:
             bar.close()
     if _is_regular_file(path):  # not when the data itself went to stdout or a device
-        print(path)
+        ctx.print(str(path))
     return 0
 
 
@@ -353,13 +394,14 @@ def _is_regular_file(path: Any) -> bool:
 
 
 # ---------------------------------------------------------------- ls
-def run_ls(args: argparse.Namespace) -> int:
+def run_ls(args: argparse.Namespace, ctx: CommandContext) -> int:
     from sts_bridge.cli._text import printable
 
-    ws = _open(args, args.prefix, folders=True)
+    check_ls(args, ctx)
+    ws = ctx.workspace(args.workspace)
     for info in ws.list(args.prefix, recursive=args.recursive):
         if args.json:
-            print(
+            ctx.print(
                 json.dumps(
                     {
                         "key": info.key,
@@ -373,31 +415,32 @@ def run_ls(args: argparse.Namespace) -> int:
                 )
             )
         elif info.is_prefix:
-            print(f"{'PRE':>12}  {'':19}  {printable(info.key)}")
+            ctx.print(f"{'PRE':>12}  {'':19}  {printable(info.key)}")
         else:
             when = info.last_modified.strftime("%Y-%m-%d %H:%M:%S") if info.last_modified else ""
-            print(f"{info.size:>12}  {when:19}  {printable(info.key)}")
+            ctx.print(f"{info.size:>12}  {when:19}  {printable(info.key)}")
     return 0
 
 
 # ---------------------------------------------------------------- uploads
-def run_uploads(args: argparse.Namespace) -> int:
+def run_uploads(args: argparse.Namespace, ctx: CommandContext) -> int:
     from sts_bridge.cli._text import printable
     from sts_bridge.errors import StsBridgeError
 
-    ws = _open(args, args.prefix, folders=True)
+    check_keys(args.prefix, folders=True)
+    ws = ctx.workspace(args.workspace)
     uploads = ws.unfinished_uploads(args.prefix)
     failed = 0
     aborted: list[Any] = []
     if args.abort:
         for u in uploads:
             if u.running:
-                _note(args, f"{printable(u.key)}: still running in another process, left alone")
+                ctx.note(f"{printable(u.key)}: still running in another process, left alone")
                 continue
             try:
                 ws.abort_upload(u)
             except StsBridgeError as exc:
-                error(f"{printable(u.key)}: {exc.message}", exc.hint)
+                ctx.error(f"{printable(u.key)}: {exc.message}", exc.hint)
                 failed += 1
                 continue
             aborted.append(u)
@@ -415,44 +458,42 @@ def run_uploads(args: argparse.Namespace) -> int:
             }
             for u in uploads
         ]
-        print(json.dumps(doc, indent=2))
+        ctx.print(json.dumps(doc, indent=2))
     elif args.abort:
         for u in aborted:
-            print(f"aborted {printable(u.key)} ({u.parts} part(s), {_human(u.size)})")
+            ctx.print(f"aborted {printable(u.key)} ({u.parts} part(s), {_human(u.size)})")
     else:
         for u in uploads:
             when = u.started.strftime("%Y-%m-%d %H:%M:%S") if u.started else ""
             state = "running" if u.running else "left"
-            print(f"{when:19}  {state:7}  {u.parts:>5}  {_human(u.size):>10}  {printable(u.key)}")
+            ctx.print(
+                f"{when:19}  {state:7}  {u.parts:>5}  {_human(u.size):>10}  {printable(u.key)}"
+            )
     if not uploads:
-        _note(args, "no unfinished multipart upload recorded on this machine")
+        ctx.note("no unfinished multipart upload recorded on this machine")
     elif not args.abort and any(not u.running for u in uploads):
-        _note(args, "abort them with `sts-bridge uploads --abort`; a file upload also "
-              "resumes when the same upload runs again")  # fmt: skip
+        ctx.note(
+            "abort them with `sts-bridge uploads --abort`; a file upload also "
+            "resumes when the same upload runs again"
+        )
     return ExitStatus.STORAGE if failed else 0
 
 
 # ---------------------------------------------------------------- rm
-def run_rm(args: argparse.Namespace) -> int:
-    ws = _open(args, None if args.key in ("", "/") else args.key, folders=args.recursive)
+def run_rm(args: argparse.Namespace, ctx: CommandContext) -> int:
+    check_rm(args, ctx)
+    ws = ctx.workspace(args.workspace)
     if not args.recursive:
         ws.delete(args.key)
-        print(f"deleted {args.key}")
+        ctx.print(f"deleted {args.key}")
         return 0
     folder = args.key if args.key in ("", "/") else args.key.rstrip("/") + "/"
-    if not args.yes:
-        if not _on_terminal(sys.stdin):
-            error(
-                f"refusing to delete everything under {folder or 'the workspace root'!r} "
-                "without confirmation",
-                "add --yes to delete without asking",
-            )
-            return ExitStatus.USAGE
+    if not args.yes:  # check_rm made sure there is a terminal to ask on
         count = sum(1 for _ in ws.list("" if folder == "/" else folder))
         answer = input(f"delete {count} object(s) under {folder or '/'!r}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            _note(args, "nothing deleted")
+            ctx.note("nothing deleted")
             return ExitStatus.ERROR
     deleted = ws.delete(args.key, recursive=True)
-    print(f"deleted {deleted} object(s) under {folder or '/'}")
+    ctx.print(f"deleted {deleted} object(s) under {folder or '/'}")
     return 0

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sts_bridge.cli._context import CommandContext
 
 __all__ = ["register"]
 
@@ -35,30 +38,28 @@ def register(subparsers: Any) -> None:
     one.set_defaults(handler=_workspace)
 
 
-def _workspaces(args: argparse.Namespace) -> int:
+def _workspaces(args: argparse.Namespace, ctx: CommandContext) -> int:
     from sts_bridge.client import Client
 
     client = Client.from_env()
     names = client.workspaces()
     if args.json:
-        print(json.dumps(names, indent=2))
+        ctx.print(json.dumps(names, indent=2))
     else:
         for name in names:
-            print(name)
+            ctx.print(name)
     return 0
 
 
-def _workspace(args: argparse.Namespace) -> int:
-    from sts_bridge.client import Client
-
-    ws = Client.from_env().workspace(args.name)
+def _workspace(args: argparse.Namespace, ctx: CommandContext) -> int:
+    ws = ctx.workspace(args.name)
     info = ws.describe()
     if args.json:
-        print(json.dumps(info, indent=2))
+        ctx.print(json.dumps(info, indent=2))
         return 0
     width = max(len(k) for k in info)
     for key, value in info.items():
         if isinstance(value, list):
             value = ", ".join(value)
-        print(f"{key:<{width}}  {value if value is not None else '-'}")
+        ctx.print(f"{key:<{width}}  {value if value is not None else '-'}")
     return 0

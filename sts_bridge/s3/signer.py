@@ -76,6 +76,22 @@ def _q(value: str) -> str:
     return quote(value, safe="-_.~")
 
 
+#: The last session token quoted, and its quoted form: one tuple, read and
+#: written atomically. The token (about 600 characters, quoted character by
+#: character) is the same for every URL one set of credentials signs, and
+#: `sts-bridge run` signs a thousand one-key batches with it. Only the
+#: current token is held, as the credentials themselves hold it.
+_last_token: tuple[str, str] = ("", "")
+
+
+def _quoted_token(token: str) -> str:
+    global _last_token
+    last = _last_token
+    if last[0] != token:
+        last = _last_token = (token, _q(token))
+    return last[1]
+
+
 def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.digest(key, msg.encode("utf-8"), "sha256")
 
@@ -213,7 +229,7 @@ class Signer:
             ("X-Amz-SignedHeaders", "host"),
         ]
         if self._token is not None:
-            params.append(("X-Amz-Security-Token", _q(self._token)))
+            params.append(("X-Amz-Security-Token", _quoted_token(self._token)))
         query = "&".join(f"{k}={v}" for k, v in params)
         canonical_query = "&".join(f"{k}={v}" for k, v in sorted(params))
         cr_head = f"{method}\n{self._path_prefix}/"

@@ -200,13 +200,11 @@ def _as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _start_upload(
-    faults: Proxied, checker: Checker, source: str, env: dict[str, str] | None = None, **kw: Any
-) -> Any:
+def _start_upload(faults: Proxied, checker: Checker, source: str, **kw: Any) -> Any:
     to = checker.base + ("stdin.bin" if source == "-" else "")
     return subprocess.Popen(
         [sys.executable, "-m", "sts_bridge", "upload", source, "--to", to],
-        env=env or _env(faults),
+        env=_env(faults),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_as_from_a_terminal,
@@ -252,14 +250,11 @@ def test_interrupted_stdin_upload_aborts_its_parts(
     _assert_clean(checker, {})
 
 
-def _interrupt_stdin_upload(
-    faults: Proxied, checker: Checker, sig: int, env: dict[str, str] | None = None
-) -> tuple[int, bytes]:
+def _interrupt_stdin_upload(faults: Proxied, checker: Checker, sig: int) -> tuple[int, bytes]:
     """``upload -`` with three parts in flight, then ``sig`` to the command; its exit
-    status and stderr. stdin stays open until the command has ended (after ``kill -9``:
-    until no upload is left), so only the signal can end the upload: an end of file
-    that overtook a signal forwarded to the resident helper's worker would complete it."""
-    proc = _start_upload(faults, checker, "-", env, stdin=subprocess.PIPE)
+    status and stderr. stdin stays open until the command has ended, so only the
+    signal can end the upload (an end of file would complete it)."""
+    proc = _start_upload(faults, checker, "-", stdin=subprocess.PIPE)
     try:
         proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
         proc.stdin.flush()
@@ -267,8 +262,6 @@ def _interrupt_stdin_upload(
         time.sleep(0.5)
         proc.send_signal(sig)
         proc.wait(timeout=60)
-        if sig == signal.SIGKILL:  # only a worker of the resident helper can clean up
-            _wait_for(lambda: checker.uploads() == [])
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -329,33 +322,58 @@ def test_upload_left_by_kill_9_of_a_stdin_upload_is_listed_and_aborted(
     _assert_clean(checker, {})
 
 
-@pytest.mark.parametrize(
-    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["Ctrl-C", "SIGTERM", "kill -9"]
-)
-def test_interrupted_caller_of_the_resident_helper_unwinds_its_worker(
-    faults: Proxied, checker: Checker, sig: int
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_interrupted_run_aborts_its_uploads_and_leaves_nothing(
+    faults: Proxied, checker: Checker, tmp_path: Path, sig: int
 ) -> None:
-    """The helper's worker runs the upload; the signal reaches the caller only
-    (forwarded), or the caller dies and the worker sees its socket close."""
-    from sts_bridge.cli.resident import socket_path
-
-    env = {**_env(faults), "STS_BRIDGE_RESIDENT": "120"}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STS_BRIDGE_CACHE_DIR", env["STS_BRIDGE_CACHE_DIR"])
-        path = socket_path()
-    first, _ = run_cli(["ls", checker.base], env)  # starts the helper
-    assert first.returncode == 0, first.stderr.decode()
-    _wait_for(lambda: os.path.exists(path))
+    """`sts-bridge run` with a multipart upload and a download in flight and a
+    line not started: the signal cancels them; unlike a single `upload`, the
+    upload is aborted (a batch is run again as a whole), the download's temp
+    file removed, and the line that did not start never starts."""
+    src = tmp_path / "big.bin"
+    pattern_file(src, 17 * MiB, seed=9)  # parts of 8, 8, 1 MiB
+    key = checker.base + "obj.bin"
+    checker.put(key, pattern_file(tmp_path / "obj.bin", 17 * MiB, seed=10))
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "later.txt").write_text("never uploaded\n")
+    batch = tmp_path / "batch.txt"
+    batch.write_text(
+        f"upload {src} --to {checker.base}big.bin\n"
+        f"download {key} {out / 'obj.bin'}\n"
+        f"upload {tmp_path / 'later.txt'} --to {checker.base}later.txt\n"
+    )
+    faults.s3.set("stall", after=512 * 1024)  # hold parts and ranges mid-way
+    # Held requests are retried after the stall timeout: 4 attempts of 8 s keep
+    # both lines in flight until the signal on a loaded machine (with the suite's
+    # 2 s the upload may fail first, and the third line start).
+    env = {**_env(faults), "STS_BRIDGE_STALL_TIMEOUT": "8"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sts_bridge", "run", "--jobs", "2", str(batch)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_as_from_a_terminal,
+    )  # fmt: skip
     try:
-        returncode, err = _interrupt_stdin_upload(faults, checker, sig, env)
-        if sig != signal.SIGKILL:
-            assert returncode == (143 if sig == signal.SIGTERM else 130), err.decode()
-            assert "Traceback" not in err.decode()
-        _wait_for(lambda: checker.uploads() == [])  # the worker aborted its parts
-        _assert_clean(checker, {})
+        _wait_for(lambda: len(checker.uploads()) == 1 and _strays(out) != [], HANG_GUARD)
+        proc.send_signal(sig)
+        said = b""
+        while b"interrupted: stopping" not in said:  # the signal was taken ...
+            line = proc.stderr.readline()
+            assert line, said.decode()
+            said += line
+        assert b"stopping 2 line(s) in flight" in said and b"1 not started" in said, said.decode()
+        faults.s3.heal()  # ... and the parts and ranges held move again once retried
+        stdout, rest = proc.communicate(timeout=HANG_GUARD)
+        err = said + rest
     finally:
-        helper = int(Path(path + ".lock").read_text())  # the helper writes its pid there
-        os.kill(helper, signal.SIGTERM)
+        proc.kill()
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err.decode()
+    assert "Traceback" not in err.decode()
+    assert "the others did not run" in err.decode().splitlines()[-2]
+    assert stdout == b""
+    _assert_clean(checker, {key: (tmp_path / "obj.bin").read_bytes()})  # no upload left
+    assert not list((tmp_path / "cache" / "uploads").glob("*.json"))  # no resume state
+    assert sorted(p.name for p in out.iterdir()) == []  # no temp file, no partial file
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM"])

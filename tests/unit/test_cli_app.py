@@ -34,7 +34,7 @@ def test_command_table_names_every_command_of_the_full_parser() -> None:
 
 
 def test_command_in_skips_global_options() -> None:
-    from sts_bridge.cli._argv import command_in
+    from sts_bridge.cli._app import command_in
 
     assert command_in(["-q", "--profile", "upload", "download", "k"]) == "download"
     assert command_in(["--profile=svc", "--debug", "ls"]) == "ls"
@@ -45,8 +45,7 @@ def test_command_in_skips_global_options() -> None:
 def test_a_named_command_builds_only_its_own_module() -> None:
     code = (
         "import sys\n"
-        "from sts_bridge.cli._app import build_parser\n"
-        "from sts_bridge.cli._argv import command_in\n"
+        "from sts_bridge.cli._app import build_parser, command_in\n"
         "build_parser(command_in(['-q', 'download', 'k']))\n"
         "print(sorted(m for m in sys.modules if m.endswith('_commands')),\n"
         "      'shutil' in sys.modules)\n"
