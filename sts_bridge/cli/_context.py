@@ -39,7 +39,7 @@ class Cancelled(BaseException):
 def _discard() -> TextIO:
     import os
 
-    return open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+    return open(os.devnull, "w")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class CommandContext:
         self.out.write(text + "\n")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        """One ``sts-bridge: error: ...`` line (and a hint): redacted, control characters escaped."""
+        """One ``sts-bridge: error: ...`` line (and a hint), redacted, controls escaped."""
         from sts_bridge._redact import redact
 
         self.err.write(f"sts-bridge: error: {printable(redact(message), backslash=False)}\n")

@@ -264,8 +264,7 @@ def _print_report(
     _print_skipped(ctx, plan)
     if report.removed_part_files:
         ctx.note(
-            f"removed {len(report.removed_part_files)} temp file(s) left by "
-            "an interrupted download"
+            f"removed {len(report.removed_part_files)} temp file(s) left by an interrupted download"
         )
     if args.json:
         ctx.print(json.dumps(report.as_json(), indent=2))
