@@ -27,6 +27,12 @@ for discovery. It looks like the Keycloak realm of the real platform:
   client's audience (:data:`EXCHANGE_AUDIENCE`, a resource a user logs in
   for) becomes an API token of the same ``sub`` with ``act: {sub: client}``
   and the asked scopes, narrowed to those the presented token holds.
+* Opaque access tokens for ``opaque_tokens`` clients (default
+  :data:`OPAQUE_CLI_CLIENT_ID`, a CLI-like public client): their users'
+  tokens are random strings, not JWTs; only ``exchange`` clients may
+  introspect them (RFC 7662, ``introspection_endpoint``; the answer holds
+  ``sub``, ``aud``, ``scope``, ``exp``, ``groups``...), and they may be
+  exchanged like JWT access tokens.
 * ``GET /__devstack/stats`` counts every other request by ``"METHOD /path"``.
 """
 
@@ -58,6 +64,10 @@ DEFAULT_AUDIENCE = "urn:sts-bridge:terrapi"
 DEFAULT_PLATFORM = "gep"
 SERVICE_CLIENT_ID = "sts-bridge-service"
 CLI_CLIENT_ID = "sts-bridge-cli"
+#: A CLI-like client whose users' access tokens are opaque (introspection tests).
+OPAQUE_CLI_CLIENT_ID = "sts-bridge-cli-opaque"
+#: The group of the third default user (a route that requires a group).
+CURATORS_GROUP = "curators"
 #: A service users call with tokens for :data:`EXCHANGE_AUDIENCE`; it may exchange them.
 EXCHANGE_CLIENT_ID = "sts-bridge-results"
 EXCHANGE_AUDIENCE = "urn:sts-bridge:results"
@@ -108,7 +118,9 @@ class ClientSpec:
     ``first_party`` (default: true for ``cli``) skips the consent page.
     ``exchange`` is a confidential service that users call with tokens for
     its own ``audience`` (a resource they log in for) and that may exchange
-    them (RFC 8693) for an API token of the same user."""
+    them (RFC 8693) for an API token of the same user; it may also introspect
+    tokens (RFC 7662). ``opaque_tokens``: the access tokens this client
+    obtains are opaque (not JWTs)."""
 
     client_id: str
     kind: str
@@ -116,12 +128,14 @@ class ClientSpec:
     name: str = ""
     first_party: bool | None = None
     audience: str = ""
+    opaque_tokens: bool = False
 
 
 def default_users() -> list[User]:
     return [
         User("alice", "alice-password", groups=["team-a"], name="Alice Liddell"),
         User("bob", "bob-password", groups=["team-b"], name="Bob Builder"),
+        User("carol", "carol-password", groups=["team-b", CURATORS_GROUP], name="Carol Curator"),
     ]
 
 
@@ -129,6 +143,9 @@ def default_clients() -> list[ClientSpec]:
     return [
         ClientSpec(SERVICE_CLIENT_ID, "service", name="sts-bridge service client"),
         ClientSpec(CLI_CLIENT_ID, "cli", name="sts-bridge CLI"),
+        ClientSpec(
+            OPAQUE_CLI_CLIENT_ID, "cli", name="a CLI with opaque tokens", opaque_tokens=True
+        ),
         ClientSpec(API_CLIENT_ID, "api", name="TerrAPI reference server"),
         ClientSpec(
             EXCHANGE_CLIENT_ID,
@@ -321,6 +338,7 @@ class IdentityProvider:
                 {
                     "metadata": _client_metadata(spec, secret),
                     "service_account": spec.kind == "service",
+                    "opaque_tokens": spec.opaque_tokens,
                     "exchange_audience": spec.audience if spec.kind == "exchange" else "",
                     "first_party": (
                         spec.kind == "cli" if spec.first_party is None else spec.first_party
@@ -489,12 +507,18 @@ class IdentityProvider:
 
     # ------------------------------------------------------------ logins
     def user_token(
-        self, username: str = "alice", scope: str | None = None, resource: str | None = None
+        self,
+        username: str = "alice",
+        scope: str | None = None,
+        resource: str | None = None,
+        client_id: str | None = None,
     ) -> str:
         """A fresh access token of ``username`` for the CLI client: authorization
         code + PKCE, the browser played by :meth:`complete_browser_login`.
         ``scope`` defaults to :meth:`default_scopes`; ``resource`` is the
-        audience to log in for (default: the API's)."""
+        audience to log in for (default: the API's); ``client_id`` another
+        public client (:data:`OPAQUE_CLI_CLIENT_ID`: an opaque token)."""
+        client_id = client_id or self.cli_client_id
         import base64
         import hashlib
         from urllib.parse import parse_qs, urlencode
@@ -509,7 +533,7 @@ class IdentityProvider:
         state = secrets.token_urlsafe(16)
         query = urlencode(
             {
-                "client_id": self.cli_client_id,
+                "client_id": client_id,
                 "response_type": "code",
                 "redirect_uri": redirect_uri,
                 "scope": scope or self.default_scopes(),
@@ -533,7 +557,7 @@ class IdentityProvider:
                 "code": params["code"][0],
                 "redirect_uri": redirect_uri,
                 "code_verifier": verifier,
-                "client_id": self.cli_client_id,
+                "client_id": client_id,
             },
             timeout=10,
         )
@@ -666,10 +690,12 @@ __all__ = [
     "API_CLIENT_ID",
     "CLI_CLIENT_ID",
     "CLI_REDIRECT_URI",
+    "CURATORS_GROUP",
     "DEFAULT_AUDIENCE",
     "DEFAULT_PLATFORM",
     "EXCHANGE_AUDIENCE",
     "EXCHANGE_CLIENT_ID",
+    "OPAQUE_CLI_CLIENT_ID",
     "SERVICE_CLIENT_ID",
     "TOKEN_EXCHANGE_GRANT",
     "ClientSpec",

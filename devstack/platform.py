@@ -21,9 +21,9 @@ enforcement on, but see :data:`~sts_bridge_devstack.s3_moto.LOST_GUARANTEES`),
 warning on stderr listing what the fallback loses. ``platform.s3_backend``
 says which one runs.
 
-``users=`` replaces the IdP's users (default alice and bob; every user gets
-a private workspace); ``exchange_token_ttl=`` gives tokens issued by token
-exchange their own lifetime (re-exchange tests).
+``users=`` replaces the IdP's users (default alice, bob and carol, a member
+of ``curators``; every user gets a private workspace); ``exchange_token_ttl=``
+gives tokens issued by token exchange their own lifetime (re-exchange tests).
 """
 
 from __future__ import annotations
@@ -435,13 +435,20 @@ class LocalPlatform:
         return str(resp.json()["access_token"])
 
     def user_token(
-        self, username: str = "alice", scope: str | None = None, resource: str | None = None
+        self,
+        username: str = "alice",
+        scope: str | None = None,
+        resource: str | None = None,
+        client_id: str | None = None,
     ) -> str:
         """A fresh access token of ``username`` for the CLI client (see
         :meth:`IdentityProvider.user_token`); ``scope`` defaults to the platform's.
         ``resource``: the audience to log in for (default the API's; e.g.
-        :attr:`exchange_audience` for a token a user sends to the results service)."""
-        return self._need_idp().user_token(username, scope or self.scopes, resource=resource)
+        :attr:`exchange_audience` for a token a user sends to the results service);
+        ``client_id``: another public client (``OPAQUE_CLI_CLIENT_ID``: an opaque token)."""
+        return self._need_idp().user_token(
+            username, scope or self.scopes, resource=resource, client_id=client_id
+        )
 
     def api_stats(self) -> dict[str, Any]:
         resp = requests.get(f"http://127.0.0.1:{self.api_port}/__devstack/stats", timeout=5)

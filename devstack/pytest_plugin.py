@@ -3,7 +3,7 @@
 Identity provider fixtures (session-scoped, self-contained):
 
 * ``identity_provider``: one running :class:`IdentityProvider` with the
-  default :class:`IdpConfig` (1 h access tokens, users alice and bob, clients
+  default :class:`IdpConfig` (1 h access tokens, users alice, bob and carol, clients
   ``sts-bridge-service``, ``sts-bridge-cli``, ``terrapi-api``).
 * ``idp_factory``: ``idp_factory(**IdpConfig fields)`` starts another IdP
   (e.g. ``access_token_ttl=5`` or ``auto_approve=True``); all are stopped at

@@ -4,11 +4,14 @@
   large) in the caller's workspace under ``results/`` and answers ``201``
   with the key, the size and a presigned GET link;
 * ``GET /results`` lists the caller's results;
+* ``DELETE /results`` deletes them, for members of the ``RESULTS_CURATORS``
+  group only (default ``curators``; 403 ``insufficient_scope`` otherwise);
 * ``GET /healthz`` answers ``ok`` (no token needed).
 
 Every request carries the caller's bearer token, addressed to this service
 (``RESULTS_AUDIENCE``); it is checked by :class:`CallerVerifier` (401/403
-with an RFC 6750 header otherwise) and exchanged (RFC 8693) for a token to
+with an RFC 6750 header otherwise; an opaque token is introspected at the
+issuer as the service's client, :class:`TokenIntrospection`) and exchanged (RFC 8693) for a token to
 the API by :class:`ServiceUsers`, which keeps each user's token, workspace
 and STS credentials in a bounded cache.
 
@@ -18,7 +21,7 @@ client allowed to exchange tokens), ``TERRAPI_AUDIENCE`` (the API's),
 ``TERRAPI_SCOPES``; and ``RESULTS_AUDIENCE`` (required), ``RESULTS_SCOPES``
 (scopes every caller needs, space-separated), ``RESULTS_GROUPS`` (the caller
 needs one of these ``groups``, comma-separated), ``RESULTS_MAX_USERS``,
-``RESULTS_IDLE_SECONDS``, ``RESULTS_LINK_SECONDS`` (default 900; a link
+``RESULTS_IDLE_SECONDS``, ``RESULTS_CURATORS``, ``RESULTS_LINK_SECONDS`` (default 900; a link
 never outlives the credentials that sign it, so it may be shorter);
 ``RESULTS_THREADS`` (default 4 per CPU, at most 32): the worker threads that carry out
 transfers (fewer runnable threads leave the event loop more CPU on a small
@@ -49,7 +52,13 @@ from fastapi.responses import JSONResponse
 from sts_bridge.clock import utc_now
 from sts_bridge.config import load_settings
 from sts_bridge.errors import StsBridgeError
-from sts_bridge.service import Caller, CallerRequirements, CallerVerifier, any_of
+from sts_bridge.service import (
+    Caller,
+    CallerRequirements,
+    CallerVerifier,
+    TokenIntrospection,
+    any_of,
+)
 from sts_bridge.service.fastapi_auth import caller_dependency
 from sts_bridge.service.users import ServiceUsers
 
@@ -69,8 +78,15 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         claims=(any_of("groups", *groups),) if groups else (),
     )
     assert settings.issuer is not None, "TERRAPI_ISSUER is required"
+    assert settings.client_secret, "TERRAPI_CLIENT_SECRET is required"
     verifier = CallerVerifier(
-        settings.issuer, audience, requirements=requirements, verify=settings.verify
+        settings.issuer,
+        audience,
+        requirements=requirements,
+        verify=settings.verify,
+        introspection=TokenIntrospection(
+            settings.issuer, settings.client_id, settings.client_secret, verify=settings.verify
+        ),
     )
     users = ServiceUsers(
         settings,
@@ -83,6 +99,10 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         thread_name_prefix="results-transfer",
     )
     caller_of = caller_dependency(verifier)
+    curators = env.get("RESULTS_CURATORS", "curators")
+    curator_of = caller_dependency(
+        verifier, CallerRequirements(claims=(any_of("groups", curators),))
+    )
 
     lag = {"max_ms": 0.0, "samples": 0}
     probe = bool(env.get("RESULTS_LAG_PROBE"))
@@ -94,6 +114,8 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         if task is not None:
             task.cancel()
         users.close()
+        if verifier.introspection is not None:
+            verifier.introspection.close()
         transfers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="sts-bridge results service", lifespan=lifespan)
@@ -136,6 +158,11 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         ws = await users.async_workspace(caller, executor=transfers)
         found = [{"key": o.key, "size": o.size} async for o in ws.list(RESULTS_PREFIX)]
         return {"workspace": ws.name, "results": found}
+
+    @app.delete("/results")
+    async def clear(caller: Caller = Depends(curator_of)) -> dict[str, Any]:  # noqa: B008
+        ws = await users.async_workspace(caller, executor=transfers)
+        return {"deleted": await ws.delete(RESULTS_PREFIX, recursive=True)}
 
     if probe:
 

@@ -88,14 +88,19 @@ const exchangeAudiences = new Map(
   cfg.clients.filter((c) => c.exchange_audience).map((c) => [c.metadata.client_id, c.exchange_audience]),
 );
 const serviceAudiences = new Set(exchangeAudiences.values());
+// Clients whose users' access tokens are opaque (RFC 7662 introspection tests).
+const opaqueClients = new Set(cfg.clients.filter((c) => c.opaque_tokens).map((c) => c.metadata.client_id));
+// Only the services (exchange clients) may introspect tokens: a token's
+// claims are for the resource servers that receive it.
+const introspectors = new Set(exchangeAudiences.keys());
 
-function resourceServerInfo(indicator = audience) {
+function resourceServerInfo(indicator = audience, format = 'jwt') {
   return {
     scope: [...apiScopes].join(' '),
     audience: indicator,
     accessTokenTTL: cfg.access_token_ttl,
-    accessTokenFormat: 'jwt',
-    jwt: { sign: { alg: 'RS256' } },
+    accessTokenFormat: format,
+    ...(format === 'jwt' ? { jwt: { sign: { alg: 'RS256' } } } : {}),
   };
 }
 
@@ -161,7 +166,10 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: true },
+    introspection: {
+      enabled: true,
+      allowedPolicy: async (ctx, client) => introspectors.has(client.clientId),
+    },
     revocation: { enabled: true },
     userinfo: { enabled: true },
     claimsParameter: { enabled: true },
@@ -177,11 +185,11 @@ const configuration = {
       enabled: true,
       defaultResource: async () => audience,
       useGrantedResource: async () => true,
-      getResourceServerInfo: async (ctx, indicator) => {
+      getResourceServerInfo: async (ctx, indicator, client) => {
         if (indicator !== audience && !serviceAudiences.has(indicator)) {
           throw new errors.InvalidTarget();
         }
-        return resourceServerInfo(indicator);
+        return resourceServerInfo(indicator, opaqueClients.has(client.clientId) ? 'opaque' : 'jwt');
       },
     },
   },
@@ -469,7 +477,8 @@ async function tokenExchangeHandler(ctx) {
   if (params.actor_token) throw new errors.InvalidRequest('actor tokens are not supported');
   const target = params.resource || params.audience || audience;
   if (target !== audience) throw new errors.InvalidTarget();
-  const subject = verifyAccessToken(String(params.subject_token || ''));
+  const subject = verifyAccessToken(String(params.subject_token || ''))
+    || await opaqueAccessToken(String(params.subject_token || ''));
   if (!subject || !usersBySub.get(subject.sub)) {
     throw new errors.InvalidGrant('the subject token is not a valid user token of this issuer');
   }
@@ -582,6 +591,14 @@ function verifyAccessToken(token) {
   } catch {
     return undefined;
   }
+}
+
+// The claims of a valid opaque access token of this issuer, as a JWT would hold them.
+async function opaqueAccessToken(value) {
+  if (!value || value.includes('.')) return undefined;
+  const at = await provider.AccessToken.find(value);
+  if (!at || !at.isValid || !at.accountId) return undefined;
+  return { sub: at.accountId, aud: at.aud, scope: at.scope };
 }
 
 provider.use(async (ctx, next) => {

@@ -33,6 +33,7 @@ class ProviderMetadata:
     authorization_endpoint: str | None = None
     device_authorization_endpoint: str | None = None
     revocation_endpoint: str | None = None
+    introspection_endpoint: str | None = None
     jwks_uri: str | None = None
     userinfo_endpoint: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -52,6 +53,7 @@ class ProviderMetadata:
             authorization_endpoint=text("authorization_endpoint"),
             device_authorization_endpoint=text("device_authorization_endpoint"),
             revocation_endpoint=text("revocation_endpoint"),
+            introspection_endpoint=text("introspection_endpoint"),
             jwks_uri=text("jwks_uri"),
             userinfo_endpoint=text("userinfo_endpoint"),
             raw=dict(document),

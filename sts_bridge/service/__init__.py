@@ -3,6 +3,8 @@
 * :mod:`.verify`: :class:`CallerVerifier` (signature against the issuer's
   JWKS, algorithm allow-list, ``iss``/``aud``/``exp``/``nbf``, scopes,
   group/entitlement requirements) -> :class:`Caller`;
+* :mod:`.introspection`: :class:`TokenIntrospection` (opaque tokens, RFC 7662,
+  a short cache keyed by the token's hash);
 * :mod:`.issuer_keys`: :class:`IssuerKeys` (the JWKS, refreshed on an
   unknown ``kid``, rate-limited);
 * :mod:`.fastapi_auth`: ``caller_dependency(verifier)`` for FastAPI (imports FastAPI).
@@ -10,6 +12,7 @@
 Imports: auth, errors, clock (layer 7, beside ``interop``).
 """
 
+from sts_bridge.service.introspection import TokenIntrospection
 from sts_bridge.service.issuer_keys import IssuerKeys
 from sts_bridge.service.verify import (
     Caller,
@@ -26,6 +29,7 @@ __all__ = [
     "CallerVerifier",
     "ClaimRequirement",
     "IssuerKeys",
+    "TokenIntrospection",
     "all_of",
     "any_of",
 ]

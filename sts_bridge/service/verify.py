@@ -14,6 +14,11 @@ protector and flaat do the same):
    requirements (any of / all of the values of ``groups``, ``wlcg.groups``,
    ``eduperson_entitlement``...).
 
+A token that is not a JWT (an opaque token) replaces 1-2 by asking the
+issuer (RFC 7662, :class:`TokenIntrospection`, when the verifier has one):
+``active: false`` is a 401, and the claims it answers go through 3-4
+(``iss`` only when the answer names it).
+
 A failure of 1-3 is a 401 (``invalid_token``), of 4 a 403
 (``insufficient_scope``): :class:`~sts_bridge.errors.CallerRefusedError`,
 whose one-line message says which check failed and never holds the token.
@@ -22,6 +27,7 @@ whose one-line message says which check failed and never holds the token.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,6 +37,7 @@ from sts_bridge._redact import remember_secret
 from sts_bridge.auth.base import unverified_claims
 from sts_bridge.clock import Clock, utc_now
 from sts_bridge.errors import CallerRefusedError
+from sts_bridge.service.introspection import TokenIntrospection
 from sts_bridge.service.issuer_keys import DEFAULT_MIN_REFRESH_INTERVAL, IssuerKeys
 
 __all__ = [
@@ -60,6 +67,8 @@ DEFAULT_ALGORITHMS: tuple[str, ...] = (
 )
 #: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
 DEFAULT_LEEWAY = 30.0
+# RFC 6750 section 2.1: the characters of a bearer token.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,8 @@ class CallerVerifier:
     :param leeway: seconds of clock skew tolerated.
     :param verify: TLS verification of the JWKS fetch (``True``, ``False``, CA bundle).
     :param keys: an :class:`IssuerKeys` (default: built from ``issuer``).
+    :param introspection: a :class:`TokenIntrospection` for opaque tokens
+        (default: none, an opaque token is refused).
     :param clock: "now" (tests).
     """
 
@@ -157,6 +168,7 @@ class CallerVerifier:
         verify: bool | str = True,
         min_refresh_interval: float = DEFAULT_MIN_REFRESH_INTERVAL,
         keys: IssuerKeys | None = None,
+        introspection: TokenIntrospection | None = None,
         clock: Clock | None = None,
     ) -> None:
         allowed = tuple(algorithms)
@@ -175,6 +187,7 @@ class CallerVerifier:
         self.keys = keys or IssuerKeys(
             self.issuer, verify=verify, min_refresh_interval=min_refresh_interval
         )
+        self.introspection = introspection
         self._clock: Clock = clock or utc_now
 
     def __repr__(self) -> str:
@@ -211,6 +224,8 @@ class CallerVerifier:
         from joserfc import jws, jwt
         from joserfc.errors import JoseError
 
+        if token.count(".") != 2 and self.introspection is not None:
+            return self._introspected_claims(token, self.introspection)
         if token.count(".") != 2:
             raise CallerRefusedError("the token is not a signed JWT")
         try:
@@ -236,8 +251,18 @@ class CallerVerifier:
         self._check_registered_claims(claims)
         return claims
 
-    def _check_registered_claims(self, claims: Mapping[str, Any]) -> None:
-        if str(claims.get("iss", "")).rstrip("/") != self.issuer:
+    def _introspected_claims(self, token: str, introspection: TokenIntrospection) -> dict[str, Any]:
+        if not _BEARER_TOKEN.fullmatch(token):
+            raise CallerRefusedError("the token is neither a JWT nor an opaque bearer token")
+        claims = introspection.claims(token)
+        self._check_registered_claims(claims, issuer_required=False)
+        return claims
+
+    def _check_registered_claims(
+        self, claims: Mapping[str, Any], *, issuer_required: bool = True
+    ) -> None:
+        named = issuer_required or claims.get("iss") is not None
+        if named and str(claims.get("iss", "")).rstrip("/") != self.issuer:
             raise CallerRefusedError("the token was issued by another issuer")
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else list(aud or [])

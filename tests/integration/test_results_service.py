@@ -1,11 +1,13 @@
 """The reference service (examples/results_service.py) under uvicorn, beside the local platform.
 
-alice and bob log in through the IdP's pages for the service's audience and
-call it over HTTP on 127.0.0.1: each result lands in the caller's own
-workspace, the link serves it, each caller lists only their own results,
-bad tokens are refused with the right status, and a small concurrent load
-runs with 0 errors and one token exchange and one STS call per user (counted
-on the IdP and the reference API). The service's DEBUG log holds no token.
+alice, bob and carol (a member of ``curators``) log in through the IdP's
+pages for the service's audience and call it over HTTP on 127.0.0.1: each
+result lands in the caller's own workspace, the link serves it, each caller
+lists only their own results, bad tokens are refused with the right status,
+opaque tokens are introspected at the IdP, a route for curators admits carol
+only, and a small concurrent load of the three runs with 0 errors and one
+token exchange and one STS call per user (counted on the IdP and the
+reference API). The service's DEBUG log holds no token.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 import requests
+from sts_bridge_devstack.idp import OPAQUE_CLI_CLIENT_ID
 from sts_bridge_devstack.results_service import ResultsService
 from sts_bridge_devstack.static_issuer import StaticIssuer
 
@@ -54,6 +57,7 @@ def tokens(local_platform: Any) -> dict[str, str]:
     return {
         "alice": local_platform.user_token("alice", resource=audience),
         "bob": local_platform.user_token("bob", resource=audience),
+        "carol": local_platform.user_token("carol", resource=audience),
         "alice-openid-only": local_platform.user_token("alice", "openid", resource=audience),
         "alice-for-the-api": local_platform.user_token("alice"),
     }
@@ -129,10 +133,70 @@ def test_bad_tokens_are_refused(
             assert "\n" not in answer.json()["detail"]
 
 
+def opaque_token(platform: Any, username: str, resource: str | None) -> str:
+    token = platform.user_token(username, resource=resource, client_id=OPAQUE_CLI_CLIENT_ID)
+    assert "." not in token  # not a JWT: only the issuer knows what it holds
+    return str(token)
+
+
+def test_opaque_tokens_are_introspected_at_the_issuer(
+    local_platform: Any, service: ResultsService
+) -> None:
+    audience = local_platform.exchange_audience
+    alice = opaque_token(local_platform, "alice", audience)
+    introspections = local_platform.idp_stats()["by_path"].get("POST /token/introspection", 0)
+
+    stored = service.call("POST", "/results", alice, data=b"opaque alice")
+    assert stored.status_code == 201, stored.text
+    listed = service.call("GET", "/results", alice)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["workspace"] == "gep-alice-private-workspace"
+    assert stored.json()["key"] in [r["key"] for r in listed.json()["results"]]
+    # two requests, one introspection: the answer is cached (by the token's hash)
+    after = local_platform.idp_stats()["by_path"].get("POST /token/introspection", 0)
+    assert after - introspections == 1
+
+    revoked = opaque_token(local_platform, "bob", audience)
+    requests.post(
+        local_platform.idp.revocation_endpoint,
+        data={
+            "token": revoked,
+            "token_type_hint": "access_token",
+            "client_id": OPAQUE_CLI_CLIENT_ID,
+        },
+        timeout=10,
+    ).raise_for_status()
+    cases = {
+        "revoked": revoked,
+        "another audience": opaque_token(local_platform, "alice", None),
+        "unknown to the issuer": "x" * 43,
+    }
+    for name, token in cases.items():
+        answer = service.call("GET", "/results", token)
+        assert answer.status_code == 401, (name, answer.text)
+        assert 'error="invalid_token"' in answer.headers["www-authenticate"], name
+        assert token not in answer.text and token not in str(answer.headers)
+    assert alice not in service.read_log() and revoked not in service.read_log()
+
+
+def test_a_route_for_a_group_admits_its_members_only(
+    service: ResultsService, tokens: dict[str, str]
+) -> None:
+    assert service.call("POST", "/results", tokens["carol"], data=b"c").status_code == 201
+    refused = service.call("DELETE", "/results", tokens["alice"])
+    assert refused.status_code == 403, refused.text
+    assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+    assert "curators" in refused.json()["detail"]
+    cleared = service.call("DELETE", "/results", tokens["carol"])
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["deleted"] >= 1
+    assert service.call("GET", "/results", tokens["carol"]).json()["results"] == []
+
+
 def test_a_concurrent_load_exchanges_once_per_user(
     local_platform: Any, tmp_path: Path, tokens: dict[str, str]
 ) -> None:
-    """2 users x 50 concurrent requests on a fresh service: 0 errors, one exchange
+    """3 users x 33 concurrent requests on a fresh service: 0 errors, one exchange
     (IdP POST /token) and one STS call (reference API) per user."""
     # a fresh service process: the users it serves have no state yet
     fresh = start_service(local_platform, tmp_path)
@@ -147,17 +211,17 @@ def _load(local_platform: Any, fresh: ResultsService, tokens: dict[str, str]) ->
     sts_before = local_platform.api_stats()["sts_exchanges"]
 
     def one(i: int) -> int:
-        who = ("alice", "bob")[i % 2]
+        who = ("alice", "bob", "carol")[i % 3]
         if i % 5 == 0:
             return int(fresh.call("GET", "/results", tokens[who]).status_code)
         return int(fresh.call("POST", "/results", tokens[who], data=b"r" * 1024).status_code)
 
     with ThreadPoolExecutor(16) as pool:
-        statuses = list(pool.map(one, range(100)))
+        statuses = list(pool.map(one, range(99)))
     errors = [s for s in statuses if s not in (200, 201)]
     assert errors == []
-    assert local_platform.idp_stats()["by_path"].get("POST /token", 0) - idp_before == 2
-    assert local_platform.api_stats()["sts_exchanges"] - sts_before == 2
+    assert local_platform.idp_stats()["by_path"].get("POST /token", 0) - idp_before == 3
+    assert local_platform.api_stats()["sts_exchanges"] - sts_before == 3
 
     log = fresh.read_log()
     assert "DEBUG" in log  # the sweep looks at a DEBUG log

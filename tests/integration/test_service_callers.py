@@ -229,3 +229,62 @@ def test_the_aiohttp_decorator(local_platform: Any, tokens: dict[str, str]) -> N
     assert wrong[0] == 401 and wrong[1].startswith('Bearer error="invalid_token"')
     assert bob[0] == 403 and 'error="insufficient_scope"' in bob[1]
     assert tokens["bob"] not in bob[2]
+
+
+def test_opaque_tokens_through_introspection(local_platform: Any) -> None:
+    """alice's opaque token is introspected at the IdP as the results service's client;
+    the answer is cached by the token's hash, never past the token's exp; a client the
+    IdP does not let introspect gets ``active: false``."""
+    from sts_bridge_devstack.idp import OPAQUE_CLI_CLIENT_ID
+
+    from sts_bridge.service import TokenIntrospection
+
+    idp = local_platform.idp
+    token = local_platform.user_token(
+        "alice", resource=local_platform.exchange_audience, client_id=OPAQUE_CLI_CLIENT_ID
+    )
+    assert "." not in token
+    now = [utc_now()]
+    introspection = TokenIntrospection(
+        idp.issuer,
+        idp.exchange_client_id,
+        idp.exchange_client_secret,
+        cache_seconds=4 * 3600,
+        clock=lambda: now[0],
+    )
+    v = verifier(
+        local_platform,
+        introspection=introspection,
+        requirements=CallerRequirements(scopes=("gep",), claims=(any_of("groups", "team-a"),)),
+        clock=lambda: now[0],
+    )
+    alice = v.verify(token)
+    assert alice.subject == idp.users["alice"].sub and alice.username == "alice"
+    assert "gep" in alice.scopes
+    v.verify(token)
+    assert introspection.calls == 1  # the second answer came from the cache
+    assert token not in repr(introspection) and token not in repr(vars(introspection))
+    assert token not in repr(alice)
+
+    # the cached answer does not outlive the token: past its exp, the issuer is asked again
+    # (and still says active, its clock being the real one), then the verifier's exp check refuses
+    now[0] = alice.expiry + timedelta(seconds=1)
+    assert "expired" in refusal(v, token).message
+    assert introspection.calls == 2
+
+    lacking = refusal(
+        verifier(
+            local_platform,
+            introspection=introspection,
+            requirements=CallerRequirements(claims=(any_of("groups", "curators"),)),
+        ),
+        token,
+    )
+    assert lacking.status == 403 and lacking.error == "insufficient_scope"
+
+    not_allowed = TokenIntrospection(
+        idp.issuer, idp.service_client_id, idp.service_client_secret, cache_seconds=0
+    )
+    refused = refusal(verifier(local_platform, introspection=not_allowed), token)
+    assert refused.status == 401 and "not active" in refused.message
+    assert "is not a signed JWT" in refusal(verifier(local_platform), token).message
