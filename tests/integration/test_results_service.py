@@ -167,13 +167,14 @@ def test_opaque_tokens_are_introspected_at_the_issuer(
         timeout=10,
     ).raise_for_status()
     cases = {
-        "revoked": revoked,
-        "another audience": opaque_token(local_platform, "alice", None),
-        "unknown to the issuer": "x" * 43,
+        "revoked": (revoked, "not active"),
+        "another audience": (opaque_token(local_platform, "alice", None), "not addressed"),
+        "unknown to the issuer": ("x" * 43, "not active"),
     }
-    for name, token in cases.items():
+    for name, (token, why) in cases.items():
         answer = service.call("GET", "/results", token)
         assert answer.status_code == 401, (name, answer.text)
+        assert why in answer.json()["detail"], name
         assert 'error="invalid_token"' in answer.headers["www-authenticate"], name
         assert token not in answer.text and token not in str(answer.headers)
     assert alice not in service.read_log() and revoked not in service.read_log()
