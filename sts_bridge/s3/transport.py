@@ -120,6 +120,7 @@ class _ExpectContinue:
     """
 
     body_skipped = False
+    raw_response: Any = None
     response_class: Any = None
     _expect = False
 
@@ -129,7 +130,8 @@ class _ExpectContinue:
         import http.client
 
         self.body_skipped = False
-        self.response_class = http.client.HTTPResponse
+        self.raw_response = None
+        self.response_class = functools.partial(self._kept, http.client.HTTPResponse)
         self._expect = bool(headers) and headers.get("Expect") == "100-continue"
         try:
             super().request(method, url, body, headers, **kw)  # type: ignore[misc]
@@ -159,11 +161,19 @@ class _ExpectContinue:
                 reason = parts[2].decode("latin-1").strip() if len(parts) > 2 else ""
                 status = (parts[0].decode("ascii", "replace"), int(parts[1]), reason)
                 early = _pool_classes()["early answer"]
-                self.response_class = functools.partial(early, status=status)
+                self.response_class = functools.partial(
+                    self._kept, functools.partial(early, status=status)
+                )
                 self.body_skipped = True
             # anything else: getresponse() reads on and fails on it
         finally:
             fp.close()
+
+    def _kept(self, make: Any, *args: Any, **kwargs: Any) -> Any:
+        """The ``http.client`` answer, kept as ``raw_response`` for reads straight
+        into the caller's buffer (urllib3's ``readinto`` reads a copy)."""
+        self.raw_response = make(*args, **kwargs)
+        return self.raw_response
 
     def send(self, data: Any) -> None:
         if self.body_skipped:
@@ -285,7 +295,7 @@ class Answer:
     (:meth:`read`, ``data``) or streamed (:meth:`readinto`); :meth:`release_conn`
     gives the connection back when it is clean, closes it otherwise."""
 
-    __slots__ = ("_body_skipped", "_data", "_resp", "_stall", "headers", "status")
+    __slots__ = ("_body_skipped", "_data", "_raw", "_resp", "_stall", "headers", "status")
 
     def __init__(
         self, resp: urllib3.BaseHTTPResponse, *, body_skipped: bool, stall: float | None = None
@@ -296,6 +306,8 @@ class Answer:
         self._body_skipped = body_skipped
         self._stall = stall
         self._data: bytes | None = None
+        # http.client's answer under urllib3's (same bytes: decode_content is off)
+        self._raw: Any = getattr(resp.connection, "raw_response", None)
 
     @property
     def data(self) -> bytes:
@@ -344,9 +356,18 @@ class Answer:
         return self._data
 
     def readinto(self, buffer: Any) -> int:
-        """Up to ``len(buffer)`` bytes of the body into ``buffer``; 0 at its end."""
+        """Up to ``len(buffer)`` bytes of the body into ``buffer``; 0 at its end.
+
+        Read by ``http.client`` straight into ``buffer`` (its length rule:
+        0 when the answer ends early, which the caller counts as broken).
+        """
+        resp = self._live()
+        raw = self._raw
         try:
-            return self._live().readinto(buffer)
+            if raw is None:
+                return resp.readinto(buffer)
+            n: int = raw.readinto(buffer)
+            return n
         except Exception as exc:
             _reraise(exc)
 
