@@ -10,8 +10,9 @@ expired, unknown, or not this service's to see) refuses the token; the
 claims of an active one are then checked like a JWT's by
 :class:`~sts_bridge.service.verify.CallerVerifier`.
 
-The answers are cached so that a burst of requests with one token makes one
-call to the issuer: at most ``cache_size`` entries, each kept at most
+The answers are cached, and concurrent requests with one token wait for
+one another, so that a burst of requests with one token makes one call to
+the issuer: at most ``cache_size`` entries, each kept at most
 ``cache_seconds`` and never past the token's own ``exp``. The cache is keyed
 by the SHA-256 of the token, never the token itself; a revoked token is
 refused at the latest ``cache_seconds`` after its revocation.
@@ -84,6 +85,8 @@ class TokenIntrospection:
         self._endpoint: str | None = None
         # sha256(token) -> (claims, or None when inactive; reused until this instant)
         self._cache: OrderedDict[str, tuple[dict[str, Any] | None, datetime]] = OrderedDict()
+        # sha256(token) -> the lock of the one introspection of it under way
+        self._pending: dict[str, threading.Lock] = {}
         self.calls = 0  # introspection requests posted (tests count them)
 
     def __repr__(self) -> str:
@@ -108,22 +111,44 @@ class TokenIntrospection:
         :class:`~sts_bridge.errors.ProviderUnreachableError` otherwise.
         """
         key = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        found = self._cached(key)
+        if found is not None:
+            return _active_or_refuse(found[0])
+        with self._lock:
+            pending = self._pending.setdefault(key, threading.Lock())
+        with pending:
+            try:
+                found = self._cached(key)  # the request we waited for has just answered
+                if found is not None:
+                    return _active_or_refuse(found[0])
+                claims = self._ask(token)
+                self._remember(key, claims, self._clock())
+            finally:
+                with self._lock:
+                    if self._pending.get(key) is pending:
+                        del self._pending[key]
+        return _active_or_refuse(claims)
+
+    def _cached(self, key: str) -> tuple[dict[str, Any] | None] | None:
+        """``(claims or None,)`` of a live cache entry, ``None`` when there is none."""
         now = self._clock()
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit[1] > now:
                 self._cache.move_to_end(key)
-                return _active_or_refuse(hit[0])
+                return (hit[0],)
             self._cache.pop(key, None)
+            return None
+
+    def _ask(self, token: str) -> dict[str, Any] | None:
         oauth, endpoint = self._client()
         remember_secret(token)
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
         answer = oauth.post_form(
             endpoint, {"token": token, "token_type_hint": "access_token"}, "introspection"
         )
-        claims = _parsed(answer)
-        self._remember(key, claims, now)
-        return _active_or_refuse(claims)
+        return _parsed(answer)
 
     def _client(self) -> tuple[OAuthClient, str]:
         with self._lock:
