@@ -400,18 +400,21 @@ def test_when_the_client_goes_away_tasks_end_in_the_clear_error(
     base = f"workspace://{ALICE_WS}/{base_key}"
     sharing = distributed.Client(fleet.address, timeout=30, set_as_default=False)
     handle = share(alice_ws, sharing)
-    last = handle.last_pushed_expiry
-    sharing.close()  # the notebook's kernel died: nobody refreshes any more
-    with distributed.Client(fleet.address, timeout=30, set_as_default=False) as other:
-        # until the last snapshot runs out, workers keep working with it
-        other.submit(write_objects, base, ["before-expiry"], pure=False).result()
-        while time.time() < last.timestamp():
-            time.sleep(0.2)
-        with pytest.raises(SharedCredentialsExpiredError) as info:
-            other.submit(write_objects, base, ["after-expiry"], pure=False).result()
-    assert "the credentials shared by the client expired" in str(info.value)
-    assert info.value.hint and "share()" in info.value.hint
-    assert not handle.sharing
+    try:
+        last = handle.last_pushed_expiry
+        sharing.close()  # the notebook's kernel died: nobody refreshes any more
+        with distributed.Client(fleet.address, timeout=30, set_as_default=False) as other:
+            # until the last snapshot runs out, workers keep working with it
+            other.submit(write_objects, base, ["before-expiry"], pure=False).result()
+            while time.time() < last.timestamp():
+                time.sleep(0.2)
+            with pytest.raises(SharedCredentialsExpiredError) as info:
+                other.submit(write_objects, base, ["after-expiry"], pure=False).result()
+        assert "the credentials shared by the client expired" in str(info.value)
+        assert info.value.hint and "share()" in info.value.hint
+        assert not handle.sharing
+    finally:
+        handle.close()  # share() registered the workspace in this (the test) process too
     s3 = alice_ws.s3_client()
     listing = s3.list_objects_v2(Bucket=alice_ws.bucket, Prefix=f"{alice_ws.prefix}{base_key}/")
     assert [o["Key"].rsplit("/", 1)[1] for o in listing.get("Contents", [])] == ["before-expiry"]
