@@ -1,6 +1,7 @@
 """GDAL and rasterio on a workspace, with credentials that refresh for hours.
 
-GDAL (3.10, as bundled in rasterio's wheels; 3.12 in pyogrio's) has no ``credential_process``
+GDAL (3.10, as bundled in rasterio's wheels; 3.12 in pyogrio's; 3.9 in
+fiona's) has no ``credential_process``
 and takes no credentials callback; it does refresh from the AWS
 container-credentials endpoint (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` plus
 ``AWS_CONTAINER_AUTHORIZATION_TOKEN``), both when it opens a file and while
@@ -8,8 +9,10 @@ a dataset stays open. :func:`gdal_env` serves that endpoint from a helper
 process (see :mod:`sts_bridge.interop.credentials_relay` for why not from a
 thread) and gives GDAL its own endpoint options, which it reads instead of
 ``AWS_ENDPOINT_URL``. Every GDAL of the process it can reach gets them:
-rasterio's (through ``rasterio.Env``) and pyogrio's (geopandas' vector I/O,
-``pyogrio.set_gdal_config_options``), each wheel bundling its own library::
+rasterio's (through ``rasterio.Env``), pyogrio's (geopandas' vector I/O,
+``pyogrio.set_gdal_config_options``) and fiona's (geopandas'
+``engine="fiona"``, through ``fiona.Env``), each wheel bundling its own
+library::
 
     from sts_bridge.interop.gdal import gdal_env
 
@@ -19,6 +22,7 @@ rasterio's (through ``rasterio.Env``) and pyogrio's (geopandas' vector I/O,
 
         gdf.to_file(gdal_ws.path("run-42/roads.gpkg"))     # geopandas through pyogrio
         roads = geopandas.read_file(gdal_ws.path("run-42/roads.gpkg"))
+        roads = geopandas.read_file(gdal_ws.path("run-42/roads.gpkg"), engine="fiona")
 
     # osgeo.gdal instead of rasterio:
     with gdal_env(ws, rasterio_env=False) as gdal_ws:
@@ -96,8 +100,8 @@ def gdal_env(workspace: Workspace, *, rasterio_env: bool = True) -> Iterator[Gda
     Starts a helper process serving the workspace's refreshing credentials
     on a loopback container-credentials URL and yields a
     :class:`GdalWorkspace` whose ``options`` point GDAL at it. pyogrio's
-    GDAL (when pyogrio is installed) gets the options for the duration of
-    the block, and, with ``rasterio_env`` (the default, when rasterio is
+    GDAL and fiona's (each when installed) get the options for the duration
+    of the block, and, with ``rasterio_env`` (the default, when rasterio is
     installed), rasterio's through ``rasterio.Env``; for ``osgeo.gdal``
     apply them yourself (``gdal.SetConfigOption``). The helper process is
     stopped when the block ends.
@@ -116,7 +120,7 @@ def gdal_env(workspace: Workspace, *, rasterio_env: bool = True) -> Iterator[Gda
             **gdal_endpoint_options(workspace),
         }
         gdal_ws = GdalWorkspace(workspace.bucket, workspace.prefix, options)
-        with _pyogrio_config(options):
+        with _pyogrio_config(options), _fiona_env(options):
             if not rasterio_env:
                 yield gdal_ws
                 return
@@ -141,6 +145,33 @@ def _pyogrio_config(options: dict[str, str]) -> Iterator[None]:
     finally:
         # None unsets an option that was not set before.
         pyogrio.set_gdal_config_options(before)
+
+
+@contextlib.contextmanager
+def _fiona_env(options: dict[str, str]) -> Iterator[None]:
+    """fiona's own GDAL (a third bundled copy), through its public ``fiona.Env``.
+
+    Its options are process-wide GDAL config options, but the Env itself
+    is per thread: fiona calls in this thread (geopandas' ``engine="fiona"``
+    nests its own ``fiona.Env``, which keeps them) see it, and the values
+    from before come back when it exits.
+    """
+    try:
+        import fiona  # type: ignore[import-untyped]
+    except ImportError:
+        yield
+        return
+    from fiona.env import setenv as fiona_setenv  # type: ignore[import-untyped]
+
+    # Like rasterio.Env, fiona.Env refuses the static-key options (EnvError);
+    # set in its environment, they also tell fiona the environment has
+    # credentials, so an ``s3://`` path does not bring in a boto3 session
+    # (whose keys would win over the endpoint).
+    static = {name: options[name] for name in _NO_STATIC_KEYS}
+    others = {name: value for name, value in options.items() if name not in static}
+    with fiona.Env(**others):
+        fiona_setenv(**static)
+        yield
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""duckdb, polars, geopandas and vector GDAL (pyogrio) on a workspace, each
+"""duckdb, polars, geopandas and vector GDAL (pyogrio and fiona) on a workspace, each
 round-tripping real data across more than three credential lifetimes in one
 process, against the short-lived local platform (5 s STS credentials: a
 snapshot dies at the first expiry, radosgw answers AccessDenied).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,6 +184,55 @@ def test_vector_formats_through_pyogrio_with_gdal_env(
         across_three_lifetimes(short_lived_platform, workspace, one_round, pause=0.5)
     # the options are gone with the block
     assert pyogrio.get_gdal_config_option("AWS_CONTAINER_CREDENTIALS_FULL_URI") is None
+    WorkspaceFileSystem().rm(workspace.url(key), recursive=True)
+
+
+def test_vector_formats_through_fiona_with_gdal_env(
+    short_lived_platform: Any, workspace: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gpd = pytest.importorskip("geopandas")
+    shapely = pytest.importorskip("shapely")
+    fiona = pytest.importorskip("fiona")
+    from fiona.env import get_gdal_config
+
+    from sts_bridge.interop.gdal import gdal_env
+
+    # A personal [default] with wrong keys: boto3 (which fiona brings in for
+    # s3:// paths when its environment has no keys) and GDAL look there first.
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id = AKIAHOSTILE\naws_secret_access_key = hostile\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+
+    key = f"vector-fiona/{uuid.uuid4().hex}"
+    with gdal_env(workspace, rasterio_env=False) as gdal_ws:
+        # fiona's own GDAL got the options (a third copy, not pyogrio's or rasterio's)
+        assert get_gdal_config("AWS_S3_ENDPOINT") == gdal_ws.options["AWS_S3_ENDPOINT"]
+
+        def one_round(n: int) -> None:
+            frame = gpd.GeoDataFrame(
+                {"name": ["a", "b", "c"], "round": [n] * 3},
+                geometry=[shapely.Point(0, n), shapely.Point(1, 1), shapely.Point(n, 2)],
+                crs="EPSG:4326",
+            )
+            for ext, driver in VECTOR_FORMATS.items():
+                path = gdal_ws.path(f"{key}/{n}.{ext}")
+                frame.to_file(path, driver=driver, engine="fiona")
+                back = gpd.read_file(path, engine="fiona").sort_values("name")
+                assert list(back["name"]) == ["a", "b", "c"], ext
+                assert list(back["round"]) == [n] * 3, ext
+                assert back.geometry.reset_index(drop=True).equals(frame.geometry), ext
+            # fiona directly, on an s3:// URL of an object GDAL has not read
+            # yet (its /vsis3/ cache cannot answer)
+            frame.to_file(gdal_ws.s3_url(f"{key}/{n}-s3.fgb"), driver="FlatGeobuf", engine="fiona")
+            with fiona.open(gdal_ws.s3_url(f"{key}/{n}-s3.fgb")) as collection:
+                assert sorted(f["properties"]["name"] for f in collection) == ["a", "b", "c"]
+
+        across_three_lifetimes(short_lived_platform, workspace, one_round, pause=0.5)
+    # the options are gone with the block
+    assert get_gdal_config("AWS_CONTAINER_CREDENTIALS_FULL_URI") is None
     WorkspaceFileSystem().rm(workspace.url(key), recursive=True)
 
 

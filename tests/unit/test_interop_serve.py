@@ -5,7 +5,9 @@ expired-credentials error, GDAL paths (no platform needed)."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,28 @@ def test_gdal_paths_are_confined() -> None:
         with pytest.raises(InvalidKeyError):
             gdal_ws.s3_url(unsafe)
     assert "bearer" not in repr(gdal_ws)
+
+
+def test_gdal_env_without_fiona(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fiona is optional: with it absent, gdal_env configures the other GDALs
+    as before (and leaves an installed fiona's GDAL alone)."""
+    from sts_bridge.interop.gdal import gdal_env
+
+    pyogrio = pytest.importorskip("pyogrio")
+    try:
+        installed_fiona_env = importlib.import_module("fiona.env")
+    except ImportError:
+        installed_fiona_env = None
+    # None in sys.modules makes ``import fiona`` raise ImportError
+    monkeypatch.setitem(sys.modules, "fiona", None)
+    monkeypatch.setitem(sys.modules, "fiona.env", None)
+
+    with gdal_env(_workspace(), rasterio_env=False) as gdal_ws:
+        assert gdal_ws.options["AWS_S3_ENDPOINT"] == "127.0.0.1:7480"
+        assert pyogrio.get_gdal_config_option("AWS_S3_ENDPOINT") == "127.0.0.1:7480"
+        if installed_fiona_env is not None:
+            assert installed_fiona_env.get_gdal_config("AWS_S3_ENDPOINT") is None
+    assert pyogrio.get_gdal_config_option("AWS_S3_ENDPOINT") is None
 
 
 def test_a_delegated_process_refuses_every_login_route(monkeypatch: pytest.MonkeyPatch) -> None:
