@@ -40,6 +40,8 @@ import contextlib
 import functools
 import logging
 import os
+import sys
+import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -107,6 +109,79 @@ def proxy_for(url: str) -> str | None:
     if not proxy or proxy_bypass_environment(parts.netloc, proxies):
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
+
+
+# ----------------------------------------------------------------- importing urllib3
+_IMPORT_LOCK = threading.RLock()  # re-entered if urllib3 asks urllib3.http2 for a name
+
+
+def _import_urllib3() -> None:
+    """Import urllib3 without running ``urllib3.http2``'s ``__init__`` yet.
+
+    ``urllib3.connection`` imports ``urllib3.http2.probe``, so every import
+    of urllib3 runs the ``urllib3.http2`` package's ``__init__``, whose one
+    import, ``importlib.metadata`` (with ``zipfile``, ``shutil``, ``csv``,
+    ``tempfile``), costs a warm tiny download about 8 ms of CPU and serves
+    only ``inject_into_urllib3()`` (HTTP/2, which the engine never uses).
+    When urllib3 is not imported yet, ``urllib3.http2`` starts as its
+    package without its ``__init__`` run: submodules (``probe``) import as
+    usual, and the first other name asked of it runs the real ``__init__``
+    in place, so code that uses ``urllib3.http2`` gets the real module.
+    Anything unexpected (urllib3 already imported, another layout) leaves
+    the import as it is.
+    """
+    with _IMPORT_LOCK:
+        deferred = "urllib3" not in sys.modules and "urllib3.http2" not in sys.modules
+        if deferred:
+            _defer_http2_init()
+        import urllib3
+
+        if deferred and "http2" not in vars(urllib3) and "urllib3.http2" in sys.modules:
+            # the import system binds a submodule to its parent only when it runs it
+            urllib3.http2 = sys.modules["urllib3.http2"]  # type: ignore[attr-defined]
+
+
+def _defer_http2_init() -> None:
+    import importlib.machinery
+    import importlib.util
+    import types
+
+    try:
+        spec = importlib.util.find_spec("urllib3")  # finds the package, does not run it
+    except (ImportError, ValueError):
+        return
+    if spec is None or not spec.submodule_search_locations:
+        return
+    folder = os.path.join(next(iter(spec.submodule_search_locations)), "http2")
+    init = os.path.join(folder, "__init__.py")
+    if not os.path.isfile(init):
+        return
+    submodules = {name[:-3] for name in os.listdir(folder) if name.endswith(".py")}
+    module = types.ModuleType("urllib3.http2")
+    module.__file__ = init
+    module.__path__ = [folder]
+    module.__spec__ = importlib.machinery.ModuleSpec(
+        "urllib3.http2", None, origin=init, is_package=True
+    )
+    module.__spec__.submodule_search_locations = [folder]
+
+    def run_init(name: str) -> Any:
+        if name in submodules:
+            raise AttributeError(name)  # the import system then imports the submodule
+        with _IMPORT_LOCK:
+            if module.__dict__.get("__getattr__") is run_init:
+                real = importlib.util.spec_from_file_location(
+                    "urllib3.http2", init, submodule_search_locations=[folder]
+                )
+                if real is None or real.loader is None:
+                    raise AttributeError(name)
+                del module.__dict__["__getattr__"]
+                module.__spec__, module.__loader__ = real, real.loader
+                real.loader.exec_module(module)
+        return getattr(module, name)
+
+    module.__dict__["__getattr__"] = run_init
+    sys.modules["urllib3.http2"] = module
 
 
 # ----------------------------------------------------------------- connections
@@ -412,6 +487,7 @@ class StoreConnection:
     def __init__(
         self, base_url: str, *, maxsize: int, stall_timeout: float, verify: bool | str = True
     ) -> None:
+        _import_urllib3()
         import urllib3
 
         parts = urlsplit(base_url)

@@ -157,3 +157,29 @@ def test_warm_sync_makes_no_api_request_and_no_heavy_import(
     assert back.returncode == 0, back.stderr
     assert heavy_imports(tmp_path / "modules.json") == []
     assert (tmp_path / "back" / "sub" / "b.txt").read_bytes() == b"b"
+
+
+def test_warm_download_skips_importlib_metadata(
+    env: dict[str, str], local_platform: Any, tmp_path: Path
+) -> None:
+    # urllib3's http2 package imports importlib.metadata (zipfile, shutil,
+    # csv ...) for HTTP/2 only; the transport defers it (s3/transport.py).
+    _warm_up(env)
+    small = tmp_path / "tiny.txt"
+    small.write_bytes(b"abc")
+    key = f"warm/tiny-{os.getpid()}.txt"
+    local_platform.reset_stats()
+    for args in (
+        ["upload", "-w", WORKSPACE, str(small), "--to", key],
+        ["download", "-w", WORKSPACE, key, str(tmp_path / "back.txt")],
+    ):
+        modules = tmp_path / "modules.json"
+        result = run(args, env, modules)
+        assert result.returncode == 0, (args, result.stderr)
+        names = json.loads(modules.read_text())
+        assert heavy_imports(modules) == [], args
+        assert "urllib3.connectionpool" in names, args  # it did use urllib3
+        assert "importlib.metadata" not in names, args
+    assert (tmp_path / "back.txt").read_bytes() == b"abc"
+    assert local_platform.api_stats()["total"] == 0
+    assert local_platform.idp_stats()["total"] == 0

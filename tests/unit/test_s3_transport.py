@@ -394,3 +394,39 @@ def test_proxy_for_reads_the_environment_as_requests_does(
         import requests.utils
 
         assert not requests.utils.get_environ_proxies(url).get(url.split(":")[0])
+
+
+_HTTP2_DEFERRED = """
+import sys
+from sts_bridge.s3.transport import StoreConnection
+StoreConnection("http://127.0.0.1:9", maxsize=1, stall_timeout=1.0).close()
+assert "urllib3.http2.probe" in sys.modules, "the transport imported urllib3"
+assert "importlib.metadata" not in sys.modules, "urllib3.http2's __init__ ran"
+import urllib3.http2
+assert callable(urllib3.http2.inject_into_urllib3), "its names are there on demand"
+assert "importlib.metadata" in sys.modules and "__getattr__" not in vars(urllib3.http2)
+from urllib3.http2 import extract_from_urllib3
+assert urllib3.http2.probe is sys.modules["urllib3.http2.probe"]
+"""
+
+_URLLIB3_FIRST = """
+import sys, urllib3
+real = sys.modules["urllib3.http2"]
+from sts_bridge.s3.transport import StoreConnection
+StoreConnection("http://127.0.0.1:9", maxsize=1, stall_timeout=1.0).close()
+assert sys.modules["urllib3.http2"] is real and "inject_into_urllib3" in vars(real)
+"""
+
+
+@pytest.mark.parametrize(
+    "script", [_HTTP2_DEFERRED, _URLLIB3_FIRST], ids=["fresh", "urllib3-first"]
+)
+def test_urllib3_http2_init_runs_only_when_asked_for(script: str) -> None:
+    # A fresh interpreter each: the import state of this one is shared by every test.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
