@@ -1,7 +1,10 @@
-"""A file cut in parts, and its SHA-256 (whole and per part) in one read.
+"""A file cut in parts, and the SHA-256 of each part in one read.
 
-A multipart upload records the whole object's SHA-256 in its metadata, so
-the file is hashed before its first part is sent (:func:`file_digests`).
+A multipart upload records S3's composite SHA-256 of the object (the
+SHA-256 of the concatenated part digests, :func:`composite_sha256`) and its
+part size in its metadata, so the file is hashed before its first part is
+sent (:func:`file_digests`). Each byte is hashed once: the part digests
+give the composite and sign each UploadPart; no whole-file hash is computed.
 A command that knows the file before it has loaded the engine (``sts-bridge
 upload big.bin``) starts that pass in a background thread
 (:func:`start_digests`): hashlib releases the GIL, so the hashing runs on the
@@ -13,7 +16,6 @@ and when the engine opened it; otherwise it hashes again.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import math
 import os
@@ -27,9 +29,11 @@ __all__ = [
     "MAX_PARTS",
     "MIN_PART_SIZE",
     "choose_part_size",
+    "composite_sha256",
     "file_digests",
     "file_identity",
     "part_length",
+    "path_composite_sha256",
     "pread_exact",
     "start_digests",
     "taken_digests",
@@ -40,7 +44,8 @@ MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB
 
 FileIdentity = tuple[int, int, int, int, int]
-Digests = tuple[str, list[bytes]]
+Digests = list[bytes]
+_BLOCK = 1 * MiB
 
 
 def file_identity(st: os.stat_result) -> FileIdentity:
@@ -80,27 +85,43 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def file_digests(fd: int, size: int, part_size: int) -> Digests:
-    """The SHA-256 (hex) of ``size`` bytes of ``fd`` and the SHA-256 digest of each part.
+def composite_sha256(part_digests: list[bytes]) -> str:
+    """``<hex>-<parts>``: S3's composite SHA-256, the SHA-256 of the concatenated part digests."""
+    return f"{hashlib.sha256(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
 
-    One read of the file; the part digests are computed in a helper thread
-    while this thread feeds the whole-object hash (hashlib releases the GIL),
-    so the pass costs about one SHA-256 of the file in wall time. Raises
-    :class:`TransferError` when the file is shorter than ``size``.
+
+def file_digests(fd: int, size: int, part_size: int) -> Digests:
+    """The SHA-256 digest of each ``part_size`` part of the first ``size`` bytes of ``fd``.
+
+    One read of the file, 1 MiB at a time into one buffer, each byte hashed
+    once. Raises :class:`TransferError` when the file is shorter than ``size``.
     """
-    whole = hashlib.sha256()
+    buf = bytearray(min(_BLOCK, max(1, size)))
+    view = memoryview(buf)
     count = max(1, math.ceil(size / part_size))
-    with cf.ThreadPoolExecutor(1, thread_name_prefix="sts-bridge-hash") as pool:
-        futures: list[cf.Future[bytes]] = []
-        for number in range(1, count + 1):
-            data = pread_exact(fd, part_length(number, part_size, size), (number - 1) * part_size)
-            # at most two parts in memory: wait for the digest before the one before
-            if len(futures) >= 2:
-                futures[-2].result()
-            futures.append(pool.submit(lambda d: hashlib.sha256(d).digest(), data))
-            whole.update(data)
-            del data
-        return whole.hexdigest(), [f.result() for f in futures]
+    digests: list[bytes] = []
+    for number in range(1, count + 1):
+        part = hashlib.sha256()
+        offset = (number - 1) * part_size
+        end = offset + part_length(number, part_size, size)
+        while offset < end:
+            n = os.preadv(fd, [view[: min(len(buf), end - offset)]], offset)
+            if not n:
+                raise TransferError("the file shrank while it was being uploaded")
+            part.update(view[:n])
+            offset += n
+        digests.append(part.digest())
+    return digests
+
+
+def path_composite_sha256(path: str | os.PathLike[str], part_size: int) -> str:
+    """The composite SHA-256 (:func:`composite_sha256`) of the file at ``path``
+    cut in ``part_size`` parts, as a multipart upload of it records."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return composite_sha256(file_digests(fd, os.fstat(fd).st_size, part_size))
+    finally:
+        os.close(fd)
 
 
 class _Ahead:

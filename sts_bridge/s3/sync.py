@@ -17,19 +17,24 @@ content, without a request per object where the listing already tells it:
    equals the MD5 of the local file. An object whose ETag looks like an MD5
    but is not one (SSE-KMS, SSE-C) never matches: it is transferred, never
    wrongly skipped;
-3. a multipart object (ETag ``<hex>-<parts>``): one HEAD reads the SHA-256
-   that ``upload`` and ``sync`` record in the object's metadata
-   (``x-amz-meta-sha256``); unchanged when it equals the SHA-256 of the
-   local file;
+3. a multipart object (ETag ``<hex>-<parts>``): one HEAD reads the digest
+   that ``upload`` and ``sync`` record in the object's metadata: the
+   composite SHA-256 and its part size (``x-amz-meta-sha256-composite``,
+   ``x-amz-meta-sha256-part-size``), unchanged when it equals the composite
+   of the local file cut in parts of that size; or, for objects uploaded by
+   older versions, the whole-file SHA-256 (``x-amz-meta-sha256``),
+   unchanged when it equals the SHA-256 of the local file;
 4. anything else (a multipart object written by another tool, so with no
-   recorded SHA-256): transferred. Uploading it records the SHA-256, so
+   recorded digest): transferred. Uploading it records the composite, so
    the next sync compares it by rule 3.
 
 Local files are hashed (MD5 and SHA-256 in one streamed read) in a thread
 pool while the listing pages arrive; hashing that the comparison turns out
 not to need (a file missing on the other side, another size) is cancelled
-when it has not started. The hashes are cached per tree in the
-cache directory (one 0600 file written atomically), keyed by the relative
+when it has not started. A composite is computed only for a file whose
+remote object records one, once per part size. The hashes are cached per
+tree in the cache directory (one 0600 file written atomically, its format
+versioned: a cache of another version is dropped), keyed by the relative
 path and checked against ``(device, inode, size, mtime_ns, ctime_ns)``: a
 rewrite changes ``ctime``, which no user tool can set back, so a same-size
 same-mtime rewrite is hashed again. Files changed less than
@@ -86,11 +91,14 @@ from typing import Any
 
 from sts_bridge.errors import InvalidKeyError, ObjectNotFoundError, TransferError
 from sts_bridge.s3.config import TransferConfig
+from sts_bridge.s3.digests import MIN_PART_SIZE, path_composite_sha256
 from sts_bridge.s3.download import PART_FILE_NAME, DownloadEngine, stale_part_file
 from sts_bridge.s3.keys import check_relative_key, workspace_key, workspace_prefix
 from sts_bridge.s3.signed_http import MiB, strip_etag, xml_text
 from sts_bridge.s3.transfer_types import Progress, UploadResult
 from sts_bridge.s3.upload import (
+    COMPOSITE_METADATA,
+    PART_SIZE_METADATA,
     SHA256_METADATA,
     UploadEngine,
     UploadSpec,
@@ -117,6 +125,9 @@ log = logging.getLogger(__name__)
 RACY_WINDOW_NS = 2_000_000_000
 _HASH_CHUNK = 1 * MiB
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
+_COMPOSITE = re.compile(r"[0-9a-f]{64}-([1-9][0-9]*)")
+#: The format of the sync hash cache; a cache of another version is dropped.
+_CACHE_VERSION = 2
 
 SyncProgress = Callable[["SyncStatus"], None]
 """``progress(status)``; called after each action (and each MiB moved), serialised."""
@@ -347,7 +358,7 @@ class _HashCache:
             from sts_bridge._files import read_private_json
 
             doc = read_private_json(self.path)
-            if isinstance(doc, dict) and doc.get("version") == 1:
+            if isinstance(doc, dict) and doc.get("version") == _CACHE_VERSION:
                 entries = doc.get("files")
                 if isinstance(entries, dict):
                     self._old = entries
@@ -356,19 +367,36 @@ class _HashCache:
         entry = self._old.get(f.rel)
         if (
             isinstance(entry, list)
-            and len(entry) == 7
+            and len(entry) == 8
             and tuple(entry[:5]) == f.ident
             and isinstance(entry[5], str)
             and isinstance(entry[6], str)
+            and isinstance(entry[7], dict)
         ):
             with self._lock:
-                self._new[f.rel] = entry
+                # a copy: composites added in this run must not change the old entry
+                self._new[f.rel] = [*entry[:7], dict(entry[7])]
             return LocalDigests(entry[5], entry[6])
         return None
 
     def put(self, f: _LocalFile, digests: LocalDigests) -> None:
         with self._lock:
-            self._new[f.rel] = [*f.ident, digests.md5, digests.sha256]
+            self._new[f.rel] = [*f.ident, digests.md5, digests.sha256, {}]
+
+    def get_composite(self, f: _LocalFile, part_size: int) -> str | None:
+        """The cached composite SHA-256 of ``f`` cut in ``part_size`` parts."""
+        with self._lock:
+            entry = self._new.get(f.rel)
+            if entry is None or tuple(entry[:5]) != f.ident:
+                return None
+            value = entry[7].get(str(part_size))
+        return value if isinstance(value, str) else None
+
+    def put_composite(self, f: _LocalFile, part_size: int, composite: str) -> None:
+        with self._lock:
+            entry = self._new.get(f.rel)
+            if entry is not None and tuple(entry[:5]) == f.ident:
+                entry[7][str(part_size)] = composite
 
     def save(self) -> None:
         """Write the entries seen in this run (atomically, 0600); never raises."""
@@ -383,7 +411,9 @@ class _HashCache:
             return  # nothing new: no write, no fsync
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            atomic_write(self.path, json.dumps({"version": 1, "files": files}).encode())
+            atomic_write(
+                self.path, json.dumps({"version": _CACHE_VERSION, "files": files}).encode()
+            )
         except OSError as exc:  # a cache, not the result: warn and go on
             log.warning("could not write the sync hash cache %s: %s", self.path, exc)
 
@@ -414,6 +444,17 @@ class _Hasher:
     def result(self, rel: str) -> LocalDigests:
         hit = self.known.get(rel)
         return hit if hit is not None else self.futures[rel].result()
+
+    def composite(self, f: _LocalFile, part_size: int) -> str:
+        """The composite SHA-256 of ``f`` in ``part_size`` parts (cache first)."""
+        self.result(f.rel)  # its cache entry exists once its digests do
+        hit = self.cache.get_composite(f, part_size) if self.cache is not None else None
+        if hit is not None:
+            return hit
+        composite = path_composite_sha256(f.path, part_size)
+        if self.cache is not None:
+            self.cache.put_composite(f, part_size, composite)
+        return composite
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -460,10 +501,27 @@ def _unescape(raw: bytes) -> str:
     return text
 
 
-def _remote_sha256(engine: UploadEngine, full_key: str) -> str | None:
+@dataclass(frozen=True)
+class _RecordedDigest:
+    """The digest an object records: a composite SHA-256 and its part size, or a whole SHA-256."""
+
+    value: str
+    part_size: int | None = None  # None: the whole-file SHA-256
+
+
+def _recorded_digest(engine: UploadEngine, full_key: str, size: int) -> _RecordedDigest | None:
+    """The digest the object's metadata records (one HEAD); ``None`` when it records none
+    usable (a composite whose part count does not fit its size is not used)."""
     resp = engine.call("HEAD", full_key, f"HeadObject {full_key!r}")
+    composite = resp.headers.get(f"x-amz-meta-{COMPOSITE_METADATA}")
+    part_size = resp.headers.get(f"x-amz-meta-{PART_SIZE_METADATA}")
+    if isinstance(composite, str) and isinstance(part_size, str) and part_size.isdigit():
+        composite, parts = composite.lower(), int(part_size)
+        found = _COMPOSITE.fullmatch(composite)
+        if found and parts >= MIN_PART_SIZE and int(found.group(1)) == max(1, -(-size // parts)):
+            return _RecordedDigest(composite, parts)
     value = resp.headers.get(f"x-amz-meta-{SHA256_METADATA}")
-    return value.lower() if isinstance(value, str) and value else None
+    return _RecordedDigest(value.lower()) if isinstance(value, str) and value else None
 
 
 def transfer_config_of(ws: Any) -> TransferConfig:
@@ -596,10 +654,13 @@ def _difference(engine: UploadEngine, hasher: _Hasher, f: _LocalFile, obj: _Remo
     digests = hasher.result(f.rel)
     if _MD5_HEX.fullmatch(obj.etag):
         return "" if obj.etag == digests.md5 else "changed (content)"
-    recorded = _remote_sha256(engine, obj.full_key)
+    recorded = _recorded_digest(engine, obj.full_key, obj.size)
     if recorded is None:
         return "no recorded checksum"
-    return "" if recorded == digests.sha256 else "changed (content)"
+    if recorded.part_size is None:  # uploaded by an older sts-bridge: the whole-file SHA-256
+        return "" if recorded.value == digests.sha256 else "changed (content)"
+    local = hasher.composite(f, recorded.part_size)
+    return "" if recorded.value == local else "changed (content)"
 
 
 # ----------------------------------------------------------------- execution

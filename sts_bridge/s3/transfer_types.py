@@ -27,7 +27,8 @@ class UploadResult:
     ``etag`` the server's ETag (without quotes), ``checksum`` the SHA-256
     (``sha256:<hex>``, or ``sha256:<hex>-<parts>`` composite for multipart),
     ``sha256`` the SHA-256 (hex) of the whole object as recorded in its
-    ``x-amz-meta-sha256`` metadata (``None`` for a multipart stream upload).
+    ``x-amz-meta-sha256`` metadata by a single PUT (``None`` for a multipart
+    upload, which records the composite of ``checksum`` instead).
     """
 
     key: str

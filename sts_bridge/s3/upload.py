@@ -14,18 +14,24 @@ S3-compatible servers. ``UploadResult.checksum`` is ``sha256:<hex>`` of the
 object, or for multipart uploads the composite ``sha256:<hex of SHA-256 of
 the part digests>-<parts>`` (AWS's COMPOSITE scheme, in hex).
 
-Every object uploaded from bytes or a file also records the SHA-256 of its
-whole content in its user metadata, ``x-amz-meta-sha256`` (:data:`SHA256_METADATA`),
-which ``sts-bridge sync`` compares with local files. A single PUT hashes its
-body once for the signature and the metadata. A multipart upload must name
-its metadata when it starts, before any part is sent, so the file is read
-once first (:func:`~sts_bridge.s3.digests.file_digests`, started ahead by
-the CLI): that pass computes the whole-object
-SHA-256 and the SHA-256 of every part, and each part is sent signed with
-the digest of that pass. The server recomputes every part's SHA-256, so a
-file that changes between the two reads fails the upload (aborted) instead
-of storing an object whose recorded SHA-256 is not its content. Multipart
-uploads from a stream of unknown length carry no ``sha256`` metadata.
+Every object uploaded from bytes or a file also records a SHA-256 of its
+content in its user metadata, which ``sts-bridge sync`` compares with local
+files. A single PUT records the SHA-256 of its body, ``x-amz-meta-sha256``
+(:data:`SHA256_METADATA`), hashed once for the signature and the metadata.
+A multipart upload from a file records S3's composite SHA-256 (the SHA-256
+of the concatenated part digests, ``<hex>-<parts>``) in
+``x-amz-meta-sha256-composite`` (:data:`COMPOSITE_METADATA`) and the part
+size it was computed with in ``x-amz-meta-sha256-part-size``
+(:data:`PART_SIZE_METADATA`): a whole-file SHA-256 would hash every byte a
+second time, the composite comes from the part digests the upload needs to
+sign its parts anyway. A multipart upload must name its metadata when it
+starts, before any part is sent, so the file is read once first
+(:func:`~sts_bridge.s3.digests.file_digests`, started ahead by the CLI):
+that pass computes the SHA-256 of every part, and each part is sent signed
+with the digest of that pass. The server recomputes every part's SHA-256,
+so a file that changes between the two reads fails the upload (aborted)
+instead of storing an object whose recorded digest is not its content.
+Multipart uploads from a stream of unknown length carry no digest metadata.
 
 Resume
 ------
@@ -77,6 +83,7 @@ from sts_bridge.s3.digests import (
     MAX_PARTS,
     MIN_PART_SIZE,
     choose_part_size,
+    composite_sha256,
     file_digests,
     file_identity,
     part_length,
@@ -96,13 +103,18 @@ from sts_bridge.s3.transfer_types import Progress, UnfinishedUpload, UploadResul
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
 
-#: User-metadata name of the whole-object SHA-256 (hex): ``x-amz-meta-sha256``.
+#: User-metadata name of the whole-object SHA-256 (hex): ``x-amz-meta-sha256``
+#: (single PUTs; multipart uploads of older sts-bridge versions).
 SHA256_METADATA = "sha256"
+#: User-metadata name of a multipart upload's composite SHA-256 (``<hex>-<parts>``).
+COMPOSITE_METADATA = "sha256-composite"
+#: User-metadata name of the part size (bytes) the composite SHA-256 was computed with.
+PART_SIZE_METADATA = "sha256-part-size"
 
 
 def composite_checksum(part_digests: Sequence[bytes]) -> str:
     """``sha256:<hex>-<n>``: SHA-256 of the concatenated part SHA-256 digests."""
-    return f"sha256:{hashlib.sha256(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
+    return f"sha256:{composite_sha256(list(part_digests))}"
 
 
 def matches_filters(
@@ -336,11 +348,16 @@ class UploadEngine(S3Http):
         return number, etag, digest
 
     # ---------------------------------------------------------- multipart
-    def create_multipart(self, spec: UploadSpec, sha256_hex: str | None = None) -> str:
+    def create_multipart(
+        self, spec: UploadSpec, composite: str | None = None, part_size: int | None = None
+    ) -> str:
+        """CreateMultipartUpload; ``composite`` (``<hex>-<parts>``, of parts of
+        ``part_size`` bytes) is recorded in the object's metadata when given."""
         headers = {"Content-Type": spec.content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
-        if sha256_hex:
-            headers[f"x-amz-meta-{SHA256_METADATA}"] = sha256_hex
+        if composite and part_size:
+            headers[f"x-amz-meta-{COMPOSITE_METADATA}"] = composite
+            headers[f"x-amz-meta-{PART_SIZE_METADATA}"] = str(part_size)
         resp = self.call(
             "POST",
             spec.full_key,
@@ -643,30 +660,29 @@ class UploadEngine(S3Http):
             part_size = (
                 resumed[1] if resumed is not None else choose_part_size(size, self.part_size)
             )
-            sha, digests = taken_digests(spec.source, fd, part_size) or file_digests(
-                fd, size, part_size
-            )
-            if resumed is not None and resumed[3] is not None and resumed[3] != sha:
-                # same size and mtime, other content: the upload records another SHA-256
+            digests = taken_digests(spec.source, fd, part_size) or file_digests(fd, size, part_size)
+            composite = composite_sha256(digests)
+            if resumed is not None and resumed[3] is not None and resumed[3] != composite:
+                # same size, other content (the upload records another composite
+                # SHA-256), or an upload started by an older sts-bridge that
+                # records a whole-file SHA-256 this pass does not compute
                 log.info("%s changed since the interrupted upload; starting again", spec.key)
                 self.abort(spec.full_key, resumed[0])
                 resumed = None
-            # a state file without a SHA-256 (older sts-bridge) started an upload without one
-            recorded = sha if resumed is None else resumed[3]
             if resumed is not None:
                 upload_id, part_size, done, _ = resumed
                 log.info("resuming %s: %d parts already stored", spec.key, len(done))
             else:
-                upload_id = self.create_multipart(spec, sha)
+                upload_id = self.create_multipart(spec, composite, part_size)
                 if self.resumable:
                     # the resume state is also the upload's record (upload_records)
                     state = {
-                        "version": 2,
+                        "version": 3,
                         **record_fields(
                             self.ws.endpoint_url, self.ws.bucket, spec.full_key, upload_id
                         ),
                         "part_size": part_size,
-                        "sha256": sha,
+                        "composite_sha256": composite,
                         "size": size,
                         "mtime_ns": mtime_ns,
                         "source": str(spec.source),
@@ -701,7 +717,7 @@ class UploadEngine(S3Http):
                     forget(record)
                 raise _as_transfer_error(exc, spec.key) from exc
             forget(record)
-            return UploadResult(**{**result.__dict__, "resumed_parts": reused, "sha256": recorded})
+            return UploadResult(**{**result.__dict__, "resumed_parts": reused})
         finally:
             stack.close()
             os.close(fd)
@@ -709,10 +725,11 @@ class UploadEngine(S3Http):
     def resume(
         self, spec: UploadSpec, fd: int, size: int, state_path: Path
     ) -> tuple[str, int, dict[int, tuple[str, bytes]], str | None] | None:
-        """The in-progress upload to continue, its part size, the parts to keep and its SHA-256.
-
-        The SHA-256 is the whole-file hash the upload recorded when it
-        started (``None`` in a state file written without one).
+        """The in-progress upload to continue, its part size, the parts to keep
+        and the composite SHA-256 it recorded when it started: ``None`` when
+        it recorded no digest (a state file of an early sts-bridge), ``""``
+        when it recorded a whole-file SHA-256 (this one computes none, so
+        such an upload is never continued).
         """
         from sts_bridge._files import read_private_json
 
@@ -764,8 +781,10 @@ class UploadEngine(S3Http):
                 log.info(
                     "part %d of %s differs from the file; uploading it again", number, spec.key
                 )
-        recorded = state.get("sha256")
-        return upload_id, part_size, keep, recorded if isinstance(recorded, str) else None
+        recorded = state.get("composite_sha256")
+        if not isinstance(recorded, str):
+            recorded = "" if isinstance(state.get("sha256"), str) else None
+        return upload_id, part_size, keep, recorded
 
     # ---------------------------------------------------------- records
     def unfinished(self, full_prefix: str) -> list[UnfinishedUpload]:

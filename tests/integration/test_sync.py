@@ -98,6 +98,14 @@ def _tree(root: Path) -> dict[str, bytes]:
     return files
 
 
+def _composite(data: bytes, part_size: int) -> str:
+    """S3's composite SHA-256 of ``data`` in ``part_size`` parts: ``<hex>-<parts>``."""
+    parts = [
+        hashlib.sha256(data[i : i + part_size]).digest() for i in range(0, len(data), part_size)
+    ]
+    return f"{hashlib.sha256(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
 def _local(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
@@ -141,7 +149,10 @@ def test_sync_both_ways_by_content(
     status, out, err = cli("sync", str(src), url, "--exclude", "*.tmp")
     assert status == 0 and out.startswith("uploaded 2 "), err
     head = ws.s3_client().head_object(Bucket=ws.bucket, Key=ws.prefix + folder + "big.bin")
-    assert head["Metadata"]["sha256"] == hashlib.sha256(bytes(big)).hexdigest()
+    # a multipart object records S3's composite SHA-256 and its part size, no whole-file SHA-256
+    part_size = int(head["Metadata"]["sha256-part-size"])
+    assert head["Metadata"]["sha256-composite"] == _composite(bytes(big), part_size)
+    assert "sha256" not in head["Metadata"]
 
     # download into an empty folder, then nothing to do
     dst = tmp_path / "dst"
@@ -389,3 +400,82 @@ def test_hash_cache_lives_in_the_configured_cache_dir(
     ws = sts_bridge.Client.from_env(cache_dir=str(configured)).workspace(WS)
     run_sync(ws, plan_sync(ws, "upload", src, folder))
     assert len(list(configured.glob("sync/*.json"))) == 1
+
+
+def test_multipart_objects_compare_by_composite_cached_per_part_size(
+    platform_env: dict[str, str], tmp_path: Path, folder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_module, "RACY_WINDOW_NS", 0)  # cache the files just written
+    composites: list[tuple[str, int]] = []
+    original = sync_module.path_composite_sha256
+
+    def counting(path: Path, part_size: int) -> str:
+        composites.append((Path(path).name, part_size))
+        return original(path, part_size)
+
+    monkeypatch.setattr(sync_module, "path_composite_sha256", counting)
+    src = tmp_path / "src"
+    data = os.urandom(11 * MiB)
+    _write(src / "mp.bin", data)
+    ws = (
+        sts_bridge.Client.from_env()
+        .workspace(WS)
+        .with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=5 * MiB))
+    )
+    run_sync(ws, plan_sync(ws, "upload", src, folder))
+    head = ws.s3_client().head_object(Bucket=ws.bucket, Key=ws.prefix + folder + "mp.bin")
+    assert head["ETag"].strip('"').endswith("-3")
+    assert head["Metadata"] == {
+        "sha256-composite": _composite(data, 5 * MiB),
+        "sha256-part-size": str(5 * MiB),
+    }
+
+    plan = plan_sync(ws, "upload", src, folder)
+    assert plan.actions == [] and plan.unchanged == 1
+    assert composites == [("mp.bin", 5 * MiB)]  # the part size the object records
+    plan = plan_sync(ws, "upload", src, folder)
+    assert plan.actions == [] and composites == [("mp.bin", 5 * MiB)]  # from the hash cache
+
+    changed = bytearray(data)
+    changed[7 * MiB] ^= 1
+    _rewrite_same_size_same_mtime(src / "mp.bin", bytes(changed))
+    plan = plan_sync(ws, "upload", src, folder)
+    assert [(a.key, a.reason) for a in plan.actions] == [("mp.bin", "changed (content)")]
+    assert len(composites) == 2  # ctime moved: the composite is computed again
+
+
+def test_multipart_object_with_the_whole_file_sha256_of_older_versions(
+    platform_env: dict[str, str], tmp_path: Path, folder: str
+) -> None:
+    # what sts-bridge before the composite recorded for a multipart upload
+    data = os.urandom(11 * MiB)
+    _write(tmp_path / "src" / "old.bin", data)
+    ws = sts_bridge.Client.from_env().workspace(WS)
+    s3, key = ws.s3_client(), ws.prefix + folder + "old.bin"
+    upload_id = s3.create_multipart_upload(
+        Bucket=ws.bucket, Key=key, Metadata={"sha256": hashlib.sha256(data).hexdigest()}
+    )["UploadId"]
+    etags = [
+        s3.upload_part(
+            Bucket=ws.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=n,
+            Body=data[(n - 1) * 6 * MiB : n * 6 * MiB],
+        )["ETag"]
+        for n in (1, 2)
+    ]
+    s3.complete_multipart_upload(
+        Bucket=ws.bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n - 1]} for n in (1, 2)]},
+    )
+    plan = plan_sync(ws, "upload", tmp_path / "src", folder)
+    assert plan.actions == [] and plan.unchanged == 1  # compared by the whole-file SHA-256
+
+    changed = bytearray(data)
+    changed[MiB] ^= 1
+    _rewrite_same_size_same_mtime(tmp_path / "src" / "old.bin", bytes(changed))
+    plan = plan_sync(ws, "upload", tmp_path / "src", folder)
+    assert [(a.key, a.reason) for a in plan.actions] == [("old.bin", "changed (content)")]

@@ -191,6 +191,14 @@ def _file(path: Path, size: int, seed: int = 0) -> bytes:
     return data
 
 
+def _composite(data: bytes, part_size: int) -> str:
+    """S3's composite SHA-256 of ``data`` in ``part_size`` parts: ``<hex>-<parts>``."""
+    parts = [
+        hashlib.sha256(data[i : i + part_size]).digest() for i in range(0, len(data), part_size)
+    ]
+    return f"{hashlib.sha256(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
 def _get(admin: Any, full_key: str) -> bytes:
     return admin.get_object(Bucket=BUCKET, Key=full_key)["Body"].read()
 
@@ -265,9 +273,14 @@ def test_upload_multipart_concurrent_parts(ws: Workspace, admin: Any, tmp_path: 
     assert seen == sorted(seen) and seen[-1] == len(data)
     assert _get(admin, f"{PREFIX}mp/big.bin") == data
     head = admin.head_object(Bucket=BUCKET, Key=f"{PREFIX}mp/big.bin")
-    whole = hashlib.sha256(data).hexdigest()
-    assert head["Metadata"] == {"run": "42", "sha256": whole}
-    assert res.sha256 == whole
+    # S3's composite SHA-256 and its part size, no whole-file SHA-256
+    composite = _composite(data, 5 * MiB)
+    assert head["Metadata"] == {
+        "run": "42",
+        "sha256-composite": composite,
+        "sha256-part-size": str(5 * MiB),
+    }
+    assert res.checksum == f"sha256:{composite}" and res.sha256 is None
     assert _uploads(admin) == []
     assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
 
@@ -492,6 +505,13 @@ def test_kill_9_then_resume_uploads_only_missing_parts(
     assert sorted(sent) == [1, 3, 4]
     assert res.resumed_parts == 1 and res.parts == 4
     assert _get(admin, PREFIX + "resume.bin") == data
+    # the resumed upload records the composite its first run computed: the file's
+    head = admin.head_object(Bucket=BUCKET, Key=PREFIX + "resume.bin")
+    assert head["Metadata"] == {
+        "sha256-composite": _composite(data, 5 * MiB),
+        "sha256-part-size": str(5 * MiB),
+    }
+    assert res.checksum == f"sha256:{_composite(data, 5 * MiB)}"
     assert _uploads(admin) == []
     assert not list((Path(os.environ["STS_BRIDGE_CACHE_DIR"]) / "uploads").glob("*.json"))
 
@@ -986,14 +1006,14 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
     spec = _upload.UploadSpec(
         tmp_path / "s.bin", None, "nb/s.bin", full, len(data), "application/octet-stream", {}
     )
-    old_sha = hashlib.sha256(b"the file before").hexdigest()
-    upload_id = engine.create_multipart(spec, old_sha)
+    old = _composite(b"the file before" * MiB, 5 * MiB)
+    upload_id = engine.create_multipart(spec, old, 5 * MiB)
     engine.put_part(full, upload_id, 1, data[: 5 * MiB])
     state = {
-        "version": 2,
+        "version": 3,
         "upload_id": upload_id,
         "part_size": 5 * MiB,
-        "sha256": old_sha,
+        "composite_sha256": old,
         "bucket": BUCKET,
         "key": full,
         "size": len(data),
@@ -1011,7 +1031,7 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
     )
     assert isinstance(res, UploadResult) and res.resumed_parts == 0 and res.parts == 3
     head = admin.head_object(Bucket=BUCKET, Key=full)
-    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == res.sha256
+    assert head["Metadata"]["sha256-composite"] == _composite(data, 5 * MiB)
     assert _get(admin, full) == data
     assert _uploads(admin) == []  # the old upload was aborted, not left behind
 

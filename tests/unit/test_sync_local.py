@@ -99,3 +99,32 @@ def test_listing_page_reader_unescapes_keys_and_etags() -> None:
         42,
         "0123456789abcdef0123456789abcdef",
     )
+
+
+def test_hash_cache_keeps_composites_per_part_size_and_drops_old_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setattr(sync, "RACY_WINDOW_NS", 0)
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"x" * 100)
+    f = _only(root)
+    cache = sync._HashCache(root, tmp_path / "cache")
+    cache.put(f, sync.hash_file(f.path))
+    cache.put_composite(f, 5 * 1024 * 1024, "c5-1")
+    cache.put_composite(f, 8 * 1024 * 1024, "c8-1")
+    cache.save()
+
+    again = sync._HashCache(root, tmp_path / "cache")
+    assert again.get(f) == sync.hash_file(f.path)
+    assert again.get_composite(f, 5 * 1024 * 1024) == "c5-1"
+    assert again.get_composite(f, 8 * 1024 * 1024) == "c8-1"
+    assert again.get_composite(f, 16 * 1024 * 1024) is None  # another part size: computed again
+
+    # a cache written by an older sts-bridge (version 1: no composites) is dropped
+    ident = list(f.ident)
+    cache.path.write_text(json.dumps({"version": 1, "files": {"a.bin": [*ident, "m", "s"]}}))
+    old = sync._HashCache(root, tmp_path / "cache")
+    assert old.get(f) is None and old.get_composite(f, 5 * 1024 * 1024) is None
