@@ -39,6 +39,7 @@ import errno
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from fsspec.asyn import AsyncFileSystem, sync_wrapper
@@ -61,6 +62,7 @@ from sts_bridge.interop.aiobotocore_session import refreshing_session
 from sts_bridge.interop.workspace_file import WorkspaceFile, claim_key, storage_os_error
 from sts_bridge.s3.keys import relative_key, workspace_key, workspace_prefix
 from sts_bridge.s3.objects import ObjectIO, needs_size
+from sts_bridge.s3.upload_records import recorded_upload, remove_record
 from sts_bridge.urls import SCHEME, parse_workspace_url
 
 __all__ = ["WorkspaceFileSystem"]
@@ -459,36 +461,54 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         bucket2 = s3_path2.partition("/")[0]
         with _in_workspace_terms(path2):
             upload = await store._call_s3("create_multipart_upload", Bucket=bucket2, Key=key2)
-        try:
-            parts = []
-            for number, start in enumerate(range(0, size, _BLOCK_SIZE), start=1):
-                with _as_os_errors(path1):
-                    data = await reader.run(reader.get, key1, start, start + _BLOCK_SIZE)
+        upload_id = upload["UploadId"]
+        record: Path | None = None
+        with contextlib.ExitStack() as held:
+            try:
+                # recorded before the first part (see upload_records)
+                record = held.enter_context(
+                    recorded_upload(
+                        self._records_dir(name2),
+                        self.source(name2).endpoint_url,
+                        bucket2,
+                        key2,
+                        upload_id,
+                    )
+                )
+                parts = []
+                for number, start in enumerate(range(0, size, _BLOCK_SIZE), start=1):
+                    with _as_os_errors(path1):
+                        data = await reader.run(reader.get, key1, start, start + _BLOCK_SIZE)
+                    with _in_workspace_terms(path2):
+                        answer = await store._call_s3(
+                            "upload_part",
+                            Bucket=bucket2,
+                            Key=key2,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=data,
+                        )
+                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
                 with _in_workspace_terms(path2):
-                    answer = await store._call_s3(
-                        "upload_part",
+                    await store._call_s3(
+                        "complete_multipart_upload",
                         Bucket=bucket2,
                         Key=key2,
-                        UploadId=upload["UploadId"],
-                        PartNumber=number,
-                        Body=data,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},
                     )
-                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-            with _in_workspace_terms(path2):
+            except BaseException:
+                # not aborted (the store cannot be reached): the record stays,
+                # for `sts-bridge uploads --abort`
                 await store._call_s3(
-                    "complete_multipart_upload",
-                    Bucket=bucket2,
-                    Key=key2,
-                    UploadId=upload["UploadId"],
-                    MultipartUpload={"Parts": parts},
+                    "abort_multipart_upload", Bucket=bucket2, Key=key2, UploadId=upload_id
                 )
-        except BaseException:
-            await store._call_s3(
-                "abort_multipart_upload", Bucket=bucket2, Key=key2, UploadId=upload["UploadId"]
-            )
-            raise
-        finally:
-            store.invalidate_cache(s3_path2)
+                if record is not None:
+                    remove_record(record)
+                raise
+            finally:
+                store.invalidate_cache(s3_path2)
+            remove_record(record)
 
     async def _rm_file(self, path: str, **kwargs: Any) -> Any:
         store, s3_path, _ = self._object(path)
@@ -565,6 +585,8 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             store=store,
             bucket=s3_path.partition("/")[0],
             full_key=s3_path.partition("/")[2],
+            endpoint=self.source(name).endpoint_url,
+            records=self._records_dir(name),
             block_size=block_size
             or self._s3_options.get("default_block_size")
             or (_READ_BLOCK_SIZE if "r" in mode else _BLOCK_SIZE),
@@ -573,6 +595,14 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             size=size,
             **kwargs,
         )
+
+    def _records_dir(self, name: str) -> Path:
+        """Where the multipart uploads to workspace ``name`` are recorded: the
+        folder ``sts-bridge uploads`` reads (the workspace's cache directory)."""
+        from sts_bridge.s3.upload_records import records_dir
+
+        cache_dir = getattr(self.source(name), "cache_dir", None)
+        return records_dir(None if cache_dir is None else Path(cache_dir))
 
     def invalidate_cache(self, path: str | None = None) -> None:
         with self._lock:

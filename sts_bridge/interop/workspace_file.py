@@ -12,7 +12,10 @@ the file they opened. It composes the two engines of its workspace:
   ``ObjectIO`` when it closes (its SHA-256 recorded, as ``pipe_file``
   does); a bigger one is a multipart upload through the workspace's
   ``s3fs`` instance, aborted when the file is discarded or a part fails,
-  so no part is left behind.
+  so no part is left behind. The upload is recorded
+  (:mod:`sts_bridge.s3.upload_records`) from CreateMultipartUpload until it
+  is completed or aborted, so one a killed process leaves is listed and
+  aborted by ``sts-bridge uploads``.
 
 Exclusive creation (``"xb"``) claims the key when the file is opened, with
 a PUT of no bytes under ``If-None-Match: *``: the store decides atomically
@@ -25,8 +28,10 @@ object, as they would see an empty local file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile
@@ -82,6 +87,9 @@ class WorkspaceFile(AbstractBufferedFile):  # type: ignore[misc]
     :param store: the workspace's s3fs instance (multipart uploads).
     :param bucket: the workspace's bucket.
     :param full_key: the object's key in the bucket (prefix included, confined).
+    :param endpoint: the store's endpoint URL (named in the upload's record).
+    :param records: the folder of upload records
+        (:func:`~sts_bridge.s3.upload_records.records_dir`).
 
     Other arguments are ``AbstractBufferedFile``'s. In ``ab`` mode an
     existing object is read back into the buffer first (S3 objects cannot
@@ -103,6 +111,8 @@ class WorkspaceFile(AbstractBufferedFile):  # type: ignore[misc]
         store: S3FileSystem,
         bucket: str,
         full_key: str,
+        endpoint: str,
+        records: Path,
         block_size: int | str = "default",
         autocommit: bool = True,
         cache_type: str = "readahead",
@@ -114,8 +124,13 @@ class WorkspaceFile(AbstractBufferedFile):  # type: ignore[misc]
         self._store = store
         self._bucket = bucket
         self._full_key = full_key
+        self._endpoint = endpoint
+        self._records = records
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        # the running upload's record and its lock (see upload_records)
+        self._record: Path | None = None
+        self._record_lock = contextlib.ExitStack()
         if mode == "xb":
             claim_key(objects, full_key, path)
         existing = b""
@@ -203,6 +218,7 @@ class WorkspaceFile(AbstractBufferedFile):  # type: ignore[misc]
                 self._abort()
                 raise
             self._upload_id = None
+            self._release_record(remove=True)
         self.offset = (self.offset or 0) + len(data)
         self.buffer = io.BytesIO()
         self._store.invalidate_cache(f"{self._bucket}/{self._full_key}")
@@ -218,6 +234,7 @@ class WorkspaceFile(AbstractBufferedFile):  # type: ignore[misc]
                 "create_multipart_upload", Bucket=self._bucket, Key=self._full_key
             )
             self._upload_id = answer["UploadId"]
+            self._hold_record(self._upload_id)
         number = len(self._parts) + 1
         answer = self._store.call_s3(
             "upload_part",
@@ -229,13 +246,47 @@ class WorkspaceFile(AbstractBufferedFile):  # type: ignore[misc]
         )
         self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
 
+    def _hold_record(self, upload_id: str) -> None:
+        """Record the upload before its first part (the record cannot be
+        written: the upload is aborted, no part goes unrecorded)."""
+        from sts_bridge.s3.upload_records import recorded_upload
+
+        try:
+            self._record = self._record_lock.enter_context(
+                recorded_upload(
+                    self._records, self._endpoint, self._bucket, self._full_key, upload_id
+                )
+            )
+        except OSError as exc:
+            self._abort()
+            raise OSError(
+                exc.errno, f"cannot record the upload in {self._records}: {exc.strerror}", self.path
+            ) from exc
+
+    def _release_record(self, remove: bool) -> None:
+        """Let the record go: removed once the upload is completed or aborted,
+        kept (unlocked) when the abort did not reach the store."""
+        from sts_bridge.s3.upload_records import remove_record
+
+        record, self._record = self._record, None
+        if record is not None and remove:
+            remove_record(record)
+        self._record_lock.close()
+
     def _abort(self) -> None:
         upload_id, self._upload_id = self._upload_id, None
         self._parts = []
-        if upload_id is not None:
+        if upload_id is None:
+            return
+        try:
             self._store.call_s3(
                 "abort_multipart_upload",
                 Bucket=self._bucket,
                 Key=self._full_key,
                 UploadId=upload_id,
             )
+        except BaseException:
+            # `sts-bridge uploads --abort` finishes the job later
+            self._release_record(remove=False)
+            raise
+        self._release_record(remove=True)

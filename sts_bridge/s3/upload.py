@@ -586,35 +586,25 @@ class UploadEngine(S3Http):
 
     def records_dir(self) -> Path:
         """Where the records of multipart uploads live (:mod:`sts_bridge.s3.upload_records`)."""
-        from sts_bridge.config import default_cache_dir
+        from sts_bridge.s3.upload_records import records_dir
 
-        return self.state_dir or default_cache_dir() / "uploads"
+        return self.state_dir or records_dir(None)
 
     @contextlib.contextmanager
     def recorded(self, spec: UploadSpec, upload_id: str) -> Iterator[Path]:
         """Record the multipart upload ``upload_id`` of an upload that cannot
-        resume (a stream, or ``resumable=False``) while it runs, its lock held.
+        resume (a stream, or ``resumable=False``) while it runs, its lock held
+        (:func:`~sts_bridge.s3.upload_records.recorded_upload`)."""
+        from sts_bridge.s3.upload_records import recorded_upload
 
-        The record is written before the first part; the caller removes it
-        (:func:`~sts_bridge.s3.upload_records.remove_record`) once the upload
-        is completed or aborted. A killed process leaves it: ``sts-bridge
-        uploads`` lists it and aborts the upload.
-        """
-        from sts_bridge._files import file_lock
-        from sts_bridge.s3.upload_records import (
-            record_fields,
-            record_lock_path,
-            stream_record_path,
-            write_record,
-        )
-
-        path = stream_record_path(
-            self.records_dir(), self.ws.endpoint_url, self.ws.bucket, spec.full_key, upload_id
-        )
-        fields = record_fields(self.ws.endpoint_url, self.ws.bucket, spec.full_key, upload_id)
-        fields["source"] = None if spec.source is None else str(spec.source)
-        with file_lock(record_lock_path(path), timeout=0.0):
-            write_record(path, fields)
+        with recorded_upload(
+            self.records_dir(),
+            self.ws.endpoint_url,
+            self.ws.bucket,
+            spec.full_key,
+            upload_id,
+            None if spec.source is None else str(spec.source),
+        ) as path:
             yield path
 
     def upload_file_multipart(self, spec: UploadSpec, progress: Progress) -> UploadResult:

@@ -35,6 +35,8 @@ __all__ = [
     "read_records",
     "record_fields",
     "record_lock_path",
+    "recorded_upload",
+    "records_dir",
     "remove_record",
     "stream_record_path",
     "upload_running",
@@ -65,6 +67,16 @@ def stream_record_path(
     return state_dir / f"upload-{hashlib.sha256(ident.encode()).hexdigest()[:40]}.json"
 
 
+def records_dir(cache_dir: Path | None) -> Path:
+    """Where the records of uploads started with the cache directory ``cache_dir`` live
+    (``None``: the default cache directory)."""
+    if cache_dir is None:
+        from sts_bridge.config import default_cache_dir
+
+        cache_dir = default_cache_dir()
+    return Path(cache_dir) / "uploads"
+
+
 def record_lock_path(record: Path) -> Path:
     return record.with_suffix(".lock")
 
@@ -84,6 +96,36 @@ def write_record(path: Path, fields: dict[str, object]) -> None:
     from sts_bridge._files import atomic_write
 
     atomic_write(path, json.dumps(fields).encode())
+
+
+@contextlib.contextmanager
+def recorded_upload(
+    state_dir: Path,
+    endpoint: str,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    source: str | None = None,
+) -> Iterator[Path]:
+    """Record the multipart upload ``upload_id`` of an upload that cannot
+    resume (a stream, a file written through ``workspace://``) while it runs,
+    its lock held.
+
+    Entered after CreateMultipartUpload answered and before the first part;
+    the caller removes the record (:func:`remove_record`) once the upload is
+    completed or aborted, and keeps it when the abort cannot reach the store.
+    A killed process leaves it: ``sts-bridge uploads`` lists it and aborts
+    the upload. Raises ``OSError`` when the record cannot be written (the
+    caller aborts: no part may be sent unrecorded).
+    """
+    from sts_bridge._files import file_lock
+
+    path = stream_record_path(state_dir, endpoint, bucket, key, upload_id)
+    fields = record_fields(endpoint, bucket, key, upload_id)
+    fields["source"] = source
+    with file_lock(record_lock_path(path), timeout=0.0):
+        write_record(path, fields)
+        yield path
 
 
 def remove_record(path: Path) -> None:

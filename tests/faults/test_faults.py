@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults_support import STALL, Checker, MiB, Proxied, one_line_error, pattern_file, run_cli
+from faults_support import (
+    PREFIX,
+    STALL,
+    Checker,
+    MiB,
+    Proxied,
+    one_line_error,
+    pattern_file,
+    run_cli,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -320,6 +329,76 @@ def test_upload_left_by_kill_9_of_a_stdin_upload_is_listed_and_aborted(
     after, _ = run_cli(["uploads", "--json"], env)
     assert after.returncode == 0 and json.loads(after.stdout) == []
     _assert_clean(checker, {})
+
+
+#: Writes argv[1] (a key) through ``workspace://`` in 5 MiB parts: argv[2]
+#: "complete" writes 6 MiB and closes; "hold" sends one part and waits on stdin.
+_FS_WRITER = """
+import sys, fsspec, sts_bridge
+name = sts_bridge.Client.from_env().workspace().name
+url = f"workspace://{name}/{sys.argv[1]}"
+f = fsspec.open(url, "wb", s3_options={"default_block_size": 5 * 2**20}).open()
+f.write(b"x" * (6 * 2**20))  # a full block: CreateMultipartUpload and part 1
+if sys.argv[2] == "hold":
+    sys.stdin.read()
+f.close()
+"""
+
+
+def test_upload_left_by_kill_9_of_a_workspace_file_is_listed_and_aborted(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """A file written through ``fsspec.open("workspace://...", "wb")``: its
+    multipart upload is recorded before its first part, so after ``kill -9``
+    ``sts-bridge uploads`` lists it and ``--abort`` removes it from the store;
+    a file closed normally leaves no record."""
+    import json
+
+    env = _env(faults)
+    records = tmp_path / "cache" / "uploads"
+    done = subprocess.run(
+        [sys.executable, "-c", _FS_WRITER, checker.base + "whole.bin", "complete"],
+        env=env, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert list(records.glob("*.json")) == []
+    assert checker.uploads() == []
+    assert checker.objects() == {checker.base + "whole.bin": 6 * MiB}
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FS_WRITER, checker.base + "fs.bin", "hold"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_for(
+            lambda: (
+                proc.poll() is not None
+                or (len(checker.uploads()) == 1 and any(records.glob("*.json")))
+            ),
+            90,
+        )
+        assert proc.poll() is None, proc.communicate(timeout=60)[1].decode()
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert checker.uploads() == [PREFIX + checker.base + "fs.bin"]  # orphaned on the store
+    (record,) = records.glob("*.json")
+
+    listed, _ = run_cli(["uploads", checker.base, "--json"], env)
+    assert listed.returncode == 0, listed.stderr.decode()
+    (upload,) = json.loads(listed.stdout)
+    assert upload["key"] == checker.base + "fs.bin"
+    assert upload["running"] is False and upload["parts"] == 1
+    assert upload["upload_id"] == json.loads(record.read_text())["upload_id"]
+
+    aborted, _ = run_cli(["uploads", "--abort"], env)
+    assert aborted.returncode == 0, aborted.stderr.decode()
+    assert f"aborted {checker.base}fs.bin" in aborted.stdout.decode()
+    assert checker.uploads() == []  # gone from the store (admin listing)
+    assert list(records.glob("*.json")) == []
+    _assert_clean(checker, {checker.base + "whole.bin": b"x" * (6 * MiB)})
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
