@@ -390,7 +390,7 @@ def test_upload_left_by_kill_9_of_a_workspace_file_is_listed_and_aborted(
     assert listed.returncode == 0, listed.stderr.decode()
     (upload,) = json.loads(listed.stdout)
     assert upload["key"] == checker.base + "fs.bin"
-    assert upload["running"] is False and upload["parts"] == 1
+    assert upload["running"] is False  # killed before or after part 1 was stored
     assert upload["upload_id"] == json.loads(record.read_text())["upload_id"]
 
     aborted, _ = run_cli(["uploads", "--abort"], env)
