@@ -294,11 +294,12 @@ def test_fleet_writes_hundreds_of_objects_over_three_lifetimes_and_never_sees_th
     workers_used: set[str] = set()
     with share(alice_ws, fleet_client) as handle:
         first_key = handle.last_pushed_access_key
-        deadline = time.monotonic() + 3.4 * lifetime
         batch = 0
         next_sample = 0.0
-        # more than three lifetimes AND hundreds of objects, however loaded the machine is
-        while (time.monotonic() < deadline or len(written) < 300) and batch < 100:
+        # more than three lifetimes (four pushed credential sets: the first and
+        # three refreshes, counted, not timed) AND hundreds of objects, however
+        # loaded the machine is; batch < 100 ends a run whose refreshes never come
+        while (handle.pushes < 4 or len(written) < 300) and batch < 100:
             keys = [[f"b{batch}/t{t}/o{o}" for o in range(5)] for t in range(8)]
             futures = fleet_client.map(write_objects, [base] * 8, keys, pure=False, retries=RETRIES)
             for address, done in fleet_client.gather(futures):
