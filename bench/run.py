@@ -394,6 +394,38 @@ def measured_run(t: Target, c: Contender, argv: list[str]) -> Sample:
     return s
 
 
+def _record_failure(
+    results: dict[str, list[Sample]], sc: Scenario, c: Contender, rnd: int, exc: CommandFailed
+) -> None:
+    """A round whose command failed: said, and kept as a failed run (warm-up rounds too)."""
+    _say(f"  {sc.id} {c.id} round {rnd}: FAILED {exc}")
+    results[c.id].append(Sample(float("nan"), float("nan"), 0, exc.sample.rc))
+
+
+def _record_round(
+    results: dict[str, list[Sample]],
+    sc: Scenario,
+    c: Contender,
+    rnd: int,
+    s: Sample,
+    *,
+    ok: bool,
+    counted: bool,
+) -> None:
+    """One finished round: said, and kept when ``counted`` (not a warm-up); a round
+    whose work was not really done (``ok`` false) is kept as failed (rc -999)."""
+    if not ok:
+        _say(f"  {sc.id} {c.id} round {rnd}: WRONG RESULT (not counted)")
+        s.rc = -999
+    tag = "" if counted else " (warm-up)"
+    _say(
+        f"  {sc.id:<14} {c.id:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s  "
+        f"rss {s.rss / 1e6:6.1f} MB{tag}"
+    )
+    if counted:
+        results[c.id].append(s)
+
+
 def run_scenario(
     sc: Scenario,
     cs: list[Contender],
@@ -426,8 +458,7 @@ def run_scenario(
                 try:
                     s = measured_run(t, c, argv)
                 except CommandFailed as exc:
-                    _say(f"  {sc.id} {c.id} round {rnd}: FAILED {exc}")
-                    results[c.id].append(Sample(float("nan"), float("nan"), 0, exc.sample.rc))
+                    _record_failure(results, sc, c, rnd, exc)
                     _delete_prefix(t, key)
                     _abort_uploads(t)
                     continue
@@ -446,16 +477,7 @@ def run_scenario(
                     _delete_prefix(t, key)
                 if sc.kind != "download":
                     t.gc()
-                if not ok:
-                    _say(f"  {sc.id} {c.id} round {rnd}: WRONG RESULT (not counted)")
-                    s.rc = -999
-                tag = "" if counted else " (warm-up)"
-                _say(
-                    f"  {sc.id:<14} {c.id:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s  "
-                    f"rss {s.rss / 1e6:6.1f} MB{tag}"
-                )
-                if counted:
-                    results[c.id].append(s)
+                _record_round(results, sc, c, rnd, s, ok=ok, counted=counted)
     finally:
         if sc.kind == "download":
             _delete_prefix(t, remote_src)
@@ -486,20 +508,11 @@ def run_resync(
                 try:
                     s = measured_run(t, c, argv)
                 except CommandFailed as exc:
-                    _say(f"  {sc.id} {c.id} round {rnd}: FAILED {exc}")
-                    results[c.id].append(Sample(float("nan"), float("nan"), 0, exc.sample.rc))
+                    _record_failure(results, sc, c, rnd, exc)
                     continue
                 n, size = _count_prefix(t, folders[c.id])
-                if n != sc.objects or size != sc.size:
-                    _say(f"  {sc.id} {c.id} round {rnd}: WRONG RESULT (not counted)")
-                    s.rc = -999
-                tag = "" if counted else " (warm-up)"
-                _say(
-                    f"  {sc.id:<14} {c.id:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s  "
-                    f"rss {s.rss / 1e6:6.1f} MB{tag}"
-                )
-                if counted:
-                    results[c.id].append(s)
+                ok = n == sc.objects and size == sc.size
+                _record_round(results, sc, c, rnd, s, ok=ok, counted=counted)
     finally:
         for folder in folders.values():
             _delete_prefix(t, folder)
@@ -548,8 +561,7 @@ def run_batch(
                 try:
                     s = measured_run(t, c, c.batch(str(commands)))
                 except CommandFailed as exc:
-                    _say(f"  {sc.id} {c.id} round {rnd}: FAILED {exc}")
-                    results[c.id].append(Sample(float("nan"), float("nan"), 0, exc.sample.rc))
+                    _record_failure(results, sc, c, rnd, exc)
                     _delete_prefix(t, folder)
                     shutil.rmtree(dest, ignore_errors=True)
                     continue
@@ -565,16 +577,7 @@ def run_batch(
                     got = sum(p.stat().st_size for p in dest.iterdir())
                     ok = len(list(dest.iterdir())) == sc.objects and got == sc.size
                     shutil.rmtree(dest, ignore_errors=True)
-                if not ok:
-                    _say(f"  {sc.id} {c.id} round {rnd}: WRONG RESULT (not counted)")
-                    s.rc = -999
-                tag = "" if counted else " (warm-up)"
-                _say(
-                    f"  {sc.id:<14} {c.id:<10} r{rnd} wall {s.wall:7.3f} s  cpu {s.cpu:6.2f} s  "
-                    f"rss {s.rss / 1e6:6.1f} MB{tag}"
-                )
-                if counted:
-                    results[c.id].append(s)
+                _record_round(results, sc, c, rnd, s, ok=ok, counted=counted)
     finally:
         if op == "download":
             _delete_prefix(t, remote_src)
@@ -687,6 +690,29 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
             d[f] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
     d["samples"] = [s.as_dict() for s in samples]
     return d
+
+
+def scenario_report(
+    sc: Scenario,
+    cs: list[Contender],
+    res: dict[str, list[Sample]],
+    label: str,
+) -> dict[str, Any]:
+    """The report's entry for one scenario: its description and, per contender
+    that ran it, its label (the ``label`` field, e.g. ``batch_label``, when not
+    empty, else ``Contender.label``) and the summary of its samples."""
+    return {
+        "id": sc.id,
+        "label": sc.label,
+        "kind": sc.kind,
+        "bytes": sc.size,
+        "objects": sc.objects,
+        "results": {
+            c.id: {"label": getattr(c, label) or c.label, "sts": c.sts, **summarize(res[c.id])}
+            for c in cs
+            if c.id in res
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -823,24 +849,8 @@ def main(argv: list[str] | None = None) -> int:
                     res = run_resync(sc, cs, t, files[src_of[sc.id]], warmup, reps)
                 else:
                     res = run_scenario(sc, cs, t, files[src_of[sc.id]], work, warmup, reps)
-                report["scenarios"].append(
-                    {
-                        "id": sc.id,
-                        "label": sc.label,
-                        "kind": sc.kind,
-                        "bytes": sc.size,
-                        "objects": sc.objects,
-                        "results": {
-                            c.id: {
-                                "label": (c.sync_label if sc.kind == "resync" else "") or c.label,
-                                "sts": c.sts,
-                                **summarize(res[c.id]),
-                            }
-                            for c in cs
-                            if c.id in res
-                        },
-                    }
-                )
+                label = "sync_label" if sc.kind == "resync" else "label"
+                report["scenarios"].append(scenario_report(sc, cs, res, label))
             batches = [
                 Scenario(
                     "batch_presign",
@@ -869,46 +879,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 _say(f"bench: {sc.label} ({warmup} warm-up + {reps} rounds)")
                 res = run_batch(sc, cs, t, op, files.get(sc.id, tmp), work, warmup, reps)
-                report["scenarios"].append(
-                    {
-                        "id": sc.id,
-                        "label": sc.label,
-                        "kind": sc.kind,
-                        "bytes": sc.size,
-                        "objects": sc.objects,
-                        "results": {
-                            c.id: {
-                                "label": c.batch_label or c.label,
-                                "sts": c.sts,
-                                **summarize(res[c.id]),
-                            }
-                            for c in cs
-                            if c.id in res
-                        },
-                    }
-                )
+                report["scenarios"].append(scenario_report(sc, cs, res, "batch_label"))
             if want("presign"):
                 preps = max(reps, 3) if not quick else 1
                 _say(f"bench: presign, one command ({warmup} warm-up + {preps} rounds)")
                 res = run_presign_cli(cs, t, max(warmup, 1), preps)
-                report["scenarios"].append(
-                    {
-                        "id": "presign",
-                        "label": "presign one URL (whole command)",
-                        "kind": "presign",
-                        "bytes": 0,
-                        "objects": 1,
-                        "results": {
-                            c.id: {
-                                "label": c.presign_label or c.label,
-                                "sts": c.sts,
-                                **summarize(res[c.id]),
-                            }
-                            for c in cs
-                            if c.id in res
-                        },
-                    }
-                )
+                presign = Scenario("presign", "presign one URL (whole command)", "presign", 0, 1)
+                report["scenarios"].append(scenario_report(presign, cs, res, "presign_label"))
             if want("presign_many"):
                 _say(f"bench: presign_many on {presign_n:,} keys")
                 report["presign_many"] = run_presign_many(t, base, presign_n, max(reps, 3))
