@@ -85,6 +85,13 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 def _open_from_configuration_chain(settings: Settings, name: str) -> WorkspaceSource:
+    from sts_bridge.auth.delegation import in_delegated_process
+
+    if in_delegated_process():
+        # a `credentials --serve` child has the served workspace, never the login
+        from sts_bridge.interop.delegated import served_workspace
+
+        return served_workspace(name, verify=settings.verify)
     from sts_bridge.client import Client
 
     return Client(settings).workspace(name)
@@ -94,6 +101,13 @@ def _open_from_configuration_chain(settings: Settings, name: str) -> WorkspaceSo
 # by name (unpickling, ``workspace://``) but sits below ``client``, and any
 # import of an ``sts_bridge`` module runs this file first.
 def _list_from_configuration_chain(settings: Settings) -> list[str]:
+    from sts_bridge.auth.delegation import in_delegated_process
+
+    if in_delegated_process():
+        # the API's list needs the login, which a `--serve` child never uses
+        from sts_bridge.interop.delegated import served_workspace_names
+
+        return served_workspace_names()
     from sts_bridge.client import Client
 
     return Client(settings).workspaces()

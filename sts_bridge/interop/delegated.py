@@ -6,7 +6,10 @@ it has is the served workspace: its location in ``STS_BRIDGE_WORKSPACE``,
 refreshing credentials at ``AWS_CONTAINER_CREDENTIALS_FULL_URI``.
 :func:`delegated_workspace` builds a :class:`~sts_bridge.workspace.Workspace`
 from exactly that, so ``sts-bridge ls``/``upload``/``download`` work in the
-child through the served credentials and nothing else.
+child through the served credentials and nothing else;
+:func:`served_workspace` and :func:`served_workspace_names` are what the
+configuration chain answers there (``workspace://``, unpickled workspaces,
+``ls("")``), since the chain's own answers need the login.
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ from urllib.parse import urlsplit
 
 from sts_bridge.clock import utc_now
 from sts_bridge.credentials.refreshing import RefreshingS3Credentials, S3Credentials
-from sts_bridge.errors import ConfigurationError, CredentialsError
+from sts_bridge.errors import ConfigurationError, CredentialsError, WorkspaceNotFoundError
 from sts_bridge.terrapi.storage_point import DEFAULT_REGION, StoragePoint, normalise_prefix
 from sts_bridge.workspace import Workspace
 
-__all__ = ["delegated_workspace", "fetch_served_credentials"]
+__all__ = [
+    "delegated_workspace",
+    "fetch_served_credentials",
+    "served_workspace",
+    "served_workspace_names",
+]
 
 _TIMEOUT = 10.0
 
@@ -115,3 +123,35 @@ def delegated_workspace(
     token = _required(env, "AWS_CONTAINER_AUTHORIZATION_TOKEN")
     refreshing = RefreshingS3Credentials(lambda: fetch_served_credentials(url, token))
     return Workspace(point, refreshing, verify=verify)
+
+
+def served_workspace_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The workspaces a ``--serve`` child may use: the served one.
+
+    Raises :class:`~sts_bridge.errors.ConfigurationError` when the
+    environment names no served workspace.
+    """
+    env = os.environ if environ is None else environ
+    return [_required(env, "STS_BRIDGE_WORKSPACE")]
+
+
+def served_workspace(
+    name: str, *, environ: Mapping[str, str] | None = None, verify: bool | str = True
+) -> Workspace:
+    """Workspace ``name`` as a ``--serve`` child resolves it by name.
+
+    The served workspace (:func:`delegated_workspace`); any other name is a
+    workspace this process cannot see: :class:`~sts_bridge.errors.WorkspaceNotFoundError`
+    (which the filesystem reports as ``FileNotFoundError``, so ``exists`` says
+    ``False``), naming the served one.
+    """
+    served = served_workspace_names(environ)
+    if name not in served:
+        raise WorkspaceNotFoundError(
+            name,
+            served,
+            status=None,
+            detail="this process runs under `sts-bridge credentials --serve` "
+            "and may only use the served workspace",
+        )
+    return delegated_workspace(name, environ=environ, verify=verify)

@@ -165,3 +165,52 @@ def test_child_sts_bridge_ls_uses_the_served_credentials(
     )
     assert other.returncode == 3
     assert "only use the served workspace" in other.stderr
+
+
+CHILD_FILESYSTEM = textwrap.dedent(
+    """
+    import json, os, sys
+    import fsspec
+
+    run = sys.argv[1]
+    served = os.environ["STS_BRIDGE_WORKSPACE"]
+    fs = fsspec.filesystem("workspace")
+    with fsspec.open(f"workspace://{served}/{run}/a.txt", "wb") as f:
+        f.write(b"through the served credentials")
+    seen = {
+        "workspaces": fs.ls("", detail=False),
+        "listed": fs.ls(f"{served}/{run}", detail=False),
+        "read": fs.cat_file(f"workspace://{served}/{run}/a.txt").decode(),
+        "other_exists": fs.exists("workspace://gep-alice-private-workspace/x"),
+    }
+    try:
+        fs.ls("gep-alice-private-workspace")
+    except FileNotFoundError as exc:
+        seen["other_ls"] = str(exc)
+    fs.rm(f"{served}/{run}", recursive=True)
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_child_workspace_filesystem_lists_and_uses_the_served_workspace(
+    local_platform: Any, hostile_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``workspace://`` in a ``--serve`` child: ``ls("")`` names the served
+    workspace (the API's list would need the login), the served workspace
+    reads and writes with the served credentials, any other is not there."""
+    script = tmp_path / "child_fs.py"
+    script.write_text(CHILD_FILESYSTEM)
+    run = f"serve-fs/{uuid.uuid4().hex}"
+    local_platform.reset_stats()
+    proc = _serve(hostile_env, sys.executable, str(script), run)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    workspace = "gep-processing-results-a2s-service-workspace"
+    assert seen["workspaces"] == [workspace]
+    assert seen["listed"] == [f"{workspace}/{run}/a.txt"]
+    assert seen["read"] == "through the served credentials"
+    assert seen["other_exists"] is False
+    assert "gep-alice-private-workspace" in seen["other_ls"]
+    # one STS exchange: the parent's (the child asked the served endpoint)
+    assert local_platform.api_stats()["sts_exchanges"] <= 1
