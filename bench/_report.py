@@ -12,7 +12,22 @@ from pathlib import Path
 from typing import Any
 
 STS_IDS = ("stsb-sdk", "stsb-cli", "stsb-cli-10m")
-TRANSFERS = ("up", "down", "up_small", "down_small", "many", "few", "resync")
+#: ``*_over``: into an object / a file that exists with other bytes of the same size (issue 19)
+TRANSFERS = (
+    "up",
+    "up_over",
+    "down",
+    "down_over",
+    "up_small",
+    "down_small",
+    "many",
+    "few",
+    "resync",
+)
+#: issue 19's goals beside the transfers: client CPU of the ``up_cpu`` upload against
+#: boto3's, and the fixed cost of a warm tiny command against the pre-urllib3 CLI
+CPU_VS_BOTO3 = ("up_cpu", 0.5)
+FIXED_COST_BUDGET_MS = 40.0
 #: ``sts-bridge run`` against ``s5cmd run`` with the same lines (issue 19)
 BATCHES = ("batch_presign", "batch_up", "batch_down")
 MARK_START = "<!-- bench:start -->"
@@ -24,6 +39,8 @@ def human(n: int) -> str:
         return f"{n >> 30} GiB"
     if n >= 1 << 20 and n % (1 << 20) == 0:
         return f"{n >> 20} MiB"
+    if n >= 10**6 and n % 10**6 == 0:
+        return f"{n // 10**6} MB"
     return f"{n:,} B"
 
 
@@ -86,6 +103,8 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                         ">= 1.20",
                         r >= 1.2,
                     )
+    out += cpu_vs_boto3_targets(sc.get(CPU_VS_BOTO3[0]), CPU_VS_BOTO3[1])
+    out += fixed_cost_targets(sc.get("fixed"))
     for s in sc.values():
         if s["kind"] == "presign":
             continue
@@ -177,6 +196,64 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def cpu_vs_boto3_targets(s: dict[str, Any] | None, limit: float) -> list[dict[str, Any]]:
+    """Issue 19: sts-bridge's client CPU on one upload at most ``limit`` x boto3's."""
+    b = s["results"].get("boto3") if s else None
+    if not s or not b or not _med(b, "cpu"):
+        return []
+    out = []
+    for cid in STS_IDS:
+        mine = s["results"].get(cid)
+        if mine and _med(mine, "cpu") is not None:
+            r = _med(mine, "cpu") / _med(b, "cpu")  # type: ignore[operator]
+            out.append(
+                {
+                    "target": f"{s['label']}: {mine['label']} client CPU / {b['label']}",
+                    "measured": r,
+                    "limit": f"<= {limit:.2f}",
+                    "met": r <= limit,
+                    "note": "",
+                }
+            )
+    return out
+
+
+def fixed_cost_targets(s: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 19: a warm ``sts-bridge download`` of a 3-byte object within 40 ms of the
+    CLI before the urllib3 transport (``stsb-base``), both measured in the same run
+    beside ``s5cmd cp``: the medians' differences in ms, wall and CPU (CPU moves least
+    on a busy machine). The note gives sts-bridge minus s5cmd cp in the same run."""
+    if not s:
+        return []
+    res = s["results"]
+    mine, base, s5 = res.get("stsb-cli"), res.get("stsb-base"), res.get("s5cmd")
+    if not mine or _med(mine, "wall") is None:
+        return []
+    out = []
+    for f, what in (("wall", "wall"), ("cpu", "CPU")):
+        note = ""
+        if s5 and _med(s5, f) is not None:
+            d5 = (_med(mine, f) - _med(s5, f)) * 1000  # type: ignore[operator]
+            note = f"sts-bridge minus s5cmd cp: {d5:+.1f} ms"
+        if base and _med(base, f) is not None:
+            d = (_med(mine, f) - _med(base, f)) * 1000  # type: ignore[operator]
+            met: bool | None = d <= FIXED_COST_BUDGET_MS
+        else:
+            d, met = None, None
+            note = "; ".join(x for x in (note, "the baseline did not run") if x)
+        out.append(
+            {
+                "target": f"{s['label']}: `sts-bridge download` {what} minus "
+                f"{base['label'] if base else 'the CLI before urllib3'}, ms",
+                "measured": d,
+                "limit": f"<= {FIXED_COST_BUDGET_MS:.0f}",
+                "met": met,
+                "note": note,
+            }
+        )
+    return out
+
+
 # ------------------------------------------------------------------------ markdown
 def markdown(doc: dict[str, Any]) -> str:
     m, v, p = doc["machine"], doc["versions"], doc["params"]
@@ -231,7 +308,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in doc["scenarios"]:
-        if s["kind"] == "presign":
+        if s["kind"] in ("presign", "fixed"):
             continue
         gib = s["bytes"] / (1 << 30)
         for r in s["results"].values():
@@ -279,6 +356,21 @@ def markdown(doc: dict[str, Any]) -> str:
                         f"| {pm['n']:,} URLs | {names[k]} | {statistics.median(rates):,.0f} URLs/s "
                         f"({min(rates):,.0f}-{max(rates):,.0f}) |"
                     )
+    if "fixed" in sc:
+        fx = sc["fixed"]
+        lines += [
+            "",
+            f"| {fx['label']}, whole command, into a new file | contender | wall ms | "
+            "client CPU ms | peak RSS MB |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for r in fx["results"].values():
+            label = f"**{r['label']}**" if r.get("sts") else r["label"]
+            lines.append(
+                f"| {r['runs'] - r['failed']} rounds | {label} | "
+                f"{_spread(r, 'wall', 1e-3, '{:.0f}')} | {_spread(r, 'cpu', 1e-3, '{:.0f}')} | "
+                f"{_spread(r, 'rss', 1e6, '{:.0f}')} |"
+            )
     rq = doc.get("requests")
     if rq:
         lines += [

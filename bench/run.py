@@ -89,15 +89,20 @@ class Contender:
     batch: Callable[[str], list[str]] | None = None  # (file of commands) -> argv
     batch_line: Callable[[str, str, str], str] | None = None  # (op, a, b) -> one line
     batch_label: str = ""
+    # (key, file) -> argv: the fixed-cost row (a warm download of a 3-byte object)
+    tiny_download: Callable[[str, str], list[str]] | None = None
 
 
 @dataclass
 class Scenario:
     id: str
     label: str
-    kind: str  # upload | download | upload_many | resync | presign | batch
+    kind: str  # upload | download | upload_many | resync | presign | batch | fixed
     size: int = 0  # bytes moved per run
     objects: int = 1
+    # upload: every run replaces an object of the same size and other content;
+    # download: every run writes over a file of the same size and other content
+    over: bool = False
 
 
 # --------------------------------------------------------------------------- env
@@ -140,7 +145,11 @@ def _aws_env(base: dict[str, str], t: Target) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- contenders
-def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
+def contenders(
+    t: Target, tmp: Path, aws: Path, s5: Path, baseline: Path | None = None
+) -> list[Contender]:
+    """Every contender; ``baseline`` is the sts-bridge CLI of ``_tools.FIXED_COST_BASELINE``
+    (the fixed-cost row only), when it is installed."""
     base = _base_env(tmp)
 
     def other_env() -> dict[str, str]:
@@ -163,6 +172,8 @@ def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
     out: list[Contender] = []
     if t.mode == "platform":
         out += sts_contenders(t, base)
+        if baseline is not None:
+            out.append(baseline_contender(t, base, tmp, baseline))
     out += [
         Contender(
             "boto3",
@@ -208,6 +219,7 @@ def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
             ],
             presign=lambda k: [str(aws), "s3", "presign", s3url(k), "--endpoint-url", t.endpoint],
             presign_label="aws s3 presign (SigV2 default)",
+            tiny_download=lambda k, f: [str(aws), "s3", "cp", s3url(k), f, *aws_common],
             sync=lambda d, p: [str(aws), "s3", "sync", d, s3url(p), *aws_common],
             sync_label="aws s3 sync (size + mtime)",
         ),
@@ -224,9 +236,28 @@ def contenders(t: Target, tmp: Path, aws: Path, s5: Path) -> list[Contender]:
             batch=lambda f: [*s5_common, "run", f],
             batch_line=s5_line,
             batch_label="s5cmd run (same lines)",
+            tiny_download=lambda k, f: [*s5_common, "cp", s3url(k), f],
         ),
     ]
     return out
+
+
+def baseline_contender(t: Target, base: dict[str, str], tmp: Path, cli: Path) -> Contender:
+    """The sts-bridge CLI before the urllib3 transport, for the fixed-cost row only.
+
+    It keeps its own credential cache (that version's cache format is its own):
+    the row's warm-up round fills it, so the counted rounds are warm."""
+    env = dict(base)
+    env.update(t.sts_env)
+    env["STS_BRIDGE_CACHE_DIR"] = str(tmp / "sts-bridge-cache-baseline")
+    ws = t.workspace
+    return Contender(
+        "stsb-base",
+        f"sts-bridge CLI at {_tools.FIXED_COST_BASELINE} (before urllib3)",
+        False,  # a reference point, not a contender under test
+        lambda: env,
+        tiny_download=lambda k, f: [str(cli), "-q", "download", k, f, "--workspace", ws],
+    )
 
 
 def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
@@ -267,6 +298,7 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             batch=lambda f: [cli, "-q", "run", f],
             batch_line=batch_line,
             batch_label="sts-bridge run (default --jobs)",
+            tiny_download=lambda k, f: [cli, "-q", "download", k, f, "--workspace", ws],
         )
 
     return [
@@ -426,6 +458,34 @@ def _record_round(
         results[c.id].append(s)
 
 
+def _prefill(dest: Path, other: Path) -> None:
+    """``dest`` made a copy of ``other`` and flushed to disk (not measured), so the
+    measured download writes over an existing file and no writeback of this copy
+    lands inside the measured run."""
+    shutil.copyfile(other, dest)
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same_blocks(a: Path, b: Path, blocks: int = 16, block: int = 64 * KiB) -> bool:
+    """Equal sizes and equal bytes at ``blocks`` offsets spread from start to end:
+    tells a file written over from one left as it was, without reading 1 GiB twice."""
+    size = a.stat().st_size
+    if size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        for i in range(blocks):
+            off = max(0, (size - block) * i // max(blocks - 1, 1))
+            fa.seek(off)
+            fb.seek(off)
+            if fa.read(block) != fb.read(block):
+                return False
+    return True
+
+
 def run_scenario(
     sc: Scenario,
     cs: list[Contender],
@@ -434,23 +494,46 @@ def run_scenario(
     work: Path,
     warmup: int,
     reps: int,
+    other: Path | None = None,
 ) -> dict[str, list[Sample]]:
-    """Interleaved rounds of one scenario; returns the counted samples per contender."""
+    """Interleaved rounds of one scenario; returns the counted samples per contender.
+
+    With ``sc.over`` (``other``: a file of the same size as ``src``, other bytes), an
+    upload replaces the one object of the scenario, which the previous run left (the
+    harness puts ``other`` there first), alternating ``src`` and ``other`` so that every
+    run changes the content; a download writes over a copy of ``other``.
+    """
     getter = {"upload": "upload", "download": "download", "upload_many": "upload_many"}[sc.kind]
     active = [c for c in cs if getattr(c, getter) is not None]
     results: dict[str, list[Sample]] = {c.id: [] for c in active}
     remote_src = f"bench/src-{sc.id}"
+    if sc.over and other is None:
+        raise ValueError(f"scenario {sc.id} writes over existing data: give other=")
     if sc.kind == "download":
         t.admin.upload_file(str(src), t.bucket, t.prefix + remote_src)
+    shared_key = f"bench/{sc.id}/object"  # the object every run of an upload-over replaces
+    holds = other  # what shared_key holds now
+
+    def put_shared() -> str:
+        t.admin.upload_file(str(other), t.bucket, t.prefix + shared_key)
+        return t.admin.head_object(Bucket=t.bucket, Key=t.prefix + shared_key)["ETag"]
+
+    etag_before = put_shared() if sc.over and sc.kind == "upload" else ""
     try:
         for rnd in range(warmup + reps):
             counted = rnd >= warmup
             for c in _order(active, rnd):
                 key = f"bench/{sc.id}/{c.id}-{rnd}"
-                if sc.kind == "upload":
+                if sc.kind == "upload" and sc.over:
+                    key = shared_key
+                    body = src if holds == other else other
+                    argv = c.upload(str(body), key)  # type: ignore[misc]
+                elif sc.kind == "upload":
                     argv = c.upload(str(src), key)  # type: ignore[misc]
                 elif sc.kind == "download":
                     dest = work / f"dl-{c.id}-{rnd}.bin"
+                    if sc.over:
+                        _prefill(dest, other)  # type: ignore[arg-type]
                     argv = c.download(remote_src, str(dest))  # type: ignore[misc]
                 else:
                     key += "/"
@@ -459,16 +542,29 @@ def run_scenario(
                     s = measured_run(t, c, argv)
                 except CommandFailed as exc:
                     _record_failure(results, sc, c, rnd, exc)
-                    _delete_prefix(t, key)
                     _abort_uploads(t)
+                    if sc.kind == "upload" and sc.over:
+                        etag_before, holds = put_shared(), other  # a known state again
+                    else:
+                        _delete_prefix(t, key)
+                    if sc.kind == "download":
+                        with contextlib.suppress(FileNotFoundError):
+                            dest.unlink()
                     continue
                 # check the work was really done, then free the server's RAM
-                if sc.kind == "upload":
+                if sc.kind == "upload" and sc.over:
+                    head = t.admin.head_object(Bucket=t.bucket, Key=t.prefix + key)
+                    # same size both ways: a new ETag says the object was replaced
+                    ok = head["ContentLength"] == sc.size and head["ETag"] != etag_before
+                    etag_before, holds = head["ETag"], body
+                elif sc.kind == "upload":
                     got = t.admin.head_object(Bucket=t.bucket, Key=t.prefix + key)["ContentLength"]
                     ok = got == sc.size
                     _delete_prefix(t, key)
                 elif sc.kind == "download":
                     ok = dest.exists() and dest.stat().st_size == sc.size
+                    if ok and sc.over:
+                        ok = _same_blocks(dest, src)
                     with contextlib.suppress(FileNotFoundError):
                         dest.unlink()
                 else:
@@ -481,6 +577,8 @@ def run_scenario(
     finally:
         if sc.kind == "download":
             _delete_prefix(t, remote_src)
+        if sc.over and sc.kind == "upload":
+            _delete_prefix(t, shared_key)
         _abort_uploads(t)
         t.gc()
     return results
@@ -608,6 +706,38 @@ def run_presign_cli(
     return results
 
 
+def run_fixed_cost(
+    sc: Scenario, cs: list[Contender], t: Target, work: Path, warmup: int, reps: int
+) -> dict[str, list[Sample]]:
+    """The fixed cost of one command: a warm download of a 3-byte object (put once,
+    not measured) into a new file, whole command, interleaved rounds. The warm-up
+    round fills the credential cache of a contender that keeps its own."""
+    active = [c for c in cs if c.tiny_download is not None]
+    results: dict[str, list[Sample]] = {c.id: [] for c in active}
+    body = b"abc"
+    remote = f"bench/{sc.id}/tiny.bin"
+    t.admin.put_object(Bucket=t.bucket, Key=t.prefix + remote, Body=body)
+    try:
+        for rnd in range(warmup + reps):
+            counted = rnd >= warmup
+            for c in _order(active, rnd):
+                dest = work / f"tiny-{c.id}-{rnd}.bin"
+                argv = c.tiny_download(remote, str(dest))  # type: ignore[misc]
+                try:
+                    s = measured_run(t, c, argv)
+                except CommandFailed as exc:
+                    _record_failure(results, sc, c, rnd, exc)
+                    continue
+                finally:
+                    got = dest.read_bytes() if dest.exists() else None
+                    with contextlib.suppress(FileNotFoundError):
+                        dest.unlink()
+                _record_round(results, sc, c, rnd, s, ok=got == body, counted=counted)
+    finally:
+        _delete_prefix(t, remote)
+    return results
+
+
 def run_presign_many(t: Target, base: dict[str, str], n: int, reps: int) -> dict[str, Any]:
     """URLs per second, measured inside each process around the signing loop only."""
     script = str(HERE / "presign_rate.py")
@@ -727,15 +857,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--few-count", type=int, help="the smaller file set (default 500)")
     p.add_argument("--presign-n", type=int, help="keys for presign_many (default 10000)")
     p.add_argument(
+        "--cpu-size-mb",
+        type=int,
+        help="the upload of the CPU row against boto3, MB of 10^6 bytes (default 300; quick 32)",
+    )
+    p.add_argument(
+        "--fixed-rounds",
+        type=int,
+        help="counted rounds of the fixed-cost row, a warm 3-byte download (default 20; quick 5)",
+    )
+    p.add_argument(
         "--only",
         default="",
-        help="comma list of scenarios: up,down,up_small,down_small,many,few,resync,presign,"
-        "presign_many,batch_presign,batch_up,batch_down,requests,profile",
+        help="comma list of scenarios: up,up_over,down,down_over,up_cpu,up_small,down_small,"
+        "many,few,resync,fixed,presign,presign_many,batch_presign,batch_up,batch_down,"
+        "requests,profile",
     )
     p.add_argument(
         "--contenders",
         default="",
-        help="comma list of contender ids (stsb-sdk,stsb-sdk-direct,stsb-cli,"
+        help="comma list of contender ids (stsb-sdk,stsb-sdk-direct,stsb-cli,stsb-base,"
         "boto3,boto3-32t,aws,s5cmd): "
         "a shorter run on a busy machine (default: all)",
     )
@@ -749,6 +890,8 @@ def main(argv: list[str] | None = None) -> int:
     count = a.small_count or (200 if quick else 2000)
     few = a.few_count or (50 if quick else 500)
     presign_n = a.presign_n or (2000 if quick else 10000)
+    cpu_size = (a.cpu_size_mb or (32 if quick else 300)) * 1000 * 1000
+    fixed_rounds = a.fixed_rounds or (5 if quick else 20)
     # `run` batches: presigns, small uploads, downloads (counts, object sizes)
     batch_presigns = 100 if quick else 1000
     batch_uploads, batch_upload_size = (100 if quick else 1000), 16 * KiB
@@ -779,16 +922,34 @@ def main(argv: list[str] | None = None) -> int:
             "few_count": few,
             "small_bytes": 64 * KiB,
             "presign_n": presign_n,
+            "cpu_upload_bytes": cpu_size,
+            "fixed_rounds": fixed_rounds,
+            "fixed_cost_baseline": _tools.FIXED_COST_BASELINE,
             "batch": [batch_presigns, batch_uploads, batch_downloads],
         },
         "scenarios": [],
     }
     scenarios = [
-        Scenario("up", f"upload {_report.human(big)}", "upload", big),
-        Scenario("down", f"download {_report.human(big)}", "download", big),
+        Scenario("up", f"upload {_report.human(big)} to a new key", "upload", big),
+        Scenario(
+            "up_over",
+            f"upload {_report.human(big)} over an existing object",
+            "upload",
+            big,
+            over=True,
+        ),
+        Scenario("down", f"download {_report.human(big)} into a new file", "download", big),
+        Scenario(
+            "down_over",
+            f"download {_report.human(big)} over an existing file",
+            "download",
+            big,
+            over=True,
+        ),
+        Scenario("up_cpu", f"upload {_report.human(cpu_size)} to a new key", "upload", cpu_size),
         Scenario("many", f"upload {count:,} x 64 KiB", "upload_many", count * 64 * KiB, count),
-        Scenario("up_small", f"upload {_report.human(mid)}", "upload", mid),
-        Scenario("down_small", f"download {_report.human(mid)}", "download", mid),
+        Scenario("up_small", f"upload {_report.human(mid)} to a new key", "upload", mid),
+        Scenario("down_small", f"download {_report.human(mid)} into a new file", "download", mid),
         Scenario("few", f"upload {few:,} x 64 KiB", "upload_many", few * 64 * KiB, few),
         Scenario(
             "resync",
@@ -805,12 +966,18 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"bench: making test files in {tmp}")
         files = {
             "big": tmp / "big.bin",
+            "big_other": tmp / "big-other.bin",  # same size, other bytes: what *_over replace
+            "cpu": tmp / "cpu.bin",
             "mid": tmp / "mid.bin",
             "small": tmp / "small",
             "few": tmp / "few",
         }
-        if want("up") or want("down"):
+        if want("up") or want("down") or want("up_over") or want("down_over"):
             make_file(files["big"], big)
+        if want("up_over") or want("down_over"):
+            make_file(files["big_other"], big)
+        if want("up_cpu"):
+            make_file(files["cpu"], cpu_size)
         if want("up_small") or want("down_small"):
             make_file(files["mid"], mid)
         if want("many") or want("resync"):
@@ -827,14 +994,23 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir()
         ctx = platform_target(tmp, memstore) if mode == "platform" else plain_target(tmp, memstore)
         with ctx as t:
-            cs = contenders(t, tmp, aws, s5)
+            baseline = None
+            if mode == "platform" and want("fixed"):
+                try:
+                    baseline = _tools.sts_bridge_cli_at(_tools.FIXED_COST_BASELINE)
+                except Exception as exc:  # no network, a shallow clone: the row runs without it
+                    _say(f"bench: no baseline CLI at {_tools.FIXED_COST_BASELINE}: {exc}")
+            cs = contenders(t, tmp, aws, s5, baseline)
             picked = {x.strip() for x in a.contenders.split(",") if x.strip()}
             if picked:
                 cs = [c for c in cs if c.id in picked]
             base = _base_env(tmp)
             src_of = {
                 "up": "big",
+                "up_over": "big",
                 "down": "big",
+                "down_over": "big",
+                "up_cpu": "cpu",
                 "many": "small",
                 "up_small": "mid",
                 "down_small": "mid",
@@ -848,7 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
                 if sc.kind == "resync":
                     res = run_resync(sc, cs, t, files[src_of[sc.id]], warmup, reps)
                 else:
-                    res = run_scenario(sc, cs, t, files[src_of[sc.id]], work, warmup, reps)
+                    other = files["big_other"] if sc.over else None
+                    res = run_scenario(sc, cs, t, files[src_of[sc.id]], work, warmup, reps, other)
                 label = "sync_label" if sc.kind == "resync" else "label"
                 report["scenarios"].append(scenario_report(sc, cs, res, label))
             batches = [
@@ -880,6 +1057,14 @@ def main(argv: list[str] | None = None) -> int:
                 _say(f"bench: {sc.label} ({warmup} warm-up + {reps} rounds)")
                 res = run_batch(sc, cs, t, op, files.get(sc.id, tmp), work, warmup, reps)
                 report["scenarios"].append(scenario_report(sc, cs, res, "batch_label"))
+            if want("fixed"):
+                fixed = Scenario(
+                    "fixed", "fixed cost: warm download of a 3-byte object", "fixed", 3, 1
+                )
+                fwarm = max(warmup, 1)  # fills the baseline's own credential cache
+                _say(f"bench: {fixed.label} ({fwarm} warm-up + {fixed_rounds} rounds)")
+                res = run_fixed_cost(fixed, cs, t, work, fwarm, fixed_rounds)
+                report["scenarios"].append(scenario_report(fixed, cs, res, "label"))
             if want("presign"):
                 preps = max(reps, 3) if not quick else 1
                 _say(f"bench: presign, one command ({warmup} warm-up + {preps} rounds)")
