@@ -21,6 +21,8 @@ The refreshing delegation for child processes is in :mod:`sts_bridge.interop.con
 from __future__ import annotations
 
 import datetime as dt
+import os
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -256,6 +258,22 @@ def obstore_store(workspace: Workspace, **options: Any) -> Any:
     )
 
 
+class PolarsCaWarning(UserWarning):
+    """polars' own HTTP client will not trust the workspace's CA bundle."""
+
+
+def _polars_trusts(bundle: str) -> bool:
+    """Whether ``SSL_CERT_FILE`` (``SSL_CERT_DIR`` for a folder of CAs), what
+    polars' TLS reads, names ``bundle``."""
+    named = os.environ.get("SSL_CERT_DIR" if os.path.isdir(bundle) else "SSL_CERT_FILE")
+    if not named:
+        return False
+    try:
+        return os.path.samefile(named, bundle)
+    except OSError:
+        return False
+
+
 #: Seconds before the real expiry that polars is told its credentials expire,
 #: at most: polars signs with cached credentials until the expiry it was told.
 _POLARS_MARGIN = 60.0
@@ -276,6 +294,14 @@ def polars_options(workspace: Workspace) -> dict[str, Any]:
     the workspace's current credentials each time polars asks, with an
     expiry a little before the real one, so a lazy query or a long-lived
     frame keeps working for as long as the process runs.
+
+    TLS: polars takes no CA bundle option; its HTTP client trusts the file
+    in ``SSL_CERT_FILE`` (only that file, read when polars first connects),
+    else the system's store. When the workspace trusts a bundle of its own
+    (``TERRAPI_CA_BUNDLE`` and the rest of the CA rule) that ``SSL_CERT_FILE``
+    does not name, this warns (:class:`PolarsCaWarning`) and says what to do:
+    set ``SSL_CERT_FILE`` to the bundle before polars' first cloud call, or
+    read through ``workspace://`` file objects, which use the bundle.
     """
     endpoint = workspace.endpoint_url
     options = {
@@ -287,6 +313,14 @@ def polars_options(workspace: Workspace) -> dict[str, Any]:
         options["aws_allow_http"] = "true"
     if workspace.verify is False:
         options["allow_invalid_certificates"] = "true"
+    elif isinstance(workspace.verify, str) and not _polars_trusts(workspace.verify):
+        warnings.warn(
+            f"polars will not trust the CA bundle {workspace.verify}: it takes no CA option "
+            "and reads SSL_CERT_FILE; set SSL_CERT_FILE to that bundle before polars' first "
+            "cloud call, or read workspace:// file objects (fsspec.open) instead",
+            PolarsCaWarning,
+            stacklevel=2,
+        )
 
     def provide() -> tuple[dict[str, str], int | None]:
         creds = workspace.credentials()

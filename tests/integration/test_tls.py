@@ -9,8 +9,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import os
 import socket
 import ssl
+import subprocess
+import sys
+import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
@@ -335,3 +339,59 @@ def test_each_variable_of_the_ca_rule_reaches_every_connection(
         relay.close()
         WorkspaceFileSystem.clear_instance_cache()
     assert relay.accepted >= 3
+
+
+# ------------------------------------------------------------------ polars and a private CA
+POLARS_CHILD = textwrap.dedent(
+    """
+    import sys, warnings
+    sys.path.insert(0, sys.argv[4])
+    import polars as pl
+    import sts_bridge
+    from source_variants import SourceVariant
+    from sts_bridge.interop.tool_credentials import PolarsCaWarning, polars_options
+
+    endpoint, ca, key = sys.argv[1:4]
+    ws = sts_bridge.Client.from_env().workspace(sys.argv[5])
+    source = SourceVariant(ws, endpoint_url=endpoint, verify=ca)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        options = polars_options(source)
+    print("warned" if any(w.category is PolarsCaWarning for w in said) else "quiet", flush=True)
+    frame = pl.DataFrame({"x": [1, 2, 3]})
+    frame.write_parquet(ws.s3_url(key), **options)
+    assert pl.read_parquet(ws.s3_url(key), **options).equals(frame)
+    print("read back", flush=True)
+    """
+)
+
+
+def test_polars_trusts_a_private_ca_through_ssl_cert_file(
+    tls_store: tuple[Any, Path, TlsRelay], tmp_path: Path
+) -> None:
+    """polars takes no CA option: the README's route (SSL_CERT_FILE naming the
+    bundle) reaches the store over TLS; without it polars refuses the
+    certificate and ``polars_options`` said so beforehand."""
+    pytest.importorskip("polars")
+    ws, ca, relay = tls_store
+    script = tmp_path / "polars_child.py"
+    script.write_text(POLARS_CHILD)
+    key = f"tls-tests/{uuid.uuid4().hex}/polars.parquet"
+    tests_dir = str(Path(__file__).parent)
+    endpoint = f"https://127.0.0.1:{relay.port}"
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+
+    def run(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, str(script), endpoint, str(ca), key, tests_dir, SERVICE_WS]
+        return subprocess.run(
+            argv, env={**env, **extra}, capture_output=True, text=True, timeout=120
+        )
+
+    refused = run({})
+    assert refused.returncode != 0
+    assert refused.stdout.splitlines() == ["warned"]
+    assert "certificate" in refused.stderr.lower(), refused.stderr[-2000:]
+    trusted = run({"SSL_CERT_FILE": str(ca)})
+    assert trusted.returncode == 0, trusted.stderr[-2000:]
+    assert trusted.stdout.splitlines() == ["quiet", "read back"]
+    ws.delete(key)

@@ -1,13 +1,18 @@
-"""polars_options: where the store is, and a provider that tells polars an expiry
-a little before the real one, never in the past."""
+"""polars_options: where the store is, a provider that tells polars an expiry
+a little before the real one, never in the past, and a warning when polars
+would not trust the workspace's CA bundle."""
 
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
 
 from sts_bridge.credentials.refreshing import S3Credentials
-from sts_bridge.interop.tool_credentials import polars_options
+from sts_bridge.interop.tool_credentials import PolarsCaWarning, polars_options
 
 
 @dataclass
@@ -55,3 +60,25 @@ def test_the_provider_asks_the_workspace_every_time_and_tells_an_early_expiry() 
     assert now + 8 - 3 <= told <= now + 8  # a quarter of what is left, when less
     _, told = provide()
     assert told >= int(now) - 1  # never far in the past
+
+
+def test_a_ca_bundle_polars_would_not_trust_is_said_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "private-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    ws = FakeWorkspace(endpoint_url="https://s3.example", verify=str(bundle))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with pytest.warns(PolarsCaWarning, match="SSL_CERT_FILE") as seen:
+        options = polars_options(ws)  # type: ignore[arg-type]
+    assert str(bundle) in str(seen[0].message)
+    assert "allow_invalid_certificates" not in options["storage_options"]
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "other.pem"))
+    with pytest.warns(PolarsCaWarning):
+        polars_options(ws)  # type: ignore[arg-type]
+    # SSL_CERT_FILE names the bundle (by another path too): polars trusts it, nothing said
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "." / "private-ca.pem"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        polars_options(ws)  # type: ignore[arg-type]
+        polars_options(FakeWorkspace(verify=True))  # type: ignore[arg-type]
