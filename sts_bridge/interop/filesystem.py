@@ -16,10 +16,15 @@ they do the S3 work, this class translates paths and confines keys):
   chunks and small objects) through :class:`~sts_bridge.s3.objects.ObjectIO`,
   the SDK's own signed GET / PUT, a third to a half of aiobotocore's CPU per
   request (``docs/datastack.md``);
-- everything else (listing, ``info``, ``open()``, multipart, deletes) through
-  an ``s3fs.S3FileSystem`` over an aiobotocore session whose only credential
-  provider asks the workspace's
-  :class:`~sts_bridge.credentials.sources.WorkspaceSource` for a snapshot.
+- local files (``put_file``) and big data (``pipe_file`` from 100 MiB)
+  through the SDK's upload engine (:class:`~sts_bridge.s3.upload.UploadEngine`),
+  whose multipart uploads are recorded before their first part
+  (:mod:`sts_bridge.s3.upload_records`) and whose file uploads resume;
+- everything else (listing, ``info``, ``open()``, deletes, and writes with
+  boto's own arguments such as ``ACL``) through an ``s3fs.S3FileSystem``
+  over an aiobotocore session whose only credential provider asks the
+  workspace's :class:`~sts_bridge.credentials.sources.WorkspaceSource` for
+  a snapshot; its multipart uploads are recorded too.
 
 Both ask the same source for every request, so credentials refresh for as
 long as the filesystem lives, through the same refreshing credentials as the
@@ -35,14 +40,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import io
+import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from fsspec.asyn import AsyncFileSystem, sync_wrapper
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from s3fs import S3FileSystem
 
 from sts_bridge._redact import guard_library_loggers
@@ -56,12 +65,17 @@ from sts_bridge.errors import (
     ConfigurationError,
     PermissionDeniedError,
     StorageError,
+    TransferError,
     WorkspaceNotFoundError,
 )
 from sts_bridge.interop.aiobotocore_session import refreshing_session
 from sts_bridge.interop.workspace_file import WorkspaceFile, claim_key, storage_os_error
+from sts_bridge.s3.config import TransferConfig
+from sts_bridge.s3.digests import choose_part_size
 from sts_bridge.s3.keys import relative_key, workspace_key, workspace_prefix
 from sts_bridge.s3.objects import ObjectIO, needs_size
+from sts_bridge.s3.transfer_types import Progress
+from sts_bridge.s3.upload import UploadEngine, UploadSpec, guess_content_type
 from sts_bridge.s3.upload_records import recorded_upload, remove_record
 from sts_bridge.urls import SCHEME, parse_workspace_url
 
@@ -82,6 +96,9 @@ _BLOCK_SIZE = 50 * 2**20
 #: jump between column chunks, and each read fetches its size plus one block;
 #: with s3fs's 50 MiB duckdb fetched 7x the file (bench/datastack.py).
 _READ_BLOCK_SIZE = 4 * 2**20
+#: The ``put_file`` / ``pipe_file`` arguments the upload engine takes; others
+#: (``ACL``, ``StorageClass``, ...) are boto's, and s3fs builds their requests.
+_ENGINE_ARGUMENTS = frozenset({"ContentType", "Metadata", "chunksize", "max_concurrency"})
 
 
 class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
@@ -129,6 +146,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._lock = threading.Lock()
         self._stores: dict[str, S3FileSystem] = {}
         self._objects: dict[str, ObjectIO] = {}
+        self._uploads: dict[str, UploadEngine] = {}
         self._bulk_refused: set[str] = set()
         self._copy_refused: set[str] = set()
 
@@ -392,28 +410,147 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 await objects.run(claim_key, objects, full_key, path)
             elif mode != "overwrite":
                 raise ValueError(f"mode must be 'overwrite' or 'create', not {mode!r}")
-            if kwargs or len(body) >= _SINGLE_PUT_BELOW:
-                # Extra PUT arguments, and multipart: s3fs's way.
-                with _in_workspace_terms(path):
-                    return await store._pipe_file(s3_path, body, **kwargs)
-            with _as_os_errors(path):
-                return {"ETag": await objects.run(objects.put, full_key, body)}
+            if len(body) < _SINGLE_PUT_BELOW:
+                if kwargs:  # boto's arguments of one PUT: s3fs's way
+                    with _in_workspace_terms(path):
+                        return await store._pipe_file(s3_path, body, **kwargs)
+                with _as_os_errors(path):
+                    return {"ETag": await objects.run(objects.put, full_key, body)}
+            if kwargs.keys() <= _ENGINE_ARGUMENTS:
+                spec = self._upload_spec(path, full_key, None, io.BytesIO(body), kwargs)
+                await self._upload(name, path, spec, len(body), DEFAULT_CALLBACK, kwargs)
+                return None
+            part_size = kwargs.pop("chunksize", None) or choose_part_size(len(body), _BLOCK_SIZE)
+            kwargs.pop("max_concurrency", None)
+
+            async def part(start: int, end: int) -> bytes:
+                return body[start:end]
+
+            await self._recorded_multipart(name, path, s3_path, len(body), part_size, part, kwargs)
+            return None
         finally:
             store.invalidate_cache(s3_path)
 
     touch = sync_wrapper(_touch)
 
     async def _put_file(
-        self, lpath: str, rpath: str, mode: str = "overwrite", **kwargs: Any
+        self,
+        lpath: str,
+        rpath: str,
+        callback: Callback = DEFAULT_CALLBACK,
+        mode: str = "overwrite",
+        **kwargs: Any,
     ) -> Any:
         store, s3_path, name = self._object(rpath)
-        if mode == "create":
-            objects, full_key = self._objects[name], s3_path.partition("/")[2]
-            await objects.run(claim_key, objects, full_key, rpath)
-        elif mode != "overwrite":
+        if mode not in ("overwrite", "create"):
             raise ValueError(f"mode must be 'overwrite' or 'create', not {mode!r}")
-        with _in_workspace_terms(rpath):
-            return await store._put_file(lpath, s3_path, **kwargs)
+        if os.path.isdir(lpath):
+            return None  # a folder is no object (fsspec's put makes none either)
+        size = os.path.getsize(lpath)  # FileNotFoundError naming lpath
+        objects, full_key = self._objects[name], s3_path.partition("/")[2]
+        if mode == "create":
+            await objects.run(claim_key, objects, full_key, rpath)
+        try:
+            if kwargs.keys() <= _ENGINE_ARGUMENTS:
+                spec = self._upload_spec(rpath, full_key, Path(lpath), None, kwargs, size)
+                await self._upload(name, rpath, spec, size, callback, kwargs)
+                return None
+            part_size = kwargs.pop("chunksize", None) or choose_part_size(size, _BLOCK_SIZE)
+            kwargs.pop("max_concurrency", None)
+            if size < 2 * part_size:  # boto's arguments of one PUT: s3fs's way
+                with _in_workspace_terms(rpath):
+                    return await store._put_file(lpath, s3_path, callback=callback, **kwargs)
+            callback.set_size(size)
+
+            async def part(start: int, end: int) -> bytes:
+                data = await objects.run(_read_range, lpath, start, end)
+                callback.relative_update(len(data))
+                return data
+
+            await self._recorded_multipart(name, rpath, s3_path, size, part_size, part, kwargs)
+            return None
+        finally:
+            store.invalidate_cache(s3_path)
+
+    def _upload_spec(
+        self,
+        path: str,
+        full_key: str,
+        source: Path | None,
+        stream: io.BytesIO | None,
+        kwargs: dict[str, Any],
+        size: int | None = None,
+    ) -> UploadSpec:
+        """What the upload engine writes: the object, its content type (given,
+        else guessed from the local file's name or the key, as s3fs and
+        ``sts-bridge upload`` do) and its user metadata, checked before any request."""
+        from sts_bridge.s3.transfers import checked_headers
+
+        content_type = kwargs.get("ContentType")
+        metadata = checked_headers(content_type, kwargs.get("Metadata"))
+        if content_type is None:
+            content_type = guess_content_type(source.name if source is not None else full_key)
+        return UploadSpec(
+            source=source,
+            stream=stream,
+            key=self._split(path)[1],
+            full_key=full_key,
+            size=size,
+            content_type=content_type,
+            metadata=metadata,
+        )
+
+    async def _upload(
+        self,
+        name: str,
+        path: str,
+        spec: UploadSpec,
+        size: int,
+        callback: Callback,
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Run one upload of the engine (a file, or bytes as a stream) on the
+        workspace's threads; ``chunksize`` / ``max_concurrency`` (s3fs's names)
+        set the part size and the parts in flight of this upload."""
+        engine = self._uploader(name)
+        names = {"chunksize": "part_size", "max_concurrency": "part_concurrency"}
+        changes = {field: kwargs[given] for given, field in names.items() if kwargs.get(given)}
+        own = None
+        if changes:
+            source = self.source(name)
+            config = dataclasses.replace(engine_config(source), **changes)
+            own = engine = UploadEngine(
+                source, config, resumable=True, state_dir=self._records_dir(name)
+            )
+        callback.set_size(size)
+        progress = Progress(lambda done, _total: callback.absolute_update(done), size)
+        run = engine.upload_stream if spec.stream is not None else engine.upload_file
+        objects = self._objects[name]
+        try:
+            with _as_os_errors(path):
+                await objects.run(run, spec, progress)
+        finally:
+            if own is not None:
+                own.close()
+
+    def _uploader(self, name: str) -> UploadEngine:
+        """The upload engine of workspace ``name`` (one per workspace, its
+        connections shared by every ``put_file`` / ``pipe_file``)."""
+        with self._lock:
+            engine = self._uploads.get(name)
+        if engine is not None:
+            return engine
+        source = self.source(name)
+        made = UploadEngine(
+            source, engine_config(source), resumable=True, state_dir=self._records_dir(name)
+        )
+        with self._lock:
+            engine = self._uploads.setdefault(name, made)
+        if engine is made:
+            weakref.finalize(self, made.close)
+        else:
+            made.close()
+        return engine
 
     async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> Any:
         store, s3_path, _ = self._object(rpath)
@@ -448,19 +585,42 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             # fsspec's recursive copy skips).
             raise FileNotFoundError(errno.ENOENT, "a folder, not an object", path1)
         size = int(info["size"])
-        if size < _SINGLE_PUT_BELOW:
-            with _as_os_errors(path1):
-                data = await reader.run(reader.get, key1)
-            try:
+        try:
+            if size < _SINGLE_PUT_BELOW:
+                with _as_os_errors(path1):
+                    data = await reader.run(reader.get, key1)
                 with _as_os_errors(path2):
                     await writer.run(writer.put, key2, data)
-            finally:
-                self._stores[name2].invalidate_cache(s3_path2)
-            return
-        store = self._stores[name2]
-        bucket2 = s3_path2.partition("/")[0]
-        with _in_workspace_terms(path2):
-            upload = await store._call_s3("create_multipart_upload", Bucket=bucket2, Key=key2)
+                return
+
+            async def part(start: int, end: int) -> bytes:
+                with _as_os_errors(path1):
+                    return await reader.run(reader.get, key1, start, end)
+
+            await self._recorded_multipart(name2, path2, s3_path2, size, _BLOCK_SIZE, part, {})
+        finally:
+            self._stores[name2].invalidate_cache(s3_path2)
+
+    async def _recorded_multipart(
+        self,
+        name: str,
+        path: str,
+        s3_path: str,
+        size: int,
+        part_size: int,
+        read: Callable[[int, int], Awaitable[bytes]],
+        create_arguments: dict[str, Any],
+    ) -> None:
+        """A multipart upload through the workspace's s3fs, one part after the
+        other (``read(start, end)`` gives each), for writes the upload engine
+        cannot make (boto's own arguments, copies between two stores' worth of
+        credentials): recorded before its first part, aborted on failure."""
+        store = self._stores[name]
+        bucket, _, key = s3_path.partition("/")
+        with _in_workspace_terms(path):
+            upload = await store._call_s3(
+                "create_multipart_upload", Bucket=bucket, Key=key, **create_arguments
+            )
         upload_id = upload["UploadId"]
         record: Path | None = None
         with contextlib.ExitStack() as held:
@@ -468,32 +628,28 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 # recorded before the first part (see upload_records)
                 record = held.enter_context(
                     recorded_upload(
-                        self._records_dir(name2),
-                        self.source(name2).endpoint_url,
-                        bucket2,
-                        key2,
+                        self._records_dir(name), self.source(name).endpoint_url, bucket, key,
                         upload_id,
                     )
-                )
+                )  # fmt: skip
                 parts = []
-                for number, start in enumerate(range(0, size, _BLOCK_SIZE), start=1):
-                    with _as_os_errors(path1):
-                        data = await reader.run(reader.get, key1, start, start + _BLOCK_SIZE)
-                    with _in_workspace_terms(path2):
+                for number, start in enumerate(range(0, size, part_size), start=1):
+                    data = await read(start, start + part_size)
+                    with _in_workspace_terms(path):
                         answer = await store._call_s3(
                             "upload_part",
-                            Bucket=bucket2,
-                            Key=key2,
+                            Bucket=bucket,
+                            Key=key,
                             UploadId=upload_id,
                             PartNumber=number,
                             Body=data,
                         )
                     parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-                with _in_workspace_terms(path2):
+                with _in_workspace_terms(path):
                     await store._call_s3(
                         "complete_multipart_upload",
-                        Bucket=bucket2,
-                        Key=key2,
+                        Bucket=bucket,
+                        Key=key,
                         UploadId=upload_id,
                         MultipartUpload={"Parts": parts},
                     )
@@ -501,13 +657,11 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 # not aborted (the store cannot be reached): the record stays,
                 # for `sts-bridge uploads --abort`
                 await store._call_s3(
-                    "abort_multipart_upload", Bucket=bucket2, Key=key2, UploadId=upload_id
+                    "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
                 )
                 if record is not None:
                     remove_record(record)
                 raise
-            finally:
-                store.invalidate_cache(s3_path2)
             remove_record(record)
 
     async def _rm_file(self, path: str, **kwargs: Any) -> Any:
@@ -625,14 +779,31 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
 @contextlib.contextmanager
 def _as_os_errors(path: str) -> Iterator[None]:
-    """The store's answers about an object as the built-in errors fsspec users
-    catch, with the SDK's message and the SDK's error as the cause. Credentials
-    that cannot be had (``CredentialsError``: expired shared credentials, a
-    login needed) stay the SDK's own error: its hint says what to do."""
+    """The store's answers about an object, and failed uploads, as the
+    built-in errors fsspec users catch, with the SDK's message and the SDK's
+    error as the cause. Credentials that cannot be had (``CredentialsError``:
+    expired shared credentials, a login needed) stay the SDK's own error: its
+    hint says what to do."""
     try:
         yield
     except StorageError as exc:
         raise storage_os_error(exc, path) from exc
+    except TransferError as exc:  # a file changed while uploaded, or uploaded elsewhere now
+        raise OSError(errno.EIO, str(exc), path) from exc
+
+
+def engine_config(source: WorkspaceSource) -> TransferConfig:
+    """The transfer knobs of a workspace's uploads: a :class:`~sts_bridge.Workspace`'s
+    own (``with_transfer_config``), else the defaults."""
+    config = getattr(source, "transfer_config", None)
+    return config if isinstance(config, TransferConfig) else TransferConfig()
+
+
+def _read_range(lpath: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of a local file (short at its end)."""
+    with open(lpath, "rb") as f:
+        f.seek(start)
+        return f.read(end - start)
 
 
 #: The errors s3fs raises about an object or folder, rewritten in workspace terms.

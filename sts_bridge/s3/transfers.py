@@ -106,6 +106,7 @@ __all__ = [
     "TransferTarget",
     "UnfinishedUpload",
     "UploadResult",
+    "checked_headers",
     "choose_part_size",
     "composite_checksum",
     "matches_filters",
@@ -190,6 +191,45 @@ MAX_METADATA_BYTES = 2048
 MAX_CONTENT_TYPE = 1024
 
 
+def checked_headers(content_type: str | None, metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """The user metadata and content type of an upload, checked before any request
+    (:class:`InvalidArgumentError`); the metadata as a dict."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidArgumentError(
+            f"metadata must be a mapping of names to values, not {type(metadata).__name__}",
+            hint="e.g. metadata={'project': 'gep'}",
+        )
+    meta = dict(metadata or {})
+    for name, value in meta.items():
+        if (
+            not isinstance(name, str)
+            or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name)
+            or not _header_safe(value)
+        ):
+            raise InvalidArgumentError(
+                f"metadata {name!r} is not a valid header name/ASCII value"[:200],
+                hint="use letters, digits and -_. in names, printable ASCII in values",
+            )
+    size = sum(len(n) + len(v) for n, v in meta.items())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidArgumentError(
+            f"metadata is {size} bytes; S3 allows {MAX_METADATA_BYTES} (names and values)",
+            hint="store large descriptions in an object of their own",
+        )
+    if content_type is not None and not _header_safe(content_type):
+        raise InvalidArgumentError(
+            f"content type {content_type!r} is not printable ASCII on one line"[:200],
+            hint="give a MIME type such as 'text/csv' or 'application/octet-stream'",
+        )
+    if content_type is not None and len(content_type) > MAX_CONTENT_TYPE:
+        raise InvalidArgumentError(
+            f"content type is {len(content_type)} characters long; at most "
+            f"{MAX_CONTENT_TYPE} are sent",
+            hint="give a MIME type such as 'text/csv' or 'application/octet-stream'",
+        )
+    return meta
+
+
 # -------------------------------------------------------------------- engine
 class TransferTarget(Protocol):
     """What the engine knows of a workspace: where, and with which credentials.
@@ -266,7 +306,7 @@ class TransferEngine:
         request, for a directory or a path that is not a file),
         :class:`StorageAccessDeniedError`.
         """
-        meta = self._checked_headers(content_type, metadata)
+        meta = checked_headers(content_type, metadata)
         _check_source_and_key(source, key)
         if not isinstance(source, (bytes, bytearray, memoryview)) and not hasattr(source, "read"):
             path = Path(os.fspath(source))  # type: ignore[arg-type]
@@ -319,7 +359,7 @@ class TransferEngine:
         (:class:`TransferError`); with it, ``on_skip(path, reason)`` is
         called for each and the other files are uploaded.
         """
-        meta = self._checked_headers(content_type, metadata)
+        meta = checked_headers(content_type, metadata)
         _check_source_and_key(path, key)
         folder = Path(os.fspath(path))
         if not folder.is_dir():
@@ -349,7 +389,7 @@ class TransferEngine:
         ``on_skip`` (or refused, without it), like what is not a regular file
         in a directory (see :meth:`upload_directory`). Carry the plan out with
         :meth:`upload_planned`."""
-        meta = self._checked_headers(content_type, metadata)
+        meta = checked_headers(content_type, metadata)
         check_patterns(include, exclude)
         specs: builtins.list[UploadSpec] = []
         origin: dict[str, str] = {}
@@ -395,45 +435,6 @@ class TransferEngine:
 
     def _upload_engine(self, resumable: bool) -> UploadEngine:
         return UploadEngine(self.target, self.config, resumable=resumable, state_dir=self.state_dir)
-
-    @staticmethod
-    def _checked_headers(
-        content_type: str | None, metadata: Mapping[str, str] | None
-    ) -> dict[str, str]:
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise InvalidArgumentError(
-                f"metadata must be a mapping of names to values, not {type(metadata).__name__}",
-                hint="e.g. metadata={'project': 'gep'}",
-            )
-        meta = dict(metadata or {})
-        for name, value in meta.items():
-            if (
-                not isinstance(name, str)
-                or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name)
-                or not _header_safe(value)
-            ):
-                raise InvalidArgumentError(
-                    f"metadata {name!r} is not a valid header name/ASCII value"[:200],
-                    hint="use letters, digits and -_. in names, printable ASCII in values",
-                )
-        size = sum(len(n) + len(v) for n, v in meta.items())
-        if size > MAX_METADATA_BYTES:
-            raise InvalidArgumentError(
-                f"metadata is {size} bytes; S3 allows {MAX_METADATA_BYTES} (names and values)",
-                hint="store large descriptions in an object of their own",
-            )
-        if content_type is not None and not _header_safe(content_type):
-            raise InvalidArgumentError(
-                f"content type {content_type!r} is not printable ASCII on one line"[:200],
-                hint="give a MIME type such as 'text/csv' or 'application/octet-stream'",
-            )
-        if content_type is not None and len(content_type) > MAX_CONTENT_TYPE:
-            raise InvalidArgumentError(
-                f"content type is {len(content_type)} characters long; at most "
-                f"{MAX_CONTENT_TYPE} are sent",
-                hint="give a MIME type such as 'text/csv' or 'application/octet-stream'",
-            )
-        return meta
 
     def _plan_upload(
         self,

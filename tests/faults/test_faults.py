@@ -401,6 +401,85 @@ def test_upload_left_by_kill_9_of_a_workspace_file_is_listed_and_aborted(
     _assert_clean(checker, {checker.base + "whole.bin": b"x" * (6 * MiB)})
 
 
+#: ``fs.<argv[1]>`` of the local file argv[3] to the key argv[2] through
+#: ``workspace://``: ``put_file`` of the file, or ``pipe_file`` of its bytes.
+_FS_PUTTER = """
+import sys, fsspec, sts_bridge
+call, key, local = sys.argv[1:]
+name = sts_bridge.Client.from_env().workspace().name
+fs = fsspec.filesystem("workspace")
+url = f"workspace://{name}/{key}"
+if call == "put_file":
+    fs.put_file(local, url)
+else:
+    with open(local, "rb") as f:
+        fs.pipe_file(url, f.read())
+"""
+
+
+@pytest.mark.parametrize("call", ["put_file", "pipe_file"])
+def test_upload_left_by_kill_9_of_a_workspace_put_is_listed_and_aborted(
+    faults: Proxied, checker: Checker, tmp_path: Path, call: str
+) -> None:
+    """``fs.put_file`` / ``fs.pipe_file`` of 101 MiB through ``workspace://``
+    (multipart for s3fs's rules too: 2 x 50 MiB and more): the multipart
+    upload is recorded before its first part, so after ``kill -9``
+    ``sts-bridge uploads`` lists it and ``--abort`` removes it from the store;
+    a call that returns leaves no record."""
+    import json
+
+    env = _env(faults)
+    records = tmp_path / "cache" / "uploads"
+    src = tmp_path / "big.bin"
+    data = pattern_file(src, 101 * MiB, seed=11)
+    done = subprocess.run(
+        [sys.executable, "-c", _FS_PUTTER, call, checker.base + "whole.bin", str(src)],
+        env=env, capture_output=True, timeout=HANG_GUARD,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert list(records.glob("*.json")) == []
+    assert checker.uploads() == []
+    assert checker.objects() == {checker.base + "whole.bin": len(data)}
+
+    faults.s3.set("stall", after=512 * 1024)  # every part stalls; small requests pass
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FS_PUTTER, call, checker.base + "fs.bin", str(src)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_for(
+            lambda: (
+                proc.poll() is not None
+                or (len(checker.uploads()) == 1 and any(records.glob("*.json")))
+            ),
+            HANG_GUARD,
+        )
+        assert proc.poll() is None, proc.communicate(timeout=60)[1].decode()
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+        faults.s3.heal()
+    assert checker.uploads() == [PREFIX + checker.base + "fs.bin"]  # orphaned on the store
+    (record,) = records.glob("*.json")
+
+    listed, _ = run_cli(["uploads", checker.base, "--json"], env)
+    assert listed.returncode == 0, listed.stderr.decode()
+    (upload,) = json.loads(listed.stdout)
+    assert upload["key"] == checker.base + "fs.bin"
+    assert upload["running"] is False
+    assert upload["source"] == (str(src) if call == "put_file" else None)
+    assert upload["upload_id"] == json.loads(record.read_text())["upload_id"]
+
+    aborted, _ = run_cli(["uploads", "--abort"], env)
+    assert aborted.returncode == 0, aborted.stderr.decode()
+    assert f"aborted {checker.base}fs.bin" in aborted.stdout.decode()
+    assert checker.uploads() == []  # gone from the store (admin listing)
+    assert list(records.glob("*.json")) == []
+    _assert_clean(checker, {checker.base + "whole.bin": data})
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_interrupted_run_aborts_its_uploads_and_leaves_nothing(
     faults: Proxied, checker: Checker, tmp_path: Path, sig: int

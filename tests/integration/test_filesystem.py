@@ -394,6 +394,53 @@ def test_copies_go_through_the_client_where_the_platform_refuses_server_side_cop
     fs.rm(base, recursive=True)
 
 
+def test_puts_of_big_data_go_through_the_upload_engine_and_leave_no_record(
+    platform_env: dict[str, str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """put_file and pipe_file of multipart sizes: the SDK's upload engine (the
+    file's composite SHA-256 recorded for sync, ContentType from the file's
+    name, Metadata, fsspec's callback told every byte); boto's own arguments
+    (ContentDisposition) through s3fs's calls; every upload recorded while it
+    runs (see tests/faults), and no record left once the calls returned."""
+    from fsspec.callbacks import Callback
+
+    from sts_bridge.interop import filesystem
+    from sts_bridge.s3.upload_records import read_records, records_dir
+
+    monkeypatch.setattr(filesystem, "_SINGLE_PUT_BELOW", 6 * 2**20)  # pipe_file's threshold
+    ws = Client.from_env().workspace(SERVICE_WS)
+    fs = ws.filesystem()
+    base = _base()
+    key = base.removeprefix(f"workspace://{SERVICE_WS}/")
+    data = bytes(range(256)) * (17 * 2**20 // 256)
+    local = tmp_path / "big.csv"
+    local.write_bytes(data)
+
+    def head(name: str) -> Any:
+        return ws.s3_client().head_object(Bucket=ws.bucket, Key=f"{ws.prefix}{key}/{name}")
+
+    told = Callback()
+    fs.put_file(str(local), f"{base}/put.csv", callback=told, Metadata={"origin": "test"})
+    assert (told.size, told.value) == (len(data), len(data))
+    put = head("put.csv")
+    assert put["ContentType"] == "text/csv" and put["Metadata"]["origin"] == "test"
+    assert put["Metadata"]["sha256-composite"].endswith("-3")  # parts of 8, 8, 1 MiB
+    fs.pipe_file(f"{base}/piped", data)
+    assert head("piped")["ETag"].endswith('-3"')
+    boto = {"ContentDisposition": "attachment", "chunksize": 5 * 2**20}
+    fs.put_file(str(local), f"{base}/boto-put", **boto)
+    fs.pipe_file(f"{base}/boto-piped", data, **boto)
+    for name in ("boto-put", "boto-piped"):
+        answer = head(name)
+        assert answer["ContentDisposition"] == "attachment"
+        assert answer["ETag"].endswith('-4"')  # parts of 5 MiB
+    for name in ("put.csv", "piped", "boto-put", "boto-piped"):
+        assert fs.cat_file(f"{base}/{name}") == data
+    left = [r for r in read_records(records_dir(ws.cache_dir)) if r.key.startswith(ws.prefix + key)]
+    assert left == []
+    fs.rm(base, recursive=True)
+
+
 def test_one_file_object_kept_open_across_three_lifetimes(
     short_lived_platform_env: dict[str, str], short_lived_platform: Any
 ) -> None:
