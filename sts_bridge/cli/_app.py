@@ -32,6 +32,7 @@ from sts_bridge.errors import (
     StorageError,
     StsBridgeError,
 )
+from sts_bridge.interrupts import watching as watching_interrupts
 
 
 class ExitStatus(enum.IntEnum):
@@ -313,7 +314,7 @@ def execute(args: argparse.Namespace, ctx: CommandContext) -> Outcome:
     """
     handler: Handler = args.handler
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), watching_interrupts():
             result = handler(args, ctx)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)

@@ -498,6 +498,7 @@ class UploadEngine(S3Http):
         first = _read_exact(stream, part_size)
         second = _read_exact(stream, part_size) if len(first) == part_size else b""
         if not second:
+            _stop_if_interrupted()
             return self.put_object(spec, first, progress)
         upload_id = self.create_multipart(spec)
         try:
@@ -543,6 +544,7 @@ class UploadEngine(S3Http):
         done: dict[int, tuple[str, bytes]] = {}
         try:
             self.run_parts(spec, upload_id, jobs(), done, progress)
+            _stop_if_interrupted()
             result = self.complete(spec, upload_id, done, total[0])
         except BaseException as exc:
             # A stream cannot be read again: its parts are never resumable,
@@ -854,6 +856,16 @@ class UploadEngine(S3Http):
             if xml_text(data, "IsTruncated") != "true" or not marker:
                 return parts
             query = {"uploadId": upload_id, "part-number-marker": marker}
+
+
+def _stop_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` when Ctrl-C or SIGTERM came (see
+    :mod:`sts_bridge.interrupts`): the end of a stream may then be its producer
+    dying of the same signal, and a cut-off stream is never stored as a whole."""
+    from sts_bridge.interrupts import arrived
+
+    if arrived() is not None:
+        raise KeyboardInterrupt
 
 
 def _as_transfer_error(exc: BaseException, key: str) -> StsBridgeError:

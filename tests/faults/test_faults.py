@@ -480,6 +480,129 @@ def test_upload_left_by_kill_9_of_a_workspace_put_is_listed_and_aborted(
     _assert_clean(checker, {checker.base + "whole.bin": data})
 
 
+#: The head of a pipeline (``cat`` of a slow source): the first argv[2] bytes of
+#: the file argv[1] on stdout, then the file argv[3] created, then it waits for
+#: the rest of its data, which never comes before the signal.
+_PRODUCER = """
+import sys, time
+with open(sys.argv[1], "rb") as f:
+    sys.stdout.buffer.write(f.read(int(sys.argv[2])))
+sys.stdout.buffer.flush()
+open(sys.argv[3], "w").close()
+time.sleep(3600)
+"""
+
+#: ``ws.upload(stdin, key)`` in a thread, while the main thread blocks SIGINT:
+#: the kernel hands Ctrl-C to the uploading threads, where Python runs no
+#: handler, so no KeyboardInterrupt reaches the upload before it reads the end
+#: of file the dying producer leaves; only sts_bridge.interrupts saw the signal.
+_THREAD_UPLOADER = """
+import signal, sys, threading, sts_bridge
+from sts_bridge.interrupts import watching
+ws = sts_bridge.Client.from_env().workspace()
+outcome = []
+def upload():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        ws.upload(sys.stdin.buffer, sys.argv[1])
+        outcome.append("stored")
+    except KeyboardInterrupt:
+        outcome.append("interrupted")
+with watching():
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    try:
+        uploader.join()
+    except KeyboardInterrupt:  # the handler runs once the main thread runs Python again
+        uploader.join()
+print(outcome[0])
+"""
+
+
+def _ctrl_c_pipeline(
+    producer_args: list[str],
+    consumer_args: list[str],
+    env: dict[str, str],
+    written: Path,
+    records: Path | None,
+) -> tuple[Any, bytes, bytes]:
+    """``producer | consumer`` in a process group of its own; once the producer
+    has written what it had (``written`` exists) and, with ``records``, the
+    consumer's multipart upload is recorded, SIGINT to the group. Returns the
+    consumer, its stdout and its stderr."""
+    producer = subprocess.Popen(
+        [*producer_args, str(written)],
+        env=env, stdout=subprocess.PIPE, process_group=0, preexec_fn=_as_from_a_terminal,
+    )  # fmt: skip
+    try:
+        proc = subprocess.Popen(
+            consumer_args,
+            env=env, stdin=producer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            process_group=producer.pid, preexec_fn=_as_from_a_terminal,
+        )  # fmt: skip
+        assert producer.stdout is not None
+        producer.stdout.close()  # the consumer holds the pipe's read end alone
+        try:
+            _wait_for(
+                lambda: (
+                    proc.poll() is not None
+                    or (written.exists() and (records is None or any(records.glob("*.json"))))
+                ),
+                HANG_GUARD,
+            )
+            assert proc.poll() is None, proc.communicate(timeout=60)[1].decode()
+            os.killpg(producer.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=HANG_GUARD)
+        finally:
+            proc.kill()
+    finally:
+        producer.kill()
+        producer.wait(timeout=60)
+    return proc, out, err
+
+
+@pytest.mark.parametrize("length", ["short", "multipart"])
+@pytest.mark.parametrize("uploader", ["cli", "thread"])
+def test_ctrl_c_of_a_pipeline_never_stores_a_cut_off_stream(
+    faults: Proxied, checker: Checker, tmp_path: Path, uploader: str, length: str
+) -> None:
+    """``producer | sts-bridge upload - --to k`` in a process group of its own,
+    Ctrl-C to the whole group (as a terminal sends it) while the producer
+    still owes data: the producer dies, the upload reads an end of file, and
+    must abort instead of storing what it read. A short stream (one PUT) and
+    a multipart one, 3 rounds each: the key is absent or holds the whole
+    data, never a prefix, and no multipart upload or record is left.
+    ``thread``: the SDK's upload in a thread that alone takes the signal."""
+    env = _env(faults)
+    records = tmp_path / "cache" / "uploads"
+    src = tmp_path / "whole.bin"
+    whole = pattern_file(src, 24 * MiB, seed=12)
+    sent = 3 * MiB if length == "short" else 20 * MiB  # one PUT / parts of 8, 8, 4 MiB
+    consumer = (
+        [sys.executable, "-m", "sts_bridge", "upload", "-", "--to"]
+        if uploader == "cli"
+        else [sys.executable, "-c", _THREAD_UPLOADER]
+    )
+    for round_ in range(3):
+        key = f"{checker.base}stream-{round_}.bin"
+        command = [sys.executable, "-c", _PRODUCER, str(src), str(sent)]
+        proc, out, err = _ctrl_c_pipeline(
+            command, [*consumer, key], env, tmp_path / f"written-{round_}",
+            records if length == "multipart" else None,
+        )  # fmt: skip
+        stored = checker.objects().get(key)
+        assert stored is None or checker.data(key) == whole, (round_, stored, err.decode())
+        assert checker.uploads() == []
+        assert list(records.glob("*.json")) == []
+        if uploader == "cli":
+            assert proc.returncode == 130, err.decode()
+            assert "Traceback" not in err.decode()
+        else:
+            assert out.decode().split() == ["interrupted"], err.decode()
+    _assert_clean(checker, {})
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_interrupted_run_aborts_its_uploads_and_leaves_nothing(
     faults: Proxied, checker: Checker, tmp_path: Path, sig: int

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "sts_bridge._user_dirs",
         "sts_bridge.clock",
         "sts_bridge.retry",
+        "sts_bridge.interrupts",
     ),
     ("sts_bridge.config", "sts_bridge._tls"),
     ("sts_bridge.auth", "sts_bridge.s3"),
