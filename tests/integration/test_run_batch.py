@@ -5,37 +5,23 @@ any request, and one login and one STS exchange for the whole file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import Cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.requires_radosgw("uploads and presigns")]
 
 
-def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "sts_bridge", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture
-def env(platform_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-    full.update(platform_env)
-    full["STS_BRIDGE_CONFIG_FILE"] = str(tmp_path / "no-config")
-    return full
+def run_cli(run_cli: Cli) -> Cli:
+    """A whole batch per command: a longer bound on a hung one."""
+    return dataclasses.replace(run_cli, timeout=300)
 
 
 def token_posts(platform: Any) -> int:
@@ -43,7 +29,7 @@ def token_posts(platform: Any) -> int:
 
 
 def test_lines_run_with_their_results_and_the_highest_exit_status(
-    env: dict[str, str], tmp_path: Path
+    run_cli: Cli, tmp_path: Path
 ) -> None:
     base = f"run/{uuid.uuid4().hex}/"
     for name in ("a.txt", "b.txt"):
@@ -57,7 +43,7 @@ def test_lines_run_with_their_results_and_the_highest_exit_status(
         f"upload {tmp_path / 'a.txt'} --to {base}rm/c.txt\n"
         f"download {base}missing.txt {tmp_path / 'out' / 'missing.txt'}\n"
     )
-    first = run(["run", str(batch)], env)
+    first = run_cli(["run", str(batch)])
     assert first.returncode == 6, first.stderr  # NOT_FOUND is the worst line
     uris = first.stdout.splitlines()  # each upload's URI, in the order they ended
     assert sorted(u.split(base, 1)[1] for u in uris) == ["a.txt", "b.txt", "rm/c.txt"]
@@ -66,9 +52,8 @@ def test_lines_run_with_their_results_and_the_highest_exit_status(
     assert "missing.txt" in error and "Traceback" not in first.stderr
     assert not (tmp_path / "out" / "missing.txt").exists()
 
-    second = run(
+    second = run_cli(
         ["run", "--json", "-j", "2", "-"],
-        env,
         stdin=(
             f"presign {base}a.txt --expires-in 10m\n"
             f"download {base}b.txt {tmp_path / 'out' / 'b.txt'}\n"
@@ -81,9 +66,8 @@ def test_lines_run_with_their_results_and_the_highest_exit_status(
     assert second.stdout == ""
     assert second.stderr.startswith("sts-bridge: error: line 4: ")
 
-    third = run(
+    third = run_cli(
         ["run", "--json", "-j", "2", "-"],
-        env,
         stdin=(
             f"presign {base}a.txt --expires-in 10m\n"
             f"download {base}b.txt {tmp_path / 'out' / 'b.txt'}\n"
@@ -106,7 +90,7 @@ def test_lines_run_with_their_results_and_the_highest_exit_status(
     assert listed == [base + "a.txt", base + "b.txt"]  # rm/ may be gone already or not
     assert docs[4]["result"] == [f"deleted {base}rm/c.txt"]
 
-    failing = run(["run", "--json", "-"], env, stdin=f"download {base}nope {tmp_path / 'x'}\n")
+    failing = run_cli(["run", "--json", "-"], stdin=f"download {base}nope {tmp_path / 'x'}\n")
     assert failing.returncode == 6
     (doc,) = map(json.loads, failing.stdout.splitlines())
     assert doc["status"] == "failed" and doc["exit_code"] == 6
@@ -114,14 +98,13 @@ def test_lines_run_with_their_results_and_the_highest_exit_status(
 
 
 def test_a_bad_line_is_exit_2_before_any_request(
-    env: dict[str, str], local_platform: Any, tmp_path: Path
+    run_cli: Cli, local_platform: Any, tmp_path: Path
 ) -> None:
     base = f"run/{uuid.uuid4().hex}/"
     (tmp_path / "a.txt").write_text("a\n")
     local_platform.reset_stats()
-    result = run(
+    result = run_cli(
         ["run", "-"],
-        env,
         stdin=(
             f"upload {tmp_path / 'a.txt'} --to {base}a.txt\n"
             "presign --frobnicate x\n"
@@ -136,17 +119,18 @@ def test_a_bad_line_is_exit_2_before_any_request(
     assert lines[-1].startswith("sts-bridge: hint: nothing was run")
     assert local_platform.api_stats()["total"] == 0
     assert local_platform.idp_stats()["total"] == 0
-    listing = run(["ls", base], env)
+    listing = run_cli(["ls", base])
     assert listing.returncode == 0 and listing.stdout == ""
 
 
 def test_many_lines_share_one_login_and_one_sts_exchange(
-    env: dict[str, str], local_platform: Any, tmp_path: Path
+    run_cli: Cli, local_platform: Any, tmp_path: Path
 ) -> None:
     # Without a token cache every Client logs in by itself: one login for the
     # whole file shows that its lines share one Client, its workspace and its
     # STS credentials.
-    env = {**env, "STS_BRIDGE_TOKEN_CACHE": "false", "TERRAPI_FLOW": "client-credentials"}
+    no_cache = {"STS_BRIDGE_TOKEN_CACHE": "false", "TERRAPI_FLOW": "client-credentials"}
+    run_cli = dataclasses.replace(run_cli, env={**run_cli.env, **no_cache})
     base = f"run/{uuid.uuid4().hex}/"
     files = tmp_path / "files"
     files.mkdir()
@@ -156,10 +140,10 @@ def test_many_lines_share_one_login_and_one_sts_exchange(
         lines.append(f"upload {files / f'f{i}.txt'} --to {base}f{i}.txt")
     lines += [f"presign {base}key-{i}.bin" for i in range(60)]
     local_platform.reset_stats()
-    result = run(["run", "-j", "8", "-"], env, stdin="\n".join(lines) + "\n")
+    result = run_cli(["run", "-j", "8", "-"], stdin="\n".join(lines) + "\n")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 72
     assert token_posts(local_platform) == 1, local_platform.idp_stats()
     assert local_platform.api_stats()["sts_exchanges"] == 1, local_platform.api_stats()
-    listing = run(["ls", base], env)
+    listing = run_cli(["ls", base])
     assert len(listing.stdout.splitlines()) == 12

@@ -16,14 +16,13 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sts_bridge
-from sts_bridge.s3 import signed_http as _s3http
 from sts_bridge.s3 import sync as sync_module
 from sts_bridge.s3 import upload as _upload
 from sts_bridge.s3.config import TransferConfig
@@ -33,32 +32,6 @@ pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 WS = "gep-processing-results-a2s-service-workspace"
-
-
-@pytest.fixture
-def requests_made(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Every S3 request of the transfer engine, by method (HEAD, GET, PUT, POST, DELETE)."""
-    seen: Counter[str] = Counter()
-    original = _s3http.S3Http.call
-
-    def counting(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-        seen[method] += 1
-        return original(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(_s3http.S3Http, "call", counting)
-    return seen
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    from sts_bridge.cli import main
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        status = main(list(argv))
-        out, err = capsys.readouterr()
-        return int(status), out, err
-
-    return run
 
 
 @pytest.fixture

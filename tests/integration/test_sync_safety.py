@@ -20,49 +20,19 @@ import socket
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sts_bridge
-from sts_bridge.s3 import signed_http as _s3http
 from sts_bridge.s3.sync import plan_sync
 
 pytestmark = pytest.mark.integration
 
 WS = "gep-processing-results-a2s-service-workspace"
 USAGE, ERROR, NOT_FOUND = 2, 1, 6
-
-
-@pytest.fixture
-def requests_made(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Every S3 request of the transfer engine, by method (they still reach radosgw)."""
-    seen: Counter[str] = Counter()
-    original = _s3http.S3Http.call
-
-    def counting(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-        seen[method] += 1
-        return original(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(_s3http.S3Http, "call", counting)
-    return seen
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    from sts_bridge.cli import main
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            status = int(main(list(argv)))
-        except SystemExit as exc:  # argparse's usage errors
-            status = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 @pytest.fixture

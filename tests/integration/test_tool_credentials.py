@@ -5,7 +5,6 @@ through the container-credentials endpoint, obstore through its provider."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import Cli, cli_environment
 
 pytestmark = pytest.mark.integration
 
@@ -29,26 +29,9 @@ def _tool(name: str) -> str:
     return str(path)
 
 
-def _cli_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-    full.update(env)
-    full["STS_BRIDGE_CONFIG_FILE"] = str(tmp_path / "no-config")
-    return full
-
-
-def _sts_bridge(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sts_bridge", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.fixture
-def workspace_info(platform_env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
-    proc = _sts_bridge("credentials", "--format", "json", env=_cli_env(platform_env, tmp_path))
+def workspace_info(run_cli: Cli) -> dict[str, Any]:
+    proc = run_cli(["credentials", "--format", "json"])
     assert proc.returncode == 0, proc.stderr
     return dict(json.loads(proc.stdout))
 
@@ -61,12 +44,8 @@ def test_json_format_describes_the_workspace(workspace_info: dict[str, Any]) -> 
     assert workspace_info["expiration"].endswith("Z")
 
 
-def test_credential_process_output_is_the_aws_protocol(
-    platform_env: dict[str, str], tmp_path: Path
-) -> None:
-    proc = _sts_bridge(
-        "credentials", "--format", "credential-process", env=_cli_env(platform_env, tmp_path)
-    )
+def test_credential_process_output_is_the_aws_protocol(run_cli: Cli) -> None:
+    proc = run_cli(["credentials", "--format", "credential-process"])
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["Version"] == 1
@@ -83,11 +62,11 @@ def _exists(platform: Any, bucket: str, key: str) -> bool:
 
 def test_aws_cli_through_credential_process(
     local_platform: Any,
-    platform_env: dict[str, str],
+    cli_env: dict[str, str],
     workspace_info: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    env = _cli_env(platform_env, tmp_path)
+    env = dict(cli_env)
     config = tmp_path / "aws-config"
     command = (
         f"{sys.executable} -m sts_bridge credentials {workspace_info['workspace']}"
@@ -149,12 +128,12 @@ def test_aws_cli_through_credential_process(
 
 def test_s5cmd_through_env(
     local_platform: Any,
-    platform_env: dict[str, str],
+    run_cli: Cli,
     workspace_info: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    env = _cli_env(platform_env, tmp_path)
-    proc = _sts_bridge("credentials", "--format", "env", env=env)
+    env = run_cli.env
+    proc = run_cli(["credentials", "--format", "env"])
     assert proc.returncode == 0, proc.stderr
     exported = {}
     for line in proc.stdout.splitlines():
@@ -211,7 +190,7 @@ CHILD = textwrap.dedent(
 def test_delegated_child_outlives_three_credential_lifetimes(
     short_lived_platform: Any, short_lived_platform_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = _cli_env(short_lived_platform_env, tmp_path)
+    env = cli_environment(short_lived_platform_env, tmp_path)
     lifetime = short_lived_platform.sts_duration
     child = tmp_path / "child.py"
     child.write_text(CHILD)

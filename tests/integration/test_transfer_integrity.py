@@ -7,6 +7,7 @@ Special files are made inside the test's temporary directory, never in /dev.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import Cli
 
 from sts_bridge.errors import InvalidKeyError, TransferError
 from sts_bridge.s3.config import TransferConfig
@@ -27,22 +29,10 @@ pytestmark = [pytest.mark.integration]
 MiB = 1024 * 1024
 
 
-def run(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "sts_bridge", *args],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        **kw,
-    )
-
-
 @pytest.fixture
-def env(platform_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-    full.update(platform_env)
-    full["STS_BRIDGE_CONFIG_FILE"] = str(tmp_path / "no-config")
-    return full
+def run_cli(run_cli: Cli) -> Cli:
+    """Bytes out: a download to ``-`` writes the object's bytes to stdout."""
+    return dataclasses.replace(run_cli, text=False)
 
 
 @pytest.fixture
@@ -96,12 +86,12 @@ def stored(ws: Any, base: str) -> tuple[str, bytes]:
 
 
 def test_download_writes_through_a_symlink(
-    env: dict[str, str], stored: tuple[str, bytes], out: Path
+    run_cli: Cli, stored: tuple[str, bytes], out: Path
 ) -> None:
     key, data = stored
     (out / "real.bin").write_bytes(b"old")
     (out / "link").symlink_to("real.bin")
-    result = run(["download", key, str(out / "link")], env)
+    result = run_cli(["download", key, str(out / "link")])
     assert result.returncode == 0, result.stderr.decode()
     assert (out / "link").is_symlink()
     assert (out / "real.bin").read_bytes() == data
@@ -109,7 +99,7 @@ def test_download_writes_through_a_symlink(
 
 
 def test_download_streams_into_a_fifo_without_replacing_it(
-    env: dict[str, str], stored: tuple[str, bytes], out: Path
+    run_cli: Cli, stored: tuple[str, bytes], out: Path
 ) -> None:
     key, data = stored
     fifo = out / "fifo"
@@ -117,7 +107,7 @@ def test_download_streams_into_a_fifo_without_replacing_it(
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    result = run(["download", key, str(fifo)], env)
+    result = run_cli(["download", key, str(fifo)])
     reader.join(timeout=60)
     assert result.returncode == 0, result.stderr.decode()
     assert got == [data]
@@ -128,34 +118,32 @@ def test_download_streams_into_a_fifo_without_replacing_it(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
 def test_download_onto_a_character_device_streams_into_it(
-    env: dict[str, str], stored: tuple[str, bytes], out: Path
+    run_cli: Cli, stored: tuple[str, bytes], out: Path
 ) -> None:
     key, _ = stored
     null = out / "null"  # the kernel's null device (1, 3), made here, not in /dev
     os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    result = run(["download", key, str(null)], env)
+    result = run_cli(["download", key, str(null)])
     assert result.returncode == 0, result.stderr.decode()
     st = os.lstat(null)
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
     assert [p.name for p in out.iterdir()] == ["null"]
 
 
-def test_download_dash_writes_to_stdout(
-    env: dict[str, str], stored: tuple[str, bytes], out: Path
-) -> None:
+def test_download_dash_writes_to_stdout(run_cli: Cli, stored: tuple[str, bytes], out: Path) -> None:
     key, data = stored
-    result = run(["download", key, "-"], env, cwd=out)  # never a file named "-"
+    result = run_cli(["download", key, "-"], cwd=out)  # never a file named "-"
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == data
     assert list(out.iterdir()) == []
 
 
 def test_download_onto_an_existing_directory_is_a_clear_error(
-    env: dict[str, str], stored: tuple[str, bytes], out: Path
+    run_cli: Cli, stored: tuple[str, bytes], out: Path
 ) -> None:
     key, _ = stored
     (out / "obj.bin").mkdir()  # DEST/<name> is a directory
-    result = run(["download", key, str(out)], env)
+    result = run_cli(["download", key, str(out)])
     line = one_error(result, 1)
     assert "is a directory" in line
     assert [p.name for p in out.iterdir()] == ["obj.bin"]
@@ -163,7 +151,7 @@ def test_download_onto_an_existing_directory_is_a_clear_error(
 
 
 def test_download_removes_stale_part_files_of_the_same_destination(
-    env: dict[str, str], stored: tuple[str, bytes], out: Path
+    run_cli: Cli, stored: tuple[str, bytes], out: Path
 ) -> None:
     key, data = stored
     gone = subprocess.Popen(["true"])
@@ -174,7 +162,7 @@ def test_download_removes_stale_part_files_of_the_same_destination(
     other = out / f".other.bin.{gone.pid}-0badcafe.part"
     for path in (stale, stale_old_style, live, other):
         path.write_bytes(b"partial")
-    result = run(["download", key, str(out / "obj.bin")], env)
+    result = run_cli(["download", key, str(out / "obj.bin")])
     assert result.returncode == 0, result.stderr.decode()
     assert (out / "obj.bin").read_bytes() == data
     assert sorted(p.name for p in out.iterdir()) == sorted(["obj.bin", live.name, other.name])
@@ -254,7 +242,7 @@ needs_setpriv = pytest.mark.skipif(
 @needs_setpriv
 @pytest.mark.parametrize("which", ["subdirectory", "top directory"])
 def test_unreadable_folder_fails_the_directory_upload(
-    env: dict[str, str], ws: Any, base: str, tmp_path: Path, which: str
+    run_cli: Cli, ws: Any, base: str, tmp_path: Path, which: str
 ) -> None:
     top = tmp_path / "data"
     (top / "locked").mkdir(parents=True)
@@ -265,7 +253,7 @@ def test_unreadable_folder_fails_the_directory_upload(
     try:
         result = subprocess.run(
             _without_dac([sys.executable, "-m", "sts_bridge", "upload", str(top), "--to", base]),
-            env=env,
+            env=run_cli.env,
             capture_output=True,
             timeout=120,
         )
@@ -276,21 +264,21 @@ def test_unreadable_folder_fails_the_directory_upload(
     assert keys_under(ws, base) == []
 
 
-def test_invalid_pattern_is_a_usage_error(env: dict[str, str], tmp_path: Path) -> None:
+def test_invalid_pattern_is_a_usage_error(run_cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.txt").write_text("x")
-    result = run(["upload", str(tmp_path / "d"), "--include", "["], env)
+    result = run_cli(["upload", str(tmp_path / "d"), "--include", "["])
     assert result.returncode == 2, result.stderr.decode()
     assert "without its ']'" in result.stderr.decode()
     assert "Traceback" not in result.stderr.decode()
 
 
 def test_patterns_matching_nothing_are_an_error(
-    env: dict[str, str], ws: Any, base: str, tmp_path: Path
+    run_cli: Cli, ws: Any, base: str, tmp_path: Path
 ) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.txt").write_text("x")
-    result = run(["upload", str(tmp_path / "d"), "--to", base, "--include", "*.tif"], env)
+    result = run_cli(["upload", str(tmp_path / "d"), "--to", base, "--include", "*.tif"])
     line = one_error(result, 1)
     assert "none of the 1 file(s)" in line
     assert keys_under(ws, base) == []

@@ -64,14 +64,6 @@ def heavy_imports(path: Path) -> list[str]:
     )
 
 
-@pytest.fixture
-def env(platform_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-    full.update(platform_env)
-    full["STS_BRIDGE_CONFIG_FILE"] = str(tmp_path / "no-config")
-    return full
-
-
 def _warm_up(env: dict[str, str]) -> None:
     # Cold: token, workspace description and STS credentials are fetched and cached.
     cold = run(["presign", "-w", WORKSPACE, "warm/a.txt"], env)
@@ -81,9 +73,9 @@ def _warm_up(env: dict[str, str]) -> None:
 
 
 def test_warm_presign_makes_no_request_and_no_heavy_import(
-    env: dict[str, str], local_platform: Any, tmp_path: Path
+    cli_env: dict[str, str], local_platform: Any, tmp_path: Path
 ) -> None:
-    _warm_up(env)
+    _warm_up(cli_env)
     local_platform.reset_stats()
     cases = {
         "default 1h": ["presign", "-w", WORKSPACE, "warm/a.txt"],
@@ -93,14 +85,14 @@ def test_warm_presign_makes_no_request_and_no_heavy_import(
     }
     for name, args in cases.items():
         modules = tmp_path / f"modules-{name.replace(' ', '-')}.json"
-        result = run(args, env, modules)
+        result = run(args, cli_env, modules)
         assert result.returncode == 0, (name, result.stderr)
         urls = result.stdout.split()
         assert urls and all(u.startswith("http") and "X-Amz-Signature=" in u for u in urls)
         assert heavy_imports(modules) == [], name
         assert "sts_bridge.auth.oauth" not in json.loads(modules.read_text())
     # 1 h cannot be had with 900 s credentials: clamped, said, and no exchange for it
-    one_hour = run(["presign", "-w", WORKSPACE, "warm/a.txt"], env)
+    one_hour = run(["presign", "-w", WORKSPACE, "warm/a.txt"], cli_env)
     assert one_hour.returncode == 0, one_hour.stderr
     assert "valid for" in one_hour.stderr and "not 3600s" in one_hour.stderr
     assert local_platform.api_stats()["total"] == 0
@@ -108,13 +100,13 @@ def test_warm_presign_makes_no_request_and_no_heavy_import(
 
 
 def test_warm_credential_process_makes_no_request_and_no_heavy_import(
-    env: dict[str, str], local_platform: Any, tmp_path: Path
+    cli_env: dict[str, str], local_platform: Any, tmp_path: Path
 ) -> None:
     # The AWS CLI runs it before requests whenever its keys have < 15 min left.
-    _warm_up(env)
+    _warm_up(cli_env)
     local_platform.reset_stats()
     modules = tmp_path / "modules.json"
-    result = run(["credentials", WORKSPACE, "--format", "credential-process"], env, modules)
+    result = run(["credentials", WORKSPACE, "--format", "credential-process"], cli_env, modules)
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["Version"] == 1 and payload["AccessKeyId"] and payload["Expiration"]
@@ -137,9 +129,9 @@ def test_help_imports_nothing_heavy(tmp_path: Path) -> None:
 
 
 def test_warm_sync_makes_no_api_request_and_no_heavy_import(
-    env: dict[str, str], local_platform: Any, tmp_path: Path
+    cli_env: dict[str, str], local_platform: Any, tmp_path: Path
 ) -> None:
-    _warm_up(env)
+    _warm_up(cli_env)
     tree = tmp_path / "tree"
     (tree / "sub").mkdir(parents=True)
     (tree / "a.txt").write_bytes(b"a")
@@ -148,23 +140,23 @@ def test_warm_sync_makes_no_api_request_and_no_heavy_import(
     local_platform.reset_stats()
     for args in (["sync", str(tree), url], ["sync", str(tree), url, "--dry-run"]):
         modules = tmp_path / "modules.json"
-        result = run(args, env, modules)
+        result = run(args, cli_env, modules)
         assert result.returncode == 0, (args, result.stderr)
         assert heavy_imports(modules) == [], args
     assert local_platform.api_stats()["total"] == 0
     assert local_platform.idp_stats()["total"] == 0
-    back = run(["sync", url, str(tmp_path / "back")], env, tmp_path / "modules.json")
+    back = run(["sync", url, str(tmp_path / "back")], cli_env, tmp_path / "modules.json")
     assert back.returncode == 0, back.stderr
     assert heavy_imports(tmp_path / "modules.json") == []
     assert (tmp_path / "back" / "sub" / "b.txt").read_bytes() == b"b"
 
 
 def test_warm_download_skips_importlib_metadata(
-    env: dict[str, str], local_platform: Any, tmp_path: Path
+    cli_env: dict[str, str], local_platform: Any, tmp_path: Path
 ) -> None:
     # urllib3's http2 package imports importlib.metadata (zipfile, shutil,
     # csv ...) for HTTP/2 only; the transport defers it (s3/transport.py).
-    _warm_up(env)
+    _warm_up(cli_env)
     small = tmp_path / "tiny.txt"
     small.write_bytes(b"abc")
     key = f"warm/tiny-{os.getpid()}.txt"
@@ -174,7 +166,7 @@ def test_warm_download_skips_importlib_metadata(
         ["download", "-w", WORKSPACE, key, str(tmp_path / "back.txt")],
     ):
         modules = tmp_path / "modules.json"
-        result = run(args, env, modules)
+        result = run(args, cli_env, modules)
         assert result.returncode == 0, (args, result.stderr)
         names = json.loads(modules.read_text())
         assert heavy_imports(modules) == [], args
