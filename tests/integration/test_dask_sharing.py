@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,19 +183,15 @@ def alice(short_lived_platform: Any, short_lived_platform_env: dict[str, str]) -
 
 
 @pytest.fixture
-def alice_ws(alice: UserLogin) -> Iterator[Any]:
+def alice_ws(alice: UserLogin, register_workspace: Callable[..., Any]) -> Any:
     """alice's workspace; workspace:// URLs in this process resolve to it (her login)."""
     from sts_bridge import Client
-    from sts_bridge.credentials.sources import register_workspace_source
     from sts_bridge.interop.filesystem import WorkspaceFileSystem
 
     ws = Client(credentials=alice.credentials, cache=False).workspace(ALICE_WS)
     WorkspaceFileSystem.clear_instance_cache()  # none holding an earlier test's login
-    unregister = register_workspace_source(ws)
-    try:
-        yield ws
-    finally:
-        unregister()
+    register_workspace(ws)
+    return ws
 
 
 # ------------------------------------------------------------- memory scan

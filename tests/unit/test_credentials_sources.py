@@ -15,11 +15,13 @@ import pytest
 from sts_bridge.credentials.refreshing import S3Credentials
 from sts_bridge.credentials.sources import (
     WorkspaceSource,
-    register_workspace_source,
     resolve_workspace,
     set_configuration_chain_opener,
 )
 from sts_bridge.errors import ConfigurationError
+
+#: The ``register_workspace`` fixture (tests/conftest.py).
+Register = Callable[[WorkspaceSource], Callable[[], None]]
 
 
 @dataclass
@@ -40,18 +42,17 @@ def test_a_fake_satisfies_the_protocol() -> None:
     assert isinstance(FakeSource("ws"), WorkspaceSource)
 
 
-def test_a_registered_source_wins_and_unregistering_restores_the_previous_one() -> None:
+def test_a_registered_source_wins_and_unregistering_restores_the_previous_one(
+    register_workspace: Register,
+) -> None:
     first, second = FakeSource("unit-ws"), FakeSource("unit-ws", bucket="other")
-    undo_first = register_workspace_source(first)
-    try:
-        assert resolve_workspace("unit-ws") is first
-        undo_second = register_workspace_source(second)
-        assert resolve_workspace("unit-ws") is second
-        undo_second()
-        undo_second()  # harmless twice
-        assert resolve_workspace("unit-ws") is first
-    finally:
-        undo_first()
+    register_workspace(first)
+    assert resolve_workspace("unit-ws") is first
+    undo_second = register_workspace(second)
+    assert resolve_workspace("unit-ws") is second
+    undo_second()
+    undo_second()  # harmless twice
+    assert resolve_workspace("unit-ws") is first
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def test_importing_the_sources_alone_sets_the_package_opener_without_client() ->
     assert out.stdout.split() == ["sts_bridge", "False"]
 
 
-def test_registration_from_many_threads(no_platform: None) -> None:
+def test_registration_from_many_threads(no_platform: None, register_workspace: Register) -> None:
     sources = [FakeSource(f"unit-thread-{i % 4}") for i in range(64)]
     undos: list[Callable[[], None]] = []
     barrier = threading.Barrier(16)
@@ -112,7 +113,7 @@ def test_registration_from_many_threads(no_platform: None) -> None:
     def work(chunk: list[FakeSource]) -> None:
         barrier.wait()
         for source in chunk:
-            undos.append(register_workspace_source(source))
+            undos.append(register_workspace(source))
             assert resolve_workspace(source.name).name == source.name
 
     threads = [threading.Thread(target=work, args=(sources[i::16],)) for i in range(16)]
@@ -128,11 +129,13 @@ def test_registration_from_many_threads(no_platform: None) -> None:
             resolve_workspace(f"unit-thread-{i}")
 
 
-def test_workspace_names_merges_registered_and_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workspace_names_merges_registered_and_chain(
+    monkeypatch: pytest.MonkeyPatch, register_workspace: Register
+) -> None:
     from sts_bridge.credentials.sources import set_configuration_chain_lister, workspace_names
 
     monkeypatch.setenv("TERRAPI_URL", "http://127.0.0.1:1/core")
-    unregister = register_workspace_source(FakeSource("registered-ws"))
+    register_workspace(FakeSource("registered-ws"))
     previous = set_configuration_chain_lister(lambda settings: ["b-ws", "a-ws"])
     try:
         assert workspace_names() == ["a-ws", "b-ws", "registered-ws"]
@@ -140,11 +143,10 @@ def test_workspace_names_merges_registered_and_chain(monkeypatch: pytest.MonkeyP
         assert workspace_names() == ["registered-ws"]
     finally:
         set_configuration_chain_lister(previous)
-        unregister()
 
 
 def test_workspace_names_without_a_chain_and_nothing_registered_says_so(
-    monkeypatch: pytest.MonkeyPatch,
+    register_workspace: Register,
 ) -> None:
     from sts_bridge.credentials.sources import set_configuration_chain_lister, workspace_names
 
@@ -155,10 +157,7 @@ def test_workspace_names_without_a_chain_and_nothing_registered_says_so(
     try:
         with pytest.raises(ConfigurationError):
             workspace_names()
-        unregister = register_workspace_source(FakeSource("only-ws"))
-        try:
-            assert workspace_names() == ["only-ws"]
-        finally:
-            unregister()
+        register_workspace(FakeSource("only-ws"))
+        assert workspace_names() == ["only-ws"]
     finally:
         set_configuration_chain_lister(previous)

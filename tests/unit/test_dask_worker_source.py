@@ -7,6 +7,7 @@ The behaviour on real Dask processes is in tests/integration/test_dask_sharing.p
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -101,6 +102,15 @@ def test_what_crosses_the_wire_is_the_grant_and_reprs_hide_the_secrets() -> None
         assert SECRET not in shown and TOKEN not in shown
 
 
+@pytest.fixture
+def ws_plugin_unshared_afterwards() -> Iterator[None]:
+    """The test shares "ws-plugin" in its own process (as a worker would); it is
+    no longer shared when the test ends, however it ends."""
+    yield
+    stop_sharing_here("ws-plugin")
+
+
+@pytest.mark.usefixtures("ws_plugin_unshared_afterwards")
 def test_plugin_setup_registers_one_source_per_name_and_stop_retires_it() -> None:
     first = WorkspaceSharingPlugin(grant(creds(900, key="ASIAONE"), name="ws-plugin"))
     second = WorkspaceSharingPlugin(

@@ -11,7 +11,7 @@ import http.server
 import pickle
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -19,7 +19,6 @@ import fsspec
 import pytest
 
 from sts_bridge.credentials.refreshing import S3Credentials
-from sts_bridge.credentials.sources import register_workspace_source
 from sts_bridge.errors import InvalidKeyError
 from sts_bridge.interop.aiobotocore_session import aio_credentials
 from sts_bridge.interop.filesystem import WorkspaceFileSystem
@@ -87,14 +86,15 @@ class CountingSource:
 
 
 @pytest.fixture
-def registered(s3_endpoint: tuple[str, list[str]]) -> Iterator[CountingSource]:
+def registered(
+    s3_endpoint: tuple[str, list[str]], register_workspace: Callable[..., object]
+) -> Iterator[CountingSource]:
     source = CountingSource("unit-fs-ws", s3_endpoint[0])
-    undo = register_workspace_source(source)
+    register_workspace(source)
     WorkspaceFileSystem.clear_instance_cache()
     try:
         yield source
     finally:
-        undo()
         WorkspaceFileSystem.clear_instance_cache()
 
 
