@@ -280,18 +280,8 @@ class FaultProxy:
         """Read one request's head and answer 403 AccessDenied, the body unread."""
         client.settimeout(30)
         try:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                head += chunk
-            payload = _ERROR_BODY.format(code="AccessDenied", message="refused").encode()
-            client.sendall(
-                f"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-                + payload
-            )
+            _read_head(client)
+            _send_error(client, "403 Forbidden", "AccessDenied", "refused")
         except OSError:
             pass
         finally:
@@ -301,13 +291,7 @@ class FaultProxy:
         """Read one request (headers + Content-Length body) and answer 500 or 503."""
         client.settimeout(30)
         try:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                head += chunk
-            headers, _, body = head.partition(b"\r\n\r\n")
+            headers, _, body = _read_head(client).partition(b"\r\n\r\n")
             length = 0
             for line in headers.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
@@ -323,13 +307,30 @@ class FaultProxy:
                 status, code, message = "503 Slow Down", "SlowDown", "Please reduce your rate"
             else:
                 status, code, message = "500 Internal Server Error", "InternalError", "fault"
-            payload = _ERROR_BODY.format(code=code, message=message).encode()
-            client.sendall(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-                + payload
-            )
+            _send_error(client, status, code, message)
         except OSError:
             pass
         finally:
             self._close(client)
+
+
+def _read_head(client: socket.socket) -> bytes:
+    """What arrives up to the end of a request's head (the body's first bytes
+    may come with it), or until the client stops sending."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _send_error(client: socket.socket, status: str, code: str, message: str) -> None:
+    """An S3 error answer (XML body) that closes the connection."""
+    payload = _ERROR_BODY.format(code=code, message=message).encode()
+    client.sendall(
+        f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+        + payload
+    )

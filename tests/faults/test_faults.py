@@ -221,6 +221,20 @@ def _start_upload(faults: Proxied, checker: Checker, source: str, **kw: Any) -> 
     )
 
 
+def _start_stdin_upload(faults: Proxied, checker: Checker) -> Any:
+    """``upload -`` with three parts (24 MiB) written to its stdin, which stays
+    open: an end of file would complete the upload, so only a signal or a kill
+    ends it."""
+    proc = _start_upload(faults, checker, "-", stdin=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"x" * (24 * MiB))
+        proc.stdin.flush()
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
 @pytest.mark.parametrize("how", ["kill -9 then touch", "SIGTERM"])
 def test_killed_upload_rerun_adopts_and_leaves_nothing(
     faults: Proxied, checker: Checker, tmp_path: Path, how: str
@@ -261,12 +275,9 @@ def test_interrupted_stdin_upload_aborts_its_parts(
 
 def _interrupt_stdin_upload(faults: Proxied, checker: Checker, sig: int) -> tuple[int, bytes]:
     """``upload -`` with three parts in flight, then ``sig`` to the command; its exit
-    status and stderr. stdin stays open until the command has ended, so only the
-    signal can end the upload (an end of file would complete it)."""
-    proc = _start_upload(faults, checker, "-", stdin=subprocess.PIPE)
+    status and stderr."""
+    proc = _start_stdin_upload(faults, checker)
     try:
-        proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
-        proc.stdin.flush()
         _wait_for(lambda: len(checker.uploads()) == 1)
         time.sleep(0.5)
         proc.send_signal(sig)
@@ -287,10 +298,8 @@ def test_upload_left_by_kill_9_of_a_stdin_upload_is_listed_and_aborted(
     import stat
 
     records = tmp_path / "cache" / "uploads"
-    proc = _start_upload(faults, checker, "-", stdin=subprocess.PIPE)
+    proc = _start_stdin_upload(faults, checker)
     try:
-        proc.stdin.write(b"x" * (24 * MiB))  # three parts; the pipe stays open
-        proc.stdin.flush()
         _wait_for(lambda: len(checker.uploads()) == 1 and any(records.glob("*.json")))
         proc.kill()
         proc.wait(timeout=60)
