@@ -151,6 +151,26 @@ def test_geopandas_parquet_through_the_workspace_filesystem(
 VECTOR_FORMATS = {"gpkg": "GPKG", "geojson": "GeoJSON", "fgb": "FlatGeobuf"}
 
 
+def vector_round_trips(
+    gpd: Any, shapely: Any, gdal_ws: Any, stem: str, n: int, *, engine: str
+) -> Any:
+    """Round ``n``: a three-point frame written to ``stem.<ext>`` in each of
+    VECTOR_FORMATS through geopandas' ``engine`` and read back whole; the frame."""
+    frame = gpd.GeoDataFrame(
+        {"name": ["a", "b", "c"], "round": [n] * 3},
+        geometry=[shapely.Point(0, n), shapely.Point(1, 1), shapely.Point(n, 2)],
+        crs="EPSG:4326",
+    )
+    for ext, driver in VECTOR_FORMATS.items():
+        path = gdal_ws.path(f"{stem}.{ext}")
+        frame.to_file(path, driver=driver, engine=engine)
+        back = gpd.read_file(path, engine=engine).sort_values("name")
+        assert list(back["name"]) == ["a", "b", "c"], ext
+        assert list(back["round"]) == [n] * 3, ext
+        assert back.geometry.reset_index(drop=True).equals(frame.geometry), ext
+    return frame
+
+
 def test_vector_formats_through_pyogrio_with_gdal_env(
     short_lived_platform: Any, workspace: Any
 ) -> None:
@@ -168,18 +188,7 @@ def test_vector_formats_through_pyogrio_with_gdal_env(
         )
 
         def one_round(n: int) -> None:
-            frame = gpd.GeoDataFrame(
-                {"name": ["a", "b", "c"], "round": [n] * 3},
-                geometry=[shapely.Point(0, n), shapely.Point(1, 1), shapely.Point(n, 2)],
-                crs="EPSG:4326",
-            )
-            for ext, driver in VECTOR_FORMATS.items():
-                path = gdal_ws.path(f"{key}/{n}.{ext}")
-                frame.to_file(path, driver=driver, engine="pyogrio")
-                back = gpd.read_file(path, engine="pyogrio").sort_values("name")
-                assert list(back["name"]) == ["a", "b", "c"], ext
-                assert list(back["round"]) == [n] * 3, ext
-                assert back.geometry.reset_index(drop=True).equals(frame.geometry), ext
+            vector_round_trips(gpd, shapely, gdal_ws, f"{key}/{n}", n, engine="pyogrio")
 
         across_three_lifetimes(short_lived_platform, workspace, one_round, pause=0.5)
     # the options are gone with the block
@@ -212,18 +221,7 @@ def test_vector_formats_through_fiona_with_gdal_env(
         assert get_gdal_config("AWS_S3_ENDPOINT") == gdal_ws.options["AWS_S3_ENDPOINT"]
 
         def one_round(n: int) -> None:
-            frame = gpd.GeoDataFrame(
-                {"name": ["a", "b", "c"], "round": [n] * 3},
-                geometry=[shapely.Point(0, n), shapely.Point(1, 1), shapely.Point(n, 2)],
-                crs="EPSG:4326",
-            )
-            for ext, driver in VECTOR_FORMATS.items():
-                path = gdal_ws.path(f"{key}/{n}.{ext}")
-                frame.to_file(path, driver=driver, engine="fiona")
-                back = gpd.read_file(path, engine="fiona").sort_values("name")
-                assert list(back["name"]) == ["a", "b", "c"], ext
-                assert list(back["round"]) == [n] * 3, ext
-                assert back.geometry.reset_index(drop=True).equals(frame.geometry), ext
+            frame = vector_round_trips(gpd, shapely, gdal_ws, f"{key}/{n}", n, engine="fiona")
             # fiona directly, on an s3:// URL of an object GDAL has not read
             # yet (its /vsis3/ cache cannot answer)
             frame.to_file(gdal_ws.s3_url(f"{key}/{n}-s3.fgb"), driver="FlatGeobuf", engine="fiona")
