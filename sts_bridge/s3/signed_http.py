@@ -31,7 +31,13 @@ from sts_bridge.s3.errors import (
     tls_refused,
 )
 from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
-from sts_bridge.s3.transport import ANSWER_LIMIT, Answer, ConnectFailed, StoreConnection
+from sts_bridge.s3.transport import (
+    ANSWER_LIMIT,
+    Answer,
+    ConnectFailed,
+    FileRange,
+    StoreConnection,
+)
 
 # The engine logs under the public module's name.
 log = logging.getLogger("sts_bridge.s3.transfers")
@@ -183,7 +189,7 @@ class S3Http:
         *,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | FileRange | None = None,
         payload_sha256: str | None = None,
         ok: frozenset[int] = _OK,
         stream: bool = False,
@@ -193,7 +199,8 @@ class S3Http:
         :class:`~sts_bridge.s3.transport.Answer`.
 
         Signed with fresh credentials on every attempt. The body is covered
-        by ``x-amz-content-sha256`` (computed here unless given). With
+        by ``x-amz-content-sha256`` (computed here unless given; a
+        :class:`~sts_bridge.s3.transport.FileRange` body needs it given). With
         ``stream=True`` the body of an ``ok`` response is left unread (the
         caller reads it and releases the connection); otherwise it is read
         whole (``data``), at most ``answer_limit`` bytes (``None``: no limit),
@@ -203,6 +210,8 @@ class S3Http:
         :class:`~sts_bridge.errors.StorageUnavailableError` after the retries.
         """
         if payload_sha256 is None:
+            if isinstance(body, FileRange):
+                raise ValueError("a FileRange body is signed with its SHA-256, given by the caller")
             payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         last = ""
         replaced = False
@@ -302,7 +311,7 @@ class S3Http:
     def put(
         self,
         full_key: str,
-        body: bytes,
+        body: bytes | FileRange,
         sha256_hex: str,
         *,
         query: Mapping[str, str] | None = None,

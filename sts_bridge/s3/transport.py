@@ -16,6 +16,13 @@ What it needs from HTTP is built here on urllib3, the way botocore's
   :data:`SEND_BLOCK` bytes, each its own ``sendall``: a request fails as
   stalled when no block moves for that long, however big the body (one
   ``sendall`` of a whole part would have to finish within the timeout);
+- a body that is a range of an open file (:class:`FileRange`, an upload's
+  part) is read while it is sent, never held whole in memory: with
+  ``sendfile(2)`` on a plain connection (the kernel sends from the page
+  cache: no copy through Python, no part-sized buffer), else (TLS) block by
+  block through one reused buffer per thread; a wait for the socket is the
+  stall timeout as for any send, and a file that ends early raises
+  :class:`SourceShrank` (the request is never completed with fewer bytes);
 - ``Expect: 100-continue`` on PUT bodies of :data:`EXPECT_CONTINUE_MIN`
   bytes or more (botocore's ``AWSConnection``): the head goes first, the
   body follows a ``100 Continue`` (or one second of silence); a final
@@ -37,14 +44,18 @@ not HTTP/1.1). The TLS cause stays chained (``__cause__``) for
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import unquote, urlsplit
+
+from sts_bridge.errors import TransferError
 
 if TYPE_CHECKING:
     import urllib3
@@ -55,7 +66,9 @@ __all__ = [
     "SEND_BLOCK",
     "Answer",
     "ConnectFailed",
+    "FileRange",
     "ProtocolError",
+    "SourceShrank",
     "StoreConnection",
     "proxy_for",
 ]
@@ -87,6 +100,25 @@ class ConnectFailed(OSError):
 
 class ProtocolError(ConnectionError):
     """The store's answer broke off, or is not HTTP/1.1."""
+
+
+class SourceShrank(TransferError):
+    """A :class:`FileRange` body's file ended before the range did (it shrank
+    since the request was made); not an ``OSError``: retrying would not help."""
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """A request body that is ``length`` bytes of the open file ``fd`` from
+    ``offset``, read while it is sent (see the module docstring). The caller
+    keeps ``fd`` open until the request is answered."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
 
 
 def proxy_for(url: str) -> str | None:
@@ -208,10 +240,17 @@ class _ExpectContinue:
         self.raw_response = None
         self.response_class = functools.partial(self._kept, http.client.HTTPResponse)
         self._expect = bool(headers) and headers.get("Expect") == "100-continue"
+        file_body = body if isinstance(body, FileRange) else None
         try:
-            super().request(method, url, body, headers, **kw)  # type: ignore[misc]
+            # a FileRange goes after the head (and the wait for 100 Continue),
+            # sent here rather than by urllib3, which would read it in copies
+            super().request(  # type: ignore[misc]
+                method, url, None if file_body is not None else body, headers, **kw
+            )
         finally:
             self._expect = False
+        if file_body is not None and not self.body_skipped:
+            _send_file_range(self.sock, file_body)  # type: ignore[attr-defined]
 
     def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
         super()._send_output(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
@@ -261,6 +300,111 @@ class _ExpectContinue:
         return super().getresponse()  # type: ignore[misc]
 
 
+_SENDFILE_REFUSED = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOTSOCK}
+)
+_send_buffers = threading.local()
+
+
+def _send_file_range(sock: Any, body: FileRange) -> None:
+    """Send ``body`` on ``sock``: ``sendfile(2)`` on a plain socket, else (TLS,
+    or a file ``sendfile`` refuses) read block by block into a reused buffer.
+    Raises ``TimeoutError`` when no byte moves for the socket's timeout and
+    :class:`SourceShrank` when the file ends before the range does."""
+    import socket
+    import ssl
+
+    offset, end = body.offset, body.offset + body.length
+    if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
+        offset = _sendfile(sock, body.fd, offset, end)
+    if offset >= end:
+        return
+    buf: memoryview | None = getattr(_send_buffers, "buf", None)
+    if buf is None:
+        buf = _send_buffers.buf = memoryview(bytearray(SEND_BLOCK))
+    while offset < end:
+        n = os.preadv(body.fd, [buf[: min(SEND_BLOCK, end - offset)]], offset)
+        if not n:
+            raise SourceShrank("the file shrank while it was being uploaded")
+        sock.sendall(buf[:n])
+        offset += n
+
+
+def _sendfile(sock: Any, fd: int, offset: int, end: int) -> int:
+    """``sendfile(2)`` from ``offset`` to ``end``; returns where it stopped: ``end``,
+    or the first offset when the kernel refuses ``sendfile`` for this file."""
+    stall = sock.gettimeout()
+    out = sock.fileno()
+    start = offset
+    while offset < end:
+        try:
+            sent = os.sendfile(out, fd, offset, end - offset)
+        except BlockingIOError:  # the send buffer is full (a socket with a timeout)
+            _wait_writable(sock, stall)
+            continue
+        except OSError as exc:
+            if offset == start and exc.errno in _SENDFILE_REFUSED:
+                return offset  # not for this file: the caller reads and sends
+            raise
+        if not sent:
+            raise SourceShrank("the file shrank while it was being uploaded")
+        offset += sent
+    return offset
+
+
+def _wait_writable(sock: Any, stall: float | None) -> None:
+    """Wait until ``sock`` takes bytes again; ``TimeoutError`` when its send queue
+    did not shrink for ``stall`` seconds.
+
+    A full socket is reported writable again only once much of its buffer
+    has drained (Linux: half of what is queued): on a slow link that takes
+    longer than the stall timeout while bytes move all along, so progress is
+    read from the queue itself where the kernel tells it (:func:`_send_queue`).
+    """
+    import time
+
+    from urllib3.util import wait_for_write
+
+    queued = _send_queue(sock) if stall is not None else None
+    if queued is None:
+        if not wait_for_write(sock, timeout=stall):
+            raise TimeoutError("timed out")
+        return
+    assert stall is not None
+    last, since = queued(), time.monotonic()
+    while not wait_for_write(sock, timeout=min(0.25, stall)):
+        now, left = time.monotonic(), queued()
+        if left < last:
+            last, since = left, now
+        elif now - since >= stall:
+            raise TimeoutError("timed out")
+
+
+def _send_queue(sock: Any) -> Callable[[], int] | None:
+    """A function telling how many bytes ``sock``'s kernel still holds to send
+    (sent but not acknowledged included: Linux ``TIOCOUTQ``), or ``None`` where
+    the kernel cannot tell; the function answers 0 once it no longer can."""
+    try:
+        import fcntl
+        import struct
+        import termios
+
+        request = termios.TIOCOUTQ
+        fd = sock.fileno()
+        fcntl.ioctl(fd, request, b"\0\0\0\0")
+    except (ImportError, AttributeError, OSError):
+        return None
+
+    def queued() -> int:
+        try:
+            (count,) = struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))
+        except OSError:
+            return 0
+        return int(count)
+
+    return queued
+
+
 def _await_delivery(sock: Any, stall: Any) -> None:
     """Wait while the kernel still sends the request's last bytes, and they move.
 
@@ -274,15 +418,9 @@ def _await_delivery(sock: Any, stall: Any) -> None:
     """
     if sock is None or not isinstance(stall, (int, float)):
         return
-    try:
-        import fcntl
-        import termios
-
-        request = termios.TIOCOUTQ
-        fd = sock.fileno()
-    except (ImportError, AttributeError, OSError):
+    queued = _send_queue(sock)
+    if queued is None:
         return
-    import struct
     import time
 
     from urllib3.util import wait_for_read
@@ -290,15 +428,12 @@ def _await_delivery(sock: Any, stall: Any) -> None:
     last = -1
     since = time.monotonic()
     while True:
-        try:
-            (queued,) = struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))
-        except OSError:
-            return
-        if queued <= 0:
+        left = queued()
+        if left <= 0:
             return
         now = time.monotonic()
-        if last < 0 or queued < last:
-            last, since = queued, now
+        if last < 0 or left < last:
+            last, since = left, now
         elif now - since >= stall:
             return
         if wait_for_read(sock, timeout=min(0.25, stall)):
@@ -536,7 +671,7 @@ class StoreConnection:
         target: str,
         *,
         headers: Mapping[str, str],
-        body: bytes | memoryview | None = None,
+        body: bytes | memoryview | FileRange | None = None,
     ) -> Answer:
         """Send one request (``target``: path and query) and return its answer,
         the body unread."""
@@ -545,7 +680,10 @@ class StoreConnection:
         if body is not None:
             size = len(body)
             out["Content-Length"] = str(size)
-            blocks = _blocks(body) if size > SEND_BLOCK else body
+            if isinstance(body, FileRange):
+                blocks = body  # sent by the connection (_ExpectContinue.request)
+            else:
+                blocks = _blocks(body) if size > SEND_BLOCK else body
             if method == "PUT" and size >= EXPECT_CONTINUE_MIN:
                 out["Expect"] = "100-continue"
         try:

@@ -28,9 +28,12 @@ sign its parts anyway. A multipart upload must name its metadata when it
 starts, before any part is sent, so the file is read once first
 (:func:`~sts_bridge.s3.digests.file_digests`, started ahead by the CLI):
 that pass computes the SHA-256 of every part, and each part is sent signed
-with the digest of that pass. The server recomputes every part's SHA-256,
+with the digest of that pass, read from the file while it is sent
+(:class:`~sts_bridge.s3.transport.FileRange`: ``sendfile(2)`` over plain
+HTTP, no part-sized buffer). The server recomputes every part's SHA-256,
 so a file that changes between the two reads fails the upload (aborted)
-instead of storing an object whose recorded digest is not its content.
+instead of storing an object whose recorded digest is not its content; a
+file that ends before its part does fails it the same way.
 Multipart uploads from a stream of unknown length carry no digest metadata.
 
 Resume
@@ -99,6 +102,7 @@ from sts_bridge.s3.signed_http import (
     xml_text,
 )
 from sts_bridge.s3.transfer_types import Progress, UnfinishedUpload, UploadResult
+from sts_bridge.s3.transport import FileRange, SourceShrank
 
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
@@ -330,14 +334,22 @@ class UploadEngine(S3Http):
         )
 
     def put_part(
-        self, full_key: str, upload_id: str, number: int, body: bytes, digest: bytes | None = None
+        self,
+        full_key: str,
+        upload_id: str,
+        number: int,
+        body: bytes | FileRange,
+        digest: bytes | None = None,
     ) -> tuple[int, str, bytes]:
-        """UploadPart ``body``, signed with its SHA-256 ``digest`` (computed here when ``None``).
+        """UploadPart ``body``, signed with its SHA-256 ``digest`` (computed here when ``None``;
+        a :class:`~sts_bridge.s3.transport.FileRange` body needs it given).
 
         The server recomputes the SHA-256 and refuses a body that does not
         match the signed one (``XAmzContentSHA256Mismatch``).
         """
         if digest is None:
+            if isinstance(body, FileRange):
+                raise ValueError("a part read from a file is signed with its digest from the pass")
             digest = hashlib.sha256(body).digest()
         etag = self.put(
             full_key,
@@ -427,24 +439,26 @@ class UploadEngine(S3Http):
         self,
         spec: UploadSpec,
         upload_id: str,
-        jobs: Iterable[tuple[int, Callable[[], bytes]]],
+        jobs: Iterable[tuple[int, Callable[[], bytes | FileRange]]],
         done: dict[int, tuple[str, bytes]],
         progress: Progress,
         expected: Sequence[bytes] | None = None,
     ) -> None:
         """Upload parts concurrently; at most ``concurrency`` bodies in memory.
 
-        ``jobs`` yields ``(part number, read function)``; the read runs in
-        the worker for files (pread) and is already done for streams.
+        ``jobs`` yields ``(part number, body function)``: a file's part is a
+        :class:`~sts_bridge.s3.transport.FileRange`, read by the transport
+        while it is sent; a stream's part is already read.
         ``expected`` holds the SHA-256 digest of every part from a first
         read of the file; each part is signed with it, so the server refuses
         a part whose bytes differ now, and that raises :class:`TransferError`
-        (the file changed during the upload).
+        (the file changed during the upload), as does a file that ends
+        before its part does.
         """
         slots = threading.BoundedSemaphore(self.concurrency)
         failure: list[BaseException] = []
 
-        def work(number: int, read: Callable[[], bytes]) -> tuple[int, str, bytes, int]:
+        def work(number: int, read: Callable[[], bytes | FileRange]) -> tuple[int, str, bytes, int]:
             try:
                 if failure:
                     raise TransferError("cancelled")
@@ -457,7 +471,9 @@ class UploadEngine(S3Http):
                             spec.full_key, upload_id, number, body, expected[number - 1]
                         )
                     except StsBridgeError as exc:
-                        if "XAmzContentSHA256Mismatch" not in exc.message:
+                        if not isinstance(exc, SourceShrank) and (
+                            "XAmzContentSHA256Mismatch" not in exc.message
+                        ):
                             raise
                         raise TransferError(
                             f"{spec.source} changed while it was being uploaded",
@@ -690,8 +706,8 @@ class UploadEngine(S3Http):
             reused = len(done)
             progress.add(sum(part_length(n, part_size, size) for n in done))
 
-            def reader(n: int) -> Callable[[], bytes]:
-                return lambda: pread_exact(fd, part_length(n, part_size, size), (n - 1) * part_size)
+            def reader(n: int) -> Callable[[], FileRange]:
+                return lambda: FileRange(fd, (n - 1) * part_size, part_length(n, part_size, size))
 
             jobs = ((n, reader(n)) for n in range(1, count + 1) if n not in done)
             try:

@@ -171,7 +171,7 @@ def test_download_removes_stale_part_files_of_the_same_destination(
 # --------------------------------------------------------------------------
 # item 2: a file that changes during its upload is never stored
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize("change", ["append", "rewrite in place"])
+@pytest.mark.parametrize("change", ["append", "rewrite in place", "truncate"])
 def test_file_changed_during_multipart_upload_fails_and_leaves_nothing(
     ws: Any, base: str, tmp_path: Path, change: str, local_platform: Any
 ) -> None:
@@ -185,6 +185,8 @@ def test_file_changed_during_multipart_upload_fails_and_leaves_nothing(
             if change == "append":
                 with open(src, "ab") as fh:
                     fh.write(b"more")
+            elif change == "truncate":  # the next part ends early, while it is sent
+                os.truncate(src, 6 * MiB)
             else:
                 with open(src, "r+b") as fh:
                     fh.write(b"b" * MiB)

@@ -18,7 +18,9 @@ from sts_bridge.s3.signed_http import describe_failure
 from sts_bridge.s3.transport import (
     EXPECT_CONTINUE_MIN,
     ConnectFailed,
+    FileRange,
     ProtocolError,
+    SourceShrank,
     StoreConnection,
     proxy_for,
 )
@@ -357,6 +359,133 @@ def test_a_refusal_before_the_body_is_the_answer_and_the_body_is_not_sent(script
     (refused,) = [r for r in server.requests if r.head.startswith(b"PUT /part ")]
     assert refused.body == b""  # not one byte of the refused body
     store.close()
+
+
+# ------------------------------------------------------------------ bodies from a file
+def _continue_then_read(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
+    """100 Continue, then whatever body arrives (up to its length or the client's close)."""
+    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    want, got = _length(head), b""
+    while len(got) < want and (more := reader.read1(want - len(got))):
+        got += more
+    server.requests.append(_Request(head, got))
+    server.refusal_recorded.set()  # the body is recorded
+    if len(got) == want:
+        conn.sendall(_answer("200 OK", ['ETag: "e"', "Content-Length: 0"]))
+        return False
+    return True
+
+
+@pytest.fixture
+def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Bytes each ``os.sendfile`` call sent."""
+    import os
+
+    calls: list[int] = []
+    real = os.sendfile
+
+    def counted(out: int, fd: int, offset: int | None, count: int) -> int:
+        sent = real(out, fd, offset, count)
+        calls.append(sent)
+        return sent
+
+    monkeypatch.setattr(os, "sendfile", counted)
+    return calls
+
+
+@pytest.mark.parametrize("route", ["sendfile", "sendfile refused"])
+def test_a_file_range_body_is_its_bytes_of_the_file(
+    scripted: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, sendfile_calls: list[int],
+    route: str,
+) -> None:  # fmt: skip
+    import errno
+    import os
+
+    data = os.urandom(5 * MiB + 123)
+    path = tmp_path / "src.bin"
+    path.write_bytes(data)
+    if route == "sendfile refused":  # as for a file system without it: read and sent
+
+        def refuse(*args: Any) -> int:
+            raise OSError(errno.EINVAL, "not for this file")
+
+        monkeypatch.setattr(os, "sendfile", refuse)
+    server = scripted([_continue_then_read, _continue_then_read])
+    store = server.store()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset, length in ((MiB + 7, 3 * MiB), (0, len(data))):
+            resp = store.request("PUT", "/part", headers={}, body=FileRange(fd, offset, length))
+            assert resp.status == 200
+            resp.release_conn()
+    finally:
+        os.close(fd)
+        store.close()
+    first, whole = server.requests
+    assert f"Content-Length: {3 * MiB}\r\n".encode() in first.head
+    assert first.body == data[MiB + 7 : 4 * MiB + 7]
+    assert whole.body == data
+    assert server.connections == 1
+    if route == "sendfile":  # plain HTTP: the kernel sends from the file
+        assert sum(sendfile_calls) == 3 * MiB + len(data)
+
+
+@pytest.mark.parametrize("route", ["sendfile", "sendfile refused"])
+def test_a_file_that_ends_before_its_range_fails_the_request(
+    scripted: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    import errno
+    import os
+
+    path = tmp_path / "src.bin"
+    path.write_bytes(b"x" * (2 * MiB))
+    if route == "sendfile refused":
+
+        def refuse(*args: Any) -> int:
+            raise OSError(errno.EINVAL, "not for this file")
+
+        monkeypatch.setattr(os, "sendfile", refuse)
+    server = scripted([_continue_then_read])
+    store = server.store()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(SourceShrank, match="shrank"):
+            store.request("PUT", "/part", headers={}, body=FileRange(fd, MiB, 3 * MiB))
+    finally:
+        os.close(fd)
+        store.close()
+    assert server.refusal_recorded.wait(30)
+    assert server.requests[0].body == b"x" * MiB  # what the file had; never completed
+
+
+def test_a_store_that_stops_reading_a_file_range_is_a_stall(
+    scripted: Any, tmp_path: Any, sendfile_calls: list[int]
+) -> None:
+    import os
+
+    gate = threading.Event()
+
+    def continue_then_stop_reading(
+        conn: socket.socket, reader: Any, head: bytes, server: Scripted
+    ) -> bool:
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        gate.wait(30)
+        return True
+
+    path = tmp_path / "src.bin"
+    path.write_bytes(b"y" * (64 * MiB))  # more than the socket buffers hold
+    server = scripted([continue_then_stop_reading])
+    store = server.store(stall=0.5)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(TimeoutError) as info:
+            store.request("PUT", "/part", headers={}, body=FileRange(fd, 0, 64 * MiB))
+        assert describe_failure(info.value, 0.5).endswith("(the storage endpoint stalled)")
+        assert 0 < sum(sendfile_calls) < 64 * MiB
+    finally:
+        gate.set()
+        os.close(fd)
+        store.close()
 
 
 # ------------------------------------------------------------------ proxies
