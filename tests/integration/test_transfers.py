@@ -947,37 +947,54 @@ def test_small_downloads_stay_buffered(tmp_path: Path) -> None:
     assert (large is not None) == _file_system_takes_o_direct(tmp_path)
 
 
+def _interrupted_upload(
+    ws: Workspace, src: Path, key: str, data: bytes, *, composite: str | None = None
+) -> tuple[Any, str, Path]:
+    """What a process killed during the upload of ``src`` (``data``) to ``key``
+    leaves: a multipart upload of 5 MiB parts with part 1 stored, and its resume
+    state file (version 3 recording ``composite`` when given, else version 1).
+    Returns the engine (open: the caller closes it), the upload id and the state file."""
+    full = PREFIX + key
+    engine = _upload.UploadEngine(
+        ws,
+        TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=1),
+        resumable=True,
+    )
+    spec = _upload.UploadSpec(src, None, key, full, len(data), "application/octet-stream", {})
+    if composite is None:
+        upload_id = engine.create_multipart(spec)
+        state: dict[str, Any] = {"version": 1, "upload_id": upload_id, "part_size": 5 * MiB}
+    else:
+        upload_id = engine.create_multipart(spec, composite, 5 * MiB)
+        state = {
+            "version": 3,
+            "upload_id": upload_id,
+            "part_size": 5 * MiB,
+            "composite_sha256": composite,
+        }
+    engine.put_part(full, upload_id, 1, data[: 5 * MiB])
+    state.update(
+        bucket=BUCKET,
+        key=full,
+        size=len(data),
+        mtime_ns=src.stat().st_mtime_ns,
+        source=str(src),
+    )
+    path = engine.state_path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+    return engine, upload_id, path
+
+
 def test_upload_and_resume_never_build_a_boto3_client(
     ws: Workspace, tmp_path: Path, admin: Any, calls: list[str]
 ) -> None:
     data = _file(tmp_path / "r.bin", 11 * MiB, seed=5)
     full = PREFIX + "nb/r.bin"
     # an interrupted upload (as a killed process leaves it), then resumed
-    engine = _upload.UploadEngine(
-        ws,
-        TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=1),
-        resumable=True,
-    )
-    spec = _upload.UploadSpec(
-        tmp_path / "r.bin", None, "nb/r.bin", full, len(data), "application/octet-stream", {}
-    )
-    upload_id = engine.create_multipart(spec)
-    engine.put_part(full, upload_id, 1, data[: 5 * MiB])
+    engine, upload_id, _ = _interrupted_upload(ws, tmp_path / "r.bin", "nb/r.bin", data)
     assert set(engine._list_parts(full, upload_id)) == {1}
-    state = {
-        "version": 1,
-        "upload_id": upload_id,
-        "part_size": 5 * MiB,
-        "bucket": BUCKET,
-        "key": full,
-        "size": len(data),
-        "mtime_ns": (tmp_path / "r.bin").stat().st_mtime_ns,
-        "source": str(tmp_path / "r.bin"),
-    }
-    path = engine.state_path(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state))
-    path.chmod(0o600)
     engine.close()
     calls.clear()
     res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
@@ -998,32 +1015,8 @@ def test_resume_refuses_an_upload_that_recorded_another_sha256(
     # the state file matches, but the upload records another SHA-256.
     data = _file(tmp_path / "s.bin", 11 * MiB, seed=6)
     full = PREFIX + "nb/s.bin"
-    engine = _upload.UploadEngine(
-        ws,
-        TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=1),
-        resumable=True,
-    )
-    spec = _upload.UploadSpec(
-        tmp_path / "s.bin", None, "nb/s.bin", full, len(data), "application/octet-stream", {}
-    )
     old = _composite(b"the file before" * MiB, 5 * MiB)
-    upload_id = engine.create_multipart(spec, old, 5 * MiB)
-    engine.put_part(full, upload_id, 1, data[: 5 * MiB])
-    state = {
-        "version": 3,
-        "upload_id": upload_id,
-        "part_size": 5 * MiB,
-        "composite_sha256": old,
-        "bucket": BUCKET,
-        "key": full,
-        "size": len(data),
-        "mtime_ns": (tmp_path / "s.bin").stat().st_mtime_ns,
-        "source": str(tmp_path / "s.bin"),
-    }
-    path = engine.state_path(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state))
-    path.chmod(0o600)
+    engine, _, _ = _interrupted_upload(ws, tmp_path / "s.bin", "nb/s.bin", data, composite=old)
     engine.close()
     res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
         tmp_path / "s.bin",
@@ -1043,30 +1036,7 @@ def test_resume_state_of_an_upload_aborted_since_starts_again(
     # NoSuchUpload, and the upload starts again without listing the bucket.
     data = _file(tmp_path / "g.bin", 11 * MiB, seed=7)
     full = PREFIX + "nb/g.bin"
-    engine = _upload.UploadEngine(
-        ws,
-        TransferConfig(part_concurrency=1, part_size=5 * MiB, multipart_threshold=1),
-        resumable=True,
-    )
-    spec = _upload.UploadSpec(
-        tmp_path / "g.bin", None, "nb/g.bin", full, len(data), "application/octet-stream", {}
-    )
-    upload_id = engine.create_multipart(spec)
-    engine.put_part(full, upload_id, 1, data[: 5 * MiB])
-    state = {
-        "version": 1,
-        "upload_id": upload_id,
-        "part_size": 5 * MiB,
-        "bucket": BUCKET,
-        "key": full,
-        "size": len(data),
-        "mtime_ns": (tmp_path / "g.bin").stat().st_mtime_ns,
-        "source": str(tmp_path / "g.bin"),
-    }
-    path = engine.state_path(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state))
-    path.chmod(0o600)
+    engine, upload_id, path = _interrupted_upload(ws, tmp_path / "g.bin", "nb/g.bin", data)
     engine.close()
     admin.abort_multipart_upload(Bucket=BUCKET, Key=full, UploadId=upload_id)
     res = ws.with_transfer_config(TransferConfig(part_size=5 * MiB, multipart_threshold=1)).upload(
