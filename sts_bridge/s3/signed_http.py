@@ -215,7 +215,8 @@ class S3Http:
             payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         last = ""
         replaced = False
-        stalled = False  # a write that got no answer at all
+        stalled = 0  # writes in a row that got no answer at all
+        reads_answered: bool | None = None  # asked once: after WRITE_STALLS_BEFORE_FULL
         attempt = 0
         while self.retry.may_retry(attempt):
             if attempt:
@@ -246,9 +247,17 @@ class S3Http:
                 if refused is not None:
                     raise refused from exc  # the next attempt would fail the same way
                 last = describe_failure(exc, self.stall)
-                stalled = method in _WRITES and isinstance(exc, TimeoutError)
+                stalled = stalled + 1 if method in _WRITES and isinstance(exc, TimeoutError) else 0
                 log.debug("%s %s attempt %d failed: %s", method, full_key, attempt, last)
+                if stalled == WRITE_STALLS_BEFORE_FULL and self.retry.may_retry(attempt):
+                    # radosgw with a full store holds every write without an
+                    # answer and still answers reads: said now, not after
+                    # every attempt; a write that stalls once is retried
+                    reads_answered = self._answers_reads(full_key)
+                    if reads_answered:
+                        raise self._refusing_writes(what, last, stalled, full_key) from exc
                 continue
+            stalled = 0
             if resp.status in ok:
                 return resp
             try:
@@ -278,21 +287,25 @@ class S3Http:
                 key=self.user_key(full_key),
                 signed_until=getattr(creds, "expiry", None),
             )
-        if stalled and self._answers_reads(full_key):
-            # radosgw with a full store holds every write without an answer
-            # and still answers reads: say that, not "unreachable".
-            raise StorageUnavailableError(
-                f"{what} failed: {last} on all {self.retry.attempts} attempts, while it "
-                "answers reads: the store is probably full or refusing writes",
-                key=self.user_key(full_key),
-                hint="the store cannot take data now: tell its operators, or try again "
-                "later (an interrupted upload resumes)",
-            )
+        if stalled and reads_answered is None and self._answers_reads(full_key):
+            raise self._refusing_writes(what, last, stalled, full_key)
         raise storage_unreachable(
             what,
             f"{last} (after {self.retry.attempts} attempts)",
             key=self.user_key(full_key),
             hint=UNAVAILABLE_HINT + " (an interrupted upload resumes)",
+        )
+
+    def _refusing_writes(
+        self, what: str, last: str, stalled: int, full_key: str
+    ) -> StorageUnavailableError:
+        """The error of writes that stall while the store answers reads."""
+        return StorageUnavailableError(
+            f"{what} failed: {last} on {stalled} attempts in a row, while it answers "
+            "reads: the store is probably full or refusing writes",
+            key=self.user_key(full_key),
+            hint="the store cannot take data now: tell its operators, or try again "
+            "later (an interrupted upload resumes)",
         )
 
     def _answers_reads(self, full_key: str) -> bool:
@@ -341,6 +354,9 @@ class S3Http:
 
 #: Methods that write: a full store holds them without an answer.
 _WRITES = frozenset({"PUT", "POST", "DELETE"})
+#: Writes stalled in a row, while the store answers reads, that mean it refuses
+#: writes (full): one stall is retried (a connection that hung), two are not.
+WRITE_STALLS_BEFORE_FULL = 2
 
 
 def describe_failure(exc: BaseException, stall: float) -> str:

@@ -330,6 +330,8 @@ def test_full_store_is_named_full_or_refusing_writes(full_store: Any, tmp_path: 
     line = one_line_error(result)
     assert result.returncode == 8, line
     assert "full or refusing writes" in line, line
+    # said after the second stalled write, not after every retry of the first
+    assert "on 2 attempts in a row" in line, line
     print(f"FAULT store full: exit 8 in {seconds:.1f} s: {line}")
 
 
