@@ -36,8 +36,10 @@ class SharedWorkspaces:
     """Workspaces opened once for many commands (``sts-bridge run``).
 
     One :class:`~sts_bridge.client.Client` for every command: one login, one
-    STS exchange per workspace, however many lines name it. Thread-safe;
-    a workspace that failed to open is tried again by the next command.
+    STS exchange per workspace, however many lines name it; the transfers of
+    a workspace share its connections (kept open until :meth:`close`).
+    Thread-safe; a workspace that failed to open is tried again by the next
+    command.
     """
 
     def __init__(self) -> None:
@@ -61,5 +63,13 @@ class SharedWorkspaces:
 
                         self._client = Client.from_env()
                     ws = self._client.workspace(name)
+                ws.engine.reuse_connections()
                 self._opened[name] = ws
             return ws
+
+    def close(self) -> None:
+        """Close the connections the workspaces kept."""
+        with self._lock:
+            opened = list(self._opened.values())
+        for ws in opened:
+            ws.engine.close()

@@ -324,11 +324,12 @@ def run_batch(args: argparse.Namespace, ctx: CommandContext) -> int:
         raise
     cancel = threading.Event()
     printer = _Printer(ctx, args.json)
+    workspaces = SharedWorkspaces()
     try:
         results = run_lines(
             commands,
             args.jobs,
-            SharedWorkspaces(),
+            workspaces,
             cancel,
             printer,
             quiet=ctx.quiet,
@@ -344,6 +345,8 @@ def run_batch(args: argparse.Namespace, ctx: CommandContext) -> int:
             "run the file again (or only the lines that did not succeed)",
         )
         return max([status, *printer.statuses])
+    finally:
+        workspaces.close()
     return max([ExitStatus.SUCCESS, *(r.outcome.status for r in results)])
 
 

@@ -48,7 +48,7 @@ from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.errors import storage_unreachable
 from sts_bridge.s3.signed_http import BucketTarget, MiB, S3Http, describe_failure, strip_etag
 from sts_bridge.s3.transfer_types import Progress, ProgressCallback
-from sts_bridge.s3.transport import ProtocolError
+from sts_bridge.s3.transport import ConnectionPools, ProtocolError
 
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
@@ -131,6 +131,8 @@ def part_file(target: Path) -> Path:
 #: The name of a download's temp file, ``.NAME.PID-XXXXXXXX.part`` (older ones:
 #: ``.NAME.PID.part``); group 1 is NAME, group 2 the pid of the process writing it.
 PART_FILE_NAME = re.compile(r"\.(.+)\.(\d+)(?:-[0-9a-f]{8})?\.part")
+#: What follows ``.NAME.`` in such a name, before ``.part``; group 1 is the pid.
+_PART_FILE_TAG = re.compile(r"(\d+)(?:-[0-9a-f]{8})?")
 
 
 def stale_part_file(name: str) -> bool:
@@ -159,14 +161,19 @@ def clean_stale_parts(target: Path) -> int:
     removes those whose process no longer runs (on this machine). Returns
     how many were removed.
     """
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)(?:-[0-9a-f]{{8}})?\.part")
+    # Compared as strings, not with a pattern made of the name: compiling one
+    # per download costs more than the download of a small file.
+    head, tail = f".{target.name}.", ".part"
     removed = 0
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
         return 0
     for entry in entries:
-        match = pattern.fullmatch(entry.name)
+        name = entry.name
+        if not (name.startswith(head) and name.endswith(tail)):
+            continue
+        match = _PART_FILE_TAG.fullmatch(name, len(head), len(name) - len(tail))
         if match is None or _alive(int(match.group(1))):
             continue
         try:
@@ -311,9 +318,14 @@ class DownloadEngine(S3Http):
     ``direct_io_min_size``.
     """
 
-    def __init__(self, ws: BucketTarget, config: TransferConfig) -> None:
+    def __init__(
+        self, ws: BucketTarget, config: TransferConfig, *, pools: ConnectionPools | None = None
+    ) -> None:
         super().__init__(
-            ws, config, connections=max(config.range_concurrency, config.file_concurrency)
+            ws,
+            config,
+            connections=max(config.range_concurrency, config.file_concurrency),
+            pools=pools,
         )
         self.concurrency = config.range_concurrency
         self.small_concurrency = config.file_concurrency

@@ -35,6 +35,7 @@ from sts_bridge.s3.transport import (
     ANSWER_LIMIT,
     Answer,
     ConnectFailed,
+    ConnectionPools,
     FileRange,
     StoreConnection,
 )
@@ -118,6 +119,10 @@ class S3Http:
     ranged GETs) is signed with :class:`~sts_bridge.s3.signer.Signer` from a
     fresh ``credentials()`` snapshot, so a transfer longer than one
     credentials lifetime keeps working, and no boto3 client is built.
+
+    ``pools``: borrow the connection pool from there and leave it open
+    (many transfers in one process); otherwise this transfer opens its own
+    and :meth:`close` closes it.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class S3Http:
         *,
         connections: int,
         retry: RetryPolicy = S3_RETRY,
+        pools: ConnectionPools | None = None,
     ) -> None:
         self.ws = ws
         self.config = config
@@ -143,18 +149,21 @@ class S3Http:
         # goes to (made with the first signer, which knows the URL).
         self.http: StoreConnection | None = None
         self._base_len = 0
+        self._pools = pools
 
     def _make_pool(self, base_url: str) -> StoreConnection:
         self._base_len = len(base_url)
-        return StoreConnection(
-            base_url,
-            maxsize=self.connections + 1,
-            stall_timeout=self.stall,
-            verify=self.ws.verify,
-        )
+        settings: dict[str, Any] = {
+            "maxsize": self.connections + 1,
+            "stall_timeout": self.stall,
+            "verify": self.ws.verify,
+        }
+        if self._pools is not None:
+            return self._pools.get(base_url, **settings)
+        return StoreConnection(base_url, **settings)
 
     def close(self) -> None:
-        if self.http is not None:
+        if self.http is not None and self._pools is None:
             self.http.close()
 
     # ---------------------------------------------------------- plumbing

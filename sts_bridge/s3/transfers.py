@@ -83,6 +83,7 @@ from sts_bridge.s3.transfer_types import (
     UnfinishedUpload,
     UploadResult,
 )
+from sts_bridge.s3.transport import ConnectionPools
 from sts_bridge.s3.upload import (
     UploadEngine,
     UploadSpec,
@@ -277,6 +278,23 @@ class TransferEngine:
         self.target = target
         self.config = TransferConfig() if config is None else config
         self.state_dir = state_dir
+        # None: every transfer opens its own connections and closes them.
+        self.connections: ConnectionPools | None = None
+        # The signer of the last presign, and what it was made from: a batch
+        # of one-key presigns (`sts-bridge run`) derives the signing key once.
+        self._presigner: tuple[tuple[Any, ...], Signer] | None = None
+
+    def reuse_connections(self) -> None:
+        """From now on, transfers share one connection pool per endpoint and
+        leave it open for the next (many small transfers in one process);
+        :meth:`close` closes the connections."""
+        if self.connections is None:
+            self.connections = ConnectionPools()
+
+    def close(self) -> None:
+        """Close the connections kept by :meth:`reuse_connections` (if any)."""
+        if self.connections is not None:
+            self.connections.close()
 
     # ---------------------------------------------------------------- upload
     def upload(
@@ -434,7 +452,13 @@ class TransferEngine:
             engine.close()
 
     def _upload_engine(self, resumable: bool) -> UploadEngine:
-        return UploadEngine(self.target, self.config, resumable=resumable, state_dir=self.state_dir)
+        return UploadEngine(
+            self.target,
+            self.config,
+            resumable=resumable,
+            state_dir=self.state_dir,
+            pools=self.connections,
+        )
 
     def _plan_upload(
         self,
@@ -552,7 +576,9 @@ class TransferEngine:
         small = [s for s in specs if (s.size or 0) < engine.threshold]
         large = [s for s in specs if (s.size or 0) >= engine.threshold]
         results: dict[str, UploadResult] = {}
-        if small:
+        if len(small) == 1:  # one file: no thread to start for it
+            results[small[0].key] = engine.upload_file(small[0], tracker)
+        elif small:
             with cf.ThreadPoolExecutor(
                 min(engine.small_concurrency, len(small)), thread_name_prefix="sts-bridge-put"
             ) as pool:
@@ -616,7 +642,7 @@ class TransferEngine:
 
         full = workspace_key(self.target.prefix, key)
         target, streamed = resolve_target(key, dest)
-        engine = DownloadEngine(self.target, self.config)
+        engine = DownloadEngine(self.target, self.config, pools=self.connections)
         try:
             if streamed:
                 fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
@@ -647,7 +673,7 @@ class TransferEngine:
         Returns the size. Raises :class:`ObjectNotFoundError`, :class:`TransferError`.
         """
         full = workspace_key(self.target.prefix, key)
-        engine = DownloadEngine(self.target, self.config)
+        engine = DownloadEngine(self.target, self.config, pools=self.connections)
         try:
             # bytes(): the engine reuses its buffer, a file object may keep what it gets
 
@@ -898,16 +924,26 @@ class TransferEngine:
                     PresignClampedWarning,
                     stacklevel=stacklevel,
                 )
-        signer = Signer(
-            endpoint_url=self.target.endpoint_url,
-            bucket=self.target.bucket,
-            region=self.target.region,
-            credentials=creds,
-            addressing_style=self.target.addressing_style,
-        )
-        urls = signer.presign_many(full_keys, method, effective, now=now)
+        urls = self._signer_for(creds).presign_many(full_keys, method, effective, now=now)
         expires_at = now + timedelta(seconds=effective)
         return [
             PresignedUrl(url=u, method=method, key=k, expires_at=expires_at)
             for u, k in zip(urls, key_list, strict=True)
         ]
+
+    def _signer_for(self, creds: Any) -> Signer:
+        """A signer of ``creds`` for the target's place now (the same one while neither changes)."""
+        t = self.target
+        made_of = (creds, t.endpoint_url, t.bucket, t.region, t.addressing_style)
+        last = self._presigner  # one tuple: read and written atomically
+        if last is not None and last[0][0] is creds and last[0][1:] == made_of[1:]:
+            return last[1]
+        signer = Signer(
+            endpoint_url=t.endpoint_url,
+            bucket=t.bucket,
+            region=t.region,
+            credentials=creds,
+            addressing_style=t.addressing_style,
+        )
+        self._presigner = (made_of, signer)
+        return signer

@@ -66,6 +66,7 @@ __all__ = [
     "SEND_BLOCK",
     "Answer",
     "ConnectFailed",
+    "ConnectionPools",
     "FileRange",
     "ProtocolError",
     "SourceShrank",
@@ -715,6 +716,43 @@ class StoreConnection:
             self._manager.clear()
         else:
             self._pool.close()
+
+
+class ConnectionPools:
+    """One :class:`StoreConnection` per endpoint, shared by many transfers.
+
+    Each upload or download otherwise opens its own pool and closes it when
+    it ends: right for one command, but a thousand small transfers in one
+    process (``sts-bridge run``) would then each pay a new connection (and
+    a TLS handshake). Transfers given this object borrow its pools instead
+    and leave them open; :meth:`close` closes them all. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[Any, ...], StoreConnection] = {}
+
+    def get(
+        self, base_url: str, *, maxsize: int, stall_timeout: float, verify: bool | str = True
+    ) -> StoreConnection:
+        """The pool for ``base_url`` made with these settings (made on first use)."""
+        key = (base_url, maxsize, stall_timeout, verify)
+        pool = self._pools.get(key)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(key)
+                if pool is None:
+                    pool = StoreConnection(
+                        base_url, maxsize=maxsize, stall_timeout=stall_timeout, verify=verify
+                    )
+                    self._pools[key] = pool
+        return pool
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 def _ended(resp: urllib3.BaseHTTPResponse) -> bool:

@@ -102,7 +102,7 @@ from sts_bridge.s3.signed_http import (
     xml_text,
 )
 from sts_bridge.s3.transfer_types import Progress, UnfinishedUpload, UploadResult
-from sts_bridge.s3.transport import FileRange, SourceShrank
+from sts_bridge.s3.transport import ConnectionPools, FileRange, SourceShrank
 
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
@@ -303,9 +303,13 @@ class UploadEngine(S3Http):
         *,
         resumable: bool = True,
         state_dir: Path | None = None,
+        pools: ConnectionPools | None = None,
     ) -> None:
         super().__init__(
-            ws, config, connections=max(config.part_concurrency, config.file_concurrency)
+            ws,
+            config,
+            connections=max(config.part_concurrency, config.file_concurrency),
+            pools=pools,
         )
         self.concurrency = config.part_concurrency
         self.small_concurrency = config.file_concurrency

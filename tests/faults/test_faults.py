@@ -666,6 +666,38 @@ def test_interrupted_run_aborts_its_uploads_and_leaves_nothing(
     assert sorted(p.name for p in out.iterdir()) == []  # no temp file, no partial file
 
 
+def test_run_lines_share_their_connections_to_the_store(
+    faults: Proxied, checker: Checker, tmp_path: Path
+) -> None:
+    """`sts-bridge run`: the uploads and downloads of its lines borrow the
+    workspace's connections instead of opening one each (a thousand small
+    uploads would pay a thousand connections and TLS handshakes). One line at a
+    time: one connection, counted by the proxy in front of the store."""
+    expected: dict[str, bytes] = {}
+    lines = []
+    for i in range(4):
+        src = tmp_path / f"up{i}.bin"
+        src.write_bytes(bytes([i]) * (20_000 + i))
+        expected[checker.base + f"up{i}.bin"] = src.read_bytes()
+        lines.append(f"upload {src} --to {checker.base}up{i}.bin")
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(3):
+        key = checker.base + f"down{i}.bin"
+        expected[key] = pattern_file(tmp_path / f"down{i}.bin", 300_000 + i, seed=20 + i)
+        checker.put(key, expected[key])
+        lines.append(f"download {key} {out / f'down{i}.bin'}")
+    batch = tmp_path / "batch.txt"
+    batch.write_text("\n".join(lines) + "\n")
+    faults.s3.reset_counters()
+    result, _ = run_cli(["run", "--jobs", "1", str(batch)], _env(faults))
+    assert result.returncode == 0, result.stderr.decode()
+    assert faults.s3.connections == 1, f"{faults.s3.connections} connections for {len(lines)} lines"
+    for i in range(3):
+        assert (out / f"down{i}.bin").read_bytes() == expected[checker.base + f"down{i}.bin"]
+    _assert_clean(checker, expected)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM"])
 def test_killed_download_leaves_no_stray_file_after_rerun(
     faults: Proxied, checker: Checker, tmp_path: Path, sig: int

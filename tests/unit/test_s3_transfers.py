@@ -195,6 +195,50 @@ def test_presign_many_checks_every_key_before_credentials() -> None:
     assert len({u.expires_at for u in urls}) == 1
 
 
+@dataclass
+class Rotating(Offline):
+    """Hands out the same snapshot until the test replaces it."""
+
+    current: Creds = field(default_factory=lambda: Creds("AK1", "SK1", None, None))
+
+    def credentials_for(self, min_lifetime: float) -> Creds:
+        return self.current
+
+
+def _signed_again(url: str, target: Rotating) -> str:
+    """``url`` signed afresh by a new signer, at its own X-Amz-Date."""
+    from sts_bridge.s3.signer import Signer
+
+    query = parse_qs(urlsplit(url).query)
+    at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    signer = Signer(
+        endpoint_url=target.endpoint_url,
+        bucket=target.bucket,
+        region=target.region,
+        credentials=target.current,
+        addressing_style=target.addressing_style,
+    )
+    return signer.presign("a2s/k", "GET", int(query["X-Amz-Expires"][0]), now=at)
+
+
+def test_one_engine_presigns_with_the_credentials_and_place_of_each_call() -> None:
+    # The engine keeps its signer (and signing key) from one presign to the
+    # next (`sts-bridge run`: a thousand one-key lines), but never past new
+    # credentials or a new endpoint (a workspace described again).
+    target = Rotating(lifetime=None)
+    engine = TransferEngine(target)  # type: ignore[arg-type]
+    first = engine.presign("k", expires_in=60).url
+    assert "X-Amz-Credential=AK1%2F" in first and first == _signed_again(first, target)
+    target.current = Creds("AK2", "SK2", "TOK2", None)
+    second = engine.presign("k", expires_in=60).url
+    assert "X-Amz-Credential=AK2%2F" in second and "X-Amz-Security-Token=TOK2" in second
+    assert second == _signed_again(second, target)
+    target.endpoint_url = "http://127.0.0.2:9000"
+    third = engine.presign("k", expires_in=60).url
+    assert third.startswith("http://127.0.0.2:9000/bkt/a2s/k?")
+    assert third == _signed_again(third, target)
+
+
 def test_etag_md5_only_for_plain_md5_etags() -> None:
     from sts_bridge.s3.download import _etag_md5
 
