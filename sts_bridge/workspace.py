@@ -413,13 +413,23 @@ class Workspace:
         return self.engine.presign(key, method, expires_in, warn_stacklevel=4)
 
     def presign_many(
-        self, keys: Iterable[str], method: str = "GET", expires_in: int | timedelta = 3600
+        self,
+        keys: Iterable[str],
+        method: str = "GET",
+        expires_in: int | timedelta = 3600,
+        *,
+        on_clamp: Callable[[str], None] | None = None,
     ) -> PresignedUrls:
         """Presigned URLs for many keys at once (one signing key, one instant).
 
-        Raises what :meth:`presign` raises.
+        ``on_clamp(message)`` is told that the lifetime was clamped instead of a
+        :class:`~sts_bridge.s3.transfers.PresignClampedWarning` (for callers in
+        many threads: catching warnings swaps process-wide state). Raises what
+        :meth:`presign` raises.
         """
-        return self.engine.presign_many(keys, method, expires_in, warn_stacklevel=4)
+        return self.engine.presign_many(
+            keys, method, expires_in, warn_stacklevel=4, on_clamp=on_clamp
+        )
 
     # -- a cached description whose endpoint cannot be reached ------------------
 

@@ -270,13 +270,14 @@ def run_lines(
     )
     futures = [pool.submit(one, line) for line in commands]
     try:
-        pending = set(futures)
-        while pending:
-            # A timeout, so that the main thread gets back to Python now and
-            # then: a signal taken by another thread is handled only there.
-            done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                fut.result()
+        # One future after the other (each wait watches one future: waiting on
+        # all that are pending, again after each one ends, is quadratic), with
+        # a timeout, so that the main thread gets back to Python now and then:
+        # a signal taken by another thread is handled only there.
+        for fut in futures:
+            while not cf.wait([fut], timeout=1.0).done:
+                pass
+            fut.result()
     except BaseException:
         cancel.set()
         not_started = sum(fut.cancel() for fut in futures)

@@ -13,7 +13,6 @@ import json
 import os
 import threading
 import time
-import warnings
 from typing import IO, TYPE_CHECKING, Any
 
 from sts_bridge.cli._app import ExitStatus, add_workspace_argument, glob_pattern
@@ -197,25 +196,13 @@ def presign_seconds(expires_in: str) -> int:
     return seconds
 
 
-#: ``warnings.catch_warnings`` swaps process-wide state: presigns running at
-#: once in threads (``sts-bridge run``) take turns, or one would lose its notes.
-_presign_warnings = threading.Lock()
-
-
 def run_presign(args: argparse.Namespace, ctx: CommandContext) -> int:
-    from sts_bridge.s3.transfers import PresignClampedWarning
-
     check_presign(args, ctx)
     seconds = presign_seconds(args.expires_in)
     ws = ctx.workspace(args.workspace)
-    with _presign_warnings, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PresignClampedWarning)
-        urls = ws.presign_many(args.keys, args.method, seconds)
-    for w in caught:
-        if issubclass(w.category, PresignClampedWarning):
-            ctx.note(str(w.message))
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    # a clamped lifetime is a note of this command (a callback, not a warning:
+    # presigns of `sts-bridge run` run at once in threads)
+    urls = ws.presign_many(args.keys, args.method, seconds, on_clamp=ctx.note)
     if args.json:
         doc = [
             {

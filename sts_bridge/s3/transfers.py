@@ -875,9 +875,16 @@ class TransferEngine:
         expires_in: int | timedelta = 3600,
         *,
         warn_stacklevel: int = 3,
+        on_clamp: Callable[[str], None] | None = None,
     ) -> builtins.list[PresignedUrl]:
-        """Presigned URLs for many keys at once (fast: one signing key, one instant)."""
-        return self._presign(keys, method, expires_in, stacklevel=warn_stacklevel)
+        """Presigned URLs for many keys at once (fast: one signing key, one instant).
+
+        ``on_clamp(message)``: told instead of a :class:`PresignClampedWarning`
+        (warnings are process-wide state that threads would have to take turns at).
+        """
+        return self._presign(
+            keys, method, expires_in, stacklevel=warn_stacklevel, on_clamp=on_clamp
+        )
 
     def _presign(
         self,
@@ -886,6 +893,7 @@ class TransferEngine:
         expires_in: int | timedelta,
         *,
         stacklevel: int,
+        on_clamp: Callable[[str], None] | None = None,
     ) -> builtins.list[PresignedUrl]:
         if not isinstance(method, str) or method.upper() not in ("GET", "PUT", "HEAD", "DELETE"):
             raise ValueError(f"method must be GET, PUT, HEAD or DELETE, not {method!r}")
@@ -918,12 +926,14 @@ class TransferEngine:
                 )
             if remaining < seconds:
                 effective = remaining
-                warnings.warn(
+                message = (
                     f"presigned URL valid for {effective}s, not {seconds}s: the workspace "
-                    f"credentials that sign it expire at {expiry.isoformat()}",
-                    PresignClampedWarning,
-                    stacklevel=stacklevel,
+                    f"credentials that sign it expire at {expiry.isoformat()}"
                 )
+                if on_clamp is not None:
+                    on_clamp(message)
+                else:
+                    warnings.warn(message, PresignClampedWarning, stacklevel=stacklevel)
         urls = self._signer_for(creds).presign_many(full_keys, method, effective, now=now)
         expires_at = now + timedelta(seconds=effective)
         return [

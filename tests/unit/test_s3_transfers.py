@@ -169,6 +169,17 @@ def test_presign_clamped_to_credentials_and_warns() -> None:
     assert url.method == "PUT"
 
 
+def test_presign_clamp_is_told_to_on_clamp_instead_of_warned() -> None:
+    # `sts-bridge run` presigns in many threads: a callback, not process-wide warnings
+    ws = Offline(lifetime=900)
+    told: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (url,) = TransferEngine(ws).presign_many(["k"], "GET", 3600, on_clamp=told.append)  # type: ignore[arg-type]
+    assert len(told) == 1 and "not 3600s" in told[0]
+    assert 897 <= _expires(url.url) <= 900
+
+
 def test_presign_static_credentials_up_to_seven_days() -> None:
     ws = Offline(lifetime=None)
     url = ws.presign("k", expires_in=7 * 86400)
