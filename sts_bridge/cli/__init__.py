@@ -26,7 +26,21 @@ __getattr__, __dir__ = lazy_exports(
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (and ``python -m sts_bridge``).
+
+    Before the process exits, every object the command made (modules,
+    classes, functions: nearly all of them live until the end) is moved out
+    of the cyclic garbage collector's reach with ``gc.freeze()``: the
+    interpreter's last collections walk them all, about 13 ms of a warm
+    tiny command's 120 ms of CPU. What exit does otherwise stays: atexit
+    handlers, waiting for threads, flushing, and objects freed as their
+    last reference goes; only garbage cycles left at exit are not
+    collected, and the process's end returns their memory.
+    """
+    import gc
+
     from sts_bridge.cli._app import main
 
-    sys.exit(int(main()))
+    status = int(main())
+    gc.freeze()
+    sys.exit(status)
