@@ -22,12 +22,13 @@ def test_version_prints_the_package_version_and_exits_0() -> None:
     assert done.stdout.strip() == f"sts-bridge {sts_bridge.__version__}"
 
 
-def test_the_console_script_freezes_the_collector_and_exits_as_usual() -> None:
+def test_the_console_script_tunes_the_collector_and_exits_as_usual() -> None:
     # A real process: the exit status, the error line (flushed at exit) and
     # atexit handlers stay as they were; the objects made are frozen first.
     code = (
         "import atexit, gc, sys\n"
-        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, flush=True))\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0,\n"
+        "                              gc.get_threshold()[0], flush=True))\n"
         "sys.argv = ['sts-bridge', 'no-such-command']\n"
         "from sts_bridge.cli import run\n"
         "run()\n"
@@ -37,7 +38,10 @@ def test_the_console_script_freezes_the_collector_and_exits_as_usual() -> None:
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("sts-bridge: error: ")
-    assert done.stdout.strip() == "frozen True"
+    from sts_bridge.cli import CLI_GC_THRESHOLD
+
+    assert done.stdout.strip() == f"frozen True {CLI_GC_THRESHOLD}"
+    assert CLI_GC_THRESHOLD > 700  # Python's default
 
 
 def test_command_table_names_every_command_of_the_full_parser() -> None:
