@@ -42,7 +42,9 @@ class SharedWorkspaces:
     command.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, at_once: int = 1) -> None:
+        # lines in flight together: they may hold that many transfers' connections
+        self._at_once = at_once
         # Held while a workspace opens: the lines that name it wait for the
         # one STS exchange instead of making their own.
         self._lock = threading.Lock()
@@ -63,7 +65,7 @@ class SharedWorkspaces:
 
                         self._client = Client.from_env()
                     ws = self._client.workspace(name)
-                ws.engine.reuse_connections()
+                ws.engine.reuse_connections(self._at_once)
                 self._opened[name] = ws
             return ws
 

@@ -325,7 +325,7 @@ def run_batch(args: argparse.Namespace, ctx: CommandContext) -> int:
         raise
     cancel = threading.Event()
     printer = _Printer(ctx, args.json)
-    workspaces = SharedWorkspaces()
+    workspaces = SharedWorkspaces(at_once=args.jobs)
     try:
         results = run_lines(
             commands,

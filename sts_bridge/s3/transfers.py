@@ -284,12 +284,13 @@ class TransferEngine:
         # of one-key presigns (`sts-bridge run`) derives the signing key once.
         self._presigner: tuple[tuple[Any, ...], Signer] | None = None
 
-    def reuse_connections(self) -> None:
+    def reuse_connections(self, at_once: int = 1) -> None:
         """From now on, transfers share one connection pool per endpoint and
-        leave it open for the next (many small transfers in one process);
-        :meth:`close` closes the connections."""
+        leave it open for the next (many small transfers in one process,
+        ``at_once`` of them in flight together); :meth:`close` closes the
+        connections."""
         if self.connections is None:
-            self.connections = ConnectionPools()
+            self.connections = ConnectionPools(at_once)
 
     def close(self) -> None:
         """Close the connections kept by :meth:`reuse_connections` (if any)."""

@@ -780,16 +780,23 @@ class ConnectionPools:
     process (``sts-bridge run``) would then each pay a new connection (and
     a TLS handshake). Transfers given this object borrow its pools instead
     and leave them open; :meth:`close` closes them all. Thread-safe.
+
+    :param at_once: transfers in flight at once: a pool keeps as many idle
+        connections as they may all give back together (``maxsize`` of one
+        transfer, times this), or urllib3 would discard the surplus with a
+        warning each time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, at_once: int = 1) -> None:
+        self.at_once = max(1, at_once)
         self._lock = threading.Lock()
         self._pools: dict[tuple[Any, ...], StoreConnection] = {}
 
     def get(
         self, base_url: str, *, maxsize: int, stall_timeout: float, verify: bool | str = True
     ) -> StoreConnection:
-        """The pool for ``base_url`` made with these settings (made on first use)."""
+        """The pool for ``base_url`` made with these settings (made on first use);
+        ``maxsize``: what one transfer keeps."""
         key = (base_url, maxsize, stall_timeout, verify)
         pool = self._pools.get(key)
         if pool is None:
@@ -797,7 +804,10 @@ class ConnectionPools:
                 pool = self._pools.get(key)
                 if pool is None:
                     pool = StoreConnection(
-                        base_url, maxsize=maxsize, stall_timeout=stall_timeout, verify=verify
+                        base_url,
+                        maxsize=maxsize * self.at_once,
+                        stall_timeout=stall_timeout,
+                        verify=verify,
                     )
                     self._pools[key] = pool
         return pool

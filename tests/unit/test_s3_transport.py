@@ -7,6 +7,7 @@ does with answers a real store would never send (a hostile or broken one).
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import threading
@@ -147,6 +148,29 @@ def test_requests_reuse_one_connection_and_carry_their_length(scripted: Any) -> 
     assert b"Content-Length: 0\r\n" in none.head
     assert b"Host: store\r\n" in big.head
     store.close()
+
+
+def test_shared_pools_keep_what_transfers_in_flight_together_give_back(
+    scripted: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `sts-bridge run`: 3 transfers of at most 2 connections each share a pool;
+    # all 6 given back at once are kept (not discarded with urllib3's
+    # "Connection pool is full" warning) and serve the next 6 requests.
+    from sts_bridge.s3.transport import ConnectionPools
+
+    server = scripted([OK0] * 12)
+    pools = ConnectionPools(at_once=3)
+    url = f"http://127.0.0.1:{server.port}"
+    store = pools.get(url, maxsize=2, stall_timeout=5)
+    assert pools.get(url, maxsize=2, stall_timeout=5) is store
+    with caplog.at_level(logging.WARNING, logger="urllib3"):
+        for _ in range(2):
+            held = [store.request("GET", "/", headers={}) for _ in range(6)]
+            for answer in held:
+                answer.release_conn()
+    assert server.connections == 6
+    assert not [r for r in caplog.records if r.name.startswith("urllib3")]
+    pools.close()
 
 
 def test_a_body_left_unread_closes_its_connection(scripted: Any) -> None:
