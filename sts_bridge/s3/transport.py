@@ -48,7 +48,6 @@ import errno
 import functools
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -162,70 +161,17 @@ def _import_urllib3() -> None:
     usual, and the first other name asked of it runs the real ``__init__``
     in place, so code that uses ``urllib3.http2`` gets the real module.
     Anything unexpected (urllib3 already imported, another layout) leaves
-    the import as it is. The URL parser's patterns are compiled when first
-    used (:data:`_URL_PATTERNS_MODULE`).
+    the import as it is.
     """
     with _IMPORT_LOCK:
         deferred = "urllib3" not in sys.modules and "urllib3.http2" not in sys.modules
         if deferred:
             _defer_http2_init()
-        with _patterns_compiled_on_first_use(_URL_PATTERNS_MODULE):
-            import urllib3
+        import urllib3
 
         if deferred and "http2" not in vars(urllib3) and "urllib3.http2" in sys.modules:
             # the import system binds a submodule to its parent only when it runs it
             urllib3.http2 = sys.modules["urllib3.http2"]  # type: ignore[attr-defined]
-
-
-#: urllib3's URL parser: its module-level patterns include four that each
-#: spell out every IPv6 address form (RFC 3986), and compiling those with
-#: ``re``'s pure-Python compiler is a third of what importing urllib3 costs
-#: (about 30 of the 170 million instructions urllib3 adds to a warm tiny
-#: download). A request to a named host with a path target uses at most one
-#: of them (the pool's host check), so each is compiled when first used.
-_URL_PATTERNS_MODULE = "urllib3.util.url"
-
-
-class _PatternOnFirstUse:
-    """A ``re.compile(pattern, flags)`` that compiles on the first attribute asked
-    (``match``, ``sub``, ``pattern`` ...); that attribute is then kept on the
-    instance, so later uses are plain attribute reads."""
-
-    def __init__(self, compile_: Callable[..., re.Pattern[str]], pattern: str, flags: int) -> None:
-        self._compile = compile_
-        self._source = (pattern, flags)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = getattr(self._compile(*self._source), name)
-        self.__dict__[name] = value  # a compile by two threads at once gives equal patterns
-        return value
-
-    def __repr__(self) -> str:
-        return f"re.compile({self._source[0][:40]!r}..., compiled on first use)"
-
-
-@contextlib.contextmanager
-def _patterns_compiled_on_first_use(module: str) -> Iterator[None]:
-    """While ``module`` is imported, its ``re.compile(...)`` calls return
-    :class:`_PatternOnFirstUse`; every other caller (another thread, another
-    module) gets ``re.compile`` itself. A module already imported is left as it is."""
-    if module in sys.modules:
-        yield
-        return
-    real = re.compile
-
-    def compile_(pattern: Any, flags: int = 0) -> Any:
-        if isinstance(pattern, str) and sys._getframe(1).f_globals.get("__name__") == module:
-            return _PatternOnFirstUse(real, pattern, flags)
-        return real(pattern, flags)
-
-    re.compile = compile_  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        re.compile = real
 
 
 def _defer_http2_init() -> None:

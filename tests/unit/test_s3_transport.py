@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -584,83 +583,3 @@ def test_urllib3_http2_init_runs_only_when_asked_for(script: str) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-
-
-#: URLs urllib3's parser reads (hosts of every shape, zone ids, percent codes)
-#: and refuses (bad ports, characters, brackets): the same answers with the
-#: patterns compiled on first use as with urllib3 imported as usual.
-_URL_CASES = """
-import json, sys
-import urllib3.util.url as url
-cases = [
-    "http://127.0.0.1:9000/bucket/key?x=1", "https://s3.example/b/k%zz?a=%41#f",
-    "http://[::1]:80/a", "http://[fe80::1%25eth0]/", "http://[fe80::1%eth0]:1/",
-    "http://[2001:db8::8a2e:370:7334]:8080/p", "http://user:pw@host.example:1/",
-    "HTTP://Host.Example/./a/../b", "//host:0/", "host.example:65535", "/only/a/path?q",
-    "http://host:65536/", "http://ho st/", "http://[::1/", "http://host:port/",
-    "http://\\u00e9xample.org/", "http://0x7f.1/", "http://[::ffff:1.2.3.4]/",
-    "http://host/a\\nb?c\\nd#e\\nf",
-]
-out = []
-for case in cases:
-    try:
-        out.append(str(url.parse_url(case)))
-    except Exception as exc:
-        out.append(f"{type(exc).__name__}: {exc}")
-out.append(url._encode_target("/a b?c d"))
-json.dump(out, sys.stdout)
-"""
-
-_URL_PATTERNS_DEFERRED = """
-import re, sys
-from sts_bridge.s3.transport import StoreConnection
-StoreConnection("http://127.0.0.1:9", maxsize=1, stall_timeout=1.0).close()
-import urllib3.util.url as url
-assert re.compile.__module__ == "re", "re.compile is put back"
-assert isinstance(re.compile("x"), re.Pattern)
-assert not isinstance(url._HOST_PORT_RE, re.Pattern), "compiled at import"
-assert not isinstance(url._IPV6_RE, re.Pattern), "compiled at import"
-"""
-
-
-def test_urllib3_url_patterns_compile_on_first_use_and_parse_the_same() -> None:
-    import json
-    import subprocess
-    import sys
-
-    def run(script: str) -> list[str]:
-        result = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-        )
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-    as_usual = run(_URL_CASES)
-    deferred = run(_URL_PATTERNS_DEFERRED + _URL_CASES)
-    assert deferred == as_usual
-    assert any("LocationParseError" in answer for answer in as_usual)
-    assert "http://[::1]:80/a" in as_usual
-
-
-def _compile_a() -> object:
-    return re.compile("a+", re.I)
-
-
-def _compile_in(module: str) -> object:
-    """``re.compile('a+', re.I)`` called from code whose module is ``module``."""
-    import types
-
-    return types.FunctionType(_compile_a.__code__, {"__name__": module, "re": re})()
-
-
-def test_url_patterns_of_other_modules_compile_at_once() -> None:
-    from sts_bridge.s3.transport import _patterns_compiled_on_first_use
-
-    with _patterns_compiled_on_first_use("not.imported.yet"):
-        elsewhere = _compile_in("some.other.module")
-        lazy = _compile_in("not.imported.yet")
-        here = re.compile("b+")
-    assert isinstance(elsewhere, re.Pattern) and isinstance(here, re.Pattern)
-    assert not isinstance(lazy, re.Pattern)
-    assert lazy.fullmatch("AaA") is not None and lazy.flags & re.I  # type: ignore[attr-defined]
-    assert re.compile.__module__ == "re"
