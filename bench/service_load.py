@@ -21,6 +21,18 @@ Three phases, each against the service under uvicorn (one process):
 
 Peak RSS is the service's ``VmHWM``. Writes ``bench/results/service.json``
 and ``service.md`` (``--out`` changes the stem) and prints the table.
+
+The loop's lag alone, this checkout against another one (``git archive main
+| tar -x -C /tmp/base``), ``--rounds`` interleaved rounds of phase 2, each on
+a freshly started service warmed by one request per user::
+
+    .venv/bin/python bench/service_load.py --lag-only --rounds 5 --baseline /tmp/base
+
+writes ``bench/results/service_lag.json`` and prints, per variant, the largest
+lag, the median sample and the p99 sample of every round. A probe sample is
+how late a 5 ms sleep of the loop wakes; the service also says where the worst
+one's time went (the loop thread on a CPU, in the run queue, or blocked,
+which is the GIL).
 """
 
 from __future__ import annotations
@@ -139,6 +151,9 @@ def upload_phase(
         "mib_each": size // MiB,
         "errors": sum(1 for _, s in results if s != 201),
         "max_loop_lag_ms": round(lag["max_ms"], 1),
+        "p50_loop_lag_ms": lag.get("p50_ms"),
+        "p99_loop_lag_ms": lag.get("p99_ms"),
+        "worst_lag_split": lag.get("worst"),
         "idle_loop_lag_ms": round(idle["max_ms"], 1),
         "lag_samples": lag["samples"],
         "p50_ms": round(percentile(latencies, 50) * 1000, 1),
@@ -201,6 +216,37 @@ def markdown(result: dict[str, Any]) -> str:
     )
 
 
+def lag_rounds(
+    platform: LocalPlatform,
+    workdir: Path,
+    tokens: dict[str, str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Phase 2 alone, ``args.rounds`` times per variant, the variants alternating."""
+    variants: dict[str, Path | None] = {"this": None}
+    if args.baseline:
+        variants = {"baseline": Path(args.baseline), "this": None}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    order = list(variants)
+    for number in range(args.rounds):
+        for name in order:
+            with ResultsService(
+                platform,
+                workdir,
+                tree=variants[name],
+                RESULTS_LAG_PROBE="1",
+                RESULTS_THREADS=args.threads,
+            ) as service:
+                for token in tokens.values():  # each user's exchange and STS call, before
+                    service.call("POST", "/results", token, data=b"warm")
+                result = upload_phase(service, tokens, args.uploads, args.upload_mib * MiB)
+            result["loadavg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            rounds[name].append(result)
+            print(f"round {number} {name}: {result}", file=sys.stderr)
+        order.reverse()
+    return rounds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=3)
@@ -211,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=int, default=100)
     parser.add_argument("--threads", default="", help="the service's RESULTS_THREADS")
     parser.add_argument("--out", default=str(HERE / "results" / "service"))
+    parser.add_argument("--lag-only", action="store_true", help="phase 2 alone, in rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="with --lag-only")
+    parser.add_argument("--baseline", default="", help="with --lag-only: a checkout to compare")
     args = parser.parse_args(argv)
+    if args.lag_only:
+        return lag_main(args)
 
     load_names = [u.username for u in default_users()]
     extra = [f"user{i:02d}" for i in range(max(0, args.users - len(load_names)))]
@@ -261,6 +312,32 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     ok = load["errors"] == 0 and uploads["errors"] == 0 and churn["errors"] == 0
     return 0 if ok else 1
+
+
+def lag_main(args: argparse.Namespace) -> int:
+    names = [u.username for u in default_users()][: args.users]
+    with tempfile.TemporaryDirectory(prefix="sts-bridge-service-bench-") as tmp:
+        workdir = Path(tmp)
+        with LocalPlatform(workdir=workdir) as platform:
+            tokens = logins(platform, names)
+            rounds = lag_rounds(platform, workdir, tokens, args)
+    result = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "args": vars(args),
+        "rounds": rounds,
+    }
+    out = HERE / "results" / "service_lag.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, runs in rounds.items():
+        print(
+            f"{name:9} max lag ms {[r['max_loop_lag_ms'] for r in runs]}  "
+            f"p50 {[r['p50_loop_lag_ms'] for r in runs]}  "
+            f"p99 {[r['p99_loop_lag_ms'] for r in runs]}  "
+            f"errors {sum(r['errors'] for r in runs)}  "
+            f"upload p50 ms {[r['p50_ms'] for r in runs]}"
+        )
+    return 0 if all(r["errors"] == 0 for runs in rounds.values() for r in runs) else 1
 
 
 if __name__ == "__main__":

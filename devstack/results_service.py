@@ -25,9 +25,14 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 class ResultsService:
     """A running reference service (``url``, ``log``, ``pid``); ``stop()`` ends it."""
 
-    def __init__(self, platform: Any, workdir: Path, **env: str) -> None:
-        if not (EXAMPLES / "results_service.py").is_file():
-            raise RuntimeError(f"no examples/results_service.py next to {Path(__file__).parent}")
+    def __init__(
+        self, platform: Any, workdir: Path, *, tree: Path | None = None, **env: str
+    ) -> None:
+        """``tree``: another source checkout to run (its ``examples/`` and its
+        ``sts_bridge`` first on ``PYTHONPATH``; benchmarks compare two trees)."""
+        examples = EXAMPLES if tree is None else Path(tree) / "examples"
+        if not (examples / "results_service.py").is_file():
+            raise RuntimeError(f"no results_service.py in {examples}")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(workdir) / f"results-service-{self.port}.log"
@@ -46,6 +51,10 @@ class ResultsService:
             RESULTS_SCOPES="gep",
             RESULTS_LINK_SECONDS="600",
         )
+        if tree is not None:
+            environ["PYTHONPATH"] = os.pathsep.join(
+                [str(tree)] + [p for p in [environ.get("PYTHONPATH")] if p]
+            )
         environ.update(env)
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
@@ -54,7 +63,7 @@ class ResultsService:
                     "-m",
                     "uvicorn",
                     "--app-dir",
-                    str(EXAMPLES),
+                    str(examples),
                     "results_service:app",
                     "--host",
                     "127.0.0.1",

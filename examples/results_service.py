@@ -44,6 +44,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -104,7 +105,7 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         verifier, CallerRequirements(claims=(any_of("groups", curators),))
     )
 
-    lag = {"max_ms": 0.0, "samples": 0}
+    lag: dict[str, Any] = {"max_ms": 0.0, "samples": 0, "late_ms": [], "worst": {}}
     probe = bool(env.get("RESULTS_LAG_PROBE"))
 
     @contextlib.asynccontextmanager
@@ -167,25 +168,63 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
     if probe:
 
         @app.get("/__lag")
-        async def loop_lag() -> dict[str, float]:
-            return dict(lag)
+        async def loop_lag() -> dict[str, Any]:
+            return _lag_summary(lag)
 
         @app.post("/__lag/reset")
-        async def reset_lag() -> dict[str, float]:
-            lag.update(max_ms=0.0, samples=0)
-            return dict(lag)
+        async def reset_lag() -> dict[str, Any]:
+            lag.update(max_ms=0.0, samples=0, late_ms=[], worst={})
+            return _lag_summary(lag)
 
     return app
 
 
-async def _measure_lag(lag: dict[str, float], period: float = 0.005) -> None:
+async def _measure_lag(lag: dict[str, Any], period: float = 0.005) -> None:
+    """Record how late a 5 ms sleep wakes (the loop's lag), and for the latest
+    worst wake-up where its time went: the loop thread on a CPU (its own
+    callbacks), waiting for a CPU (the kernel's run queue), or neither (blocked:
+    waiting for the GIL). Linux only for the split (``/proc/thread-self/schedstat``)."""
     loop = asyncio.get_running_loop()
+    schedstat = Path("/proc/thread-self/schedstat")
+    split = schedstat.exists()
+
+    def thread_times() -> tuple[float, float]:
+        if not split:
+            return 0.0, 0.0
+        on_cpu, queued = schedstat.read_text().split()[:2]
+        return int(on_cpu) / 1e6, int(queued) / 1e6
+
     while True:
+        cpu_before, queued_before = thread_times()
         before = loop.time()
         await asyncio.sleep(period)
         late = (loop.time() - before - period) * 1000
+        cpu_after, queued_after = thread_times()
         lag["samples"] += 1
-        lag["max_ms"] = max(lag["max_ms"], late)
+        lag["late_ms"].append(round(late, 2))
+        if late > lag["max_ms"]:
+            lag["max_ms"] = late
+            lag["worst"] = {
+                "late_ms": round(late, 2),
+                "loop_on_cpu_ms": round(cpu_after - cpu_before, 2),
+                "run_queue_ms": round(queued_after - queued_before, 2),
+            }
+
+
+def _lag_summary(lag: dict[str, Any]) -> dict[str, Any]:
+    late = sorted(lag["late_ms"])
+
+    def quantile(q: float) -> float:
+        return late[min(len(late) - 1, int(q * len(late)))] if late else 0.0
+
+    return {
+        "max_ms": lag["max_ms"],
+        "samples": lag["samples"],
+        "p50_ms": quantile(0.5),
+        "p99_ms": quantile(0.99),
+        "over_10ms": sum(1 for x in late if x > 10),
+        "worst": lag["worst"],
+    }
 
 
 def _app_from_environment() -> FastAPI:
