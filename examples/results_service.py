@@ -13,7 +13,9 @@ Every request carries the caller's bearer token, addressed to this service
 with an RFC 6750 header otherwise; an opaque token is introspected at the
 issuer as the service's client, :class:`TokenIntrospection`) and exchanged (RFC 8693) for a token to
 the API by :class:`ServiceUsers`, which keeps each user's token, workspace
-and STS credentials in a bounded cache.
+and STS credentials in a bounded cache. A token the issuer refuses to
+exchange (revoked since it was checked, say) is answered 401 too; an issuer
+or a store that cannot be reached or fails is 502.
 
 Configuration (environment): the service's own ``TERRAPI_URL``,
 ``TERRAPI_ISSUER``, ``TERRAPI_CLIENT_ID``, ``TERRAPI_CLIENT_SECRET`` (a
@@ -52,7 +54,7 @@ from fastapi.responses import JSONResponse
 
 from sts_bridge.clock import utc_now
 from sts_bridge.config import load_settings
-from sts_bridge.errors import StsBridgeError
+from sts_bridge.errors import CallerRefusedError, StsBridgeError
 from sts_bridge.service import (
     Caller,
     CallerRequirements,
@@ -60,7 +62,7 @@ from sts_bridge.service import (
     TokenIntrospection,
     any_of,
 )
-from sts_bridge.service.fastapi_auth import caller_dependency
+from sts_bridge.service.fastapi_auth import caller_dependency, caller_refused_handler
 from sts_bridge.service.users import ServiceUsers
 
 logger = logging.getLogger("results_service")
@@ -123,9 +125,14 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
     app.state.users = users
     app.state.verifier = verifier
 
+    # The identity provider refused the caller's token at exchange: 401, like the
+    # verifier's refusals (the most specific handler wins over StsBridgeError's).
+    app.add_exception_handler(CallerRefusedError, caller_refused_handler)
+
     @app.exception_handler(StsBridgeError)
     async def sdk_error(request: Request, exc: StsBridgeError) -> JSONResponse:
-        # One line, already redacted by sts-bridge; never a traceback to the caller.
+        # The service's own trouble (the issuer or the store unreachable or
+        # broken): 502, one line, already redacted; never a traceback to the caller.
         logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
         return JSONResponse({"detail": exc.message}, status_code=502)
 

@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING
 
 from sts_bridge.auth.base import DEFAULT_LEEWAY, Token, TokenCredentials, unverified_claims
 from sts_bridge.clock import Clock, CredentialState
-from sts_bridge.errors import TokenExchangeError, TokenExpiredError
+from sts_bridge.errors import (
+    CallerRefusedError,
+    InvalidGrantError,
+    TokenExchangeError,
+    TokenExpiredError,
+)
 
 if TYPE_CHECKING:
     from sts_bridge.auth.oauth import OAuthClient
@@ -73,9 +78,12 @@ class TokenExchange:
     def exchange(self, subject_token: str, *, now: datetime) -> Token:
         """A token for the API acting for the subject of ``subject_token``.
 
-        Raises the :class:`~sts_bridge.errors.AuthError` of the provider's
-        answer (``InvalidGrantError``: the presented token was refused;
-        ``InvalidClientError``: this client may not exchange) or
+        Raises :class:`~sts_bridge.errors.CallerRefusedError` (401
+        ``invalid_token``) when the provider refuses the presented token
+        (``invalid_grant``: revoked, expired, not addressed to this client),
+        which is the caller's to fix; the service's own problems stay other
+        :class:`~sts_bridge.errors.AuthError` kinds (``InvalidClientError``:
+        this client may not exchange) or
         :class:`~sts_bridge.errors.ProviderUnreachableError`.
         """
         params = {
@@ -88,7 +96,14 @@ class TokenExchange:
         if self.scopes:
             params["scope"] = " ".join(self.scopes)
         self.calls += 1
-        return self.oauth.request_token(TOKEN_EXCHANGE_GRANT, now=now, **params)
+        try:
+            return self.oauth.request_token(TOKEN_EXCHANGE_GRANT, now=now, **params)
+        except InvalidGrantError as exc:
+            described = getattr(exc, "oauth_description", None) or "invalid_grant"
+            why = (described.splitlines() or ["invalid_grant"])[0][:200]
+            raise CallerRefusedError(
+                f"the identity provider refused to exchange the caller's token: {why}"
+            ) from exc
 
 
 class _CallerTokenCredentials(TokenCredentials):

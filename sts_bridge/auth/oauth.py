@@ -39,9 +39,11 @@ logger = logging.getLogger("sts_bridge.auth")
 
 
 def map_oauth_error(error: str | None, description: str | None, what: str) -> AuthError:
-    """Our exception for an OAuth ``error`` code; the code is kept as ``.oauth_error``."""
+    """Our exception for an OAuth ``error`` code; the code is kept as ``.oauth_error``,
+    the provider's (redacted) description as ``.oauth_description``."""
     exc = _map_oauth_error(error, description, what)
     exc.oauth_error = error  # type: ignore[attr-defined]
+    exc.oauth_description = redact(description) if description else None  # type: ignore[attr-defined]
     return exc
 
 

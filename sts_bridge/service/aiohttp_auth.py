@@ -7,7 +7,9 @@
 The check runs in the loop's default executor (a JWKS fetch must not block
 the event loop). A refusal answers the status (401 or 403), the RFC 6750
 ``WWW-Authenticate`` header and a JSON body ``{"error", "error_description"}``
-of one line; never the token. This module imports aiohttp; nothing else in
+of one line; never the token. A :class:`CallerRefusedError` the handler
+raises (the identity provider refused to exchange the caller's token) is
+answered the same way. This module imports aiohttp; nothing else in
 sts_bridge.service does.
 """
 
@@ -45,6 +47,8 @@ def requires_caller(
                 request["caller"] = await loop.run_in_executor(
                     None, verifier.verify_header, header, requirements
                 )
+                # The handler's token exchange may refuse the caller too (401).
+                return await handler(request)
             except CallerRefusedError as exc:
                 logger.info("refused a caller: %s", exc.message)
                 return web.json_response(
@@ -52,7 +56,6 @@ def requires_caller(
                     status=exc.status,
                     headers={"WWW-Authenticate": exc.www_authenticate()},
                 )
-            return await handler(request)
 
         return checked
 

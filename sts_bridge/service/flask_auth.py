@@ -7,7 +7,9 @@
 
 A refusal answers the status (401 or 403), the RFC 6750
 ``WWW-Authenticate`` header and a JSON body ``{"error", "error_description"}``
-of one line; never the token. This module imports Flask; nothing else in
+of one line; never the token. A :class:`CallerRefusedError` the view
+raises (the identity provider refused to exchange the caller's token) is
+answered the same way. This module imports Flask; nothing else in
 sts_bridge does.
 """
 
@@ -42,6 +44,8 @@ def requires_caller(
                 g.caller = verifier.verify_header(
                     request.headers.get("Authorization"), requirements
                 )
+                # The view's token exchange may refuse the caller too (401).
+                return view(*args, **kwargs)
             except CallerRefusedError as exc:
                 logger.info("refused a caller: %s", exc.message)
                 response = jsonify(
@@ -50,7 +54,6 @@ def requires_caller(
                 response.status_code = exc.status
                 response.headers["WWW-Authenticate"] = exc.www_authenticate()
                 return response
-            return view(*args, **kwargs)
 
         return checked  # type: ignore[return-value]
 

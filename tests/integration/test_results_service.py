@@ -180,6 +180,43 @@ def test_opaque_tokens_are_introspected_at_the_issuer(
     assert alice not in service.read_log() and revoked not in service.read_log()
 
 
+def test_a_token_the_issuer_will_not_exchange_is_refused_401(
+    local_platform: Any, tmp_path: Path
+) -> None:
+    """alice's opaque token passes the service's check (the introspection answer
+    is cached), is revoked at the issuer, and is then presented for her first
+    exchange: the issuer refuses it, and the service answers 401 invalid_token
+    with the reason, not 502."""
+    fresh = start_service(local_platform, tmp_path)  # alice has no state here yet
+    try:
+        alice = opaque_token(local_platform, "alice", local_platform.exchange_audience)
+        # checked (introspected, cached) but not exchanged: the curators' route refuses her
+        checked = fresh.call("DELETE", "/results", alice)
+        assert checked.status_code == 403, checked.text
+        requests.post(
+            local_platform.idp.revocation_endpoint,
+            data={
+                "token": alice,
+                "token_type_hint": "access_token",
+                "client_id": OPAQUE_CLI_CLIENT_ID,
+            },
+            timeout=10,
+        ).raise_for_status()
+        posts_before = local_platform.idp_stats()["by_path"].get("POST /token", 0)
+        answer = fresh.call("POST", "/results", alice, data=b"never stored")
+        assert local_platform.idp_stats()["by_path"].get("POST /token", 0) == posts_before + 1
+        assert answer.status_code == 401, answer.text
+        detail = answer.json()["detail"]
+        assert "refused to exchange the caller's token" in detail, detail
+        assert "\n" not in detail
+        header = answer.headers["www-authenticate"]
+        assert header.startswith('Bearer error="invalid_token"'), header
+        assert alice not in answer.text and alice not in header
+        assert alice not in fresh.read_log()
+    finally:
+        fresh.stop()
+
+
 def test_a_route_for_a_group_admits_its_members_only(
     service: ResultsService, tokens: dict[str, str]
 ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from sts_bridge.config import Settings
-from sts_bridge.errors import InvalidGrantError
+from sts_bridge.errors import CallerRefusedError, InvalidGrantError
 from sts_bridge.service import Caller, CallerVerifier
 from sts_bridge.service.users import ServiceUsers
 
@@ -141,7 +141,7 @@ def test_the_cache_is_bounded(
         assert caller.token not in repr(users) and caller.token not in repr(caller)
 
 
-def test_a_refused_exchange_is_an_auth_error(
+def test_a_refused_exchange_refuses_the_caller(
     local_platform: Any, users: ServiceUsers, callers: dict[str, Caller]
 ) -> None:
     # a caller object built around a token the IdP will not exchange (addressed to the API)
@@ -154,9 +154,14 @@ def test_a_refused_exchange_is_an_auth_error(
         expiry=callers["alice"].expiry,
         token=api_token,
     )
-    with pytest.raises(InvalidGrantError) as info:
+    with pytest.raises(CallerRefusedError) as info:
         users.workspace(bogus)
-    assert api_token not in str(info.value)
+    refused = info.value
+    assert refused.status == 401 and refused.error == "invalid_token"
+    assert "refused to exchange the caller's token" in refused.message
+    assert "\n" not in refused.message
+    assert api_token not in str(refused) and api_token not in refused.www_authenticate()
+    assert isinstance(refused.__cause__, InvalidGrantError)
 
 
 def test_forwarding_the_callers_token(
