@@ -212,6 +212,20 @@ class AsyncWorkspace:
     def url(self, key: str = "") -> str:
         return self.workspace.url(key)
 
+    async def close(self) -> None:
+        """Release the workspace's connection pools (:meth:`Workspace.close
+        <sts_bridge.Workspace.close>`, in a worker thread: closing sockets and
+        s3fs sessions may wait)."""
+        await run_cancellable(self._executor, lambda _cancelled: self.workspace.close())
+
+    aclose = close  # contextlib.aclosing() and httpx's spelling
+
+    async def __aenter__(self) -> AsyncWorkspace:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await run_cancellable(self._executor, lambda _cancelled: fn(*args, **kwargs))
 
@@ -341,6 +355,18 @@ class AsyncClient:
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.client!r})"
+
+    async def close(self) -> None:
+        """:meth:`Client.close <sts_bridge.Client.close>` in a worker thread."""
+        await run_cancellable(self._executor, lambda _cancelled: self.client.close())
+
+    aclose = close
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def workspaces(self) -> list[str]:
         return await run_cancellable(self._executor, lambda _c: self.client.workspaces())

@@ -89,6 +89,7 @@ class Client:
         self.transfer_config = transfer_config
         self._credentials = credentials
         self._api = api
+        self._owns_api = api is None  # a given API (a service's shared pool) is not ours to close
         self.cache = cache
         self.interactive = interactive
         self.advisory_window = advisory_window
@@ -188,6 +189,28 @@ class Client:
                 ws = self._open(name)
                 self._workspaces[name] = ws
             return ws
+
+    # -- lifetime ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the workspaces this client handed out (:meth:`Workspace.close`) and
+        its API connection pool, unless the API was given to it (a service's
+        shared pool stays open). Safe to call more than once; used again, the
+        client connects anew."""
+        with self._lock:
+            workspaces = list(self._workspaces.values())
+            self._workspaces.clear()
+            api = self._api if self._owns_api else None
+        for ws in workspaces:
+            ws.close()
+        if api is not None:
+            api.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- internals -----------------------------------------------------------------
 

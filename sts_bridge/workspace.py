@@ -540,6 +540,33 @@ class Workspace:
                 )
             return self._client
 
+    # -- lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the workspace's connection pools (its S3 client's and its
+        filesystem's object connections); a service drops a user's workspace so.
+
+        Nothing else changes: the credentials stay (they belong to whoever
+        made the workspace), and an operation after ``close()`` opens new
+        connections. Transfers carry their own connections and close them
+        when they end. Safe to call more than once, and from any thread; a
+        request in flight on another thread finishes, its connection is closed
+        when it is given back.
+        """
+        with self._lock:
+            client, self._client = self._client, None
+            filesystem, self._filesystem = self._filesystem, None
+        if client is not None:
+            client.close()
+        if filesystem is not None:
+            filesystem.close_connections()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def filesystem(self) -> WorkspaceFileSystem:
         """This workspace as an fsspec filesystem (``workspace://`` paths), made once.
 

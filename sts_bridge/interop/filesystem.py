@@ -238,6 +238,18 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             out["Key"] = out["name"]
         return out
 
+    def close_connections(self) -> None:
+        """Close the connections of every workspace this filesystem has used (its
+        s3fs sessions and its own object reads and writes); used again, it
+        connects anew."""
+        with self._lock:
+            stores, self._stores = self._stores, {}
+            objects, self._objects = self._objects, {}
+        for io in objects.values():
+            io.close()
+        for store in stores.values():
+            _close_store(store, getattr(store, "_loop", None))
+
     # -- the s3fs instance of each workspace --------------------------------
 
     def _store(self, source: WorkspaceSource) -> S3FileSystem:

@@ -9,8 +9,9 @@ service's token-exchange client.
 
 Bounds: at most ``max_users`` users are held; one idle longer than
 ``idle_seconds`` is dropped at the next call; the least recently used goes
-first when the cache is full. A dropped user is rebuilt on their next call
-(one new exchange and STS call).
+first when the cache is full. A dropped user's workspaces are closed (their
+connection pools released) and the user is rebuilt on their next call (one
+new exchange and STS call).
 
 Per user, the exchange runs under that user's token lock and the STS call
 under that user's client lock: many concurrent requests of one user cause
@@ -187,22 +188,29 @@ class ServiceUsers:
         return AsyncWorkspace(ws, executor=executor)
 
     def forget(self, caller: Caller) -> bool:
-        """Drop ``caller``'s state now (e.g. at logout); ``True`` when there was some."""
+        """Drop ``caller``'s state now (e.g. at logout), closing their workspaces'
+        connections; ``True`` when there was some."""
         with self._lock:
-            return self._users.pop(caller.key, None) is not None
+            state = self._users.pop(caller.key, None)
+        _release([state] if state is not None else [])
+        return state is not None
 
     def close(self) -> None:
-        """Drop every user and release the shared API connection pool."""
+        """Drop every user (closing their workspaces' connections) and release the
+        shared API connection pool."""
         with self._lock:
+            states = list(self._users.values())
             self._users.clear()
             api, self._api = self._api, None
+        _release(states)
         if api is not None:
             api.close()
 
     def _state(self, caller: Caller) -> _UserState:
         now = self._monotonic()
+        dropped: list[_UserState] = []
         with self._lock:
-            self._drop_idle(now)
+            self._drop_idle(now, dropped)
             state = self._users.get(caller.key)
             if state is not None:
                 self._users.move_to_end(caller.key)
@@ -218,18 +226,20 @@ class ServiceUsers:
                 else:
                     self._users[caller.key] = state
                     while len(self._users) > self.max_users:
-                        self._users.popitem(last=False)
+                        dropped.append(self._users.popitem(last=False)[1])
                         self.evictions += 1
+        # Outside the lock: closing sockets must not hold up other users' requests.
+        _release(dropped)
         state.credentials.offer(caller.token)
         return state
 
-    def _drop_idle(self, now: float) -> None:
-        """Called with the lock held; the oldest entries come first."""
+    def _drop_idle(self, now: float, dropped: list[_UserState]) -> None:
+        """Called with the lock held; the oldest entries come first, into ``dropped``."""
         while self._users:
             key, oldest = next(iter(self._users.items()))
             if now - oldest.last_used <= self.idle_seconds:
                 return
-            del self._users[key]
+            dropped.append(self._users.pop(key))
             self.evictions += 1
 
     def _new_state(self, caller: Caller, now: float) -> _UserState:
@@ -253,6 +263,17 @@ class ServiceUsers:
             transfer_config=self.transfer_config,
         )
         return _UserState(credentials=credentials, client=client, last_used=now)
+
+
+def _release(states: list[_UserState]) -> None:
+    """Close the connection pools of dropped users' workspaces (the shared API pool
+    is not theirs: ``Client.close`` leaves a given API open). A request of that
+    user still in flight finishes; its connection is closed when given back."""
+    for state in states:
+        try:
+            state.client.close()
+        except Exception as exc:  # one user's sockets must not fail another's request
+            logger.warning("closing a dropped user's connections failed: %s", exc)
 
 
 class _NoPrincipal(TokenCredentials):
