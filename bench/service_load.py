@@ -40,6 +40,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -126,6 +128,24 @@ def load_phase(
     }
 
 
+def thread_times(pid: int) -> dict[str, list[float]]:
+    """CPU and run-queue milliseconds of a process's threads, summed by thread kind
+    (the name without its number): ``{kind: [on_cpu_ms, queued_ms]}``."""
+    kinds: dict[str, list[float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            on_cpu, queued = (task / "schedstat").read_text().split()[:2]
+        except OSError:  # the thread ended meanwhile
+            continue
+        # Python does not name its threads for the kernel: the loop is the main thread.
+        kind = "loop" if task.name == str(pid) else name.rstrip("0123456789_").strip() or name
+        entry = kinds.setdefault(kind, [0.0, 0.0])
+        entry[0] += int(on_cpu) / 1e6
+        entry[1] += int(queued) / 1e6
+    return kinds
+
+
 def upload_phase(
     service: ResultsService, tokens: dict[str, str], uploads: int, size: int
 ) -> dict[str, Any]:
@@ -142,8 +162,12 @@ def upload_phase(
         start.wait()
         return timed(service, "POST", tokens[names[i % len(names)]], data=body)
 
+    threads_before = thread_times(service.pid)
+    started = time.perf_counter()
     with ThreadPoolExecutor(uploads) as pool:
         results = list(pool.map(one, range(uploads)))
+    wall_ms = (time.perf_counter() - started) * 1000
+    threads_after = thread_times(service.pid)
     lag = service.call("GET", "/__lag", None).json()
     latencies = [t for t, _ in results]
     return {
@@ -155,6 +179,12 @@ def upload_phase(
         "p99_loop_lag_ms": lag.get("p99_ms"),
         "worst_lag_split": lag.get("worst"),
         "idle_loop_lag_ms": round(idle["max_ms"], 1),
+        "wall_ms": round(wall_ms),
+        # the service's threads during the phase: [on a CPU, waiting for one] (ms)
+        "threads_ms": {
+            kind: [round(after[i] - threads_before.get(kind, [0.0, 0.0])[i]) for i in (0, 1)]
+            for kind, after in threads_after.items()
+        },
         "lag_samples": lag["samples"],
         "p50_ms": round(percentile(latencies, 50) * 1000, 1),
         "p99_ms": round(percentile(latencies, 99) * 1000, 1),
@@ -239,7 +269,30 @@ def lag_rounds(
             ) as service:
                 for token in tokens.values():  # each user's exchange and STS call, before
                     service.call("POST", "/results", token, data=b"warm")
+                spy = None
+                if args.py_spy:  # what holds the GIL during the phase (py-spy --gil)
+                    spy = subprocess.Popen(
+                        [
+                            args.py_spy,
+                            "record",
+                            "--pid",
+                            str(service.pid),
+                            "--gil",
+                            "--threads",
+                            "--rate",
+                            "200",
+                            "--format",
+                            "raw",
+                            "--output",
+                            str(HERE / "results" / f"service_lag_{name}_{number}.gil.txt"),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                 result = upload_phase(service, tokens, args.uploads, args.upload_mib * MiB)
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait()
             result["loadavg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
             rounds[name].append(result)
             print(f"round {number} {name}: {result}", file=sys.stderr)
@@ -260,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-only", action="store_true", help="phase 2 alone, in rounds")
     parser.add_argument("--rounds", type=int, default=3, help="with --lag-only")
     parser.add_argument("--baseline", default="", help="with --lag-only: a checkout to compare")
+    parser.add_argument("--py-spy", default="", help="with --lag-only: py-spy's path (profiles)")
     args = parser.parse_args(argv)
     if args.lag_only:
         return lag_main(args)

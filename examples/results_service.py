@@ -28,6 +28,9 @@ never outlives the credentials that sign it, so it may be shorter);
 ``RESULTS_THREADS`` (default 4 per CPU, at most 32): the worker threads that carry out
 transfers (fewer runnable threads leave the event loop more CPU on a small
 machine; more keep slow uploaders from queueing others);
+``RESULTS_TRANSFER_NICE`` (default 10, ``0``: off): the nice value of those
+threads on Linux, so that the event loop gets a core first when both wait
+for one;
 ``RESULTS_LAG_PROBE=1`` measures the event loop's lag (a task that sleeps
 5 ms and records how late it wakes; ``GET /__lag``, ``POST /__lag/reset``;
 for bench/service_load.py).
@@ -43,6 +46,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -97,9 +101,12 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         idle_seconds=float(env.get("RESULTS_IDLE_SECONDS", "900")),
     )
     link_seconds = int(env.get("RESULTS_LINK_SECONDS", "900"))
+    transfer_nice = int(env.get("RESULTS_TRANSFER_NICE", "10"))
     transfers = ThreadPoolExecutor(
         int(env.get("RESULTS_THREADS") or min(32, 4 * (os.cpu_count() or 1))),
         thread_name_prefix="results-transfer",
+        initializer=_lower_priority,
+        initargs=(transfer_nice,),
     )
     caller_of = caller_dependency(verifier)
     curators = env.get("RESULTS_CURATORS", "curators")
@@ -184,6 +191,15 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
             return _lag_summary(lag)
 
     return app
+
+
+def _lower_priority(nice: int) -> None:
+    """Run this worker thread at a lower CPU priority than the event loop (Linux
+    sets a thread's own nice value), so that on a busy machine the loop is
+    picked before the transfers when both wait for a CPU."""
+    if nice and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 async def _measure_lag(lag: dict[str, Any], period: float = 0.005) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import concurrent.futures as cf
 import itertools
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sts_bridge.errors import TransferError
+from sts_bridge.s3.transport import BodyPieces
 
 if TYPE_CHECKING:
     from sts_bridge.client import Client
@@ -101,17 +103,25 @@ async def run_cancellable(
         raise
 
 
-#: Bytes an async stream hands to its worker per hop across threads.
+#: Bytes an async stream hands to its worker per hop across threads: at least
+#: ``BATCH``, up to ``MAX_BATCH`` when the worker asks for a whole part.
 BATCH = 1 << 20
+MAX_BATCH = 8 << 20
 
 
 class _AsyncChunks:
     """A blocking ``read()`` over an async iterable of bytes, for a worker thread.
 
-    Each read that needs more bytes asks the event loop for the next chunk
-    and waits for it (the worker waits, never the loop). One chunk is held at
-    a time. Cancellation cancels the pending ``__anext__`` too, so a stream
-    that never yields again cannot hold the abort back.
+    Each read that needs more bytes asks the event loop for the next chunks
+    and waits for them (the worker waits, never the loop). Cancellation
+    cancels the pending ``__anext__`` too, so a stream that never yields
+    again cannot hold the abort back.
+
+    The loop only hands over the chunks it was given, and the upload engine
+    takes them unjoined (``read_pieces``): the body is never copied in user
+    space. A copy holds the GIL for its whole memcpy; a worker preempted
+    in one (on a busy machine, or at a lower priority than the loop) would
+    hold the event loop up for as long.
     """
 
     def __init__(
@@ -123,15 +133,17 @@ class _AsyncChunks:
         self._iterator = chunks.__aiter__()
         self._loop = loop
         self._cancelled = cancelled
-        self._buffer = memoryview(b"")
+        self._held: collections.deque[memoryview] = collections.deque()
         self._finished = False
-        self._pending: cf.Future[bytes] | None = None
+        self._pending: cf.Future[list[bytes]] | None = None
 
-    async def _next(self, at_least: int) -> bytes:
-        """At least ``at_least`` bytes (fewer only at the end), gathered in one hop.
+    async def _next(self, at_least: int) -> list[bytes]:
+        """Chunks of at least ``at_least`` bytes (fewer only at the end), in one hop.
 
         One hop per chunk of a request body (64 KiB under uvicorn) would cost
-        the loop a wake-up per chunk; batching makes it one per MiB.
+        the loop a wake-up per chunk; batching makes it one per MiB. The
+        chunks go to the worker as they are (joining them here would be a copy
+        on the loop).
         """
         chunks: list[bytes] = []
         size = 0
@@ -144,9 +156,10 @@ class _AsyncChunks:
                 break
             if not isinstance(chunk, (bytes, bytearray, memoryview)):
                 raise TransferError(f"an async stream yielded {type(chunk).__name__}, not bytes")
-            chunks.append(bytes(chunk))
-            size += len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if chunk:
+                chunks.append(chunk)
+                size += len(chunk)
+        return chunks
 
     def cancel_pending(self) -> None:
         pending = self._pending
@@ -154,18 +167,31 @@ class _AsyncChunks:
             pending.cancel()
 
     def read(self, size: int = -1) -> bytes:
-        out: list[bytes] = []
+        return b"".join(self._take(size))
+
+    def read_pieces(self, size: int) -> BodyPieces:
+        """Up to ``size`` bytes as the loop's chunks, not joined (the upload engine
+        hashes and sends them piece by piece: no copy, see ``BodyPieces``)."""
+        return BodyPieces(self._take(size))
+
+    def _take(self, size: int) -> list[memoryview]:
+        pieces: list[memoryview] = []
         wanted = size if size is not None and size >= 0 else None
         while wanted is None or wanted > 0:
-            batch = BATCH if wanted is None else min(wanted, BATCH)
-            if not self._buffer and (self._finished or not self._fill(batch)):
+            if not self._held:
+                batch = BATCH if wanted is None else min(max(wanted, BATCH), MAX_BATCH)
+                if self._finished or not self._fill(batch):
+                    break
+            piece = self._held[0]
+            if wanted is not None and len(piece) > wanted:
+                pieces.append(piece[:wanted])
+                self._held[0] = piece[wanted:]
+                wanted = 0
                 break
-            take = len(self._buffer) if wanted is None else min(wanted, len(self._buffer))
-            out.append(self._buffer[:take].tobytes())
-            self._buffer = self._buffer[take:]
+            pieces.append(self._held.popleft())
             if wanted is not None:
-                wanted -= take
-        return b"".join(out)
+                wanted -= len(piece)
+        return pieces
 
     def _fill(self, at_least: int) -> bool:
         if self._cancelled.is_set():
@@ -175,7 +201,7 @@ class _AsyncChunks:
         if self._cancelled.is_set():  # cancelled between the check above and now
             pending.cancel()
         try:
-            chunk = pending.result()
+            chunks = pending.result()
         except StopAsyncIteration:
             self._finished = True
             return False
@@ -183,7 +209,7 @@ class _AsyncChunks:
             raise Cancelled() from None
         finally:
             self._pending = None
-        self._buffer = memoryview(chunk)
+        self._held.extend(memoryview(chunk).cast("B") for chunk in chunks)
         return True
 
 

@@ -549,7 +549,9 @@ class Workspace:
         Nothing else changes: the credentials stay (they belong to whoever
         made the workspace), and an operation after ``close()`` opens new
         connections. Transfers carry their own connections and close them
-        when they end. Safe to call more than once, and from any thread; a
+        when they end, unless the engine keeps them
+        (:meth:`TransferEngine.reuse_connections`): those are closed too. Safe
+        to call more than once, and from any thread; a
         request in flight on another thread finishes, its connection is closed
         when it is given back.
         """
@@ -560,6 +562,7 @@ class Workspace:
             client.close()
         if filesystem is not None:
             filesystem.close_connections()
+        self.engine.close()
 
     def __enter__(self) -> Workspace:
         return self

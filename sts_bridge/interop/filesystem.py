@@ -245,8 +245,8 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         with self._lock:
             stores, self._stores = self._stores, {}
             objects, self._objects = self._objects, {}
-        for io in objects.values():
-            io.close()
+        for object_io in objects.values():
+            object_io.close()
         for store in stores.values():
             _close_store(store, getattr(store, "_loop", None))
 

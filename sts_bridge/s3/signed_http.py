@@ -13,7 +13,6 @@ See :mod:`sts_bridge.s3.transfers` for why not s3transfer.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import re
 import threading
@@ -34,10 +33,12 @@ from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
 from sts_bridge.s3.transport import (
     ANSWER_LIMIT,
     Answer,
+    BodyPieces,
     ConnectFailed,
     ConnectionPools,
     FileRange,
     StoreConnection,
+    sha256_of,
 )
 
 # The engine logs under the public module's name.
@@ -198,7 +199,7 @@ class S3Http:
         *,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        body: bytes | FileRange | None = None,
+        body: bytes | FileRange | BodyPieces | None = None,
         payload_sha256: str | None = None,
         ok: frozenset[int] = _OK,
         stream: bool = False,
@@ -221,7 +222,7 @@ class S3Http:
         if payload_sha256 is None:
             if isinstance(body, FileRange):
                 raise ValueError("a FileRange body is signed with its SHA-256, given by the caller")
-            payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+            payload_sha256 = sha256_of(body).hexdigest() if body else EMPTY_SHA256
         last = ""
         replaced = False
         stalled = 0  # writes in a row that got no answer at all
@@ -333,7 +334,7 @@ class S3Http:
     def put(
         self,
         full_key: str,
-        body: bytes | FileRange,
+        body: bytes | FileRange | BodyPieces,
         sha256_hex: str,
         *,
         query: Mapping[str, str] | None = None,

@@ -46,11 +46,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -65,6 +66,7 @@ __all__ = [
     "EXPECT_CONTINUE_MIN",
     "SEND_BLOCK",
     "Answer",
+    "BodyPieces",
     "ConnectFailed",
     "ConnectionPools",
     "FileRange",
@@ -672,7 +674,7 @@ class StoreConnection:
         target: str,
         *,
         headers: Mapping[str, str],
-        body: bytes | memoryview | FileRange | None = None,
+        body: bytes | memoryview | FileRange | BodyPieces | None = None,
     ) -> Answer:
         """Send one request (``target``: path and query) and return its answer,
         the body unread."""
@@ -684,7 +686,9 @@ class StoreConnection:
             if isinstance(body, FileRange):
                 blocks = body  # sent by the connection (_ExpectContinue.request)
             else:
-                blocks = _blocks(body) if size > SEND_BLOCK else body
+                blocks = (
+                    _blocks(body) if size > SEND_BLOCK or isinstance(body, BodyPieces) else body
+                )
             if method == "PUT" and size >= EXPECT_CONTINUE_MIN:
                 out["Expect"] = "100-continue"
         try:
@@ -783,10 +787,42 @@ def _framing_problem(headers: Any) -> str | None:
     return None
 
 
-def _blocks(body: bytes | memoryview) -> Iterator[memoryview]:
-    view = memoryview(body).cast("B")
-    for start in range(0, len(view), SEND_BLOCK):
-        yield view[start : start + SEND_BLOCK]
+class BodyPieces:
+    """A request body held in pieces (e.g. the chunks a web server received),
+    hashed and sent piece by piece, never joined: joining is a copy that holds
+    the GIL for the whole memcpy, while ``hashlib`` and ``sendall`` release
+    it, so the event loop of an async service keeps the interpreter."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self, pieces: Iterable[Any]) -> None:
+        self.pieces = tuple(memoryview(p).cast("B") for p in pieces)
+        self.size = sum(len(p) for p in self.pieces)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"BodyPieces({len(self.pieces)} pieces, {self.size} bytes)"
+
+    def sha256(self) -> Any:
+        """The ``hashlib`` SHA-256 object of the whole body."""
+        digest = hashlib.sha256()
+        for piece in self.pieces:
+            digest.update(piece)
+        return digest
+
+
+def sha256_of(body: bytes | memoryview | BodyPieces) -> Any:
+    """The ``hashlib`` SHA-256 object of a body, in one piece or several."""
+    return body.sha256() if isinstance(body, BodyPieces) else hashlib.sha256(body)
+
+
+def _blocks(body: bytes | memoryview | BodyPieces) -> Iterator[memoryview]:
+    pieces = body.pieces if isinstance(body, BodyPieces) else (memoryview(body).cast("B"),)
+    for view in pieces:
+        for start in range(0, len(view), SEND_BLOCK):
+            yield view[start : start + SEND_BLOCK]
 
 
 def _reraise(exc: BaseException) -> NoReturn:

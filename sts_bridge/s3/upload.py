@@ -102,7 +102,13 @@ from sts_bridge.s3.signed_http import (
     xml_text,
 )
 from sts_bridge.s3.transfer_types import Progress, UnfinishedUpload, UploadResult
-from sts_bridge.s3.transport import ConnectionPools, FileRange, SourceShrank
+from sts_bridge.s3.transport import (
+    BodyPieces,
+    ConnectionPools,
+    FileRange,
+    SourceShrank,
+    sha256_of,
+)
 
 # The whole engine logs under the name of its public module.
 log = logging.getLogger("sts_bridge.s3.transfers")
@@ -244,7 +250,14 @@ def guess_content_type(key: str) -> str:
     return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
 
 
-def _read_exact(stream: IO[bytes], size: int) -> bytes:
+def _read_exact(stream: IO[bytes], size: int) -> bytes | BodyPieces:
+    """``size`` bytes of ``stream`` (fewer only at its end). A stream that can hand
+    over its bytes in pieces (``read_pieces``, the async API's request bodies)
+    gives them unjoined: no copy (see :class:`BodyPieces`)."""
+    read_pieces = getattr(stream, "read_pieces", None)
+    if read_pieces is not None:
+        pieces: BodyPieces = read_pieces(size)
+        return pieces
     chunks: list[bytes] = []
     remaining = size
     while remaining > 0:
@@ -254,6 +267,11 @@ def _read_exact(stream: IO[bytes], size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _body(chunk: bytes | BodyPieces) -> bytes | BodyPieces:
+    """A part's body: pieces as they are, anything else as its own ``bytes``."""
+    return chunk if isinstance(chunk, BodyPieces) else bytes(chunk)
 
 
 def _read_small(path: Path, size: int) -> bytes:
@@ -319,8 +337,10 @@ class UploadEngine(S3Http):
         self.state_dir = state_dir
 
     # ---------------------------------------------------------- single PUT
-    def put_object(self, spec: UploadSpec, body: bytes, progress: Progress) -> UploadResult:
-        sha = hashlib.sha256(body).hexdigest()
+    def put_object(
+        self, spec: UploadSpec, body: bytes | BodyPieces, progress: Progress
+    ) -> UploadResult:
+        sha = sha256_of(body).hexdigest()
         headers = {"Content-Type": spec.content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in spec.metadata.items()})
         headers[f"x-amz-meta-{SHA256_METADATA}"] = sha
@@ -342,7 +362,7 @@ class UploadEngine(S3Http):
         full_key: str,
         upload_id: str,
         number: int,
-        body: bytes | FileRange,
+        body: bytes | FileRange | BodyPieces,
         digest: bytes | None = None,
     ) -> tuple[int, str, bytes]:
         """UploadPart ``body``, signed with its SHA-256 ``digest`` (computed here when ``None``;
@@ -354,7 +374,7 @@ class UploadEngine(S3Http):
         if digest is None:
             if isinstance(body, FileRange):
                 raise ValueError("a part read from a file is signed with its digest from the pass")
-            digest = hashlib.sha256(body).digest()
+            digest = sha256_of(body).digest()
         etag = self.put(
             full_key,
             body,
@@ -443,7 +463,7 @@ class UploadEngine(S3Http):
         self,
         spec: UploadSpec,
         upload_id: str,
-        jobs: Iterable[tuple[int, Callable[[], bytes | FileRange]]],
+        jobs: Iterable[tuple[int, Callable[[], bytes | FileRange | BodyPieces]]],
         done: dict[int, tuple[str, bytes]],
         progress: Progress,
         expected: Sequence[bytes] | None = None,
@@ -462,7 +482,9 @@ class UploadEngine(S3Http):
         slots = threading.BoundedSemaphore(self.concurrency)
         failure: list[BaseException] = []
 
-        def work(number: int, read: Callable[[], bytes | FileRange]) -> tuple[int, str, bytes, int]:
+        def work(
+            number: int, read: Callable[[], bytes | FileRange | BodyPieces]
+        ) -> tuple[int, str, bytes, int]:
             try:
                 if failure:
                     raise TransferError("cancelled")
@@ -533,8 +555,8 @@ class UploadEngine(S3Http):
         spec: UploadSpec,
         upload_id: str,
         record: Path,
-        first: bytes,
-        second: bytes,
+        first: bytes | BodyPieces,
+        second: bytes | BodyPieces,
         progress: Progress,
     ) -> UploadResult:
         from sts_bridge.s3.upload_records import remove_record
@@ -544,7 +566,7 @@ class UploadEngine(S3Http):
         part_size = len(first)
         total = [len(first) + len(second)]
 
-        def jobs() -> Iterator[tuple[int, Callable[[], bytes]]]:
+        def jobs() -> Iterator[tuple[int, Callable[[], bytes | BodyPieces]]]:
             yield 1, lambda: first
             yield 2, lambda: second
             number = 3
@@ -558,7 +580,7 @@ class UploadEngine(S3Http):
                         hint="pass a larger part_size",
                     )
                 total[0] += len(chunk)
-                yield number, functools.partial(bytes, chunk)
+                yield number, functools.partial(_body, chunk)
                 number += 1
 
         done: dict[int, tuple[str, bytes]] = {}

@@ -79,6 +79,53 @@ def test_every_operation(aws: AsyncWorkspace, tmp_path: Path) -> None:
     assert got["deleted"] == 3 and got["after"] == []
 
 
+def test_the_loop_runs_while_a_transfer_is_in_flight(aws: AsyncWorkspace) -> None:
+    """An upload and a stream upload each hold their transfer at its first part
+    until a callback of the event loop has run: a transfer that ran on the loop
+    (or held it) would never see the callback, and the test would fail."""
+    key = f"aio/{uuid.uuid4().hex}/"
+
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        held = {"upload": asyncio.Event(), "stream": asyncio.Event()}
+        loop_ran = {name: threading.Event() for name in held}
+
+        def holding(name: str) -> Any:
+            def progress(done: int, total: int | None) -> None:
+                if not loop_ran[name].is_set():
+                    loop.call_soon_threadsafe(held[name].set)
+                    # A guard, not a timing: it only ends a test that would hang.
+                    assert loop_ran[name].wait(60), "the loop never ran during the transfer"
+
+            return progress
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for n in range(3):
+                yield bytes([n]) * (3 * MiB)
+
+        uploads = [
+            asyncio.create_task(
+                aws.upload(b"u" * (6 * MiB), key + "upload", progress=holding("upload"))
+            ),
+            asyncio.create_task(
+                aws.upload_stream(chunks(), key + "stream", progress=holding("stream"))
+            ),
+        ]
+        for name, event in held.items():
+            await event.wait()  # the transfer is in flight, held in its worker
+            ticks: list[float] = []
+            loop.call_soon(ticks.append, loop.time())  # a plain loop callback
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert ticks, "the loop callback did not run"
+            loop_ran[name].set()
+        sizes = [result.size for result in await asyncio.gather(*uploads)]
+        await aws.delete(key, recursive=True)
+        return sizes
+
+    assert run(scenario()) == [6 * MiB, 9 * MiB]
+
+
 def test_an_async_client(platform_env: dict[str, str]) -> None:
     async def scenario() -> tuple[list[str], str]:
         client = AsyncClient(Client.from_env())

@@ -7,6 +7,7 @@ does with answers a real store would never send (a hostile or broken one).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import socket
 import threading
@@ -18,12 +19,14 @@ import pytest
 from sts_bridge.s3.signed_http import describe_failure
 from sts_bridge.s3.transport import (
     EXPECT_CONTINUE_MIN,
+    BodyPieces,
     ConnectFailed,
     FileRange,
     ProtocolError,
     SourceShrank,
     StoreConnection,
     proxy_for,
+    sha256_of,
 )
 
 MiB = 1024 * 1024
@@ -364,6 +367,26 @@ def test_a_large_put_waits_for_100_continue(scripted: Any) -> None:
     assert resp.status == 200 and resp.headers.get("etag") == '"e"'
     resp.release_conn()
     assert server.requests[0].body == body
+    store.close()
+
+
+def test_a_body_in_pieces_is_sent_whole_and_hashed_whole(scripted: Any) -> None:
+    """BodyPieces (a request body as the web server received it): the store gets
+    the bytes in order with their total length, large or small, and the SHA-256
+    is that of the joined bytes."""
+    pieces = [bytes([n]) * size for n, size in enumerate((70_000, 1, 300_000, 0, 5))]
+    small = [b"ab", memoryview(b"cd"), bytearray(b"e")]
+    server = scripted([_continue_then_ok, OK0])
+    store = server.store()
+    for body in (BodyPieces([*pieces, b"z" * EXPECT_CONTINUE_MIN]), BodyPieces(small)):
+        resp = store.request("PUT", "/part", headers={}, body=body)
+        assert resp.status == 200
+        resp.release_conn()
+    large, little = server.requests
+    assert large.body == b"".join(pieces) + b"z" * EXPECT_CONTINUE_MIN
+    assert little.body == b"abcde" and b"Content-Length: 5\r\n" in little.head
+    assert sha256_of(BodyPieces(pieces)).hexdigest() == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert len(BodyPieces(pieces)) == sum(map(len, pieces)) and not BodyPieces([b""])
     store.close()
 
 
