@@ -33,7 +33,6 @@ from sts_bridge.errors import (
     CallerRefusedError,
     InvalidGrantError,
     TokenExchangeError,
-    TokenExpiredError,
 )
 
 if TYPE_CHECKING:
@@ -159,7 +158,12 @@ class ExchangedTokenCredentials(_CallerTokenCredentials):
 
 
 class ForwardedTokenCredentials(_CallerTokenCredentials):
-    """The caller's own token, handed to the API unchanged (its newest one)."""
+    """The caller's own token, handed to the API unchanged (its newest one).
+
+    One that has expired (or expires within the leeway) is refused with
+    :class:`~sts_bridge.errors.CallerRefusedError` (401 ``invalid_token``):
+    the caller has to present a fresh one.
+    """
 
     def _fetch(self, current: Token | None) -> Token:
         raw = self._caller_token
@@ -171,7 +175,10 @@ class ForwardedTokenCredentials(_CallerTokenCredentials):
         )
         token = Token(access_token=raw, expiry=expiry, obtained_at=self.now())
         if self.state_of(token) is not CredentialState.FRESH:
-            raise TokenExpiredError("the caller's token has expired (or expires within the leeway)")
+            # The caller's to fix, like a token the issuer refuses to exchange: 401.
+            raise CallerRefusedError(
+                "the caller's token has expired (or expires within the leeway); present a fresh one"
+            )
         return self._same_subject(token, "forwarded")
 
     def _check_arrival(self, token: Token) -> None:

@@ -13,6 +13,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -181,3 +182,55 @@ def test_forwarding_the_callers_token(
     for secret in (token, creds.secret_key, creds.token or "", creds.access_key):
         assert secret not in logged
         assert secret not in repr(users) and secret not in repr(ws)
+
+
+def test_a_forwarded_token_that_has_expired_is_refused_401(
+    local_platform: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bob's token from the IdP, verified, then forwarded once it has expired (the
+    service's clock past its expiry): the caller's problem, 401 invalid_token,
+    through the same FastAPI handler as a refused exchange, not a server error."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from fastapi.testclient import TestClient
+
+    from sts_bridge.errors import StsBridgeError
+    from sts_bridge.service.fastapi_auth import caller_refused_handler
+
+    token = local_platform.user_token("bob")  # addressed to the API itself
+    caller = CallerVerifier(local_platform.issuer, local_platform.audience).verify(token)
+    later = caller.expiry + timedelta(seconds=1)
+    users = ServiceUsers(
+        service_settings(local_platform, tmp_path), forward_token=True, clock=lambda: later
+    )
+    with pytest.raises(CallerRefusedError) as info:
+        users.workspace(caller)
+    refused = info.value
+    assert refused.status == 401 and refused.error == "invalid_token"
+    assert "expired" in refused.message and "\n" not in refused.message
+    assert token not in str(refused) and token not in refused.www_authenticate()
+
+    # The reference service's handlers: CallerRefusedError 401, other errors 502.
+    app = FastAPI()
+    app.add_exception_handler(CallerRefusedError, caller_refused_handler)
+
+    @app.exception_handler(StsBridgeError)
+    async def sdk_error(request: Request, exc: StsBridgeError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=502)
+
+    @app.get("/results")
+    def results() -> dict[str, str]:
+        return {"workspace": users.workspace(caller).name}
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="sts_bridge"), TestClient(app) as http:
+            answer = http.get("/results")
+        assert answer.status_code == 401, answer.text
+        header = answer.headers["www-authenticate"]
+        assert header.startswith('Bearer error="invalid_token"'), header
+        detail = answer.json()["detail"]
+        assert "expired" in detail and "\n" not in detail
+        assert token not in answer.text and token not in header
+        assert token not in "\n".join(r.getMessage() for r in caplog.records)
+    finally:
+        users.close()
