@@ -487,8 +487,10 @@ class Workspace:
         )
         with self._lock:
             self.storage_point = new
-            self._client = None
+            client, self._client = self._client, None
             self._filesystem = None
+        # Its connections go to the old endpoint: released now, not when collected.
+        _close_client(client)
         return True
 
     # -- with what -------------------------------------------------------------
@@ -515,10 +517,13 @@ class Workspace:
     def credentials_refused(self, refused: S3Credentials) -> S3Credentials:
         """New credentials after the store rejected ``refused`` (see
         :meth:`RefreshingS3Credentials.replace_refused`); the S3 client made
-        with the refused ones is dropped. Raises :class:`CredentialsError`."""
+        with the refused ones is closed. Raises :class:`CredentialsError`."""
         new = self.refreshing.replace_refused(refused)
         with self._lock:
-            self._client = None
+            client, self._client = self._client, None
+        # Released now, not when collected; a request still in flight on it
+        # finishes, and its connection is closed when given back.
+        _close_client(client)
         return new
 
     def s3_client(self) -> Any:
@@ -593,3 +598,9 @@ class Workspace:
         from sts_bridge.interop.boto import boto3_session
 
         return boto3_session(self.refreshing, region=self.region)
+
+
+def _close_client(client: Any) -> None:
+    """Close a replaced S3 client's connection pool (``None``: there was none)."""
+    if client is not None:
+        client.close()

@@ -136,3 +136,23 @@ def test_a_service_closes_the_users_it_drops(local_platform: Any, tmp_path: Any)
         assert not (open_to(port) & bobs)
     finally:
         users.close()
+
+
+def test_refused_credentials_close_the_client_made_with_them(
+    platform_env: dict[str, str],
+) -> None:
+    """The store refused the workspace's credentials: the S3 client signed with
+    them is replaced, and its connections are closed then, not when collected."""
+    ws = Client.from_env().workspace()
+    port = store_port(ws)
+    before = open_to(port)
+    held = used(ws)
+    opened = open_to(port) - before
+    assert opened, "the listing kept no connection open: nothing to check"
+    refused = ws.credentials()
+    renewed = ws.credentials_refused(refused)  # new ones from the reference API's STS
+    assert renewed.access_key != refused.access_key
+    assert held is not ws.s3_client()
+    assert not (open_to(port) & opened)
+    used(ws)  # the new client works, on new connections
+    ws.close()
