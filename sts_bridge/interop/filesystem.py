@@ -253,6 +253,16 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
     # -- the s3fs instance of each workspace --------------------------------
 
     def _store(self, source: WorkspaceSource) -> S3FileSystem:
+        return self._connections(source)[0]
+
+    def _objects_of(self, name: str) -> ObjectIO:
+        """Workspace ``name``'s object reads and writes, made again when
+        :meth:`close_connections` dropped them since its store was looked up."""
+        return self._connections(self.source(name))[1]
+
+    def _connections(self, source: WorkspaceSource) -> tuple[S3FileSystem, ObjectIO]:
+        # Both are looked up (or made) under the lock, together: close_connections
+        # may empty the mappings between one call's steps, on another thread.
         with self._lock:
             store = self._stores.get(source.name)
             if store is None:
@@ -261,7 +271,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
                     source, concurrency=_OBJECT_CONCURRENCY
                 )
                 weakref.finalize(self, objects.close)
-            return store
+            return store, self._objects[source.name]
 
     def _new_store(self, source: WorkspaceSource) -> S3FileSystem:
         store = S3FileSystem(
@@ -403,7 +413,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             # Versions, and bounds counted from an end the size must tell: s3fs's way.
             with _in_workspace_terms(path):
                 return bytes(await store._cat_file(s3_path, start=start, end=end, **kwargs))
-        objects, full_key = self._objects[name], s3_path.partition("/")[2]
+        objects, full_key = self._objects_of(name), s3_path.partition("/")[2]
         with _as_os_errors(path):
             return await objects.run(objects.get, full_key, start, end)
 
@@ -411,7 +421,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self, path: str, data: bytes, mode: str = "overwrite", **kwargs: Any
     ) -> Any:
         store, s3_path, name = self._object(path)
-        objects, full_key = self._objects[name], s3_path.partition("/")[2]
+        objects, full_key = self._objects_of(name), s3_path.partition("/")[2]
         body = data if isinstance(data, bytes) else bytes(data)
         try:
             if mode == "create":
@@ -459,7 +469,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if os.path.isdir(lpath):
             return None  # a folder is no object (fsspec's put makes none either)
         size = os.path.getsize(lpath)  # FileNotFoundError naming lpath
-        objects, full_key = self._objects[name], s3_path.partition("/")[2]
+        objects, full_key = self._objects_of(name), s3_path.partition("/")[2]
         if mode == "create":
             await objects.run(claim_key, objects, full_key, rpath)
         try:
@@ -537,7 +547,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         callback.set_size(size)
         progress = Progress(lambda done, _total: callback.absolute_update(done), size)
         run = engine.upload_stream if spec.stream is not None else engine.upload_file
-        objects = self._objects[name]
+        objects = self._objects_of(name)
         try:
             with _as_os_errors(path):
                 await objects.run(run, spec, progress)
@@ -589,8 +599,8 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
     ) -> None:
         """Copy by reading and writing: one GET and one PUT below the single-PUT
         size, else ranged GETs into the parts of a multipart upload (aborted on failure)."""
-        reader, key1 = self._objects[name1], s3_path1.partition("/")[2]
-        writer, key2 = self._objects[name2], s3_path2.partition("/")[2]
+        reader, key1 = self._objects_of(name1), s3_path1.partition("/")[2]
+        writer, key2 = self._objects_of(name2), s3_path2.partition("/")[2]
         info = await self._info(path1)
         if info["type"] == "directory":
             # No object at that key (what s3fs's CopyObject answers, and what
@@ -611,7 +621,10 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
             await self._recorded_multipart(name2, path2, s3_path2, size, _BLOCK_SIZE, part, {})
         finally:
-            self._stores[name2].invalidate_cache(s3_path2)
+            with self._lock:
+                written = self._stores.get(name2)
+            if written is not None:  # none when close_connections dropped it meanwhile
+                written.invalidate_cache(s3_path2)
 
     async def _recorded_multipart(
         self,
@@ -627,7 +640,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         other (``read(start, end)`` gives each), for writes the upload engine
         cannot make (boto's own arguments, copies between two stores' worth of
         credentials): recorded before its first part, aborted on failure."""
-        store = self._stores[name]
+        store = self._store(self.source(name))
         bucket, _, key = s3_path.partition("/")
         with _in_workspace_terms(path):
             upload = await store._call_s3(
@@ -747,7 +760,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             self,
             stripped,
             mode,
-            objects=self._objects[name],
+            objects=self._objects_of(name),
             store=store,
             bucket=s3_path.partition("/")[0],
             full_key=s3_path.partition("/")[2],

@@ -205,3 +205,42 @@ def test_short_credentials_are_refreshed_before_they_expire(
         assert left >= lifetime / 10, f"{key} was served {left:.2f} s before it expired"
     assert len({key for key, _ in served}) >= 3  # it did refresh, twice at least
     assert len(served) > 3 * source.calls  # once per lifetime, not per call
+
+
+def test_closing_connections_while_a_call_is_between_its_steps(
+    registered: CountingSource, s3_endpoint: tuple[str, list[str]]
+) -> None:
+    """close_connections() on another thread just after a read looked its store up
+    (held there by events): the read makes its object connections again and
+    reaches the server, no KeyError."""
+    _, hits = s3_endpoint
+    fs = WorkspaceFileSystem()
+    looked_up, closed = threading.Event(), threading.Event()
+    store_of = fs._store
+
+    def held_after_lookup(source: object) -> object:
+        store = store_of(source)  # type: ignore[arg-type]
+        looked_up.set()
+        closed.wait()
+        return store
+
+    fs._store = held_after_lookup  # type: ignore[method-assign]
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            fs.cat_file("workspace://unit-fs-ws/results/x.bin")
+            outcome.append(None)
+        except BaseException as exc:  # the test reports which one
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        looked_up.wait()
+        fs.close_connections()
+    finally:
+        closed.set()
+        reader.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], FileNotFoundError), outcome
+    assert any("/bkt/team/results/x.bin" in hit for hit in hits)
