@@ -488,9 +488,11 @@ class Workspace:
         with self._lock:
             self.storage_point = new
             client, self._client = self._client, None
-            self._filesystem = None
-        # Its connections go to the old endpoint: released now, not when collected.
+            filesystem, self._filesystem = self._filesystem, None
+        # Their connections go to the old endpoint: released now, not when collected.
         _close_client(client)
+        if filesystem is not None:
+            filesystem.close_connections()
         return True
 
     # -- with what -------------------------------------------------------------

@@ -1,5 +1,6 @@
 """A workspace described again (its cached endpoint cannot be reached) closes the
-S3 client it made for the old endpoint when it replaces it.
+S3 client and the filesystem connections it made for the old endpoint when it
+replaces them.
 
 The S3 client factory is replaced by one that records which clients were
 closed (the integration test tests/integration/test_closing.py counts real
@@ -27,7 +28,7 @@ class RecordedClient:
         self.closed = True
 
 
-def test_a_new_endpoint_closes_the_client_of_the_old_one(
+def test_a_new_endpoint_closes_the_connections_to_the_old_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     made: list[RecordedClient] = []
@@ -47,7 +48,11 @@ def test_a_new_endpoint_closes_the_client_of_the_old_one(
             raise StorageUnavailableError("cannot reach the store")
         return str(client.endpoint_url)
 
+    filesystem = ws.filesystem()
+    dropped: list[object] = []
+    monkeypatch.setattr(filesystem, "close_connections", lambda: dropped.append(filesystem))
     assert ws._endpoint_checked(operation) == moved.endpoint_url
+    assert dropped == [filesystem] and ws.filesystem() is not filesystem
     old, new = made
     assert old.endpoint_url == cached.endpoint_url and old.closed
     assert new.endpoint_url == moved.endpoint_url and not new.closed
