@@ -361,7 +361,6 @@ def test_upload_left_by_kill_9_of_a_workspace_file_is_listed_and_aborted(
     multipart upload is recorded before its first part, so after ``kill -9``
     ``sts-bridge uploads`` lists it and ``--abort`` removes it from the store;
     a file closed normally leaves no record."""
-    import json
 
     env = _env(faults)
     records = tmp_path / "cache" / "uploads"
@@ -379,35 +378,54 @@ def test_upload_left_by_kill_9_of_a_workspace_file_is_listed_and_aborted(
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        _wait_for(
-            lambda: (
-                proc.poll() is not None
-                or (len(checker.uploads()) == 1 and any(records.glob("*.json")))
-            ),
-            90,
-        )
-        assert proc.poll() is None, proc.communicate(timeout=60)[1].decode()
-        proc.kill()
-        proc.wait(timeout=60)
+        _kill_9_once_recorded(proc, checker, records, 90)
     finally:
         proc.kill()
         proc.communicate(timeout=60)
-    assert checker.uploads() == [PREFIX + checker.base + "fs.bin"]  # orphaned on the store
+    _list_and_abort_the_orphan(checker, records, env, "fs.bin")
+    _assert_clean(checker, {checker.base + "whole.bin": b"x" * (6 * MiB)})
+
+
+def _kill_9_once_recorded(
+    proc: subprocess.Popen[bytes], checker: Checker, records: Path, guard: float
+) -> None:
+    """SIGKILL ``proc`` once its multipart upload exists on the store and in
+    ``records`` (the events); it must still be running then."""
+    _wait_for(
+        lambda: (
+            proc.poll() is not None or (len(checker.uploads()) == 1 and any(records.glob("*.json")))
+        ),
+        guard,
+    )
+    assert proc.poll() is None, proc.communicate(timeout=60)[1].decode()
+    proc.kill()
+    proc.wait(timeout=60)
+
+
+def _list_and_abort_the_orphan(
+    checker: Checker, records: Path, env: dict[str, str], name: str
+) -> dict[str, Any]:
+    """The upload of ``checker.base + name`` left by a kill: orphaned on the store,
+    listed by ``sts-bridge uploads --json`` with its recorded id, then removed
+    from the store and the records by ``--abort``. Returns the listed entry."""
+    import json
+
+    assert checker.uploads() == [PREFIX + checker.base + name]  # orphaned on the store
     (record,) = records.glob("*.json")
 
     listed, _ = run_cli(["uploads", checker.base, "--json"], env)
     assert listed.returncode == 0, listed.stderr.decode()
     (upload,) = json.loads(listed.stdout)
-    assert upload["key"] == checker.base + "fs.bin"
+    assert upload["key"] == checker.base + name
     assert upload["running"] is False  # killed before or after part 1 was stored
     assert upload["upload_id"] == json.loads(record.read_text())["upload_id"]
 
     aborted, _ = run_cli(["uploads", "--abort"], env)
     assert aborted.returncode == 0, aborted.stderr.decode()
-    assert f"aborted {checker.base}fs.bin" in aborted.stdout.decode()
+    assert f"aborted {checker.base}{name}" in aborted.stdout.decode()
     assert checker.uploads() == []  # gone from the store (admin listing)
     assert list(records.glob("*.json")) == []
-    _assert_clean(checker, {checker.base + "whole.bin": b"x" * (6 * MiB)})
+    return upload
 
 
 #: ``fs.<argv[1]>`` of the local file argv[3] to the key argv[2] through
@@ -435,7 +453,6 @@ def test_upload_left_by_kill_9_of_a_workspace_put_is_listed_and_aborted(
     upload is recorded before its first part, so after ``kill -9``
     ``sts-bridge uploads`` lists it and ``--abort`` removes it from the store;
     a call that returns leaves no record."""
-    import json
 
     env = _env(faults)
     records = tmp_path / "cache" / "uploads"
@@ -456,36 +473,13 @@ def test_upload_left_by_kill_9_of_a_workspace_put_is_listed_and_aborted(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        _wait_for(
-            lambda: (
-                proc.poll() is not None
-                or (len(checker.uploads()) == 1 and any(records.glob("*.json")))
-            ),
-            HANG_GUARD,
-        )
-        assert proc.poll() is None, proc.communicate(timeout=60)[1].decode()
-        proc.kill()
-        proc.wait(timeout=60)
+        _kill_9_once_recorded(proc, checker, records, HANG_GUARD)
     finally:
         proc.kill()
         proc.communicate(timeout=60)
         faults.s3.heal()
-    assert checker.uploads() == [PREFIX + checker.base + "fs.bin"]  # orphaned on the store
-    (record,) = records.glob("*.json")
-
-    listed, _ = run_cli(["uploads", checker.base, "--json"], env)
-    assert listed.returncode == 0, listed.stderr.decode()
-    (upload,) = json.loads(listed.stdout)
-    assert upload["key"] == checker.base + "fs.bin"
-    assert upload["running"] is False
+    upload = _list_and_abort_the_orphan(checker, records, env, "fs.bin")
     assert upload["source"] == (str(src) if call == "put_file" else None)
-    assert upload["upload_id"] == json.loads(record.read_text())["upload_id"]
-
-    aborted, _ = run_cli(["uploads", "--abort"], env)
-    assert aborted.returncode == 0, aborted.stderr.decode()
-    assert f"aborted {checker.base}fs.bin" in aborted.stdout.decode()
-    assert checker.uploads() == []  # gone from the store (admin listing)
-    assert list(records.glob("*.json")) == []
     _assert_clean(checker, {checker.base + "whole.bin": data})
 
 
