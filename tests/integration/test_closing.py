@@ -48,13 +48,20 @@ def used(ws: Workspace) -> Any:
     return ws.s3_client()
 
 
-def test_a_workspace_closes_its_connections(platform_env: dict[str, str]) -> None:
-    ws = Client.from_env().workspace()
+def connections_kept(ws: Workspace) -> tuple[int, Any, set[tuple[str, int]]]:
+    """The store's port, the S3 client :func:`used` returns (to be held) and the
+    connections to the store that using ``ws`` left open (there must be some)."""
     port = store_port(ws)
     before = open_to(port)
     held = used(ws)
     opened = open_to(port) - before
     assert opened, "the listing kept no connection open: nothing to check"
+    return port, held, opened
+
+
+def test_a_workspace_closes_its_connections(platform_env: dict[str, str]) -> None:
+    ws = Client.from_env().workspace()
+    port, held, opened = connections_kept(ws)
     ws.close()
     assert held is not ws.s3_client()
     assert not (open_to(port) & opened)
@@ -144,11 +151,7 @@ def test_refused_credentials_close_the_client_made_with_them(
     """The store refused the workspace's credentials: the S3 client signed with
     them is replaced, and its connections are closed then, not when collected."""
     ws = Client.from_env().workspace()
-    port = store_port(ws)
-    before = open_to(port)
-    held = used(ws)
-    opened = open_to(port) - before
-    assert opened, "the listing kept no connection open: nothing to check"
+    port, held, opened = connections_kept(ws)
     refused = ws.credentials()
     renewed = ws.credentials_refused(refused)  # new ones from the reference API's STS
     assert renewed.access_key != refused.access_key
