@@ -45,14 +45,12 @@ def watching() -> Iterator[None]:
         return
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        previous: int | None = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     except (ValueError, OSError):
-        os.close(read_end)
-        os.close(write_end)
-        yield
-        return
-    if previous != -1:  # an event loop's: leave it in place
-        signal.set_wakeup_fd(previous)
+        previous = None  # no wake-up descriptor can be set here
+    if previous != -1:
+        if previous is not None:  # an event loop's: leave it in place
+            signal.set_wakeup_fd(previous)
         os.close(read_end)
         os.close(write_end)
         yield

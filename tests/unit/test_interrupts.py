@@ -55,3 +55,21 @@ def test_other_signals_are_not_watched() -> None:
             assert interrupts.arrived() is None  # not a signal that stops a command
         finally:
             signal.signal(signal.SIGUSR1, previous)
+
+
+def test_an_event_loops_wake_up_descriptor_is_left_in_place() -> None:
+    """Another wake-up descriptor (an event loop's) stays set: nothing is watched."""
+    read_end, write_end = os.pipe2(os.O_NONBLOCK)
+    assert signal.set_wakeup_fd(write_end) == -1
+    try:
+        with interrupts.watching():
+            assert signal.set_wakeup_fd(write_end) == write_end  # still the loop's
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+            assert interrupts.arrived() is None
+        assert signal.set_wakeup_fd(write_end) == write_end
+        assert os.read(read_end, 16) == bytes([signal.SIGINT])  # the loop's pipe got it
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(read_end)
+        os.close(write_end)
