@@ -37,6 +37,7 @@ from sts_bridge.s3.transport import (
     ConnectFailed,
     ConnectionPools,
     FileRange,
+    PoolClosed,
     StoreConnection,
     sha256_of,
 )
@@ -164,8 +165,25 @@ class S3Http:
         return StoreConnection(base_url, **settings)
 
     def close(self) -> None:
-        if self.http is not None and self._pools is None:
-            self.http.close()
+        """Close this client's own pool; used again, it connects anew (a pool
+        borrowed from ``pools`` is theirs to close)."""
+        with self._signer_lock:
+            http, self.http = self.http, None
+        if http is not None and self._pools is None:
+            http.close()
+
+    def _connection(self, base_url: str) -> StoreConnection:
+        """The pool to send through now: made on first use, and made again once
+        it was closed (:meth:`close` here, or the borrowed pools' own close, on
+        another thread), so that a call overlapping a close completes on fresh
+        connections instead of failing on closed ones."""
+        http = self.http
+        if http is None or http.closed:
+            with self._signer_lock:
+                http = self.http
+                if http is None or http.closed:
+                    http = self.http = self._make_pool(base_url)
+        return http
 
     # ---------------------------------------------------------- plumbing
     def signer(self) -> Signer:
@@ -186,8 +204,6 @@ class S3Http:
                     credentials=creds,
                     addressing_style=ws.addressing_style,
                 )
-                if self.http is None:
-                    self.http = self._make_pool(signer.base_url)
                 self._signer = (creds, signer)
             return self._signer[1], self._signer[0]
 
@@ -225,6 +241,7 @@ class S3Http:
             payload_sha256 = sha256_of(body).hexdigest() if body else EMPTY_SHA256
         last = ""
         replaced = False
+        reopened = False
         stalled = 0  # writes in a row that got no answer at all
         reads_answered: bool | None = None  # asked once: after WRITE_STALLS_BEFORE_FULL
         attempt = 0
@@ -236,11 +253,11 @@ class S3Http:
             url, signed = signer.sign_request(
                 method, full_key, query=query, headers=headers, payload_sha256=payload_sha256
             )
-            assert self.http is not None  # made with the first signer
             signed["Host"] = signer.host  # the value signed, whatever the route (a proxy)
+            http = self._connection(signer.base_url)
             resp: Answer | None = None
             try:
-                resp = self.http.request(
+                resp = http.request(
                     method,
                     url[self._base_len :],  # the pool knows scheme, host and port
                     body=body,
@@ -249,6 +266,15 @@ class S3Http:
                 if resp.status in ok and not stream:
                     resp.read(answer_limit)  # whole, so the connection goes back
                     resp.release_conn()
+            except PoolClosed:
+                # Closed on another thread before this request took a connection:
+                # nothing was sent; the next pass takes a fresh pool (the first
+                # time not counted as an attempt: nothing failed).
+                last = "the connections were closed meanwhile"
+                if not reopened:
+                    reopened = True
+                    attempt -= 1
+                continue
             except OSError as exc:
                 if resp is not None:
                     resp.close()
@@ -323,9 +349,9 @@ class S3Http:
         signer, _ = self.signer_and_credentials()
         url, signed = signer.sign_request("HEAD", full_key, payload_sha256=EMPTY_SHA256)
         signed["Host"] = signer.host
-        assert self.http is not None
+        http = self._connection(signer.base_url)
         try:
-            resp = self.http.request("HEAD", url[self._base_len :], headers=signed)
+            resp = http.request("HEAD", url[self._base_len :], headers=signed)
         except OSError:
             return False
         resp.release_conn()

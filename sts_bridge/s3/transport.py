@@ -70,6 +70,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectionPools",
     "FileRange",
+    "PoolClosed",
     "ProtocolError",
     "SourceShrank",
     "StoreConnection",
@@ -103,6 +104,11 @@ class ConnectFailed(OSError):
 
 class ProtocolError(ConnectionError):
     """The store's answer broke off, or is not HTTP/1.1."""
+
+
+class PoolClosed(ConnectionError):
+    """The pool was closed (``close()`` on another thread) before this request
+    took a connection from it; nothing was sent."""
 
 
 class SourceShrank(TransferError):
@@ -647,6 +653,7 @@ class StoreConnection:
                     key = "ca_cert_dir" if os.path.isdir(verify) else "ca_certs"
                     kwargs[key] = verify
         self._manager: urllib3.PoolManager | None = None
+        self.closed = False
         # A forwarding proxy (plain http through an http proxy) takes absolute URLs.
         self._target_prefix = ""
         if self.proxy is None:
@@ -716,6 +723,9 @@ class StoreConnection:
         return Answer(resp, body_skipped=skipped, stall=self.stall_timeout)
 
     def close(self) -> None:
+        """Close the idle connections; a request in flight finishes, its connection
+        closed when given back; a request after this raises :class:`PoolClosed`."""
+        self.closed = True
         if self._manager is not None:
             self._manager.clear()
         else:
@@ -840,6 +850,8 @@ def _translated(exc: BaseException) -> BaseException:
 
     if isinstance(exc, (ConnectFailed, ProtocolError)):
         return exc
+    if isinstance(exc, u3.ClosedPoolError):
+        return PoolClosed(str(exc))
     if isinstance(exc, u3.ProtocolError) and exc.args and isinstance(exc.args[-1], BaseException):
         exc = exc.args[-1]  # "Connection aborted.": urllib3 wraps what the socket raised
     if isinstance(exc, (u3.ReadTimeoutError, TimeoutError)) and not isinstance(

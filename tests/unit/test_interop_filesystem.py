@@ -19,9 +19,12 @@ import fsspec
 import pytest
 
 from sts_bridge.credentials.refreshing import S3Credentials
-from sts_bridge.errors import InvalidKeyError
+from sts_bridge.errors import InvalidKeyError, StsBridgeError
 from sts_bridge.interop.aiobotocore_session import aio_credentials
 from sts_bridge.interop.filesystem import WorkspaceFileSystem
+from sts_bridge.s3.config import TransferConfig
+from sts_bridge.s3.signed_http import S3Http
+from sts_bridge.s3.transport import ConnectionPools
 
 
 class _Counter(http.server.BaseHTTPRequestHandler):
@@ -244,3 +247,65 @@ def test_closing_connections_while_a_call_is_between_its_steps(
         reader.join()
     assert len(outcome) == 1 and isinstance(outcome[0], FileNotFoundError), outcome
     assert any("/bkt/team/results/x.bin" in hit for hit in hits)
+
+
+def test_a_call_holding_closed_object_connections_completes_on_fresh_ones(
+    registered: CountingSource, s3_endpoint: tuple[str, list[str]]
+) -> None:
+    """close_connections() on another thread after a read took its object reads
+    and writes (held there by events), once they had connected: the read still
+    reaches the server on fresh connections and ends in the store's answer
+    (404: FileNotFoundError), never in an error about closed connections."""
+    _, hits = s3_endpoint
+    fs = WorkspaceFileSystem()
+    with pytest.raises(FileNotFoundError):  # connected: its pool exists before the close
+        fs.cat_file("workspace://unit-fs-ws/results/warm.bin")
+    taken, closed = threading.Event(), threading.Event()
+    objects_of = fs._objects_of
+
+    def held_after_taking(name: str) -> object:
+        objects = objects_of(name)
+        taken.set()
+        closed.wait()
+        return objects
+
+    fs._objects_of = held_after_taking  # type: ignore[method-assign]
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            fs.cat_file("workspace://unit-fs-ws/results/x.bin")
+            outcome.append(None)
+        except BaseException as exc:  # the test reports which one
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        taken.wait()
+        fs.close_connections()
+        hits_at_close = len(hits)
+    finally:
+        closed.set()
+        reader.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], FileNotFoundError), outcome
+    assert any("/bkt/team/results/x.bin" in hit for hit in hits[hits_at_close:])
+
+
+def test_a_signed_client_whose_borrowed_pools_were_closed_connects_anew(
+    registered: CountingSource, s3_endpoint: tuple[str, list[str]]
+) -> None:
+    """The connection pools a transfer client borrowed are closed under it (a
+    workspace closing): its next request goes out on a fresh pool and ends in
+    the store's answer, like the one before the close."""
+    _, hits = s3_endpoint
+    pools = ConnectionPools()
+    client = S3Http(registered, TransferConfig(), connections=1, pools=pools)
+    with pytest.raises(StsBridgeError) as before:
+        client.call("GET", "team/a.bin", "reading 'a.bin'")
+    pools.close()
+    with pytest.raises(StsBridgeError) as after:
+        client.call("GET", "team/b.bin", "reading 'b.bin'")
+    assert type(after.value) is type(before.value), after.value
+    assert hits[-1] == "GET /bkt/team/b.bin"
+    pools.close()
