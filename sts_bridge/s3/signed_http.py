@@ -29,7 +29,7 @@ from sts_bridge.s3.errors import (
     storage_unreachable,
     tls_refused,
 )
-from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer
+from sts_bridge.s3.signer import EMPTY_SHA256, CredentialsLike, Signer, StorePlace
 from sts_bridge.s3.transport import (
     ANSWER_LIMIT,
     Answer,
@@ -85,7 +85,7 @@ def xml_blocks(data: bytes | None, tag: str) -> builtins.list[bytes]:
     return re.findall(rb"<" + t + rb">(.*?)</" + t + rb">", data or b"", re.DOTALL)
 
 
-class BucketTarget(Protocol):
+class BucketTarget(StorePlace, Protocol):
     """What the engine needs to know about where it sends requests.
 
     The callers confine keys before they reach the engine
@@ -94,18 +94,6 @@ class BucketTarget(Protocol):
 
     @property
     def prefix(self) -> str: ...
-
-    @property
-    def endpoint_url(self) -> str: ...
-
-    @property
-    def bucket(self) -> str: ...
-
-    @property
-    def region(self) -> str: ...
-
-    @property
-    def addressing_style(self) -> str: ...
 
     @property
     def verify(self) -> bool | str: ...
@@ -196,14 +184,7 @@ class S3Http:
             return current[1], creds
         with self._signer_lock:
             if self._signer is None or self._signer[0] is not creds:
-                ws = self.ws
-                signer = Signer(
-                    endpoint_url=ws.endpoint_url,
-                    bucket=ws.bucket,
-                    region=ws.region,
-                    credentials=creds,
-                    addressing_style=ws.addressing_style,
-                )
+                signer = Signer.for_place(self.ws, creds)
                 self._signer = (creds, signer)
             return self._signer[1], self._signer[0]
 

@@ -42,6 +42,7 @@ __all__ = [
     "UNSIGNED_PAYLOAD",
     "CredentialsLike",
     "Signer",
+    "StorePlace",
     "quote_key",
 ]
 
@@ -65,6 +66,22 @@ class CredentialsLike(Protocol):
 
     @property
     def token(self) -> str | None: ...
+
+
+class StorePlace(Protocol):
+    """Where a signer's requests go: what a workspace or transfer target tells."""
+
+    @property
+    def endpoint_url(self) -> str: ...
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def addressing_style(self) -> str: ...
 
 
 def quote_key(key: str) -> str:
@@ -153,6 +170,17 @@ class Signer:
         self.host = host
         self._signing_keys: dict[str, bytes] = {}
         self._stamp: tuple[int, str] = (-1, "")
+
+    @classmethod
+    def for_place(cls, place: StorePlace, credentials: CredentialsLike) -> Signer:
+        """A signer of ``credentials`` for the endpoint, bucket, region and style of ``place``."""
+        return cls(
+            endpoint_url=place.endpoint_url,
+            bucket=place.bucket,
+            region=place.region,
+            credentials=credentials,
+            addressing_style=place.addressing_style,
+        )
 
     @property
     def base_url(self) -> str:

@@ -74,7 +74,7 @@ from sts_bridge.s3.download import DownloadEngine
 from sts_bridge.s3.errors import botocore_error_values, map_botocore_error
 from sts_bridge.s3.keys import folder_prefix, relative_key, workspace_key, workspace_prefix
 from sts_bridge.s3.signed_http import credentials_refused, strip_etag
-from sts_bridge.s3.signer import MAX_EXPIRES, Signer
+from sts_bridge.s3.signer import MAX_EXPIRES, Signer, StorePlace
 from sts_bridge.s3.transfer_types import (
     ObjectInfo,
     PresignedUrl,
@@ -232,7 +232,7 @@ def checked_headers(content_type: str | None, metadata: Mapping[str, str] | None
 
 
 # -------------------------------------------------------------------- engine
-class TransferTarget(Protocol):
+class TransferTarget(StorePlace, Protocol):
     """What the engine knows of a workspace: where, and with which credentials.
 
     ``prefix`` ends with ``/`` or is empty; ``credentials()`` returns a valid
@@ -242,15 +242,7 @@ class TransferTarget(Protocol):
     """
 
     @property
-    def bucket(self) -> str: ...
-    @property
     def prefix(self) -> str: ...
-    @property
-    def endpoint_url(self) -> str: ...
-    @property
-    def region(self) -> str: ...
-    @property
-    def addressing_style(self) -> str: ...
     @property
     def verify(self) -> bool | str: ...
     def credentials(self) -> Any: ...
@@ -949,12 +941,6 @@ class TransferEngine:
         last = self._presigner  # one tuple: read and written atomically
         if last is not None and last[0][0] is creds and last[0][1:] == made_of[1:]:
             return last[1]
-        signer = Signer(
-            endpoint_url=t.endpoint_url,
-            bucket=t.bucket,
-            region=t.region,
-            credentials=creds,
-            addressing_style=t.addressing_style,
-        )
+        signer = Signer.for_place(t, creds)
         self._presigner = (made_of, signer)
         return signer

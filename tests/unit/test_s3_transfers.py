@@ -222,13 +222,7 @@ def _signed_again(url: str, target: Rotating) -> str:
 
     query = parse_qs(urlsplit(url).query)
     at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    signer = Signer(
-        endpoint_url=target.endpoint_url,
-        bucket=target.bucket,
-        region=target.region,
-        credentials=target.current,
-        addressing_style=target.addressing_style,
-    )
+    signer = Signer.for_place(target, target.current)
     return signer.presign("a2s/k", "GET", int(query["X-Amz-Expires"][0]), now=at)
 
 
