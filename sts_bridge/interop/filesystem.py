@@ -442,8 +442,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 spec = self._upload_spec(path, full_key, None, io.BytesIO(body), kwargs)
                 await self._upload(name, path, spec, len(body), DEFAULT_CALLBACK, kwargs)
                 return None
-            part_size = kwargs.pop("chunksize", None) or choose_part_size(len(body), _BLOCK_SIZE)
-            kwargs.pop("max_concurrency", None)
+            part_size = _boto_part_size(kwargs, len(body))
 
             async def part(start: int, end: int) -> bytes:
                 return body[start:end]
@@ -477,8 +476,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 spec = self._upload_spec(rpath, full_key, Path(lpath), None, kwargs, size)
                 await self._upload(name, rpath, spec, size, callback, kwargs)
                 return None
-            part_size = kwargs.pop("chunksize", None) or choose_part_size(size, _BLOCK_SIZE)
-            kwargs.pop("max_concurrency", None)
+            part_size = _boto_part_size(kwargs, size)
             if size < 2 * part_size:  # boto's arguments of one PUT: s3fs's way
                 with _in_workspace_terms(rpath):
                     return await store._put_file(lpath, s3_path, callback=callback, **kwargs)
@@ -539,11 +537,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         changes = {field: kwargs[given] for given, field in names.items() if kwargs.get(given)}
         own = None
         if changes:
-            source = self.source(name)
-            config = dataclasses.replace(engine_config(source), **changes)
-            own = engine = UploadEngine(
-                source, config, resumable=True, state_dir=self._records_dir(name)
-            )
+            own = engine = self._new_uploader(name, changes)
         callback.set_size(size)
         progress = Progress(lambda done, _total: callback.absolute_update(done), size)
         run = engine.upload_stream if spec.stream is not None else engine.upload_file
@@ -562,10 +556,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             engine = self._uploads.get(name)
         if engine is not None:
             return engine
-        source = self.source(name)
-        made = UploadEngine(
-            source, engine_config(source), resumable=True, state_dir=self._records_dir(name)
-        )
+        made = self._new_uploader(name)
         with self._lock:
             engine = self._uploads.setdefault(name, made)
         if engine is made:
@@ -573,6 +564,15 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         else:
             made.close()
         return engine
+
+    def _new_uploader(self, name: str, changes: dict[str, Any] | None = None) -> UploadEngine:
+        """An upload engine of workspace ``name``: its transfer configuration
+        with ``changes`` (fields of :class:`TransferConfig`), its uploads recorded."""
+        source = self.source(name)
+        config = engine_config(source)
+        if changes:
+            config = dataclasses.replace(config, **changes)
+        return UploadEngine(source, config, resumable=True, state_dir=self._records_dir(name))
 
     async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> Any:
         store, s3_path, _ = self._object(rpath)
@@ -822,6 +822,15 @@ def engine_config(source: WorkspaceSource) -> TransferConfig:
     own (``with_transfer_config``), else the defaults."""
     config = getattr(source, "transfer_config", None)
     return config if isinstance(config, TransferConfig) else TransferConfig()
+
+
+def _boto_part_size(kwargs: dict[str, Any], size: int) -> int:
+    """The part size of a multipart upload of ``size`` bytes with boto's own
+    arguments: ``chunksize`` if given, else the SDK's choice. Takes the upload
+    engine's two arguments out of ``kwargs``: the rest go to boto's
+    ``create_multipart_upload``, which knows neither."""
+    kwargs.pop("max_concurrency", None)
+    return kwargs.pop("chunksize", None) or choose_part_size(size, _BLOCK_SIZE)
 
 
 def _read_range(lpath: str, start: int, end: int) -> bytes:

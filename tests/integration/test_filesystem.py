@@ -400,7 +400,8 @@ def test_puts_of_big_data_go_through_the_upload_engine_and_leave_no_record(
     """put_file and pipe_file of multipart sizes: the SDK's upload engine (the
     file's composite SHA-256 recorded for sync, ContentType from the file's
     name, Metadata, fsspec's callback told every byte); boto's own arguments
-    (ContentDisposition) through s3fs's calls; every upload recorded while it
+    (ContentDisposition) through s3fs's calls, s3fs's chunksize alone through
+    an engine of that part size; every upload recorded while it
     runs (see tests/faults), and no record left once the calls returned."""
     from fsspec.callbacks import Callback
 
@@ -434,7 +435,12 @@ def test_puts_of_big_data_go_through_the_upload_engine_and_leave_no_record(
         answer = head(name)
         assert answer["ContentDisposition"] == "attachment"
         assert answer["ETag"].endswith('-4"')  # parts of 5 MiB
-    for name in ("put.csv", "piped", "boto-put", "boto-piped"):
+    # s3fs's chunksize alone: the engine's own uploads, of that part size
+    fs.put_file(str(local), f"{base}/chunked-put", chunksize=5 * 2**20, max_concurrency=2)
+    fs.pipe_file(f"{base}/chunked-piped", data, chunksize=5 * 2**20)
+    for name in ("chunked-put", "chunked-piped"):
+        assert head(name)["ETag"].endswith('-4"')  # parts of 5 MiB
+    for name in ("put.csv", "piped", "boto-put", "boto-piped", "chunked-put", "chunked-piped"):
         assert fs.cat_file(f"{base}/{name}") == data
     left = [r for r in read_records(records_dir(ws.cache_dir)) if r.key.startswith(ws.prefix + key)]
     assert left == []
