@@ -25,6 +25,11 @@ client allowed to exchange tokens), ``TERRAPI_AUDIENCE`` (the API's),
 needs one of these ``groups``, comma-separated), ``RESULTS_MAX_USERS``,
 ``RESULTS_IDLE_SECONDS``, ``RESULTS_CURATORS``, ``RESULTS_LINK_SECONDS`` (default 900; a link
 never outlives the credentials that sign it, so it may be shorter);
+``RESULTS_FORWARD_TOKEN`` (default off; ``1``: on, the SDK's ``forward_token``):
+hand the caller's token to the API unchanged instead of exchanging it, for a
+platform whose API accepts the tokens callers send this service (then
+``RESULTS_AUDIENCE`` is the API's audience); a forwarded token that has
+expired (the check admits 30 s of clock skew) is answered 401 ``invalid_token``;
 ``RESULTS_THREADS`` (default 4 per CPU, at most 32): the worker threads that carry out
 transfers (fewer runnable threads leave the event loop more CPU on a small
 machine; more keep slow uploaders from queueing others);
@@ -97,6 +102,7 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
     )
     users = ServiceUsers(
         settings,
+        forward_token=_flag(env, "RESULTS_FORWARD_TOKEN"),
         max_users=int(env.get("RESULTS_MAX_USERS", "1000")),
         idle_seconds=float(env.get("RESULTS_IDLE_SECONDS", "900")),
     )
@@ -191,6 +197,16 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
             return _lag_summary(lag)
 
     return app
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    """An on/off setting: ``1``/``true``/``yes``/``on``, or ``0``/``false``/``no``/``off``/unset."""
+    word = env.get(name, "").strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("", "0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"results service: {name}={env[name]!r} is neither on nor off (use 1 or 0)")
 
 
 def _lower_priority(nice: int) -> None:

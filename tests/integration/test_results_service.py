@@ -217,6 +217,62 @@ def test_a_token_the_issuer_will_not_exchange_is_refused_401(
         fresh.stop()
 
 
+def test_a_forwarded_token_reaches_the_api_unchanged(local_platform: Any, tmp_path: Path) -> None:
+    """RESULTS_FORWARD_TOKEN=1 on a platform whose API accepts the tokens callers
+    send the service (the service's audience is the API's): bob's result lands
+    in his own workspace and the IdP sees no token exchange."""
+    fresh = ResultsService(
+        local_platform,
+        tmp_path,
+        RESULTS_AUDIENCE=local_platform.audience,
+        RESULTS_FORWARD_TOKEN="1",
+        RESULTS_LOG_LEVEL="DEBUG",
+    )
+    try:
+        bob = local_platform.user_token("bob")  # addressed to the API itself
+        posts_before = local_platform.idp_stats()["by_path"].get("POST /token", 0)
+        stored = fresh.call("POST", "/results", bob, data=b"forwarded")
+        assert stored.status_code == 201, stored.text
+        listed = fresh.call("GET", "/results", bob).json()
+        assert local_platform.idp_stats()["by_path"].get("POST /token", 0) == posts_before
+        assert listed["workspace"] == "gep-bob-private-workspace"
+        assert stored.json()["key"] in [r["key"] for r in listed["results"]]
+        assert bob not in fresh.read_log()
+    finally:
+        fresh.stop()
+
+
+def test_an_expired_forwarded_token_is_refused_401(
+    short_lived_platform: Any, tmp_path: Path
+) -> None:
+    """bob's token of 5 s, presented once its expiry has passed: the service's
+    check admits it (30 s of clock skew), forwarding it does not: 401
+    invalid_token with an RFC 6750 header and the reason, not a 502."""
+    platform = short_lived_platform
+    fresh = ResultsService(
+        platform,
+        tmp_path,
+        RESULTS_AUDIENCE=platform.audience,
+        RESULTS_FORWARD_TOKEN="1",
+        RESULTS_LOG_LEVEL="DEBUG",
+    )
+    try:
+        bob = platform.user_token("bob")
+        expiry = json.loads(base64.urlsafe_b64decode(bob.split(".")[1] + "==="))["exp"]
+        while time.time() < expiry + 1:  # past its expiry by the second it names
+            time.sleep(0.1)
+        answer = fresh.call("POST", "/results", bob, data=b"never stored")
+        assert answer.status_code == 401, answer.text
+        header = answer.headers["www-authenticate"]
+        assert header.startswith('Bearer error="invalid_token"'), header
+        detail = answer.json()["detail"]
+        assert "expires within the leeway" in detail and "\n" not in detail, detail
+        assert bob not in answer.text and bob not in header
+        assert bob not in fresh.read_log()
+    finally:
+        fresh.stop()
+
+
 def test_a_route_for_a_group_admits_its_members_only(
     service: ResultsService, tokens: dict[str, str]
 ) -> None:
