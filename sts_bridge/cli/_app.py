@@ -306,13 +306,17 @@ class Outcome:
     hint: str | None = None
 
 
-def execute(args: argparse.Namespace, ctx: CommandContext) -> Outcome:
+def execute(
+    args: argparse.Namespace, ctx: CommandContext, handler: Handler | None = None
+) -> Outcome:
     """Run one parsed command: the only place where exceptions become exit codes.
 
-    With ``--debug`` the traceback is printed on ``ctx.err`` first (redacted);
-    the outcome is the same.
+    ``handler`` runs in place of ``args.handler`` (``sts-bridge run``: several
+    lines in one call). With ``--debug`` the traceback is printed on
+    ``ctx.err`` first (redacted); the outcome is the same.
     """
-    handler: Handler = args.handler
+    if handler is None:
+        handler = args.handler
     try:
         with _sigterm_as_interrupt(), watching_interrupts():
             result = handler(args, ctx)

@@ -147,3 +147,45 @@ def test_many_lines_share_one_login_and_one_sts_exchange(
     assert local_platform.api_stats()["sts_exchanges"] == 1, local_platform.api_stats()
     listing = run_cli(["ls", base])
     assert len(listing.stdout.splitlines()) == 12
+
+
+def test_presign_lines_signed_together_each_get_their_own_urls(
+    run_cli: Cli, tmp_path: Path
+) -> None:
+    # `run` signs consecutive presigns of one workspace, method and lifetime in
+    # one pass (groups of 100 lines): every line still gets its own keys' URLs,
+    # with its own lifetime and method, and the URLs open the objects.
+    base = f"run/{uuid.uuid4().hex}/"
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(f"content of {name}\n")
+        assert run_cli(["upload", str(tmp_path / name), "--to", base + name]).returncode == 0
+    lines = [f"presign {base}k{i:03d}.bin --expires-in 10m" for i in range(150)]
+    lines += [
+        f"presign {base}b.txt {base}a.txt --expires-in 10m",  # in the second group
+        f"presign {base}c.bin --expires-in 10m",  # the second group's last line
+        f"presign {base}a.txt --method head --expires-in 5m",
+        f"presign {base}b.txt --expires-in 5m",
+        f"presign {base}b.txt --expires-in 2m",
+    ]
+    result = run_cli(["run", "--json", "-"], stdin="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    docs = {d["line"]: d for d in map(json.loads, result.stdout.splitlines())}
+    assert sorted(docs) == list(range(1, len(lines) + 1))
+    expiry = {"10m": "600", "5m": "300", "2m": "120"}
+    for number, text in enumerate(lines, start=1):
+        words = text.split()
+        keys = [w for w in words[1:] if w.startswith(base)]
+        method = "HEAD" if "--method" in words else "GET"
+        lifetime = expiry[words[-1]]
+        got = docs[number]["result"]
+        assert [u["key"] for u in got] == keys, text
+        for u in got:
+            assert u["method"] == method
+            assert f"/{u['key']}?" in u["url"] and f"X-Amz-Expires={lifetime}&" in u["url"]
+    for number, key in ((151, "a.txt"), (151, "b.txt"), (154, "b.txt")):
+        (url,) = [u["url"] for u in docs[number]["result"] if u["key"] == base + key]
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.read() == f"content of {key}\n".encode()
+    head = urllib.request.Request(docs[153]["result"][0]["url"], method="HEAD")
+    with urllib.request.urlopen(head, timeout=30) as response:
+        assert response.status == 200

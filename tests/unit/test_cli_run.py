@@ -121,3 +121,118 @@ def test_a_hash_starts_a_comment_only_at_the_start_of_a_word() -> None:
     assert split_line("# only a comment") == []
     with pytest.raises(ValueError):
         split_line("presign 'unclosed # not a comment")
+
+
+class _SigningWorkspace:
+    """A workspace's ``presign_many``: URLs that name key, method and lifetime, every
+    call recorded; a call holding a key of ``refused`` fails as expired credentials
+    would, and one holding a key of ``clamped`` notes a clamped lifetime."""
+
+    def __init__(self, name: str | None, refused: frozenset[str] = frozenset()) -> None:
+        self.name = name
+        self.refused = refused
+        self.calls: list[list[str]] = []
+
+    def presign_many(
+        self, keys: list[str], method: str, seconds: int, *, on_clamp: Any = None
+    ) -> list[Any]:
+        from datetime import datetime, timezone
+
+        from sts_bridge.errors import CredentialsError
+        from sts_bridge.s3.transfer_types import PresignedUrl
+
+        keys = list(keys)
+        self.calls.append(keys)
+        if self.refused.intersection(keys):
+            raise CredentialsError("the storage credentials expire now; cannot sign a URL")
+        if seconds > 5 * 60 - 1 and seconds < 10 * 60:  # 5 min asked: 5 s given
+            on_clamp(f"presigned URL valid for 5s, not {seconds}s")
+        at = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        return [
+            PresignedUrl(f"https://s3/{self.name}/{k}?m={method}&s={seconds}", method, k, at)
+            for k in keys
+        ]
+
+
+def _opener(refused: frozenset[str] = frozenset()) -> tuple[Any, dict[str | None, Any]]:
+    workspaces: dict[str | None, _SigningWorkspace] = {}
+
+    def opener(name: str | None) -> Any:
+        return workspaces.setdefault(name, _SigningWorkspace(name, refused))
+
+    return opener, workspaces
+
+
+def _alone(line: BatchLine, opener: Any) -> tuple[str, str, int]:
+    """What ``line`` writes run on its own, as `sts-bridge presign` runs it."""
+    import io
+
+    from sts_bridge.cli._app import execute
+    from sts_bridge.cli.run_command import _line_context
+
+    out, err = io.StringIO(), io.StringIO()
+    outcome = execute(line.args, _line_context(out, err, opener, None))
+    return out.getvalue(), err.getvalue(), int(outcome.status)
+
+
+@pytest.mark.parametrize("json_results", [False, True])
+def test_consecutive_presigns_are_signed_together_each_line_with_its_own_result(
+    json_results: bool,
+) -> None:
+    from sts_bridge.cli.run_command import PRESIGNS_TOGETHER
+
+    texts = [f"presign k{i}.bin --expires-in 10m" for i in range(2 * PRESIGNS_TOGETHER + 50)]
+    texts += [
+        "presign two-a two-b --expires-in 10m",  # still the same group: two keys, two URLs
+        "presign put.bin --expires-in 10m --method put",
+        "presign other.bin -w elsewhere --expires-in 10m",
+        "presign short.bin --expires-in 1m",
+        "presign clamped-1 --expires-in 5m",
+        "presign clamped-2 --expires-in 5m",
+        "upload a.txt --to x/",  # not a presign: a task of its own (faked below)
+        "presign after.bin --expires-in 10m",
+    ]
+    lines = parse_lines(texts, json_results=json_results)
+    upload = lines[-2]
+    lines[-2] = BatchLine(
+        upload.number, upload.text, argparse.Namespace(handler=lambda a, c: 0, debug=False)
+    )
+    opener, workspaces = _opener()
+    results: list[LineResult] = []
+    run_lines(lines, 4, opener, threading.Event(), results.append)
+
+    calls = sorted((len(c), c[0]) for ws in workspaces.values() for c in ws.calls)
+    assert calls == sorted(
+        [
+            (PRESIGNS_TOGETHER, "k0.bin"),
+            (PRESIGNS_TOGETHER, f"k{PRESIGNS_TOGETHER}.bin"),
+            (50 + 2, f"k{2 * PRESIGNS_TOGETHER}.bin"),
+            (1, "other.bin"),
+            (1, "put.bin"),
+            (1, "short.bin"),
+            (2, "clamped-1"),
+            (1, "after.bin"),
+        ]
+    )
+    assert sorted(r.line.number for r in results) == [line.number for line in lines]
+    reference_opener, _ = _opener()
+    for r in results:
+        if r.line is lines[-2]:
+            continue
+        out, talk, status = _alone(r.line, reference_opener)
+        assert (r.out, r.talk, int(r.outcome.status)) == (out, talk, status), r.line.text
+    by_number = {r.line.number: r for r in results}
+    assert by_number[len(texts) - 7].out.count("/two-") == 2
+    # said for each line it concerns
+    assert [by_number[len(texts) - n].talk.count("valid for 5s") for n in (4, 3, 2)] == [0, 1, 1]
+
+
+def test_a_group_of_presigns_that_fails_runs_again_line_by_line() -> None:
+    lines = parse_lines([f"presign k{i}" for i in range(5)])
+    opener, workspaces = _opener(refused=frozenset({"k3"}))
+    results: list[LineResult] = []
+    run_lines(lines, 2, opener, threading.Event(), results.append)
+    status = {r.line.number: int(r.outcome.status) for r in results}
+    assert status == {1: 0, 2: 0, 3: 0, 4: 1, 5: 0}
+    assert [len(c) for c in workspaces[None].calls] == [5, 1, 1, 1, 1, 1]
+    assert {r.line.number: r.out for r in results}[5] == "https://s3/None/k4?m=GET&s=3600\n"
