@@ -56,6 +56,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from . import lifeline
 from .keys import generate_signing_jwk, public_jwk
 from .ports import free_port, wait_until_ready
 
@@ -376,13 +377,12 @@ class IdentityProvider:
             json.dump(cfg, fh)
 
         self._log = open(self.workdir / "idp.log", "wb")  # noqa: SIM115
-        self._proc = subprocess.Popen(
+        self._proc = lifeline.popen(
             [node, str(PROVIDER_SCRIPT), str(config_path)],
             cwd=str(NODE_DIR),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
-            start_new_session=True,
         )
         try:
             self._wait_ready()

@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 import requests
 
+from . import lifeline
 from .api.policy import load_policy
 from .idp import IdentityProvider, IdpConfig, User
 from .ports import free_port, wait_until_ready
@@ -283,7 +284,7 @@ class LocalPlatform:
         else:
             self._api_log_file = open(self.workdir / "api.log", "wb")  # noqa: SIM115
             stderr = self._api_log_file
-        self._api = subprocess.Popen(
+        self._api = lifeline.popen(
             [
                 sys.executable,
                 "-m",
@@ -296,7 +297,6 @@ class LocalPlatform:
             stdin=subprocess.DEVNULL,
             stdout=stderr,
             stderr=stderr,
-            start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout
         while True:

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from . import lifeline
 from .ports import free_port, wait_until_ready
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -57,7 +58,7 @@ class ResultsService:
             )
         environ.update(env)
         with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
+            self.process = lifeline.popen(
                 [
                     sys.executable,
                     "-m",
@@ -76,7 +77,6 @@ class ResultsService:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                start_new_session=True,
             )
         try:
             wait_until_ready(f"{self.url}/healthz", timeout=60, what="results service")

@@ -133,6 +133,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import lifeline
 from ._gateway import S3Gateway, compact_json, ensure_role
 from .ports import free_port, wait_until_ready
 
@@ -465,12 +466,11 @@ rgw gc processor max time = 5
         assert self.workdir is not None
         out = open(self.workdir / "log" / f"{name}.stderr", "wb")  # noqa: SIM115
         try:
-            proc = subprocess.Popen(
+            proc = lifeline.popen(
                 [args[0], "-f", "-c", str(self._conf_path()), *args[1:]],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
             )
         finally:
             out.close()

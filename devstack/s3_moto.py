@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import lifeline
 from ._gateway import S3Gateway, compact_json, ensure_role
 from .ports import free_port, wait_until_ready
 from .s3 import REGION, RadosGatewayError, StsError, idp_id
@@ -234,12 +235,11 @@ class MotoGateway(S3Gateway):
         env.setdefault("MOTO_ACCOUNT_ID", ACCOUNT_ID)
         log = open(self.workdir / "moto.log", "wb")  # noqa: SIM115
         try:
-            self._proc = subprocess.Popen(
+            self._proc = lifeline.popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
                 env=env,
             )
         finally:
