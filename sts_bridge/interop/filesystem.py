@@ -452,6 +452,48 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         finally:
             store.invalidate_cache(s3_path)
 
+    async def _pipe(
+        self, path: Any, value: Any = None, batch_size: int | None = None, **kwargs: Any
+    ) -> Any:
+        """Many objects at once (``fs.pipe({path: data, ...})``): the small ones
+        of each workspace on its :class:`~sts_bridge.s3.objects.ObjectIO`
+        threads as one batch (one hand-off per thread, not per object; fsspec's
+        own ``_pipe`` starts a task per object and waits on all of them after
+        every answer). Boto's arguments, ``mode`` and big data take
+        :meth:`_pipe_file`'s way, object by object. The first error is raised,
+        as by fsspec, once the PUTs in flight are done."""
+        if isinstance(path, str):
+            path = {path: value}
+        bodies = {p: d if isinstance(d, bytes) else bytes(d) for p, d in path.items()}
+        if kwargs or any(len(body) >= _SINGLE_PUT_BELOW for body in bodies.values()):
+            return await super()._pipe(bodies, batch_size=batch_size, **kwargs)
+        batches: dict[str, list[tuple[ObjectIO, str, bytes, str]]] = {}
+        written: list[tuple[str, int]] = []  # (workspace, index in its batch), in path order
+        stores: list[tuple[S3FileSystem, str]] = []
+        for p, body in bodies.items():
+            store, s3_path, name = self._object(p)
+            stores.append((store, s3_path))
+            batch = batches.get(name)
+            if batch is None:
+                batch = batches[name] = []
+                objects = self._objects_of(name)
+            else:
+                objects = batch[0][0]
+            written.append((name, len(batch)))
+            batch.append((objects, s3_path.partition("/")[2], body, p))
+        try:
+            done = await asyncio.gather(
+                *(
+                    batch[0][0].run_each(_stored, batch, limit=batch_size, stop_at_error=True)
+                    for batch in batches.values()
+                )
+            )
+        finally:
+            for store, s3_path in stores:
+                store.invalidate_cache(s3_path)
+        by_workspace = dict(zip(batches, done, strict=True))
+        return [by_workspace[name][i] for name, i in written]
+
     touch = sync_wrapper(_touch)
 
     async def _put_file(
@@ -815,6 +857,12 @@ def _as_os_errors(path: str) -> Iterator[None]:
         raise storage_os_error(exc, path) from exc
     except TransferError as exc:  # a file changed while uploaded, or uploaded elsewhere now
         raise OSError(errno.EIO, str(exc), path) from exc
+
+
+def _stored(objects: ObjectIO, full_key: str, body: bytes, path: str) -> dict[str, str]:
+    """One PUT of a batch (:meth:`WorkspaceFileSystem._pipe`), its errors as ``_pipe_file``'s."""
+    with _as_os_errors(path):
+        return {"ETag": objects.put(full_key, body)}
 
 
 def engine_config(source: WorkspaceSource) -> TransferConfig:
