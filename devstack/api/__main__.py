@@ -7,13 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import warnings
 
-# connexion imports starlette's TestClient, which warns about httpx on import
-warnings.filterwarnings("ignore", message=".*httpx.*")
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-from .app import configure_logging, create_app  # noqa: E402
+from .app import configure_logging, create_app
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,9 @@ expiry tests): real IdP tokens, real radosgw STS credentials.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -502,3 +505,19 @@ def test_control_characters_in_a_path_are_a_400_problem(
     # found by schemathesis: a "\n" in a workspace id used to be a 500
     for path in ("/v2/storage/workspaces/%0Aabc", "/v2/storage/sharedfolders/a%07b%0D"):
         assert_problem(get(platform, path, alice_token), 400)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "sts_bridge_devstack.api", "--help"],  # the server `make devstack` starts
+        ["-c", "import fastapi.testclient"],  # the tests' TestClient
+    ],
+    ids=["api-server", "fastapi-testclient"],
+)
+def test_starts_without_a_warning(argv: list[str]) -> None:
+    # starlette's TestClient (connexion imports it) warns on import unless
+    # httpx2 is installed: a warning every user of the platform would see
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (0, "")
