@@ -18,9 +18,10 @@ from sts_bridge_devstack.pytest_plugin import require_platform
 pytestmark = pytest.mark.integration
 
 #: A test that starts a platform through the fixtures, tells its servers and
-#: blocks until it is killed.
+#: holds them until it is killed (or its stdin ends: the test that started it
+#: ended without killing it).
 HELD_PLATFORM = """
-import json, threading
+import json, sys
 from urllib.parse import urlsplit
 
 def test_held(platform_factory):
@@ -30,7 +31,7 @@ def test_held(platform_factory):
     ports = [platform.api_port, platform.idp.port, urlsplit(s3.endpoint_url).port]
     ports += [s3.mon_port] if {backend!r} == "radosgw" else []
     print("SERVERS " + json.dumps({{"pids": pids, "ports": ports}}), flush=True)
-    threading.Event().wait()
+    sys.stdin.read()
 """
 
 
@@ -55,41 +56,39 @@ def _answers(port: int) -> bool:
 def test_servers_end_with_a_killed_pytest(backend: str, tmp_path: Path) -> None:
     require_platform(backend)
     (tmp_path / "test_held.py").write_text(HELD_PLATFORM.format(backend=backend))
-    run = subprocess.Popen(
+    groups: set[int] = set()
+    with subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_held.py"],
         cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    groups: set[int] = set()
-    try:
-        assert run.stdout is not None
-        for line in run.stdout:  # until the platform is up (or pytest ends)
-            if "SERVERS " in line:
-                servers = json.loads(line.split("SERVERS ", 1)[1])
-                break
-        else:
-            pytest.fail(f"the held platform did not start (pytest exited {run.wait()})")
-        groups = set(servers["pids"])  # each server leads a group of its own
-        members = _groups_members(groups)
-        assert set(servers["pids"]) <= members
-        assert all(_answers(port) for port in servers["ports"])
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-        guard = time.monotonic() + 60  # a failure guard, not a measure
-        while members and time.monotonic() < guard:
-            time.sleep(0.1)
+    ) as run:
+        try:
+            assert run.stdout is not None
+            for line in run.stdout:  # until the platform is up (or pytest ends)
+                if "SERVERS " in line:
+                    servers = json.loads(line.split("SERVERS ", 1)[1])
+                    break
+            else:
+                pytest.fail(f"the held platform did not start (pytest exited {run.wait()})")
+            groups = set(servers["pids"])  # each server leads a group of its own
             members = _groups_members(groups)
-        assert members == set(), f"left behind: {members}"
-        assert [port for port in servers["ports"] if _answers(port)] == []
-    finally:
-        if run.poll() is None:
-            run.kill()
+            assert set(servers["pids"]) <= members
+            assert all(_answers(port) for port in servers["ports"])
+            run.send_signal(signal.SIGKILL)
             run.wait()
-        for pgid in groups:  # a failing run leaves nothing behind either
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+            guard = time.monotonic() + 60  # a failure guard, not a measure
+            while members and time.monotonic() < guard:
+                time.sleep(0.1)
+                members = _groups_members(groups)
+            assert members == set(), f"left behind: {members}"
+            assert [port for port in servers["ports"] if _answers(port)] == []
+        finally:
+            run.kill()
+            for pgid in groups:  # a failing run leaves nothing behind either
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
 
 
 def test_a_group_whose_leader_pid_was_taken_again_is_not_ended() -> None:
