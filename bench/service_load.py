@@ -28,6 +28,10 @@ a freshly started service warmed by one request per user::
 
     .venv/bin/python bench/service_load.py --lag-only --rounds 5 --baseline /tmp/base
 
+(``--baseline-env NAME=VALUE``: the baseline is this checkout with another
+setting; ``--perf``: where the loop thread waited, from the scheduler's
+events, see ``_sched_trace.py``.)
+
 writes ``bench/results/service_lag.json`` and prints, per variant, the largest
 lag, the median sample and the p99 sample of every round. A probe sample is
 how late a 5 ms sleep of the loop wakes; the service also says where the worst
@@ -50,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import _sched_trace
 from sts_bridge_devstack.idp import User, default_users
 from sts_bridge_devstack.platform import LocalPlatform
 from sts_bridge_devstack.results_service import ResultsService
@@ -178,6 +183,7 @@ def upload_phase(
         "p50_loop_lag_ms": lag.get("p50_ms"),
         "p99_loop_lag_ms": lag.get("p99_ms"),
         "worst_lag_split": lag.get("worst"),
+        "gc_collections": lag.get("gc"),
         "idle_loop_lag_ms": round(idle["max_ms"], 1),
         "wall_ms": round(wall_ms),
         # the service's threads during the phase: [on a CPU, waiting for one] (ms)
@@ -254,8 +260,10 @@ def lag_rounds(
 ) -> dict[str, Any]:
     """Phase 2 alone, ``args.rounds`` times per variant, the variants alternating."""
     variants: dict[str, Path | None] = {"this": None}
-    if args.baseline:
-        variants = {"baseline": Path(args.baseline), "this": None}
+    if args.baseline or args.baseline_env:
+        variants = {"baseline": Path(args.baseline) if args.baseline else None, "this": None}
+    # the service's environment per variant: --baseline-env only in the baseline's
+    extra = {"baseline": dict(kv.split("=", 1) for kv in args.baseline_env), "this": {}}
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     order = list(variants)
     for number in range(args.rounds):
@@ -266,6 +274,7 @@ def lag_rounds(
                 tree=variants[name],
                 RESULTS_LAG_PROBE="1",
                 RESULTS_THREADS=args.threads,
+                **extra[name],
             ) as service:
                 for token in tokens.values():  # each user's exchange and STS call, before
                     service.call("POST", "/results", token, data=b"warm")
@@ -289,10 +298,17 @@ def lag_rounds(
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
+                trace = workdir / f"service_lag_{name}_{number}.perf.data"
+                perf = _sched_trace.record(service.pid, trace) if args.perf else None
                 result = upload_phase(service, tokens, args.uploads, args.upload_mib * MiB)
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait()
+                for tracer in (spy, perf):
+                    if tracer is not None:
+                        tracer.send_signal(signal.SIGINT)
+                        tracer.wait()
+                if perf is not None:  # where the loop thread waited, by kind, and the longest
+                    waits = _sched_trace.loop_waits(_sched_trace.script(trace), service.pid)
+                    result["loop_off_cpu"] = _sched_trace.by_kind(waits)
+                    result["loop_longest_waits"] = waits[:5]
             result["loadavg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
             rounds[name].append(result)
             print(f"round {number} {name}: {result}", file=sys.stderr)
@@ -313,7 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-only", action="store_true", help="phase 2 alone, in rounds")
     parser.add_argument("--rounds", type=int, default=3, help="with --lag-only")
     parser.add_argument("--baseline", default="", help="with --lag-only: a checkout to compare")
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --lag-only: the baseline is this checkout (or --baseline) with this "
+        "setting of the service (e.g. RESULTS_TRANSFER_NICE=0); repeatable",
+    )
     parser.add_argument("--py-spy", default="", help="with --lag-only: py-spy's path (profiles)")
+    parser.add_argument(
+        "--perf", action="store_true", help="with --lag-only: where the loop waited (perf sched)"
+    )
     args = parser.parse_args(argv)
     if args.lag_only:
         return lag_main(args)

@@ -49,9 +49,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -120,7 +122,7 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
         verifier, CallerRequirements(claims=(any_of("groups", curators),))
     )
 
-    lag: dict[str, Any] = {"max_ms": 0.0, "samples": 0, "late_ms": [], "worst": {}}
+    lag: dict[str, Any] = {"max_ms": 0.0, "samples": 0, "late_ms": [], "worst": {}, "gc": {}}
     probe = bool(env.get("RESULTS_LAG_PROBE"))
 
     @contextlib.asynccontextmanager
@@ -193,7 +195,7 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
 
         @app.post("/__lag/reset")
         async def reset_lag() -> dict[str, Any]:
-            lag.update(max_ms=0.0, samples=0, late_ms=[], worst={})
+            lag.update(max_ms=0.0, samples=0, late_ms=[], worst={}, gc={})
             return _lag_summary(lag)
 
     return app
@@ -222,10 +224,13 @@ async def _measure_lag(lag: dict[str, Any], period: float = 0.005) -> None:
     """Record how late a 5 ms sleep wakes (the loop's lag), and for the latest
     worst wake-up where its time went: the loop thread on a CPU (its own
     callbacks), waiting for a CPU (the kernel's run queue), or neither (blocked:
-    waiting for the GIL). Linux only for the split (``/proc/thread-self/schedstat``)."""
+    waiting for the GIL or another lock), and the garbage collections meanwhile.
+    Linux only for the split (``/proc/thread-self/schedstat``)."""
     loop = asyncio.get_running_loop()
     schedstat = Path("/proc/thread-self/schedstat")
     split = schedstat.exists()
+    gc_pauses = _GcPauses(lag)
+    gc.callbacks.append(gc_pauses)
 
     def thread_times() -> tuple[float, float]:
         if not split:
@@ -233,21 +238,48 @@ async def _measure_lag(lag: dict[str, Any], period: float = 0.005) -> None:
         on_cpu, queued = schedstat.read_text().split()[:2]
         return int(on_cpu) / 1e6, int(queued) / 1e6
 
-    while True:
-        cpu_before, queued_before = thread_times()
-        before = loop.time()
-        await asyncio.sleep(period)
-        late = (loop.time() - before - period) * 1000
-        cpu_after, queued_after = thread_times()
-        lag["samples"] += 1
-        lag["late_ms"].append(round(late, 2))
-        if late > lag["max_ms"]:
-            lag["max_ms"] = late
-            lag["worst"] = {
-                "late_ms": round(late, 2),
-                "loop_on_cpu_ms": round(cpu_after - cpu_before, 2),
-                "run_queue_ms": round(queued_after - queued_before, 2),
-            }
+    try:
+        while True:
+            cpu_before, queued_before = thread_times()
+            gc_before = gc_pauses.total_ms
+            before = loop.time()
+            await asyncio.sleep(period)
+            late = (loop.time() - before - period) * 1000
+            cpu_after, queued_after = thread_times()
+            lag["samples"] += 1
+            lag["late_ms"].append(round(late, 2))
+            if late > lag["max_ms"]:
+                lag["max_ms"] = late
+                lag["worst"] = {
+                    "late_ms": round(late, 2),
+                    "loop_on_cpu_ms": round(cpu_after - cpu_before, 2),
+                    "run_queue_ms": round(queued_after - queued_before, 2),
+                    # garbage collection in any thread holds the GIL throughout
+                    "gc_ms": round(gc_pauses.total_ms - gc_before, 2),
+                }
+    finally:
+        gc.callbacks.remove(gc_pauses)
+
+
+class _GcPauses:
+    """A ``gc.callbacks`` entry timing every collection (any thread; a collection
+    holds the GIL, so the loop cannot run meanwhile): the running total, the
+    count and the longest pause per generation into ``lag["gc"]``."""
+
+    def __init__(self, lag: dict[str, Any]) -> None:
+        self.lag = lag
+        self.total_ms = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = (time.perf_counter() - self._started) * 1000
+        self.total_ms += pause
+        entry = self.lag["gc"].setdefault(str(info["generation"]), [0, 0.0])
+        entry[0] += 1
+        entry[1] = max(entry[1], round(pause, 2))
 
 
 def _lag_summary(lag: dict[str, Any]) -> dict[str, Any]:
@@ -263,6 +295,8 @@ def _lag_summary(lag: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": quantile(0.99),
         "over_10ms": sum(1 for x in late if x > 10),
         "worst": lag["worst"],
+        # per generation: [collections, longest pause in ms]
+        "gc": lag["gc"],
     }
 
 
