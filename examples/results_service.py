@@ -34,8 +34,8 @@ expired (the check admits 30 s of clock skew) is answered 401 ``invalid_token``;
 transfers (fewer runnable threads leave the event loop more CPU on a small
 machine; more keep slow uploaders from queueing others);
 ``RESULTS_TRANSFER_NICE`` (default 10, ``0``: off): the nice value of those
-threads on Linux, so that the event loop gets a core first when both wait
-for one;
+threads on Linux (``sts_bridge.aio.transfer_executor``), so that the event
+loop gets a core first when both wait for one;
 ``RESULTS_LAG_PROBE=1`` measures the event loop's lag (a task that sleeps
 5 ms and records how late it wakes; ``GET /__lag``, ``POST /__lag/reset``;
 for bench/service_load.py).
@@ -52,17 +52,16 @@ import contextlib
 import gc
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from sts_bridge.aio import transfer_executor
 from sts_bridge.clock import utc_now
 from sts_bridge.config import load_settings
 from sts_bridge.errors import CallerRefusedError, StsBridgeError
@@ -110,11 +109,10 @@ def create_app(environ: dict[str, str] | None = None) -> FastAPI:
     )
     link_seconds = int(env.get("RESULTS_LINK_SECONDS", "900"))
     transfer_nice = int(env.get("RESULTS_TRANSFER_NICE", "10"))
-    transfers = ThreadPoolExecutor(
+    transfers = transfer_executor(
         int(env.get("RESULTS_THREADS") or min(32, 4 * (os.cpu_count() or 1))),
+        nice=transfer_nice,
         thread_name_prefix="results-transfer",
-        initializer=_lower_priority,
-        initargs=(transfer_nice,),
     )
     caller_of = caller_dependency(verifier)
     curators = env.get("RESULTS_CURATORS", "curators")
@@ -209,15 +207,6 @@ def _flag(env: dict[str, str], name: str) -> bool:
     if word in ("", "0", "false", "no", "off"):
         return False
     raise SystemExit(f"results service: {name}={env[name]!r} is neither on nor off (use 1 or 0)")
-
-
-def _lower_priority(nice: int) -> None:
-    """Run this worker thread at a lower CPU priority than the event loop (Linux
-    sets a thread's own nice value), so that on a busy machine the loop is
-    picked before the transfers when both wait for a CPU."""
-    if nice and hasattr(os, "setpriority"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 async def _measure_lag(lag: dict[str, Any], period: float = 0.005) -> None:

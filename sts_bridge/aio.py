@@ -25,8 +25,10 @@ import asyncio
 import builtins
 import collections
 import concurrent.futures as cf
+import contextlib
 import itertools
 import os
+import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
@@ -43,7 +45,13 @@ if TYPE_CHECKING:
     from sts_bridge.s3.transfers import Source, UploadResult
     from sts_bridge.workspace import Workspace
 
-__all__ = ["DEFAULT_MAX_THREADS", "AsyncClient", "AsyncWorkspace", "shared_executor"]
+__all__ = [
+    "DEFAULT_MAX_THREADS",
+    "AsyncClient",
+    "AsyncWorkspace",
+    "shared_executor",
+    "transfer_executor",
+]
 
 T = TypeVar("T")
 
@@ -59,10 +67,47 @@ def shared_executor() -> cf.ThreadPoolExecutor:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = cf.ThreadPoolExecutor(
-                DEFAULT_MAX_THREADS, thread_name_prefix="sts-bridge-aio"
-            )
+            _shared = transfer_executor(DEFAULT_MAX_THREADS)
         return _shared
+
+
+def transfer_executor(
+    max_workers: int = DEFAULT_MAX_THREADS,
+    *,
+    nice: int = 0,
+    thread_name_prefix: str = "sts-bridge-aio",
+) -> cf.ThreadPoolExecutor:
+    """A bounded executor for async objects (``executor=``), its threads at CPU
+    priority ``nice`` on Linux (each thread has its own nice value; elsewhere
+    ``nice`` is ignored).
+
+    ``nice=10`` lets the event loop get a core before the transfers when both
+    wait for one (the reference service's ``RESULTS_TRANSFER_NICE``). It is a
+    trade, not free, hence off by default: a thread holding the GIL's
+    internal lock while it waits for a core holds the loop up for as long
+    (measured: the loop blocked 36-82 ms on that lock while a nice-10 worker
+    waited for a core, on a loaded machine; docs/services.md). A thread
+    cannot lower its nice value again without privileges: give these threads
+    to transfers only.
+    """
+    if nice < 0:
+        raise ValueError("nice must be 0 or more (raising a priority needs privileges)")
+    if not nice:
+        return cf.ThreadPoolExecutor(max_workers, thread_name_prefix=thread_name_prefix)
+    return cf.ThreadPoolExecutor(
+        max_workers,
+        thread_name_prefix=thread_name_prefix,
+        initializer=_run_at_nice,
+        initargs=(nice,),
+    )
+
+
+def _run_at_nice(nice: int) -> None:
+    """The calling thread's own nice value. Linux only: there ``setpriority`` of a
+    thread id sets that thread's; elsewhere the id could name another process."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):  # a container that refuses it: run as is
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 class Cancelled(TransferError):
