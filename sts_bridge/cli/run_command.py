@@ -43,6 +43,7 @@ from sts_bridge.cli._app import (
     execute,
 )
 from sts_bridge.cli._context import CommandContext
+from sts_bridge.cli._plain_lines import PlainLineParser
 from sts_bridge.cli._text import printable
 from sts_bridge.errors import InvalidArgumentError, StsBridgeError
 
@@ -194,7 +195,9 @@ def _parse_one(argv: list[str]) -> argparse.Namespace:
         )
     if "--" in argv or _HELP_WORDS.intersection(argv):
         raise UsageError(f"{argv[0]}: '--', --help and --version are not for a line", "")
-    args = command_parser(argv[0]).parse_args(argv[1:])
+    args = plain_line_parser(argv[0]).parse(argv[1:])
+    if args is None:  # not a plain line: argparse parses it, or says what is wrong
+        args = command_parser(argv[0]).parse_args(argv[1:])
     # the top-level options a line cannot set
     args.command, args.profile, args.debug, args.quiet, args.passthrough = (
         argv[0],
@@ -204,6 +207,12 @@ def _parse_one(argv: list[str]) -> argparse.Namespace:
         [],
     )
     return args
+
+
+@functools.cache
+def plain_line_parser(command: str) -> PlainLineParser:
+    """The parser of ``command``'s plain lines (one per command, as its argparse parser)."""
+    return PlainLineParser(command_parser(command))
 
 
 def _not_opened(name: str | None) -> Any:
