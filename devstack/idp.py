@@ -45,7 +45,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -319,9 +318,9 @@ class IdentityProvider:
 
         if self._workdir_arg is not None:
             self._workdir_arg.mkdir(parents=True, exist_ok=True)
-            self.workdir = Path(tempfile.mkdtemp(prefix="idp-", dir=self._workdir_arg))
+            self.workdir = lifeline.mkdtemp("idp-", self._workdir_arg)
         else:
-            self.workdir = Path(tempfile.mkdtemp(prefix="sts-bridge-idp-"))
+            self.workdir = lifeline.mkdtemp("sts-bridge-idp-")
         self._own_workdir = True
 
         self.port = self.config.port or free_port()

@@ -8,7 +8,8 @@ reaches the starter, which stops them in order) and hands its process group
 to one watchdog process per starter. The watchdog reads a pipe whose only
 write end the starter holds; when the starter exits, the kernel closes that
 end, the watchdog reads end-of-file and ends every group still there
-(SIGTERM, then SIGKILL for what is left after a grace period).
+(SIGTERM, then SIGKILL for what is left after a grace period); folders made
+with :func:`mkdtemp` go after them.
 
 ``PR_SET_PDEATHSIG`` would not do: it fires when the *thread* that forked
 exits (the identity provider starts from a short-lived thread) and reaches
@@ -22,14 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["popen"]
+__all__ = ["mkdtemp", "popen"]
 
 #: How long the watchdog lets the groups end on SIGTERM before SIGKILL.
 GRACE_SECONDS = 5.0
@@ -44,12 +48,21 @@ def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     group ended by the watchdog when this process ends without stopping it."""
     proc = subprocess.Popen(args, start_new_session=True, **kwargs)
     try:
-        _tell(f"{proc.pid} {_start_time(proc.pid)}\n")
+        _tell(f"group {proc.pid} {_start_time(proc.pid)}\n")
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
     return proc
+
+
+def mkdtemp(prefix: str, parent: Path | None = None) -> Path:
+    """``tempfile.mkdtemp``, the folder removed by the watchdog (once the
+    servers have ended) when this process ends without removing it: it holds
+    the servers' signing keys and client secrets."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    _tell(f"folder {path}\n")
+    return path
 
 
 def _tell(line: str) -> None:
@@ -100,32 +113,35 @@ def _ours(pgid: int, started: str) -> bool:
 
 def _end(groups: dict[int, str]) -> None:
     """SIGTERM to every group still ours, then SIGKILL to what remains after
-    ``GRACE_SECONDS`` (polled: most servers end within milliseconds; a group
-    of zombies nobody reaps waits the whole grace, and SIGKILL harms none)."""
+    ``GRACE_SECONDS``; each time the groups are polled until they are gone
+    (most servers end within milliseconds), so their folders are removed
+    once nothing writes into them."""
     alive = {g: s for g, s in groups.items() if _ours(g, s)}
-    for pgid in alive:
-        _signal(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = {g: s for g, s in alive.items() if _ours(g, s)}
-    for pgid in alive:
-        _signal(pgid, signal.SIGKILL)
-
-
-def _signal(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signum)
+        deadline = time.monotonic() + GRACE_SECONDS
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = {g: s for g, s in alive.items() if _ours(g, s)}
 
 
 def watch(stream: IO[bytes]) -> None:
-    """The watchdog: collect ``pgid start-time`` lines until end-of-file, then end
-    the groups."""
+    """The watchdog: collect ``group PGID START`` and ``folder PATH`` lines
+    until end-of-file, then end the groups and remove the folders."""
     groups: dict[int, str] = {}
+    folders: list[str] = []
     for line in stream:
-        pgid, started = line.decode().split()
-        groups[int(pgid)] = started
+        kind, _, what = line.decode().rstrip("\n").partition(" ")
+        if kind == "group":
+            pgid, started = what.split()
+            groups[int(pgid)] = started
+        else:
+            folders.append(what)
     _end(groups)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -182,7 +181,7 @@ class LocalPlatform:
             print(self.fallback_warning, file=stream, flush=True)
         if self._workdir_arg is not None:
             self._workdir_arg.mkdir(parents=True, exist_ok=True)
-        self.workdir = Path(tempfile.mkdtemp(prefix="sts-bridge-platform-", dir=self._workdir_arg))
+        self.workdir = lifeline.mkdtemp("sts-bridge-platform-", self._workdir_arg)
         try:
             self._start_backends()
             self._configure_s3()

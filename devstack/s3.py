@@ -126,7 +126,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -322,7 +321,7 @@ class RadosGateway(S3Gateway):
                 "run `make setup` (devstack/install-system-deps.sh installs "
                 "ceph-mon ceph-osd radosgw ceph-common on Debian/Ubuntu)"
             )
-        self.workdir = Path(tempfile.mkdtemp(prefix="sts-bridge-rgw-"))
+        self.workdir = lifeline.mkdtemp("sts-bridge-rgw-")
         try:
             self._bootstrap()
         except BaseException:

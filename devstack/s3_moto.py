@@ -46,7 +46,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -183,7 +182,7 @@ class MotoGateway(S3Gateway):
                 "moto is not installed: pip install 'moto[server]' (the S3 fallback "
                 "of the local platform)"
             )
-        self.workdir = Path(tempfile.mkdtemp(prefix="sts-bridge-moto-"))
+        self.workdir = lifeline.mkdtemp("sts-bridge-moto-")
         try:
             self._spawn()
             self._bootstrap()

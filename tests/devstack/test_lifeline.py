@@ -1,10 +1,12 @@
-"""A pytest run killed with SIGKILL leaves none of the servers it started."""
+"""A pytest run killed with SIGKILL leaves none of the servers it started,
+nor their folders (which hold signing keys and client secrets)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +32,8 @@ def test_held(platform_factory):
     pids = [platform._api.pid, platform.idp.pid] + [p.pid for p in s3._procs.values()]
     ports = [platform.api_port, platform.idp.port, urlsplit(s3.endpoint_url).port]
     ports += [s3.mon_port] if {backend!r} == "radosgw" else []
-    print("SERVERS " + json.dumps({{"pids": pids, "ports": ports}}), flush=True)
+    folders = [str(platform.workdir), str(s3.workdir)]
+    print("SERVERS " + json.dumps({{"pids": pids, "ports": ports, "folders": folders}}), flush=True)
     sys.stdin.read()
 """
 
@@ -57,6 +60,7 @@ def test_servers_end_with_a_killed_pytest(backend: str, tmp_path: Path) -> None:
     require_platform(backend)
     (tmp_path / "test_held.py").write_text(HELD_PLATFORM.format(backend=backend))
     groups: set[int] = set()
+    folders: list[Path] = []
     with subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_held.py"],
         cwd=tmp_path,
@@ -76,6 +80,8 @@ def test_servers_end_with_a_killed_pytest(backend: str, tmp_path: Path) -> None:
             members = _groups_members(groups)
             assert set(servers["pids"]) <= members
             assert all(_answers(port) for port in servers["ports"])
+            folders = [Path(folder) for folder in servers["folders"]]
+            assert all(folder.is_dir() for folder in folders)
             run.send_signal(signal.SIGKILL)
             run.wait()
             guard = time.monotonic() + 60  # a failure guard, not a measure
@@ -84,11 +90,17 @@ def test_servers_end_with_a_killed_pytest(backend: str, tmp_path: Path) -> None:
                 members = _groups_members(groups)
             assert members == set(), f"left behind: {members}"
             assert [port for port in servers["ports"] if _answers(port)] == []
+            # the folders go once the servers have ended
+            while any(f.exists() for f in folders) and time.monotonic() < guard:
+                time.sleep(0.1)
+            assert [f for f in folders if f.exists()] == []
         finally:
             run.kill()
             for pgid in groups:  # a failing run leaves nothing behind either
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_group_whose_leader_pid_was_taken_again_is_not_ended() -> None:
