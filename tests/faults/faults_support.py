@@ -52,6 +52,7 @@ class Proxied:
 
 
 def start_proxied(platform: Any, workdir: Path) -> Proxied:
+    from sts_bridge_devstack import lifeline
     from sts_bridge_devstack.ports import free_port, wait_until_ready
 
     config = json.loads((Path(platform.workdir) / "api-config.json").read_text())
@@ -66,7 +67,7 @@ def start_proxied(platform: Any, workdir: Path) -> Proxied:
     with os.fdopen(fd, "w") as fh:
         json.dump(config, fh)
     log = open(workdir / "api.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
+    process = lifeline.popen(
         [
             sys.executable,
             "-m",
@@ -79,7 +80,6 @@ def start_proxied(platform: Any, workdir: Path) -> Proxied:
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
-        start_new_session=True,
     )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/__devstack/stats", timeout=60, what="API")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sts_bridge_devstack import lifeline
 from sts_bridge_devstack.dask_tasks import (
     payload,
     worker_environment,
@@ -99,13 +100,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     def spawn(name: str, *args: str) -> None:
         with open(logs / f"{name}.log", "wb") as log:
             processes.append(
-                subprocess.Popen(
+                # its own group, ended with this process however it ends:
+                # teardown kills everything in it
+                lifeline.popen(
                     [str(DASK), *args],
                     env=env,
                     cwd=home,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own group: teardown kills everything in it
                 )
             )
 

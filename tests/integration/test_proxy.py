@@ -40,7 +40,9 @@ class Tinyproxy:
             f'LogFile "{self.log}"\nLogLevel Connect\nMaxClients 200\n'
             "Allow 127.0.0.1\nDisableViaHeader Yes\n"
         )
-        self.process = subprocess.Popen(
+        from sts_bridge_devstack import lifeline
+
+        self.process = lifeline.popen(
             ["tinyproxy", "-d", "-c", str(conf)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
