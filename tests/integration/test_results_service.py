@@ -7,7 +7,9 @@ lists only their own results, bad tokens are refused with the right status,
 opaque tokens are introspected at the IdP, a route for curators admits carol
 only, and a small concurrent load of the three runs with 0 errors and one
 token exchange and one STS call per user (counted on the IdP and the
-reference API). The service's DEBUG log holds no token.
+reference API). The service's DEBUG log holds no token. Its transfer
+threads run below the loop's priority; with RESULTS_FORWARD_TOKEN=1 it
+forwards callers' tokens instead of exchanging them.
 """
 
 from __future__ import annotations
@@ -99,6 +101,28 @@ def test_a_large_body_is_streamed_multipart(
     stored = service.call("POST", "/results", tokens["bob"], data=body)
     assert stored.status_code == 201, stored.text
     assert requests.get(stored.json()["url"], timeout=60).content == body
+
+
+def _nice_values(pid: int) -> dict[int, int]:
+    """Each thread's nice value (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    values = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        values[int(task.name)] = int(stat.rsplit(")", 1)[1].split()[16])
+    return values
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux threads' nice values")
+def test_the_transfers_run_below_the_loops_priority(
+    service: ResultsService, tokens: dict[str, str]
+) -> None:
+    """RESULTS_TRANSFER_NICE's default: after an upload, the threads that carried
+    it out run at nice 10, the event loop's thread (the main one) at its own."""
+    stored = service.call("POST", "/results", tokens["alice"], data=b"n" * 1024)
+    assert stored.status_code == 201, stored.text
+    nice = _nice_values(service.pid)
+    loop = nice.pop(service.pid)
+    assert 10 in nice.values() and loop < 10, (loop, nice)
 
 
 def test_bad_tokens_are_refused(
