@@ -12,7 +12,9 @@ direct write, through the page cache): kernel time that stays the same
 whatever the state of the host's memory, but the download waits for the
 disk and the file is not left in the page cache. It is off by default
 because on the benchmark host it cost wall time (bench/: 100 MiB in
-0.36-0.43 s buffered against 0.48-0.66 s with O_DIRECT, same run).
+0.36-0.43 s buffered against 0.48-0.66 s with O_DIRECT, same run), and
+because it moves the page-cache fill to the first read of the file, which
+then pays about what the download saved (docs/benchmark.md, issue 19).
 
 Checks
 ------
