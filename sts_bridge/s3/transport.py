@@ -15,7 +15,9 @@ What it needs from HTTP is built here on urllib3, the way botocore's
   the stall timeout, and request bodies sent in blocks of at most
   :data:`SEND_BLOCK` bytes, each its own ``sendall``: a request fails as
   stalled when no block moves for that long, however big the body (one
-  ``sendall`` of a whole part would have to finish within the timeout);
+  ``sendall`` of a whole part would have to finish within the timeout); a
+  body of one block goes in the head's ``sendall`` (one system call, one
+  segment for the store to read);
 - a body that is a range of an open file (:class:`FileRange`, an upload's
   part) is read while it is sent, never held whole in memory: with
   ``sendfile(2)`` on a plain connection (the kernel sends from the page
@@ -93,6 +95,9 @@ ANSWER_LIMIT = 64 * MiB
 #: An answer read whole must bring this many bytes per stall timeout (a
 #: trickle slower than that is a stall: 64 KiB per 25 s is 2.6 KB/s).
 MIN_PROGRESS = 64 * 1024
+#: Request bodies up to this size are not waited for after ``sendall`` (a
+#: head is a few KiB: head and body stay under MIN_PROGRESS).
+SMALL_REQUEST_BODY = MIN_PROGRESS // 2
 #: Read-block size of :meth:`Answer.read`.
 _READ_BLOCK = 1 * MiB
 _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
@@ -239,6 +244,13 @@ class _ExpectContinue:
     raw_response: Any = None
     response_class: Any = None
     _expect = False
+    #: The head of a request whose whole body is one small block: held back and
+    #: sent together with that block, one ``sendall`` and (on loopback or a
+    #: fast link) one segment for the store to read instead of two.
+    _hold_head = False
+    _held: bytes | None = None
+    #: Whether the request's body is at most SMALL_REQUEST_BODY (see getresponse).
+    _small = False
 
     def request(
         self, method: str, url: str, body: Any = None, headers: Any = None, **kw: Any
@@ -250,14 +262,22 @@ class _ExpectContinue:
         self.response_class = functools.partial(self._kept, http.client.HTTPResponse)
         self._expect = bool(headers) and headers.get("Expect") == "100-continue"
         file_body = body if isinstance(body, FileRange) else None
+        one_block = isinstance(body, (bytes, bytearray, memoryview)) and len(body) <= SEND_BLOCK
+        self._small = body is None or (one_block and len(body) <= SMALL_REQUEST_BODY)
+        self._hold_head = one_block and len(body) > 0 and not self._expect
+        self._held = None
         try:
             # a FileRange goes after the head (and the wait for 100 Continue),
             # sent here rather than by urllib3, which would read it in copies
             super().request(  # type: ignore[misc]
                 method, url, None if file_body is not None else body, headers, **kw
             )
+            if self._held is not None:  # no block came to carry it
+                held, self._held = self._held, None
+                super().send(held)  # type: ignore[misc]
         finally:
-            self._expect = False
+            self._expect = self._hold_head = False
+            self._held = None
         if file_body is not None and not self.body_skipped:
             _send_file_range(self.sock, file_body)  # type: ignore[attr-defined]
 
@@ -301,10 +321,19 @@ class _ExpectContinue:
     def send(self, data: Any) -> None:
         if self.body_skipped:
             return  # the store answered before the body: it is not sent
+        if self._hold_head:  # the head: it goes with the body's one block
+            self._hold_head = False
+            self._held = bytes(data)
+            return
+        if self._held is not None:
+            data, self._held = self._held + bytes(data), None
         super().send(data)  # type: ignore[misc]
 
     def getresponse(self) -> Any:
-        if not self.body_skipped:
+        # A small request is a stall when it has not arrived within the read
+        # timeout anyway (head and body are less than MIN_PROGRESS, the least a
+        # link must move per stall timeout): no wait for its delivery.
+        if not self.body_skipped and not self._small:
             _await_delivery(self.sock, self.timeout)  # type: ignore[attr-defined]
         return super().getresponse()  # type: ignore[misc]
 
@@ -424,6 +453,7 @@ def _await_delivery(sock: Any, stall: Any) -> None:
     it". Linux only (``TIOCOUTQ``: bytes not yet acknowledged); returns at
     once when an answer is already there, the queue is empty, or it stopped
     shrinking for ``stall`` seconds (the read then times out as a stall).
+    Requests with a body of at most :data:`SMALL_REQUEST_BODY` skip it.
     """
     if sock is None or not isinstance(stall, (int, float)):
         return

@@ -19,6 +19,8 @@ import pytest
 from sts_bridge.s3.signed_http import describe_failure
 from sts_bridge.s3.transport import (
     EXPECT_CONTINUE_MIN,
+    SEND_BLOCK,
+    SMALL_REQUEST_BODY,
     BodyPieces,
     ConnectFailed,
     FileRange,
@@ -149,6 +151,77 @@ def test_requests_reuse_one_connection_and_carry_their_length(scripted: Any) -> 
     assert b"Expect" not in big.head  # small bodies go at once
     assert b"Content-Length: 0\r\n" in none.head
     assert b"Host: store\r\n" in big.head
+    store.close()
+
+
+def test_a_body_of_one_block_goes_in_the_same_send_as_the_head(
+    scripted: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small PUT is one ``sendall`` (head and body), so the store reads one
+    segment; a body of several blocks, and no body, send the head alone first."""
+    import http.client
+
+    sent: list[bytes] = []
+    send = http.client.HTTPConnection.send
+
+    def recorded(self: Any, data: Any) -> None:
+        sent.append(bytes(data))
+        send(self, data)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", recorded)
+    server = scripted([OK0, OK0, OK0, OK0])
+    store = server.store()
+    small = bytes(range(256)) * 64
+    for path, body in (("/one", small), ("/max", b"m" * SEND_BLOCK)):
+        sent.clear()
+        store.request("PUT", path, headers={"Host": "store"}, body=body).release_conn()
+        assert len(sent) == 1 and sent[0].startswith(b"PUT " + path.encode())
+        assert sent[0].endswith(b"\r\n\r\n" + body)
+    sent.clear()
+    store.request(
+        "PUT", "/two", headers={"Host": "store"}, body=b"t" * (SEND_BLOCK + 1)
+    ).release_conn()
+    assert len(sent) == 3 and sent[0].endswith(b"\r\n\r\n")  # the head, then two blocks
+    sent.clear()
+    assert _get(store) == b""
+    assert len(sent) == 1 and sent[0].startswith(b"GET /")
+    assert [r.body for r in server.requests] == [
+        small,
+        b"m" * SEND_BLOCK,
+        b"t" * (SEND_BLOCK + 1),
+        b"",
+    ]
+    assert server.connections == 1
+    store.close()
+
+
+def test_only_requests_bigger_than_small_wait_for_their_delivery(
+    scripted: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for the kernel to deliver a request's last bytes (the answer's
+    timeout counted from there) is skipped for a small request: what it sends
+    is less than a link must move per stall timeout anyway."""
+    from sts_bridge.s3 import transport
+
+    waited: list[int] = []
+    await_delivery = transport._await_delivery
+
+    def recorded(sock: Any, stall: Any) -> None:
+        waited.append(1)
+        await_delivery(sock, stall)
+
+    monkeypatch.setattr(transport, "_await_delivery", recorded)
+    server = scripted([OK0, OK0, OK0, OK0])
+    store = server.store()
+    for body, waits in (
+        (None, 0),
+        (b"s" * SMALL_REQUEST_BODY, 0),
+        (b"b" * (SMALL_REQUEST_BODY + 1), 1),
+        (b"x" * (2 * SEND_BLOCK), 1),
+    ):
+        waited.clear()
+        store.request("PUT", "/x", headers={"Host": "store"}, body=body).release_conn()
+        assert len(waited) == waits, (body and len(body), waited)
     store.close()
 
 
