@@ -312,6 +312,13 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             upload_many=lambda d, p: [*sdk, "upload", ws, d, p],
         ),
         Contender(
+            "stsb-sdk-50m",
+            "sts-bridge SDK, s5cmd's parts (50 MiB x 5)",
+            True,
+            sts_env,
+            upload=lambda f, k: [*sdk, "upload-50m", ws, f, k],
+        ),
+        Contender(
             "stsb-sdk-direct",
             "sts-bridge SDK, O_DIRECT writes from 64 MiB",
             True,
@@ -876,8 +883,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--contenders",
         default="",
-        help="comma list of contender ids (stsb-sdk,stsb-sdk-direct,stsb-cli,stsb-base,"
-        "boto3,boto3-32t,aws,s5cmd): "
+        help="comma list of contender ids (stsb-sdk,stsb-sdk-50m,stsb-sdk-direct,stsb-cli,"
+        "stsb-base,boto3,boto3-32t,aws,s5cmd): "
         "a shorter run on a busy machine (default: all)",
     )
     p.add_argument("--out", default=str(HERE / "results"), help="results folder")

@@ -3,6 +3,7 @@
     python stsb_sdk.py upload WORKSPACE PATH KEY     (file or directory)
     python stsb_sdk.py download WORKSPACE KEY DEST
     python stsb_sdk.py download-direct WORKSPACE KEY DEST   (O_DIRECT from 64 MiB)
+    python stsb_sdk.py upload-50m WORKSPACE FILE KEY   (s5cmd's parts: 50 MiB, 5 in flight)
 
 and the pieces the CPU profile subtracts from an upload (bench/run.py profile):
 
@@ -64,6 +65,11 @@ def main(argv: list[str]) -> int:
         from sts_bridge import Client
 
         Client.from_env().workspace(workspace).download(argv[2], argv[3])
+    elif cmd == "upload-50m":  # the A/B of the part size and concurrency against s5cmd's
+        from sts_bridge import Client, TransferConfig
+
+        config = TransferConfig(part_size=50 * 1024 * 1024, part_concurrency=5)
+        Client(transfer_config=config).workspace(workspace).upload(argv[2], argv[3])
     elif cmd == "download-direct":  # the A/B of TransferConfig.direct_io_min_size
         from sts_bridge import Client, TransferConfig
 
