@@ -494,6 +494,53 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         by_workspace = dict(zip(batches, done, strict=True))
         return [by_workspace[name][i] for name, i in written]
 
+    async def _cat(
+        self,
+        path: Any,
+        recursive: bool = False,
+        on_error: str = "raise",
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Many objects at once (``fs.cat([...])``): each workspace's GETs on its
+        :class:`~sts_bridge.s3.objects.ObjectIO` threads as one batch, as
+        :meth:`_pipe` does; the answer as fsspec's (``on_error``: ``"raise"``
+        the first error in path order, ``"omit"`` or ``"return"`` it)."""
+        if kwargs:  # versions and the like: s3fs's way, object by object
+            return await super()._cat(
+                path, recursive=recursive, on_error=on_error, batch_size=batch_size, **kwargs
+            )
+        paths = await self._expand_path(path, recursive=recursive)
+        out: list[Any] = [None] * len(paths)
+        batches: dict[str, list[tuple[ObjectIO, str, str]]] = {}
+        places: dict[str, list[int]] = {}
+        for n, p in enumerate(paths):
+            try:
+                _, s3_path, name = self._object(p)
+                objects = batches[name][0][0] if name in batches else self._objects_of(name)
+            except Exception as exc:  # a key refused, a workspace not found: that path's answer
+                out[n] = exc
+                continue
+            batches.setdefault(name, []).append((objects, s3_path.partition("/")[2], p))
+            places.setdefault(name, []).append(n)
+        done = await asyncio.gather(
+            *(batch[0][0].run_each(_read, batch, limit=batch_size) for batch in batches.values())
+        )
+        for name, results in zip(batches, done, strict=True):
+            for n, result in zip(places[name], results, strict=True):
+                out[n] = result
+        if on_error == "raise":
+            failed = next((r for r in out if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+        if len(paths) > 1 or isinstance(path, list) or paths[0] != self._strip_protocol(path):
+            return {
+                p: r
+                for p, r in zip(paths, out, strict=True)
+                if on_error != "omit" or not isinstance(r, Exception)
+            }
+        return out[0]
+
     touch = sync_wrapper(_touch)
 
     async def _put_file(
@@ -863,6 +910,12 @@ def _stored(objects: ObjectIO, full_key: str, body: bytes, path: str) -> dict[st
     """One PUT of a batch (:meth:`WorkspaceFileSystem._pipe`), its errors as ``_pipe_file``'s."""
     with _as_os_errors(path):
         return {"ETag": objects.put(full_key, body)}
+
+
+def _read(objects: ObjectIO, full_key: str, path: str) -> bytes:
+    """One GET of a batch (:meth:`WorkspaceFileSystem._cat`), its errors as ``_cat_file``'s."""
+    with _as_os_errors(path):
+        return objects.get(full_key)
 
 
 def engine_config(source: WorkspaceSource) -> TransferConfig:

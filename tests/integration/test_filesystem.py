@@ -222,10 +222,13 @@ def test_reads_and_writes_of_bytes_take_one_request_each(
     fs.rm(base, recursive=True)
 
 
-def test_a_batch_of_small_writes_goes_through_the_sdks_puts(platform_env: dict[str, str]) -> None:
+def test_batches_of_small_writes_and_reads_go_through_the_sdks_requests(
+    platform_env: dict[str, str],
+) -> None:
     """``fs.pipe({...})`` of small objects: every one stored by the SDK's own PUT
     (its SHA-256 recorded, which s3fs does not), the answers in the order given,
-    and s3fs's cached listing dropped."""
+    and s3fs's cached listing dropped; ``fs.cat([...])`` reads them back in one
+    batch, each answer (or error) under its path."""
     import hashlib
 
     ws = Client.from_env().workspace(SERVICE_WS)
@@ -238,6 +241,17 @@ def test_a_batch_of_small_writes_goes_through_the_sdks_puts(platform_env: dict[s
     assert [a["ETag"] for a in answers] == [hashlib.md5(b).hexdigest() for b in blobs.values()]  # noqa: S324
     assert len(fs.ls(base, detail=False)) == 41
     assert fs.cat(list(blobs)) == {p.removeprefix("workspace://"): b for p, b in blobs.items()}
+    # fs.cat's batch answers as fsspec's: the first error raised, or each in its place
+    some, missing = list(blobs)[:3], f"{base}/missing"
+    asked = [*some, missing]
+    stripped = [p.removeprefix("workspace://") for p in asked]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        fs.cat(asked)
+    got = fs.cat(asked, on_error="return")
+    assert list(got) == sorted(stripped) and isinstance(got[stripped[-1]], FileNotFoundError)
+    assert [got[p] for p in stripped[:3]] == [blobs[p] for p in some]
+    assert fs.cat(asked, on_error="omit") == {p: blobs[a] for p, a in zip(stripped, some)}
+    assert fs.cat(some[1]) == blobs[some[1]]
     client = ws.s3_client()
     for path, data in list(blobs.items())[::13]:
         key = ws.prefix + path.removeprefix(f"workspace://{SERVICE_WS}/")
