@@ -250,7 +250,9 @@ def test_batches_of_small_writes_and_reads_go_through_the_sdks_requests(
     got = fs.cat(asked, on_error="return")
     assert list(got) == sorted(stripped) and isinstance(got[stripped[-1]], FileNotFoundError)
     assert [got[p] for p in stripped[:3]] == [blobs[p] for p in some]
-    assert fs.cat(asked, on_error="omit") == {p: blobs[a] for p, a in zip(stripped, some)}
+    assert fs.cat(asked, on_error="omit") == {
+        p: blobs[a] for p, a in zip(stripped[:3], some, strict=True)
+    }
     assert fs.cat(some[1]) == blobs[some[1]]
     client = ws.s3_client()
     for path, data in list(blobs.items())[::13]:
