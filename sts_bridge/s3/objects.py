@@ -141,7 +141,7 @@ class ObjectIO:
     ) -> list[_T | Exception]:
         """``fn(*item)`` for every item on this object's threads, awaited from a coroutine.
 
-        At most ``limit`` (default and most: :attr:`concurrency`) threads
+        At most ``limit`` (``None`` or below 1: :attr:`concurrency`, also the most) threads
         work through the items, each taking the next one when it is done, so
         a batch costs one hand-off between the event loop and a thread per
         thread, not per item: with one per item (a future, a wake-up of the
@@ -154,7 +154,9 @@ class ObjectIO:
         """
         if not items:
             return []
-        workers = min(self.concurrency, limit or self.concurrency, len(items))
+        # fsspec's batch_size: None or -1 (or 0) puts no limit of its own
+        most = limit if limit is not None and limit > 0 else self.concurrency
+        workers = min(self.concurrency, most, len(items))
         results: list[Any] = [None] * len(items)
         taking = threading.Lock()
         stop = threading.Event()

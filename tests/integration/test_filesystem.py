@@ -254,6 +254,11 @@ def test_batches_of_small_writes_and_reads_go_through_the_sdks_requests(
         p: blobs[a] for p, a in zip(stripped[:3], some, strict=True)
     }
     assert fs.cat(some[1]) == blobs[some[1]]
+    # fsspec's batch_size=-1 (no limit of its own) writes every object too
+    again = {f"{base}/again-{i}": bytes([i]) * 7 for i in range(5)}
+    assert len(fs.pipe(again, batch_size=-1)) == 5 and fs.cat(list(again)) == {
+        p.removeprefix("workspace://"): b for p, b in again.items()
+    }
     client = ws.s3_client()
     for path, data in list(blobs.items())[::13]:
         key = ws.prefix + path.removeprefix(f"workspace://{SERVICE_WS}/")

@@ -106,6 +106,9 @@ def test_a_batch_runs_every_item_once_in_order_with_one_hand_off_per_thread() ->
             2 * i for i in range(9)
         ]
         assert pool.jobs == 7
+        for unlimited in (-1, 0):  # fsspec's batch_size=-1: no limit of its own
+            assert asyncio.run(objects.run_each(double, [(3,)] * 6, limit=unlimited)) == [6] * 6
+        assert pool.jobs == 15
         assert asyncio.run(objects.run_each(double, [])) == []
     finally:
         objects.close()
