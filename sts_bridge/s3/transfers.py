@@ -70,10 +70,8 @@ from sts_bridge.errors import (
 )
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.digests import choose_part_size
-from sts_bridge.s3.download import DownloadEngine
 from sts_bridge.s3.errors import botocore_error_values, map_botocore_error
 from sts_bridge.s3.keys import folder_prefix, relative_key, workspace_key, workspace_prefix
-from sts_bridge.s3.signed_http import credentials_refused, strip_etag
 from sts_bridge.s3.signer import MAX_EXPIRES, Signer, StorePlace
 from sts_bridge.s3.transfer_types import (
     ObjectInfo,
@@ -84,18 +82,34 @@ from sts_bridge.s3.transfer_types import (
     UploadResult,
 )
 from sts_bridge.s3.transport import ConnectionPools
-from sts_bridge.s3.upload import (
-    UploadEngine,
-    UploadSpec,
-    check_patterns,
-    composite_checksum,
-    guess_content_type,
-    matches_filters,
-    skip_reason,
-)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
+
+    from sts_bridge.s3.upload import (
+        UploadEngine,
+        UploadSpec,
+        composite_checksum,
+        matches_filters,
+    )
+
+# The upload and download engines (and the signed HTTP client under them) are
+# imported by the methods that run them: a presign, a download or the import
+# of this module for its types does not pay for the other direction's code
+# (issue 19: every CLI command pays its imports). Names re-exported from
+# sts_bridge.s3.upload are looked up on first access (PEP 562).
+_FROM_UPLOAD = ("composite_checksum", "matches_filters")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_UPLOAD:
+        from sts_bridge.s3 import upload
+
+        value = getattr(upload, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ObjectInfo",
@@ -400,6 +414,8 @@ class TransferEngine:
         ``on_skip`` (or refused, without it), like what is not a regular file
         in a directory (see :meth:`upload_directory`). Carry the plan out with
         :meth:`upload_planned`."""
+        from sts_bridge.s3.upload import check_patterns
+
         meta = checked_headers(content_type, metadata)
         check_patterns(include, exclude)
         specs: builtins.list[UploadSpec] = []
@@ -445,6 +461,8 @@ class TransferEngine:
             engine.close()
 
     def _upload_engine(self, resumable: bool) -> UploadEngine:
+        from sts_bridge.s3.upload import UploadEngine
+
         return UploadEngine(
             self.target,
             self.config,
@@ -465,6 +483,13 @@ class TransferEngine:
         on_skip: SkipCallback | None = None,
     ) -> builtins.list[UploadSpec]:
         """Every object to write, keys checked, before any request."""
+        from sts_bridge.s3.upload import (
+            UploadSpec,
+            check_patterns,
+            guess_content_type,
+            matches_filters,
+            skip_reason,
+        )
 
         def skipped(where: Path, reason: str) -> None:
             if on_skip is None:
@@ -631,7 +656,12 @@ class TransferEngine:
         such object, :class:`TransferError` when the destination is a
         directory (before any request) or the transfer failed.
         """
-        from sts_bridge.s3.download import clean_stale_parts, fd_writer, resolve_target
+        from sts_bridge.s3.download import (
+            DownloadEngine,
+            clean_stale_parts,
+            fd_writer,
+            resolve_target,
+        )
 
         full = workspace_key(self.target.prefix, key)
         target, streamed = resolve_target(key, dest)
@@ -665,6 +695,8 @@ class TransferEngine:
         bytes pass, so a failed check raises after the bytes were written.
         Returns the size. Raises :class:`ObjectNotFoundError`, :class:`TransferError`.
         """
+        from sts_bridge.s3.download import DownloadEngine
+
         full = workspace_key(self.target.prefix, key)
         engine = DownloadEngine(self.target, self.config, pools=self.connections)
         try:
@@ -686,6 +718,8 @@ class TransferEngine:
         With ``recursive=False`` only one level is listed and sub-folders
         come as ``ObjectInfo(is_prefix=True)``.
         """
+        from sts_bridge.s3.signed_http import strip_etag
+
         full_prefix = workspace_prefix(self.target.prefix, prefix)
         kwargs: dict[str, Any] = {
             "Bucket": self.target.bucket,
@@ -719,7 +753,10 @@ class TransferEngine:
     def _s3_call(self, operation: Callable[[Any], _T], client: Any = None) -> tuple[_T, Any]:
         """``(operation(client), client)``; once more with new credentials (and
         the new client) when the store refuses the current ones (see
-        :func:`credentials_refused`). ``client`` defaults to ``s3_client()``."""
+        :func:`~sts_bridge.s3.signed_http.credentials_refused`). ``client``
+        defaults to ``s3_client()``."""
+        from sts_bridge.s3.signed_http import credentials_refused
+
         client = client if client is not None else self.target.s3_client()
         try:
             return operation(client), client
