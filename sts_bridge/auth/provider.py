@@ -1,6 +1,7 @@
 """Shared base of the flows that talk to an OpenID provider.
 
-authlib and requests (:mod:`sts_bridge.auth.oauth`) are imported by
+authlib and requests (:mod:`sts_bridge.auth.oauth`) and discovery
+(:mod:`sts_bridge.auth.discovery`) are imported by
 :attr:`ProviderCredentials.oauth`, i.e. when the provider is first
 contacted: building credentials that find a valid token in the cache costs
 no heavy import.
@@ -12,11 +13,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sts_bridge.auth.base import DEFAULT_LEEWAY, TokenCredentials
-from sts_bridge.auth.discovery import ProviderMetadata
 from sts_bridge.clock import Clock
 
 if TYPE_CHECKING:
     from sts_bridge.auth.cache import TokenCache
+    from sts_bridge.auth.discovery import ProviderMetadata
     from sts_bridge.auth.oauth import OAuthClient
 
 __all__ = ["ProviderCredentials"]
@@ -61,9 +62,11 @@ class ProviderCredentials(TokenCredentials):
 
     @property
     def issuer(self) -> str:
-        if isinstance(self._issuer, ProviderMetadata):
-            return self._issuer.issuer
-        return self._issuer.rstrip("/")
+        # A str test, not isinstance(ProviderMetadata): a warm command that
+        # finds its token in the cache does not import discovery (issue 19).
+        if isinstance(self._issuer, str):
+            return self._issuer.rstrip("/")
+        return self._issuer.issuer
 
     @property
     def metadata(self) -> ProviderMetadata:
@@ -77,9 +80,9 @@ class ProviderCredentials(TokenCredentials):
             from sts_bridge.auth.oauth import OAuthClient
 
             metadata = (
-                self._issuer
-                if isinstance(self._issuer, ProviderMetadata)
-                else discover(self._issuer, verify=self.verify, timeout=self.timeout)
+                discover(self._issuer, verify=self.verify, timeout=self.timeout)
+                if isinstance(self._issuer, str)
+                else self._issuer
             )
             self._oauth = OAuthClient(
                 metadata,

@@ -79,3 +79,31 @@ def test_the_deferred_names_are_still_there() -> None:
     assert transfers.matches_filters is upload.matches_filters
     for name in transfers.__all__:
         assert getattr(transfers, name) is not None
+
+
+_WARM_TOKEN = """
+import json, sys
+
+from sts_bridge.auth import client_credentials, factory, refresh
+
+creds = client_credentials.ClientCredentials("https://idp.example/", "cli", "secret")
+assert creds.issuer == "https://idp.example", creds.issuer
+print(json.dumps(sorted(m for m in sys.argv[1:] if m in sys.modules)))
+"""
+
+
+def test_token_credentials_import_discovery_only_to_contact_the_provider() -> None:
+    # A warm command finds its token in the cache: building the credentials and
+    # naming the issuer never fetch (nor import) the discovery document's code.
+    watched = ("sts_bridge.auth.discovery", "sts_bridge.auth.oauth", "requests", "authlib")
+    assert _imported(_WARM_TOKEN, *watched) == []
+
+
+def test_provider_credentials_given_discovered_metadata_use_it() -> None:
+    from sts_bridge.auth.client_credentials import ClientCredentials
+    from sts_bridge.auth.discovery import ProviderMetadata
+
+    metadata = ProviderMetadata(issuer="https://idp.example", token_endpoint="https://idp/t")
+    creds = ClientCredentials(metadata, "cli", "secret")
+    assert creds.issuer == "https://idp.example"
+    assert creds.oauth.metadata is metadata  # no discovery request: there is no such host
