@@ -7,7 +7,9 @@ of ``--mib`` MiB each at once, interleaved: ``asyncio.gather`` of
 ``AsyncWorkspace.upload`` (bytes), then a ``ThreadPoolExecutor`` of as many
 threads calling ``Workspace.upload``, the first contender alternating each
 round. Prints MiB/s per round and the median; writes
-``results/aio_throughput.json``.
+``results/aio_throughput.json``. ``--aio-workers 4,8,64`` adds one aio
+contender per size of the executor (``transfer_executor(N)``, as the
+default ``shared_executor`` is built), interleaved with the others.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 from sts_bridge_devstack.platform import LocalPlatform
 
 from sts_bridge import Client
-from sts_bridge.aio import AsyncWorkspace
+from sts_bridge.aio import AsyncWorkspace, transfer_executor
 
 HERE = Path(__file__).resolve().parent
 MiB = 1 << 20
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uploads", type=int, default=32)
     parser.add_argument("--mib", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--aio-workers", default="", help="comma-separated executor sizes, an aio contender each"
+    )
     args = parser.parse_args(argv)
     body = os.urandom(args.mib * MiB)
     total_mib = args.uploads * args.mib
@@ -56,13 +61,20 @@ def main(argv: list[str] | None = None) -> int:
                 with ThreadPoolExecutor(args.uploads) as pool:
                     list(pool.map(lambda i: ws.upload(body, f"{base}{i}"), range(args.uploads)))
 
-            async def gathered(base: str) -> None:
-                await asyncio.gather(*(aws.upload(body, f"{base}{i}") for i in range(args.uploads)))
+            async def gathered(base: str, target: AsyncWorkspace = aws) -> None:
+                await asyncio.gather(
+                    *(target.upload(body, f"{base}{i}") for i in range(args.uploads))
+                )
 
             contenders: dict[str, Any] = {
                 "aio": lambda base: asyncio.run(gathered(base)),
                 "threads": threads,
             }
+            for size in (int(n) for n in args.aio_workers.split(",") if n):
+                sized = AsyncWorkspace(ws, executor=transfer_executor(size))
+                contenders[f"aio-{size}"] = lambda base, sized=sized: asyncio.run(
+                    gathered(base, sized)
+                )
             rates: dict[str, list[float]] = {name: [] for name in contenders}
             order = list(contenders)
             for round_number in range(args.rounds + 1):  # the first round warms up

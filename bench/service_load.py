@@ -29,7 +29,8 @@ a freshly started service warmed by one request per user::
     .venv/bin/python bench/service_load.py --lag-only --rounds 5 --baseline /tmp/base
 
 (``--baseline-env NAME=VALUE``: the baseline is this checkout with another
-setting; ``--perf``: where the loop thread waited, from the scheduler's
+setting; ``--variant NAME:K=V,K=V`` (repeatable): named settings of this
+checkout instead, interleaved; ``--perf``: where the loop thread waited, from the scheduler's
 events, see ``_sched_trace.py``.)
 
 writes ``bench/results/service_lag.json`` and prints, per variant, the largest
@@ -264,6 +265,12 @@ def lag_rounds(
         variants = {"baseline": Path(args.baseline) if args.baseline else None, "this": None}
     # the service's environment per variant: --baseline-env only in the baseline's
     extra = {"baseline": dict(kv.split("=", 1) for kv in args.baseline_env), "this": {}}
+    if args.variant:  # named settings of this checkout instead (a sweep, e.g. of RESULTS_THREADS)
+        variants, extra = {}, {}
+        for spec in args.variant:
+            name, _, settings = spec.partition(":")
+            variants[name] = None
+            extra[name] = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     order = list(variants)
     for number in range(args.rounds):
@@ -272,9 +279,7 @@ def lag_rounds(
                 platform,
                 workdir,
                 tree=variants[name],
-                RESULTS_LAG_PROBE="1",
-                RESULTS_THREADS=args.threads,
-                **extra[name],
+                **{"RESULTS_LAG_PROBE": "1", "RESULTS_THREADS": args.threads, **extra[name]},
             ) as service:
                 for token in tokens.values():  # each user's exchange and STS call, before
                     service.call("POST", "/results", token, data=b"warm")
@@ -310,10 +315,24 @@ def lag_rounds(
                     result["loop_off_cpu"] = _sched_trace.by_kind(waits)
                     result["loop_longest_waits"] = waits[:5]
             result["loadavg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            empty_store(platform)
             rounds[name].append(result)
             print(f"round {number} {name}: {result}", file=sys.stderr)
         order.reverse()
     return rounds
+
+
+def empty_store(platform: LocalPlatform) -> None:
+    """Every object deleted and radosgw's garbage collected: a round stores
+    ``--uploads`` x ``--upload-mib`` in memstore's RAM (4 GiB), and a full
+    memstore stalls the next round's uploads."""
+    admin = platform.s3.client("s3")  # the platform's admin keys
+    for bucket in admin.list_buckets()["Buckets"]:
+        for page in admin.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                admin.delete_objects(Bucket=bucket["Name"], Delete={"Objects": keys})
+    platform.s3.gc()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,6 +355,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="with --lag-only: the baseline is this checkout (or --baseline) with this "
         "setting of the service (e.g. RESULTS_TRANSFER_NICE=0); repeatable",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:K=V[,K=V]",
+        help="with --lag-only: instead of this/baseline, these named settings of this "
+        "checkout's service, interleaved (e.g. t8:RESULTS_THREADS=8,RESULTS_TRANSFER_NICE=0); "
+        "repeatable",
     )
     parser.add_argument("--py-spy", default="", help="with --lag-only: py-spy's path (profiles)")
     parser.add_argument(
