@@ -56,11 +56,12 @@ __all__ = [
 T = TypeVar("T")
 
 #: Worker threads of the executor shared by every async object that is given none:
-#: 4 per CPU, at most 32 (as the reference service's ``RESULTS_THREADS``). More
-#: runnable transfer threads keep the event loop waiting for a core: 50 uploads
-#: of 8 MiB through the reference service on 2 cores held its loop up 66-227 ms
-#: with 64 threads, 53-100 ms with 8, while 32 concurrent uploads moved as many
-#: bytes per second as 32 threads of the sync SDK (docs/services.md).
+#: 4 per CPU, at most 32 (the reference service takes 2 per CPU, trading some
+#: upload latency for a shorter lag, docs/services.md). More runnable transfer
+#: threads keep the event loop waiting for a core: 50 uploads of 8 MiB through
+#: the reference service on 2 cores held its loop up 66-227 ms with 64 threads,
+#: 53-100 ms with 8, while 32 concurrent uploads moved as many bytes per second
+#: as 32 threads of the sync SDK (docs/services.md).
 DEFAULT_MAX_THREADS = min(32, 4 * (os.cpu_count() or 1))
 
 _shared: cf.ThreadPoolExecutor | None = None
