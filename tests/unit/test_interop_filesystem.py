@@ -210,6 +210,36 @@ def test_short_credentials_are_refreshed_before_they_expire(
     assert len(served) > 3 * source.calls  # once per lifetime, not per call
 
 
+def _read_closing_when_held(
+    fs: WorkspaceFileSystem,
+    held: threading.Event,
+    release: threading.Event,
+    after_close: Callable[[], object],
+) -> list[BaseException | None]:
+    """A ``cat_file`` on another thread; once it is ``held`` (by the test's hook),
+    ``close_connections()`` and ``after_close()`` here, then ``release`` it.
+    Returns what the read ended in (``None``: it returned)."""
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            fs.cat_file("workspace://unit-fs-ws/results/x.bin")
+            outcome.append(None)
+        except BaseException as exc:  # the test reports which one
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        held.wait()
+        fs.close_connections()
+        after_close()
+    finally:
+        release.set()
+        reader.join()
+    return outcome
+
+
 def test_closing_connections_while_a_call_is_between_its_steps(
     registered: CountingSource, s3_endpoint: tuple[str, list[str]]
 ) -> None:
@@ -228,23 +258,7 @@ def test_closing_connections_while_a_call_is_between_its_steps(
         return store
 
     fs._store = held_after_lookup  # type: ignore[method-assign]
-    outcome: list[BaseException | None] = []
-
-    def read() -> None:
-        try:
-            fs.cat_file("workspace://unit-fs-ws/results/x.bin")
-            outcome.append(None)
-        except BaseException as exc:  # the test reports which one
-            outcome.append(exc)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        looked_up.wait()
-        fs.close_connections()
-    finally:
-        closed.set()
-        reader.join()
+    outcome = _read_closing_when_held(fs, looked_up, closed, lambda: None)
     assert len(outcome) == 1 and isinstance(outcome[0], FileNotFoundError), outcome
     assert any("/bkt/team/results/x.bin" in hit for hit in hits)
 
@@ -270,24 +284,9 @@ def test_a_call_holding_closed_object_connections_completes_on_fresh_ones(
         return objects
 
     fs._objects_of = held_after_taking  # type: ignore[method-assign]
-    outcome: list[BaseException | None] = []
-
-    def read() -> None:
-        try:
-            fs.cat_file("workspace://unit-fs-ws/results/x.bin")
-            outcome.append(None)
-        except BaseException as exc:  # the test reports which one
-            outcome.append(exc)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        taken.wait()
-        fs.close_connections()
-        hits_at_close = len(hits)
-    finally:
-        closed.set()
-        reader.join()
+    at_close: list[int] = []
+    outcome = _read_closing_when_held(fs, taken, closed, lambda: at_close.append(len(hits)))
+    hits_at_close = at_close[0]
     assert len(outcome) == 1 and isinstance(outcome[0], FileNotFoundError), outcome
     assert any("/bkt/team/results/x.bin" in hit for hit in hits[hits_at_close:])
 

@@ -5,25 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from fake_targets import NoRequestTarget
 
 from sts_bridge.errors import InvalidArgumentError
 from sts_bridge.s3.config import DEFAULT_STALL_TIMEOUT, TransferConfig
 from sts_bridge.s3.download import DownloadEngine
 from sts_bridge.s3.upload import UploadEngine
-
-
-class Target:
-    bucket, prefix, endpoint_url, region, addressing_style, verify = (
-        "b",
-        "p/",
-        "http://127.0.0.1:9",
-        "us-east-1",
-        "path",
-        True,
-    )
-
-    def credentials(self) -> None:
-        raise AssertionError("no request is made")
 
 
 def test_the_config_is_frozen() -> None:
@@ -73,7 +60,7 @@ def test_each_engine_takes_its_own_knobs() -> None:
         direct_io_min_size=None,
         stall_timeout=4,
     )
-    up = UploadEngine(Target(), config, resumable=False)  # type: ignore[arg-type]
+    up = UploadEngine(NoRequestTarget(), config, resumable=False)  # type: ignore[arg-type]
     assert (up.part_size, up.threshold, up.concurrency, up.small_concurrency) == (
         6 << 20,
         7 << 20,
@@ -81,7 +68,7 @@ def test_each_engine_takes_its_own_knobs() -> None:
         3,
     )
     assert up.resumable is False and up.stall == 4
-    down = DownloadEngine(Target(), config)  # type: ignore[arg-type]
+    down = DownloadEngine(NoRequestTarget(), config)  # type: ignore[arg-type]
     assert (down.part_size, down.concurrency, down.small_concurrency) == (9 << 20, 5, 3)
     assert down.direct_io_min_size is None and down.stall == 4
     assert not hasattr(down, "threshold") and not hasattr(down, "resumable")

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from fake_targets import NoRequestTarget
 
 from sts_bridge.s3.objects import ObjectIO, empty_range, needs_size, range_header
 
@@ -52,20 +53,6 @@ def test_empty_range(start: int | None, end: int | None, empty: bool) -> None:
     assert empty_range(start, end) is empty
 
 
-class _Target:
-    bucket, prefix, endpoint_url, region, addressing_style, verify = (
-        "b",
-        "p/",
-        "http://127.0.0.1:9",
-        "us-east-1",
-        "path",
-        True,
-    )
-
-    def credentials(self) -> None:
-        raise AssertionError("no request is made")
-
-
 class _CountingPool:
     """The object's thread pool, counting the jobs handed to it."""
 
@@ -78,7 +65,7 @@ class _CountingPool:
 
 
 def _objects(concurrency: int) -> tuple[ObjectIO, _CountingPool]:
-    objects = ObjectIO(_Target(), concurrency=concurrency)  # type: ignore[arg-type]
+    objects = ObjectIO(NoRequestTarget(), concurrency=concurrency)  # type: ignore[arg-type]
     counting = _CountingPool(objects._threads())
     objects._threads = lambda: counting  # type: ignore[assignment,method-assign,return-value]
     return objects, counting
