@@ -230,6 +230,65 @@ def _defer_http2_init() -> None:
     sys.modules["urllib3.http2"] = module
 
 
+# ----------------------------------------------------------------- answer heads
+@functools.cache
+def _plain_head() -> Any:
+    """A head of plain ``name: value`` lines (RFC 9110 token names, values without
+    CR or LF, CRLF line ends) up to its blank line: the whole head of every S3
+    answer. Anything else (folded lines, bare LF, a line that is no header)
+    goes to ``http.client``'s own parser."""
+    import re
+
+    return re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n)*\r\n\Z")
+
+
+def _parse_headers(fp: Any, _class: Any = None) -> Any:
+    """``http.client.parse_headers``, without the ``email`` package for a plain head.
+
+    ``http.client`` hands the head's lines to ``email``'s feed parser, about
+    a fifth of the client CPU of a small PUT. A plain head (:func:`_plain_head`)
+    is split here into the same message: each line stored raw as
+    ``email``'s compat32 policy stores it (the name before the first colon,
+    the value without its leading blanks and its CRLF); any other head, or
+    another message class, is given to ``http.client`` as read. The line
+    length and count limits are ``http.client``'s (its ``_read_headers``).
+    """
+    import http.client
+
+    if _class is not None and _class is not http.client.HTTPMessage:
+        return http.client.parse_headers(fp, _class)
+    lines = http.client._read_headers(fp)  # type: ignore[attr-defined]
+    head = b"".join(lines)
+    if _plain_head().match(head) is None:
+        import email.parser
+
+        return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(
+            head.decode("iso-8859-1")
+        )
+    message = http.client.HTTPMessage()
+    for line in lines[:-1]:
+        name, _, value = line.decode("iso-8859-1").partition(":")
+        message.set_raw(name, value[:-2].lstrip(" \t"))
+    message.set_payload("")  # as the feed parser leaves it: an empty body
+    return message
+
+
+def _with_header_parser(begin: Callable[..., None], parse: Callable[..., Any]) -> Any:
+    """``http.client.HTTPResponse.begin`` (status line, framing, keep-alive: the
+    standard library's own code) calling ``parse`` for the head's lines; the
+    original when it does not call ``parse_headers`` by that name."""
+    import http.client
+    import types
+
+    if "parse_headers" not in begin.__code__.co_names:
+        return begin
+    names = dict(vars(http.client))
+    names["parse_headers"] = parse
+    return types.FunctionType(
+        begin.__code__, names, begin.__name__, begin.__defaults__, begin.__closure__
+    )
+
+
 # ----------------------------------------------------------------- connections
 class _ExpectContinue:
     """``Expect: 100-continue`` for urllib3 connections (botocore's ``AWSConnection``).
@@ -255,11 +314,9 @@ class _ExpectContinue:
     def request(
         self, method: str, url: str, body: Any = None, headers: Any = None, **kw: Any
     ) -> None:
-        import http.client
-
         self.body_skipped = False
         self.raw_response = None
-        self.response_class = functools.partial(self._kept, http.client.HTTPResponse)
+        self.response_class = functools.partial(self._kept, _pool_classes()["answer"])
         self._expect = bool(headers) and headers.get("Expect") == "100-continue"
         file_body = body if isinstance(body, FileRange) else None
         one_block = isinstance(body, (bytes, bytearray, memoryview)) and len(body) <= SEND_BLOCK
@@ -510,7 +567,12 @@ def _pool_classes() -> dict[str, Any]:
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-    class EarlyAnswer(http.client.HTTPResponse):
+    class StoreAnswer(http.client.HTTPResponse):
+        """``http.client``'s answer, its head parsed by :func:`_parse_headers`."""
+
+        begin = _with_header_parser(http.client.HTTPResponse.begin, _parse_headers)
+
+    class EarlyAnswer(StoreAnswer):
         """An answer whose status line was read while waiting for ``100 Continue``."""
 
         def __init__(self, sock: Any, *, status: tuple[str, int, str], **kwargs: Any) -> None:
@@ -535,7 +597,12 @@ def _pool_classes() -> dict[str, Any]:
     class StoreHTTPSPool(_CleanReturn, HTTPSConnectionPool):
         ConnectionCls = StoreHTTPSConnection
 
-    return {"http": StoreHTTPPool, "https": StoreHTTPSPool, "early answer": EarlyAnswer}
+    return {
+        "http": StoreHTTPPool,
+        "https": StoreHTTPSPool,
+        "answer": StoreAnswer,
+        "early answer": EarlyAnswer,
+    }
 
 
 # ----------------------------------------------------------------- answers
@@ -573,6 +640,12 @@ class Answer:
             return self._data
         resp = self._live()
         announced = resp.length_remaining
+        if announced == 0 and self._raw is not None:
+            # An empty body (a PUT's or HEAD's answer): http.client ends the
+            # answer at once; urllib3's read layers would find nothing more.
+            self._end_empty(resp)
+            self._data = b""
+            return self._data
         if limit is not None and announced is not None and announced > limit:
             raise ProtocolError(f"the answer announces {announced} bytes, more than {limit}")
         import time
@@ -628,11 +701,19 @@ class Answer:
         if resp is None:
             return
         if not _ended(resp) and resp.length_remaining == 0 and not self._body_skipped:
-            with contextlib.suppress(Exception):  # then it is closed below
-                resp.read()  # an empty body (HEAD, 204, Content-Length: 0): ends the answer
+            self._end_empty(resp)  # an empty body (HEAD, 204, Content-Length: 0)
         if not _ended(resp):
             resp.close()  # closes the connection too; the pool opens a new one
         resp.release_conn()
+
+    def _end_empty(self, resp: Any) -> None:
+        """End an answer whose body is announced empty, keeping its connection
+        usable; on any failure it stays unended, so it is closed, not reused."""
+        with contextlib.suppress(Exception):
+            if self._raw is not None:
+                self._raw.read()  # reads nothing: http.client ends the answer
+            else:
+                resp.read()
 
     def close(self) -> None:
         """Drop the connection (a body left unread cannot be skipped cheaply)."""
