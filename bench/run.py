@@ -30,6 +30,7 @@ import datetime as dt
 import importlib.util
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -343,6 +344,37 @@ def sts_contenders(t: Target, base: dict[str, str]) -> list[Contender]:
             presign_label="sts-bridge presign --expires-in 10m (cached credentials)",
         ),
     ]
+
+
+KNOB_CONTENDER = re.compile(r"stsb-sdk-([pr])(\d+)x(\d+)")
+
+
+def knob_contender(t: Target, base: dict[str, str], cid: str) -> Contender | None:
+    """``stsb-sdk-p<MiB>x<N>``: the SDK uploading in parts of <MiB> MiB, N in
+    flight; ``stsb-sdk-r<MiB>x<N>``: downloading in ranges of <MiB> MiB, N in
+    flight (the A/B of the transfer knobs; only when named in --contenders)."""
+    m = KNOB_CONTENDER.fullmatch(cid)
+    if m is None or t.mode != "platform":
+        return None
+    kind, mib, flight = m.groups()
+    env = {**base, **t.sts_env}
+    sdk = [PY, str(HERE / "stsb_sdk.py")]
+    ws = t.workspace
+    if kind == "p":
+        return Contender(
+            cid,
+            f"sts-bridge SDK, {mib} MiB parts x {flight}",
+            True,
+            lambda: env,
+            upload=lambda f, k: [*sdk, "upload-knobs", ws, f, k, mib, flight],
+        )
+    return Contender(
+        cid,
+        f"sts-bridge SDK, {mib} MiB ranges x {flight}",
+        True,
+        lambda: env,
+        download=lambda k, f: [*sdk, "download-knobs", ws, k, f, mib, flight],
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -1011,6 +1043,10 @@ def main(argv: list[str] | None = None) -> int:
             picked = {x.strip() for x in a.contenders.split(",") if x.strip()}
             if picked:
                 cs = [c for c in cs if c.id in picked]
+                for cid in sorted(picked):
+                    knob = knob_contender(t, _base_env(tmp), cid)
+                    if knob is not None:
+                        cs.append(knob)
             base = _base_env(tmp)
             src_of = {
                 "up": "big",

@@ -4,6 +4,8 @@
     python stsb_sdk.py download WORKSPACE KEY DEST
     python stsb_sdk.py download-direct WORKSPACE KEY DEST   (O_DIRECT from 64 MiB)
     python stsb_sdk.py upload-50m WORKSPACE FILE KEY   (s5cmd's parts: 50 MiB, 5 in flight)
+    python stsb_sdk.py upload-knobs WORKSPACE FILE KEY PART_MIB IN_FLIGHT
+    python stsb_sdk.py download-knobs WORKSPACE KEY DEST RANGE_MIB IN_FLIGHT
 
 and the pieces the CPU profile subtracts from an upload (bench/run.py profile):
 
@@ -70,6 +72,18 @@ def main(argv: list[str]) -> int:
 
         config = TransferConfig(part_size=50 * 1024 * 1024, part_concurrency=5)
         Client(transfer_config=config).workspace(workspace).upload(argv[2], argv[3])
+    elif cmd == "upload-knobs":  # the A/B grid of part size x parts in flight
+        from sts_bridge import Client, TransferConfig
+
+        part, flight = int(argv[4]) * 1024 * 1024, int(argv[5])
+        config = TransferConfig(part_size=part, part_concurrency=flight)
+        Client(transfer_config=config).workspace(workspace).upload(argv[2], argv[3])
+    elif cmd == "download-knobs":  # the A/B grid of range size x ranges in flight
+        from sts_bridge import Client, TransferConfig
+
+        size, flight = int(argv[4]) * 1024 * 1024, int(argv[5])
+        config = TransferConfig(range_size=size, range_concurrency=flight)
+        Client(transfer_config=config).workspace(workspace).download(argv[2], argv[3])
     elif cmd == "download-direct":  # the A/B of TransferConfig.direct_io_min_size
         from sts_bridge import Client, TransferConfig
 
