@@ -54,6 +54,11 @@ class TransferConfig:
 
     :param part_size: bytes per part of a multipart upload (at least 5 MiB
         is used; more when the file would need over 10,000 parts).
+        ``None`` (default): chosen per file, 8 MiB growing with the file so
+        that it is cut into at most 32 parts, up to 64 MiB
+        (:func:`~sts_bridge.s3.digests.choose_part_size`); streams, whose
+        size is not known ahead, use 8 MiB. A resumed upload keeps the part
+        size it started with.
     :param multipart_threshold: files this large or larger upload multipart.
     :param part_concurrency: parts of one upload in flight.
     :param file_concurrency: small files uploaded or downloaded at once
@@ -68,11 +73,11 @@ class TransferConfig:
         the config is made).
 
     Raises :class:`~sts_bridge.errors.InvalidArgumentError` for a size or a
-    concurrency below 1, a negative ``direct_io_min_size`` or a stall
-    timeout that is not a positive number.
+    concurrency below 1 (``part_size`` may also be ``None``), a negative
+    ``direct_io_min_size`` or a stall timeout that is not a positive number.
     """
 
-    part_size: int = 8 * MiB
+    part_size: int | None = None
     multipart_threshold: int = 16 * MiB
     part_concurrency: int = 4
     file_concurrency: int = 16
@@ -83,7 +88,7 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         for name in (
-            "part_size",
+            *(() if self.part_size is None else ("part_size",)),
             "multipart_threshold",
             "part_concurrency",
             "file_concurrency",
@@ -92,8 +97,10 @@ class TransferConfig:
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                automatic = " (or None: chosen per file)" if name == "part_size" else ""
                 raise InvalidArgumentError(
-                    f"TransferConfig.{name} must be a whole number of at least 1, not {value!r}",
+                    f"TransferConfig.{name} must be a whole number of at least 1{automatic}, "
+                    f"not {value!r}",
                     hint="give a positive integer (sizes are in bytes)",
                 )
         direct = self.direct_io_min_size

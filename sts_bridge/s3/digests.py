@@ -26,6 +26,9 @@ from sts_bridge.errors import TransferError
 from sts_bridge.s3.config import MiB
 
 __all__ = [
+    "AUTO_MAX_PART_SIZE",
+    "AUTO_PARTS",
+    "DEFAULT_PART_SIZE",
     "MAX_PARTS",
     "MIN_PART_SIZE",
     "choose_part_size",
@@ -43,6 +46,22 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB
 
+# The automatic part size (``TransferConfig.part_size=None``). Each part is a
+# request with its own cost to the client and to the store: on 2 cores that
+# radosgw shares with the client, 1 GiB in 128 parts of 8 MiB takes longer
+# and more client CPU than in 16-64 MiB parts, while 100-300 MB files gain
+# nothing from larger ones (docs/benchmark.md). Parts grow only up to a
+# bound: a part is retried whole, so on a slow link a large part costs more
+# each time it fails.
+#: The part of a small file, and of every stream (its size is not known ahead
+#: and its parts are held in memory while they are sent).
+DEFAULT_PART_SIZE = 8 * MiB
+#: A file is cut into at most this many parts, while they are not larger than
+#: :data:`AUTO_MAX_PART_SIZE`.
+AUTO_PARTS = 32
+#: The largest automatic part, until 10,000 parts need larger ones.
+AUTO_MAX_PART_SIZE = 64 * MiB
+
 FileIdentity = tuple[int, int, int, int, int]
 Digests = list[bytes]
 _BLOCK = 1 * MiB
@@ -54,8 +73,17 @@ def file_identity(st: os.stat_result) -> FileIdentity:
     return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def choose_part_size(size: int, part_size: int) -> int:
-    """The part size for ``size`` bytes: ``part_size`` unless 10,000 parts are not enough."""
+def choose_part_size(size: int, part_size: int | None = None) -> int:
+    """The part size for a ``size``-byte file: ``part_size`` (at least 5 MiB)
+    unless 10,000 parts are not enough.
+
+    ``None`` (the default of ``TransferConfig.part_size``) chooses by size:
+    :data:`DEFAULT_PART_SIZE`, grown in whole MiB so the file is cut into at
+    most :data:`AUTO_PARTS` parts, up to :data:`AUTO_MAX_PART_SIZE`.
+    """
+    if part_size is None:
+        grown = math.ceil(size / AUTO_PARTS / MiB) * MiB
+        part_size = min(max(DEFAULT_PART_SIZE, grown), AUTO_MAX_PART_SIZE)
     part_size = max(part_size, MIN_PART_SIZE)
     if size > part_size * MAX_PARTS:
         part_size = math.ceil(size / MAX_PARTS / MiB) * MiB

@@ -83,6 +83,7 @@ from sts_bridge.errors import (
 )
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.digests import (
+    DEFAULT_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
     choose_part_size,
@@ -536,7 +537,8 @@ class UploadEngine(S3Http):
     def upload_stream(self, spec: UploadSpec, progress: Progress) -> UploadResult:
         assert spec.stream is not None
         stream = spec.stream
-        part_size = max(self.part_size, MIN_PART_SIZE)
+        # a stream's size is not known ahead: the automatic size is the smallest
+        part_size = max(self.part_size or DEFAULT_PART_SIZE, MIN_PART_SIZE)
         first = _read_exact(stream, part_size)
         second = _read_exact(stream, part_size) if len(first) == part_size else b""
         if not second:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import sts_bridge
+from sts_bridge.s3 import digests
 from sts_bridge.s3 import sync as sync_module
 from sts_bridge.s3 import upload as _upload
 from sts_bridge.s3.config import TransferConfig
@@ -415,6 +416,76 @@ def test_multipart_objects_compare_by_composite_cached_per_part_size(
     plan = plan_sync(ws, "upload", src, folder)
     assert [(a.key, a.reason) for a in plan.actions] == [("mp.bin", "changed (content)")]
     assert len(composites) == 2  # ctime moved: the composite is computed again
+
+
+def _file_composite(path: Path, part_size: int) -> str:
+    """:func:`_composite` of a file, read one part at a time."""
+    parts = []
+    with open(path, "rb") as f:
+        while part := f.read(part_size):
+            parts.append(hashlib.sha256(part).digest())
+    return f"{hashlib.sha256(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
+def test_a_large_file_uploads_in_parts_grown_to_its_size_and_syncs_by_them(
+    platform_env: dict[str, str],
+    cli: Any,
+    tmp_path: Path,
+    folder: str,
+    requests_made: Counter[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 257 MiB is more than 32 parts of 8 MiB: the default parts grow to 9 MiB, 29 of them
+    src = tmp_path / "src"
+    src.mkdir()
+    path = src / "large.bin"
+    with open(path, "wb") as f:
+        for _ in range(257):
+            f.write(os.urandom(MiB))
+    hashed: list[int] = []  # the part size of each SHA-256 pass over the file
+    original = digests.file_digests
+
+    def counting(fd: int, size: int, part_size: int) -> list[bytes]:
+        hashed.append(part_size)
+        return original(fd, size, part_size)
+
+    monkeypatch.setattr(digests, "file_digests", counting)
+    monkeypatch.setattr(_upload, "file_digests", counting)
+    status, _, err = cli("upload", str(path), "--to", folder + "large.bin", "--workspace", WS)
+    assert status == 0, err
+    # one pass: the CLI hashed ahead in the parts the engine then sent
+    assert hashed == [9 * MiB]
+    ws = sts_bridge.Client.from_env().workspace(WS)
+    head = ws.s3_client().head_object(Bucket=ws.bucket, Key=ws.prefix + folder + "large.bin")
+    assert head["ETag"].strip('"').endswith("-29")  # the store's own count of parts
+    assert head["Metadata"] == {
+        "sha256-composite": _file_composite(path, 9 * MiB),
+        "sha256-part-size": str(9 * MiB),
+    }
+
+    # sync compares by the composite in the recorded part size: unchanged
+    url = f"workspace://{WS}/{folder}"
+    requests_made.clear()
+    status, out, err = cli("sync", str(src), url)
+    assert status == 0, err
+    assert "uploaded 0 " in out and "unchanged 1" in out
+    assert requests_made["PUT"] == requests_made["POST"] == 0
+
+    # one byte of the 20th part changed, same size and mtime: found by content
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(19 * 9 * MiB + 5)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 1]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    status, out, err = cli("sync", str(src), url, "--dry-run")
+    assert status == 0, err
+    assert out.splitlines() == [f"upload   large.bin  (changed (content), {257 * MiB} bytes)"]
+    status, out, err = cli("sync", str(src), url)
+    assert status == 0 and out.startswith("uploaded 1 "), err
+    head = ws.s3_client().head_object(Bucket=ws.bucket, Key=ws.prefix + folder + "large.bin")
+    assert head["Metadata"]["sha256-composite"] == _file_composite(path, 9 * MiB)
 
 
 def test_multipart_object_with_the_whole_file_sha256_of_older_versions(

@@ -355,6 +355,12 @@ def test_upload_stream_unknown_length(ws: Workspace, admin: Any) -> None:
     assert isinstance(res, UploadResult)
     assert res.parts == 3 and res.size == len(data)
     assert _get(admin, f"{PREFIX}streams/s.bin") == data
+    # a stream's size is not known ahead (and its parts are held in memory):
+    # by default it is cut in 8 MiB parts, whatever its length
+    longer = os.urandom(17 * MiB)
+    res = ws.upload(_Unseekable(longer), "streams/default.bin")
+    assert isinstance(res, UploadResult) and res.parts == 3
+    assert _get(admin, f"{PREFIX}streams/default.bin") == longer
     small = ws.upload(b"tiny", "streams/tiny.txt")
     assert isinstance(small, UploadResult)
     assert small.parts == 0 and _get(admin, f"{PREFIX}streams/tiny.txt") == b"tiny"

@@ -72,3 +72,11 @@ def test_each_engine_takes_its_own_knobs() -> None:
     assert (down.part_size, down.concurrency, down.small_concurrency) == (9 << 20, 5, 3)
     assert down.direct_io_min_size is None and down.stall == 4
     assert not hasattr(down, "threshold") and not hasattr(down, "resumable")
+
+
+def test_the_part_size_is_chosen_per_file_unless_given() -> None:
+    assert TransferConfig().part_size is None
+    auto = UploadEngine(NoRequestTarget(), TransferConfig(), resumable=False)  # type: ignore[arg-type]
+    assert auto.part_size is None  # choose_part_size(size, None) decides per file
+    with pytest.raises(InvalidArgumentError, match="or None"):
+        TransferConfig(part_size=0)

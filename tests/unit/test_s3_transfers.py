@@ -46,6 +46,32 @@ def test_choose_part_size() -> None:
     assert size * MAX_PARTS >= huge and size % MiB == 0
 
 
+@pytest.mark.parametrize(
+    ("size", "part_size"),
+    [
+        (16 * MiB, 8 * MiB),  # the multipart threshold: 2 parts
+        (100 * MiB, 8 * MiB),
+        (300_000_000, 9 * MiB),  # 286.1 MiB: 35.8 parts of 8 MiB, 31.8 of 9
+        (256 * MiB, 8 * MiB),  # 32 parts of 8 MiB: still 8 MiB
+        (256 * MiB + 1, 9 * MiB),
+        (1024 * MiB, 32 * MiB),
+        (2048 * MiB, 64 * MiB),
+        (100 * 1024 * MiB, 64 * MiB),  # 1,600 parts: parts stop growing at 64 MiB
+        (10_000 * 64 * MiB, 64 * MiB),
+        (640 * 1024 * MiB, 66 * MiB),  # 10,000 parts need 65.5 MiB each, in whole MiB
+    ],
+)
+def test_the_automatic_part_size_grows_with_the_file(size: int, part_size: int) -> None:
+    assert choose_part_size(size) == part_size
+    assert choose_part_size(size, None) == part_size
+
+
+def test_an_explicit_part_size_wins_over_the_automatic_one() -> None:
+    assert choose_part_size(1024 * MiB, 8 * MiB) == 8 * MiB
+    assert choose_part_size(100 * MiB, 50 * MiB) == 50 * MiB
+    assert choose_part_size(1024 * MiB, 5 * MiB) == 5 * MiB
+
+
 def test_composite_checksum() -> None:
     import hashlib
 
