@@ -322,10 +322,11 @@ class TransferEngine:
           be unknown (multipart once it exceeds one part).
 
         A directory goes through :meth:`upload_directory`. Large files go
-        multipart (``config.part_size`` parts, ``config.part_concurrency``
-        at a time) and resume after an interruption (see
-        :mod:`sts_bridge.s3.upload`). ``progress(done, total)`` reports
-        bytes. Raises :class:`InvalidKeyError` (before any request),
+        multipart (parts of ``config.part_size``, by default chosen by
+        :func:`choose_part_size`; ``config.part_concurrency`` at a time)
+        and resume after an interruption (see :mod:`sts_bridge.s3.upload`).
+        ``progress(done, total)`` reports bytes. Raises
+        :class:`InvalidKeyError` (before any request),
         :class:`InvalidArgumentError` for bad metadata or content type,
         :class:`TransferError` (nothing left behind; also, before any
         request, for a directory or a path that is not a file),
