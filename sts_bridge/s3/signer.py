@@ -152,6 +152,7 @@ class Signer:
         self._access_key = credentials.access_key
         self._secret = credentials.secret_key
         self._token = credentials.token
+        self._signed_token = " ".join(self._token.split()) if self._token is not None else ""
         netloc = parts.netloc
         endpoint_path = parts.path.rstrip("/")
         if addressing_style == "virtual":
@@ -298,11 +299,13 @@ class Signer:
         date = timestamp[:8]
         scope = self._scope(date)
         out: dict[str, str] = dict(headers or {})
-        out["x-amz-date"] = timestamp
-        out["x-amz-content-sha256"] = payload_sha256
-        if self._token is not None:
-            out["x-amz-security-token"] = self._token
         signed = {k.lower(): " ".join(str(v).split()) for k, v in out.items()}
+        out["x-amz-date"] = signed["x-amz-date"] = timestamp
+        out["x-amz-content-sha256"] = signed["x-amz-content-sha256"] = payload_sha256
+        if self._token is not None:
+            # signed as sent: a session token has no blanks to squeeze
+            out["x-amz-security-token"] = self._token
+            signed["x-amz-security-token"] = self._signed_token
         signed["host"] = self.host
         names = sorted(signed)
         canonical_headers = "".join(f"{n}:{signed[n]}\n" for n in names)

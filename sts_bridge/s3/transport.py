@@ -753,7 +753,7 @@ class StoreConnection:
             "maxsize": maxsize,
             "block": False,
             "timeout": urllib3.Timeout(connect=stall_timeout, read=stall_timeout),
-            "retries": urllib3.Retry(False),
+            "retries": urllib3.Retry(False, redirect=False),
         }
         if parts.scheme == "https":
             if verify is False:
@@ -815,7 +815,7 @@ class StoreConnection:
                 self._target_prefix + target,
                 body=blocks,
                 headers=out,
-                retries=False,
+                retries=None,  # the pool's Retry(False): not a new one per request
                 redirect=False,
                 assert_same_host=False,
                 preload_content=False,

@@ -254,6 +254,21 @@ def test_shared_pools_keep_what_transfers_in_flight_together_give_back(
     pools.close()
 
 
+@pytest.mark.parametrize("status", ["503 Slow Down", "301 Moved Permanently", "307 Temporary"])
+def test_urllib3_neither_retries_nor_follows_redirects(scripted: Any, status: str) -> None:
+    """The engine's RetryPolicy is the one policy: a 503 with Retry-After (which
+    urllib3's default would retry) or a redirect is the answer of one request."""
+    headers = ["Location: http://127.0.0.1:9/elsewhere", "Retry-After: 0", "Content-Length: 0"]
+    server = scripted([(_answer(status, headers), False)] * 2 + [OK0])
+    store = server.store()
+    for _ in range(2):  # the pool's own Retry, on a new connection and a reused one
+        resp = store.request("PUT", "/x", headers={"Host": "store"}, body=b"x")
+        assert resp.status == int(status[:3])
+        resp.release_conn()
+    assert len(server.requests) == 2 and server.connections == 1
+    store.close()
+
+
 def test_a_body_left_unread_closes_its_connection(scripted: Any) -> None:
     body = _answer("200 OK", ["Content-Length: 5"], b"hello")
     server = scripted([(body, False), (body, False)])
