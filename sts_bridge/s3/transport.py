@@ -276,11 +276,15 @@ def _parse_headers(fp: Any, _class: Any = None) -> Any:
 def _with_header_parser(begin: Callable[..., None], parse: Callable[..., Any]) -> Any:
     """``http.client.HTTPResponse.begin`` (status line, framing, keep-alive: the
     standard library's own code) calling ``parse`` for the head's lines; the
-    original when it does not call ``parse_headers`` by that name."""
+    original when it does not call ``parse_headers`` by that name, or when
+    ``http.client`` has no ``_read_headers`` (which :func:`_parse_headers` reads
+    the lines with) in this Python."""
     import http.client
     import types
 
-    if "parse_headers" not in begin.__code__.co_names:
+    if "parse_headers" not in begin.__code__.co_names or not callable(
+        getattr(http.client, "_read_headers", None)
+    ):
         return begin
     names = dict(vars(http.client))
     names["parse_headers"] = parse

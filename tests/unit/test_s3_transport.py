@@ -33,6 +33,7 @@ from sts_bridge.s3.transport import (
     SourceShrank,
     StoreConnection,
     _parse_headers,
+    _with_header_parser,
     proxy_for,
     sha256_of,
 )
@@ -478,6 +479,18 @@ def test_a_plain_answer_head_is_parsed_without_email(
     resp.release_conn()
     assert len(parsed) == 1 and server.connections == 1
     store.close()
+
+
+def test_http_client_parses_the_heads_when_its_internals_differ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a Python without ``http.client._read_headers`` (or a ``begin`` that calls
+    no ``parse_headers``) answers keep ``http.client``'s own ``begin``."""
+    begin = http.client.HTTPResponse.begin
+    assert _with_header_parser(begin, _parse_headers) is not begin
+    assert _with_header_parser(_message_state, _parse_headers) is _message_state
+    monkeypatch.delattr(http.client, "_read_headers")
+    assert _with_header_parser(begin, _parse_headers) is begin
 
 
 def test_a_huge_announced_length_is_refused_before_reading(scripted: Any) -> None:
