@@ -56,6 +56,15 @@ from sts_bridge.s3.transport import ConnectionPools, ProtocolError
 log = logging.getLogger("sts_bridge.s3.transfers")
 
 _READ_BUFFER = 1 * MiB
+#: The largest buffered write. On the benchmark VM (Linux 6.18, ext4) 1 GiB
+#: written in 1 MiB writes cost 0.3-1.4 s of system time, in 128-512 KiB
+#: writes 0.22-0.25 s in every run, and `s5cmd` writes 32 KiB at a time
+#: (docs/benchmark.md). The likely reason: the kernel sizes page-cache
+#: folios by the write, large folios come from the high-order free blocks a
+#: VM hands back to its host (virtio-balloon free page reporting), and the
+#: first touch of such memory faults on the host. A 1 MiB read goes out in
+#: 4 writes.
+PAGE_CACHE_WRITE = 256 * 1024
 _DIRECT_ALIGN = 4096  # offsets and lengths of O_DIRECT writes (covers 512 and 4K sectors)
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _local = threading.local()
@@ -96,10 +105,12 @@ def open_direct(path: Path, size: int, step: int, min_size: int | None) -> int |
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int, what: str) -> None:
+    """Write all of ``view`` at ``offset`` through the page cache, in writes of at
+    most :data:`PAGE_CACHE_WRITE` bytes."""
     try:
-        written = os.pwrite(fd, view, offset)
-        while written < len(view):  # regular files write all at once; be safe anyway
-            written += os.pwrite(fd, view[written:], offset + written)
+        written = 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written : written + PAGE_CACHE_WRITE], offset + written)
     except OSError as exc:  # a local problem (disk full...): not worth a retry
         raise TransferError(f"{what}: writing the file failed: {exc}") from exc
 

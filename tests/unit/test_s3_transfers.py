@@ -284,6 +284,37 @@ def test_etag_md5_only_for_plain_md5_etags() -> None:
     assert _etag_md5(md5, {"x-amz-server-side-encryption": "AES256"}) == (md5, "")
 
 
+def test_page_cache_writes_are_at_most_256_kib(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1 MiB read goes to the file in writes of PAGE_CACHE_WRITE: a write of
+    1 MiB or more makes the kernel take large folios, whose first touch costs
+    several times more on a VM that reports free memory to its host."""
+    import os
+
+    from sts_bridge.s3 import download
+
+    assert download.PAGE_CACHE_WRITE == 256 * 1024
+    data = os.urandom(1 * MiB + 5)
+    writes: list[tuple[int, int]] = []
+    pwrite = os.pwrite
+
+    def recording(fd: int, view: Any, offset: int) -> int:
+        writes.append((offset, len(view)))
+        return pwrite(fd, view, offset)
+
+    monkeypatch.setattr(os, "pwrite", recording)
+    path = tmp_path / "f.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        download._pwrite_all(fd, memoryview(data), 7, "downloading 'k'")
+    finally:
+        os.close(fd)
+    cap = download.PAGE_CACHE_WRITE
+    assert writes == [(7 + i, min(cap, len(data) - i)) for i in range(0, len(data), cap)]
+    assert path.read_bytes() == bytes(7) + data
+
+
 def test_small_xml_answers() -> None:
     from sts_bridge.s3.signed_http import xml_blocks, xml_text
 
