@@ -49,10 +49,12 @@ import contextlib
 import errno
 import functools
 import hashlib
+import io
 import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -460,7 +462,6 @@ def _wait_writable(sock: Any, stall: float | None) -> None:
     longer than the stall timeout while bytes move all along, so progress is
     read from the queue itself where the kernel tells it (:func:`_send_queue`).
     """
-    import time
 
     from urllib3.util import wait_for_write
 
@@ -521,8 +522,6 @@ def _await_delivery(sock: Any, stall: Any) -> None:
     queued = _send_queue(sock)
     if queued is None:
         return
-    import time
-
     from urllib3.util import wait_for_read
 
     last = -1
@@ -576,6 +575,29 @@ def _pool_classes() -> dict[str, Any]:
 
         begin = _with_header_parser(http.client.HTTPResponse.begin, _parse_headers)
 
+        def readinto1(self, buffer: Any) -> int:
+            """``read1`` into ``buffer``: at most one system call, so a reader
+            sees every trickle of bytes (``readinto`` waits until the buffer is
+            full); 0 at the end of the body, or where it breaks off. The
+            bookkeeping is ``read1``'s own (``length``, ``_close_conn``)."""
+            if self.fp is None or self._method == "HEAD":  # type: ignore[attr-defined]
+                return 0
+            if self.chunked:
+                data = self.read1(len(buffer))
+                buffer[: len(data)] = data
+                return len(data)
+            view = memoryview(buffer)
+            if self.length is not None and len(view) > self.length:
+                view = view[: self.length]
+            n: int = self.fp.readinto1(view)
+            if not n and len(view):
+                self._close_conn()  # type: ignore[attr-defined]
+            elif self.length is not None:
+                self.length -= n
+                if not self.length:
+                    self._close_conn()  # type: ignore[attr-defined]
+            return n
+
     class EarlyAnswer(StoreAnswer):
         """An answer whose status line was read while waiting for ``100 Continue``."""
 
@@ -610,6 +632,28 @@ def _pool_classes() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------- answers
+class _Progress:
+    """The stall rule of a body read whole: a trickle of a few bytes at a time
+    never trips the per-read timeout, so every :data:`MIN_PROGRESS` bytes must
+    arrive within the stall timeout (``None``: no rule)."""
+
+    __slots__ = ("_got", "_stall", "_start")
+
+    def __init__(self, stall: float | None) -> None:
+        self._stall = stall
+        self._start = time.monotonic()
+        self._got = 0
+
+    def add(self, n: int) -> None:
+        """``n`` more bytes arrived; raises :class:`TimeoutError` on a trickle."""
+        self._got += n
+        now = time.monotonic()
+        if self._got >= MIN_PROGRESS:
+            self._start, self._got = now, 0
+        elif self._stall is not None and now - self._start > self._stall:
+            raise TimeoutError(f"no progress: less than {MIN_PROGRESS} bytes in {self._stall:g} s")
+
+
 class Answer:
     """One answer: ``status``, ``headers`` (case-insensitive), the body read whole
     (:meth:`read`, ``data``) or streamed (:meth:`readinto`); :meth:`release_conn`
@@ -652,13 +696,41 @@ class Answer:
             return self._data
         if limit is not None and announced is not None and announced > limit:
             raise ProtocolError(f"the answer announces {announced} bytes, more than {limit}")
-        import time
+        if announced is not None and hasattr(self._raw, "readinto1"):
+            self._data = self._read_announced(announced)
+        else:  # chunked, or until the connection closes
+            self._data = self._read_blocks(resp, limit)
+        return self._data
 
+    def _read_announced(self, size: int) -> bytes:
+        """A body of an announced ``size``, read straight into one buffer that
+        becomes the returned ``bytes`` (``io.BytesIO`` hands over its own buffer
+        without a copy). Blocks read one by one and then joined cost a second
+        buffer as large as the body, and fresh memory for each: reading 4 MiB
+        Zarr chunks that way faulted in every page of the data again
+        (docs/benchmark.md)."""
+        buffer = io.BytesIO()
+        buffer.seek(size - 1)
+        buffer.write(b"\0")
+        progress = _Progress(self._stall)
+        got = 0
+        with buffer.getbuffer() as view:
+            while got < size:
+                try:
+                    n = self._raw.readinto1(view[got : got + _READ_BLOCK])
+                except Exception as exc:
+                    _reraise(exc)
+                if not n:
+                    raise ProtocolError(f"the answer broke off after {got} of {size} bytes")
+                got += n
+                progress.add(n)
+        return buffer.getvalue()
+
+    def _read_blocks(self, resp: urllib3.BaseHTTPResponse, limit: int | None) -> bytes:
+        """A body of unknown length, block by block to its end."""
         parts = []
         got = 0
-        # A trickle of a few bytes at a time never trips the per-read timeout:
-        # every MIN_PROGRESS bytes must arrive within the stall timeout.
-        window_start, window_got = time.monotonic(), 0
+        progress = _Progress(self._stall)
         while True:
             try:
                 block = resp.read1(_READ_BLOCK)
@@ -670,16 +742,8 @@ class Answer:
             if limit is not None and got > limit:
                 raise ProtocolError(f"the answer is longer than {limit} bytes")
             parts.append(block)
-            window_got += len(block)
-            now = time.monotonic()
-            if window_got >= MIN_PROGRESS:
-                window_start, window_got = now, 0
-            elif self._stall is not None and now - window_start > self._stall:
-                raise TimeoutError(
-                    f"no progress: less than {MIN_PROGRESS} bytes in {self._stall:g} s"
-                )
-        self._data = b"".join(parts)
-        return self._data
+            progress.add(len(block))
+        return b"".join(parts)
 
     def readinto(self, buffer: Any) -> int:
         """Up to ``len(buffer)`` bytes of the body into ``buffer``; 0 at its end.

@@ -14,6 +14,7 @@ import io
 import logging
 import socket
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -501,6 +502,32 @@ def test_a_huge_announced_length_is_refused_before_reading(scripted: Any) -> Non
         resp.read(1 * MiB)
     resp.close()
     resp.release_conn()
+    store.close()
+
+
+def test_an_announced_body_is_read_into_one_buffer_and_keeps_its_connection(
+    scripted: Any,
+) -> None:
+    """A body read whole whose length is announced is held once: the bytes
+    returned are the buffer read into (blocks read and then joined held it
+    twice, in fresh memory each time: every page of a Zarr read faulted in
+    again). The answer ends where it says, so the connection serves the next."""
+    body = bytes(range(256)) * (32 * 1024)  # 8 MiB
+    answer = _answer("200 OK", [f"Content-Length: {len(body)}"], body)
+    server = scripted([(answer, False), (_answer("200 OK", ["Content-Length: 2"], b"ok"), False)])
+    store = server.store()
+    resp = store.request("GET", "/big", headers={})
+    tracemalloc.start()
+    try:
+        got = resp.read(None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    resp.release_conn()
+    assert got == body
+    assert peak < 1.25 * len(body)
+    assert _get(store, "/next") == b"ok"
+    assert server.connections == 1
     store.close()
 
 
