@@ -456,12 +456,12 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self, path: Any, value: Any = None, batch_size: int | None = None, **kwargs: Any
     ) -> Any:
         """Many objects at once (``fs.pipe({path: data, ...})``): the small ones
-        of each workspace on its :class:`~sts_bridge.s3.objects.ObjectIO`
-        threads as one batch (one hand-off per thread, not per object; fsspec's
-        own ``_pipe`` starts a task per object and waits on all of them after
-        every answer). Boto's arguments, ``mode`` and big data take
-        :meth:`_pipe_file`'s way, object by object. The first error is raised,
-        as by fsspec, once the PUTs in flight are done."""
+        of each workspace as one batch of PUTs from this event loop, hundreds
+        in flight (:class:`~sts_bridge.s3.batch_puts.BatchPuts`), any one not
+        stored there again on its :class:`~sts_bridge.s3.objects.ObjectIO`
+        threads (retries, the error mapper). Boto's arguments, ``mode`` and
+        big data take :meth:`_pipe_file`'s way, object by object. The first
+        error is raised, as by fsspec, once the PUTs in flight are done."""
         if isinstance(path, str):
             path = {path: value}
         bodies = {p: d if isinstance(d, bytes) else bytes(d) for p, d in path.items()}
@@ -482,12 +482,7 @@ class WorkspaceFileSystem(AsyncFileSystem):  # type: ignore[misc]
             written.append((name, len(batch)))
             batch.append((objects, s3_path.partition("/")[2], body, p))
         try:
-            done = await asyncio.gather(
-                *(
-                    batch[0][0].run_each(_stored, batch, limit=batch_size, stop_at_error=True)
-                    for batch in batches.values()
-                )
-            )
+            done = await asyncio.gather(*(_stored_batch(b, batch_size) for b in batches.values()))
         finally:
             for store, s3_path in stores:
                 store.invalidate_cache(s3_path)
@@ -906,10 +901,31 @@ def _as_os_errors(path: str) -> Iterator[None]:
         raise OSError(errno.EIO, str(exc), path) from exc
 
 
-def _stored(objects: ObjectIO, full_key: str, body: bytes, path: str) -> dict[str, str]:
-    """One PUT of a batch (:meth:`WorkspaceFileSystem._pipe`), its errors as ``_pipe_file``'s."""
+async def _stored_batch(
+    batch: list[tuple[ObjectIO, str, bytes, str]], limit: int | None
+) -> list[dict[str, str]]:
+    """One workspace's PUTs of a :meth:`WorkspaceFileSystem._pipe`: from this
+    event loop (:class:`~sts_bridge.s3.batch_puts.BatchPuts`), and each one
+    that is not stored there again on the object's threads (:func:`_stored`)."""
+    objects = batch[0][0]
+
+    async def on_threads(i: int) -> str:
+        return await objects.run(_stored, *batch[i])
+
+    etags = await objects.batch_puts.put_each(
+        [(full_key, body) for _, full_key, body, _ in batch],
+        on_threads,
+        limit=limit,
+        stop_at_error=True,
+    )
+    return [{"ETag": etag} for etag in etags]
+
+
+def _stored(objects: ObjectIO, full_key: str, body: bytes, path: str) -> str:
+    """One PUT of a batch on the object's threads (retries, new credentials), its
+    errors as ``_pipe_file``'s; returns the ETag."""
     with _as_os_errors(path):
-        return {"ETag": objects.put(full_key, body)}
+        return objects.put(full_key, body)
 
 
 def _read(objects: ObjectIO, full_key: str, path: str) -> bytes:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from sts_bridge.s3.batch_puts import BatchPuts
 from sts_bridge.s3.config import TransferConfig
 from sts_bridge.s3.signed_http import BucketTarget, S3Http
 from sts_bridge.s3.upload import SHA256_METADATA
@@ -90,6 +91,8 @@ class ObjectIO:
         self.concurrency = concurrency
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        #: Batches of small PUTs from an event loop (fsspec's ``pipe``).
+        self.batch_puts = BatchPuts(self.http, self._threads)
 
     def get(self, full_key: str, start: int | None = None, end: int | None = None) -> bytes:
         """The object's bytes, or those of ``[start, end)`` (short at the end of the object)."""
@@ -114,7 +117,8 @@ class ObjectIO:
         return data
 
     def put(self, full_key: str, data: bytes, *, exclusive: bool = False) -> str:
-        """Store ``data`` under ``full_key`` in one PUT; returns the ETag.
+        """Store ``data`` under ``full_key`` in one PUT; returns the ETag
+        (:attr:`batch_puts` sends the same request from an event loop).
 
         ``exclusive`` stores it only if no object has that key
         (``If-None-Match: *``): the store refuses otherwise, raised as
@@ -205,4 +209,5 @@ class ObjectIO:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
+        self.batch_puts.close()
         self.http.close()

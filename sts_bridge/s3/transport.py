@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANSWER_LIMIT",
     "EXPECT_CONTINUE_MIN",
+    "MIN_PROGRESS",
     "SEND_BLOCK",
     "Answer",
     "BodyPieces",
@@ -78,6 +79,8 @@ __all__ = [
     "ProtocolError",
     "SourceShrank",
     "StoreConnection",
+    "framing_problem",
+    "parse_headers",
     "proxy_for",
 ]
 
@@ -244,7 +247,7 @@ def _plain_head() -> Any:
     return re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n)*\r\n\Z")
 
 
-def _parse_headers(fp: Any, _class: Any = None) -> Any:
+def parse_headers(fp: Any, _class: Any = None) -> Any:
     """``http.client.parse_headers``, without the ``email`` package for a plain head.
 
     ``http.client`` hands the head's lines to ``email``'s feed parser, about
@@ -279,7 +282,7 @@ def _with_header_parser(begin: Callable[..., None], parse: Callable[..., Any]) -
     """``http.client.HTTPResponse.begin`` (status line, framing, keep-alive: the
     standard library's own code) calling ``parse`` for the head's lines; the
     original when it does not call ``parse_headers`` by that name, or when
-    ``http.client`` has no ``_read_headers`` (which :func:`_parse_headers` reads
+    ``http.client`` has no ``_read_headers`` (which :func:`parse_headers` reads
     the lines with) in this Python."""
     import http.client
     import types
@@ -571,9 +574,9 @@ def _pool_classes() -> dict[str, Any]:
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
     class StoreAnswer(http.client.HTTPResponse):
-        """``http.client``'s answer, its head parsed by :func:`_parse_headers`."""
+        """``http.client``'s answer, its head parsed by :func:`parse_headers`."""
 
-        begin = _with_header_parser(http.client.HTTPResponse.begin, _parse_headers)
+        begin = _with_header_parser(http.client.HTTPResponse.begin, parse_headers)
 
         def readinto1(self, buffer: Any) -> int:
             """``read1`` into ``buffer``: at most one system call, so a reader
@@ -892,7 +895,7 @@ class StoreConnection:
             )
         except Exception as exc:
             _reraise(exc)
-        problem = _framing_problem(resp.headers)
+        problem = framing_problem(resp.headers)
         if problem is not None:
             resp.close()
             resp.release_conn()
@@ -963,7 +966,7 @@ def _ended(resp: urllib3.BaseHTTPResponse) -> bool:
     return bool(resp.closed)
 
 
-def _framing_problem(headers: Any) -> str | None:
+def framing_problem(headers: Any) -> str | None:
     """What makes an answer's length unknowable, as h11 would refuse it (http.client
     reads an unreadable ``Content-Length`` or a coding it does not know as "until
     the connection closes")."""

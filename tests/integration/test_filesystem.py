@@ -223,14 +223,22 @@ def test_reads_and_writes_of_bytes_take_one_request_each(
 
 
 def test_batches_of_small_writes_and_reads_go_through_the_sdks_requests(
-    platform_env: dict[str, str],
+    platform_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``fs.pipe({...})`` of small objects: every one stored by the SDK's own PUT
-    (its SHA-256 recorded, which s3fs does not), the answers in the order given,
-    and s3fs's cached listing dropped; ``fs.cat([...])`` reads them back in one
+    from the event loop (none handed to the threads' way), its SHA-256
+    recorded (which s3fs does not), the answers in the order given, and
+    s3fs's cached listing dropped; ``fs.cat([...])`` reads them back in one
     batch, each answer (or error) under its path."""
     import hashlib
 
+    from sts_bridge.interop import filesystem
+
+    handed: list[str] = []
+    on_threads = filesystem._stored
+    monkeypatch.setattr(
+        filesystem, "_stored", lambda *item: handed.append(item[3]) or on_threads(*item)
+    )
     ws = Client.from_env().workspace(SERVICE_WS)
     fs = ws.filesystem()
     base = _base()
@@ -238,6 +246,7 @@ def test_batches_of_small_writes_and_reads_go_through_the_sdks_requests(
     assert len(fs.ls(base, detail=False)) == 1  # now cached
     blobs = {f"{base}/many-{i:02d}": bytes([i]) * (100 + i) for i in range(40)}
     answers = fs.pipe(blobs)
+    assert handed == []
     assert [a["ETag"] for a in answers] == [hashlib.md5(b).hexdigest() for b in blobs.values()]  # noqa: S324
     assert len(fs.ls(base, detail=False)) == 41
     assert fs.cat(list(blobs)) == {p.removeprefix("workspace://"): b for p, b in blobs.items()}

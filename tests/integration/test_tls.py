@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import socket
@@ -249,6 +250,40 @@ def test_the_store_over_tls_with_a_custom_ca_bundle(tls_store: tuple[Any, Path, 
     ]
     fs.rm(f"{SERVICE_WS}/{folder}", recursive=True)
     assert relay.accepted >= 2
+
+
+def test_batches_of_small_writes_over_tls_are_sent_from_the_event_loop(
+    tls_store: tuple[Any, Path, TlsRelay], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fs.pipe`` of many small objects over TLS with a private CA: stored by
+    the event loop's own connections, verified by the same CA rule (none
+    handed to the threads' way); a certificate the rule does not trust is
+    refused in one sentence with its hint, as on the threads."""
+    from sts_bridge.interop import filesystem
+
+    ws, ca, relay = tls_store
+    handed: list[str] = []
+    on_threads = filesystem._stored
+    monkeypatch.setattr(
+        filesystem, "_stored", lambda *item: handed.append(item[3]) or on_threads(*item)
+    )
+    endpoint = f"https://127.0.0.1:{relay.port}"
+    fs = WorkspaceFileSystem(SourceVariant(ws, endpoint_url=endpoint, verify=str(ca)))
+    folder = f"{SERVICE_WS}/tls-tests/{uuid.uuid4().hex}"
+    blobs = {f"{folder}/{i:03d}": os.urandom(1000 + i) for i in range(60)}
+    before = relay.accepted
+    answers = fs.pipe(blobs)
+    assert handed == []
+    assert [a["ETag"] for a in answers] == [hashlib.md5(b).hexdigest() for b in blobs.values()]  # noqa: S324
+    assert relay.accepted > before  # the loop's own connections, through the relay
+    assert fs.cat(list(blobs)) == blobs
+    untrusted = WorkspaceFileSystem(SourceVariant(ws, endpoint_url=endpoint, verify=True))
+    with pytest.raises(OSError) as info:
+        untrusted.pipe({f"{folder}/refused-{i}": b"x" for i in range(3)})
+    message = str(info.value)
+    assert "TLS certificate verification failed" in message and "\n" not in message, message
+    assert len(handed) >= 1  # the loop's handshake failed: the threads said why
+    fs.rm(folder, recursive=True)
 
 
 def test_a_multipart_upload_over_tls_sends_each_part_from_the_file(

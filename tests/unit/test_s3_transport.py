@@ -33,8 +33,8 @@ from sts_bridge.s3.transport import (
     ProtocolError,
     SourceShrank,
     StoreConnection,
-    _parse_headers,
     _with_header_parser,
+    parse_headers,
     proxy_for,
     sha256_of,
 )
@@ -444,9 +444,9 @@ def test_answer_heads_parse_as_http_client_parses_them(
         expected = http.client.parse_headers(theirs)
     except http.client.HTTPException as exc:
         with pytest.raises(type(exc)):
-            _parse_headers(ours)
+            parse_headers(ours)
         return
-    got = _parse_headers(ours)
+    got = parse_headers(ours)
     assert type(got) is http.client.HTTPMessage
     assert _message_state(got) == _message_state(expected)
     assert got.items() == expected.items()
@@ -488,10 +488,10 @@ def test_http_client_parses_the_heads_when_its_internals_differ(
     """On a Python without ``http.client._read_headers`` (or a ``begin`` that calls
     no ``parse_headers``) answers keep ``http.client``'s own ``begin``."""
     begin = http.client.HTTPResponse.begin
-    assert _with_header_parser(begin, _parse_headers) is not begin
-    assert _with_header_parser(_message_state, _parse_headers) is _message_state
+    assert _with_header_parser(begin, parse_headers) is not begin
+    assert _with_header_parser(_message_state, parse_headers) is _message_state
     monkeypatch.delattr(http.client, "_read_headers")
-    assert _with_header_parser(begin, _parse_headers) is begin
+    assert _with_header_parser(begin, parse_headers) is begin
 
 
 def test_a_huge_announced_length_is_refused_before_reading(scripted: Any) -> None:
