@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fake_targets import content_length, read_request_head
 
 from sts_bridge.s3.batch_puts import IN_FLIGHT, SMALLEST_FALLBACK_BODY, in_flight_cap
 from sts_bridge.s3.config import TransferConfig
@@ -68,18 +69,10 @@ class _Store:
     def _serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError), conn, conn.makefile("rb") as reader:
             while True:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        return
-                    head += line
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                body = reader.read(length)
+                head = read_request_head(reader)
+                if head is None:
+                    return
+                body = reader.read(content_length(head))
                 with self._lock:
                     n = len(self.requests)
                     self.requests.append((head, body))

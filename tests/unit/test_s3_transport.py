@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_targets import content_length, read_request_head
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,18 +88,15 @@ class Scripted:
     def _exchange(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as reader:
             while self.steps:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        return
-                    head += line
+                head = read_request_head(reader)
+                if head is None:
+                    return
                 step = self.steps.pop(0)
                 if callable(step):
                     if step(conn, reader, head, self):
                         return
                     continue
-                body = reader.read(_length(head))
+                body = reader.read(content_length(head))
                 self.requests.append(_Request(head, body))
                 answer, close = step
                 conn.sendall(answer)
@@ -112,13 +110,6 @@ class Scripted:
 
     def close(self) -> None:
         self.listener.close()
-
-
-def _length(head: bytes) -> int:
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return int(line.split(b":")[1])
-    return 0
 
 
 @pytest.fixture
@@ -580,7 +571,7 @@ def test_an_endless_trickle_is_a_stall_not_a_hang(scripted: Any) -> None:
 def _continue_then_ok(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
     assert b"Expect: 100-continue\r\n" in head
     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-    server.requests.append(_Request(head, reader.read(_length(head))))
+    server.requests.append(_Request(head, reader.read(content_length(head))))
     conn.sendall(_answer("200 OK", ['ETag: "e"', "Content-Length: 0"]))
     return False
 
@@ -650,7 +641,7 @@ def test_a_refusal_before_the_body_is_the_answer_and_the_body_is_not_sent(script
 def _continue_then_read(conn: socket.socket, reader: Any, head: bytes, server: Scripted) -> bool:
     """100 Continue, then whatever body arrives (up to its length or the client's close)."""
     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-    want, got = _length(head), b""
+    want, got = content_length(head), b""
     while len(got) < want and (more := reader.read1(want - len(got))):
         got += more
     server.requests.append(_Request(head, got))
