@@ -5,8 +5,8 @@ chunks) is a batch of PUTs of a few KiB each. On threads, each request
 waits for its thread to get the GIL back, and the store spends more CPU per
 request when only a few arrive together; here every PUT of a batch is a
 coroutine on the caller's event loop, up to :data:`IN_FLIGHT` at once over
-kept-alive connections (500 x 16 KiB: 0.87x obstore's time with 256 in
-flight, 1.4x with 16 threads; docs/datastack.md).
+kept-alive connections (``bench/datastack.py``, 500 x 16 KiB: 1.03-1.12x
+obstore's time, 1.40x with 16 threads; docs/datastack.md).
 
 Only the first attempt of each PUT is made here, and only the plain case:
 
