@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from sts_bridge.s3.signed_http import S3Http, strip_etag
 from sts_bridge.s3.signer import Signer
-from sts_bridge.s3.transport import MIN_PROGRESS, framing_problem, parse_headers, proxy_for
+from sts_bridge.s3.transport import MIN_PROGRESS, parse_headers, proxy_for
 from sts_bridge.s3.upload import SHA256_METADATA
 
 if TYPE_CHECKING:
@@ -209,15 +209,12 @@ class BatchPuts:
                 self._exchange(signer.base_url, head + body, used), self._http.stall
             )
         except _NOT_STORED as exc:  # the threads' way sends it again and says what failed
-            for conn in used:
-                conn.writer.close()
             if isinstance(exc, _NotPlain):
                 self._signer = None  # refused credentials, maybe: ask again
             return None
-        except BaseException:  # cancelled: the connection may hold half a request
+        finally:  # not kept: failed, cancelled (half a request, maybe), or closed by its answer
             for conn in used:
                 conn.writer.close()
-            raise
 
     async def _exchange(self, base_url: str, request: bytes, used: list[_Connection]) -> str:
         """Send ``request`` and read its answer: the ETag of a plain ``200``.
@@ -323,16 +320,15 @@ def _close_on(loop: asyncio.AbstractEventLoop | None, conn: _Connection) -> None
 
 def _request_head(target: str, host: str, headers: dict[str, str], length: int) -> bytes | None:
     """The request's head, or ``None`` when a value could break its lines."""
+    if "\r" in target or "\n" in target or " " in target:
+        return None
     lines = [f"PUT {target} HTTP/1.1\r\nHost: {host}\r\n"]
     for name, value in headers.items():
         if "\r" in value or "\n" in value:
             return None
         lines.append(f"{name}: {value}\r\n")
     lines.append(f"Content-Length: {length}\r\n\r\n")
-    head = "".join(lines)
-    if "\r" in target or "\n" in target or " " in target:
-        return None
-    return head.encode("latin-1")
+    return "".join(lines).encode("latin-1")
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[str, bool]:
@@ -344,9 +340,9 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[str, bool]:
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or rest.split(b" ", 1)[0] != b"200":
         raise _NotPlain("not 200")
     message = parse_headers(io.BytesIO(header_lines))
-    if message.defects or framing_problem(message) or "Transfer-Encoding" in message:
+    if message.defects or "Transfer-Encoding" in message:
         raise _NotPlain("odd head")
-    lengths = message.get_all("Content-Length") or []
+    lengths = message.get_all("Content-Length") or []  # exactly one, digits only
     if len(lengths) != 1 or not lengths[0].strip().isdigit():
         raise _NotPlain("no single Content-Length")
     length = int(lengths[0])

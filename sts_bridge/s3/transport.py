@@ -79,7 +79,6 @@ __all__ = [
     "ProtocolError",
     "SourceShrank",
     "StoreConnection",
-    "framing_problem",
     "parse_headers",
     "proxy_for",
 ]
@@ -895,7 +894,7 @@ class StoreConnection:
             )
         except Exception as exc:
             _reraise(exc)
-        problem = framing_problem(resp.headers)
+        problem = _framing_problem(resp.headers)
         if problem is not None:
             resp.close()
             resp.release_conn()
@@ -966,7 +965,7 @@ def _ended(resp: urllib3.BaseHTTPResponse) -> bool:
     return bool(resp.closed)
 
 
-def framing_problem(headers: Any) -> str | None:
+def _framing_problem(headers: Any) -> str | None:
     """What makes an answer's length unknowable, as h11 would refuse it (http.client
     reads an unreadable ``Content-Length`` or a coding it does not know as "until
     the connection closes")."""
